@@ -1,0 +1,99 @@
+// Worker pool that reads tiles, resamples them to the model size, normalizes stain and packs
+// model-ready batches, in tile order, with a bounded prefetch queue.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "virtime/slide.hpp"
+#include "virtime/stain.hpp"
+
+namespace virtime {
+
+enum class PackFormat { None = 0, Float32 = 1, Float16 = 2 };
+
+struct BatcherParams {
+  int64_t batch_size = 16;
+  int threads = 0;            // 0 = hardware concurrency
+  int prefetch_batches = 4;   // batches ready or in progress ahead of the consumer
+  bool emit_uint8 = true;     // (N, H, W, 3) RGB
+  PackFormat pack = PackFormat::Float32;  // (N, 3, H, W) ImageNet-normalized
+};
+
+struct TileRequest {
+  int64_t x = 0, y = 0;  // level-0 top-left
+  int level = 0;
+  int64_t read_w = 0, read_h = 0;  // region read at `level`
+};
+
+struct TileFailure {
+  int64_t index = 0;
+  int64_t x = 0, y = 0;
+  std::string reason;
+};
+
+struct Batch {
+  int64_t index = 0;                  // batch number
+  int64_t capacity = 0;               // tiles requested in this batch
+  int64_t count = 0;                  // tiles that succeeded (compacted to the front)
+  std::vector<int64_t> tile_index;    // index into the request list, per successful tile
+  std::vector<int64_t> xy;            // count*2 level-0 coordinates
+  std::vector<uint8_t> stain_status;  // StainOutcome::Status per tile
+  std::vector<std::string> stain_note;
+  std::vector<uint8_t> rgb;           // count*H*W*3 when emit_uint8
+  std::vector<float> f32;             // count*3*H*W when pack == Float32
+  std::vector<uint16_t> f16;          // count*3*H*W when pack == Float16 (half bits)
+  std::vector<TileFailure> failures;  // tiles of this batch that failed
+  // internal bookkeeping
+  std::vector<uint8_t> ok;            // per slot in [0, capacity)
+  int64_t remaining = 0;
+  double read_seconds = 0, normalize_seconds = 0, pack_seconds = 0;
+};
+
+class Batcher {
+ public:
+  Batcher(std::shared_ptr<const Slide> slide, std::vector<TileRequest> tiles, int64_t out_size,
+          std::shared_ptr<const StainNormalizer> normalizer, BatcherParams params);
+  ~Batcher();
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+
+  int64_t num_batches() const { return num_batches_; }
+  int64_t num_tiles() const { return static_cast<int64_t>(tiles_.size()); }
+  int64_t out_size() const { return out_size_; }
+  const BatcherParams& params() const { return params_; }
+  // Blocks until the next batch in order is complete; returns null when all were consumed.
+  std::unique_ptr<Batch> next();
+  // Stops the workers early (also called by the destructor).
+  void stop();
+
+ private:
+  void worker_loop();
+  void process_tile(int64_t tile_idx, Batch& batch, int64_t slot, std::vector<uint32_t>& scratch,
+                    std::vector<uint8_t>& read_buf);
+  void finalize(Batch& batch) const;
+
+  std::shared_ptr<const Slide> slide_;
+  std::vector<TileRequest> tiles_;
+  int64_t out_size_;
+  std::shared_ptr<const StainNormalizer> normalizer_;
+  BatcherParams params_;
+  int64_t num_batches_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable work_cv_, ready_cv_;
+  int64_t next_tile_ = 0;      // next tile a worker will claim
+  int64_t next_consume_ = 0;   // next batch the consumer expects
+  bool stopping_ = false;
+  std::map<int64_t, std::unique_ptr<Batch>> in_flight_;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace virtime

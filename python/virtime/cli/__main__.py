@@ -1,0 +1,5 @@
+import sys
+
+from virtime.cli import main
+
+sys.exit(main())

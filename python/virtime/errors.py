@@ -1,0 +1,82 @@
+"""Exception hierarchy of virtime.
+
+Every error derives from :class:`VirtimeError` so callers can catch the package's errors in one
+place, and, where natural, from a builtin too (``SlideFormatError`` is a ``ValueError``) so generic
+code keeps working. The C++ core raises these same classes (mapped in the binding), and the CLI
+turns any of them into one line on stderr with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "VirtimeError",
+    "SlideNotFoundError",
+    "SlideFormatError",
+    "SlideReadError",
+    "MissingMppError",
+    "InvalidMppError",
+    "SlideTooSmallError",
+    "OpenSlideLibraryError",
+    "InvalidArgumentError",
+    "CudaError",
+    "CheckpointError",
+    "ModelMismatchError",
+    "InputDataError",
+    "BackendUnavailableError",
+]
+
+
+class VirtimeError(Exception):
+    """Base class of every error virtime raises on purpose."""
+
+
+class SlideNotFoundError(VirtimeError, FileNotFoundError):
+    """The slide path does not exist."""
+
+
+class SlideFormatError(VirtimeError, ValueError):
+    """The file exists but is not a slide OpenSlide can open."""
+
+
+class SlideReadError(VirtimeError, OSError):
+    """Reading pixels failed (truncated or corrupt file); OpenSlide's error state is sticky."""
+
+
+class MissingMppError(VirtimeError, ValueError):
+    """The slide carries no microns-per-pixel metadata and none was given."""
+
+
+class InvalidMppError(VirtimeError, ValueError):
+    """An mpp value is absurd (e.g. a resolution tag in the wrong unit)."""
+
+
+class SlideTooSmallError(VirtimeError, ValueError):
+    """The slide is smaller than one model tile at the requested resolution."""
+
+
+class OpenSlideLibraryError(VirtimeError, ImportError):
+    """The OpenSlide shared library (from openslide-bin) could not be loaded."""
+
+
+class InvalidArgumentError(VirtimeError, ValueError):
+    """A parameter is out of its valid range."""
+
+
+class CudaError(VirtimeError, RuntimeError):
+    """A CUDA call failed, or CUDA support was not compiled in."""
+
+
+class CheckpointError(VirtimeError, ValueError):
+    """A weights file is missing, corrupt, unsafe, or does not match any known architecture."""
+
+
+class ModelMismatchError(VirtimeError, ValueError):
+    """A model's channels, resolution or window do not match what was requested."""
+
+
+class InputDataError(VirtimeError, ValueError):
+    """A table or array given by the user fails validation (missing columns, NaN, bad codes)."""
+
+
+class BackendUnavailableError(VirtimeError, RuntimeError):
+    """An inference backend was requested but its library or device is not available."""
