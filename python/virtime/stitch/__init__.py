@@ -1,0 +1,43 @@
+"""Seam-free stitching of model windows into a bounded-memory OME-Zarr canvas, and its exports.
+
+``windows`` plans windows and blend weights, ``canvas`` accumulates them band by band into
+``omezarr``; ``ometiff`` and ``thumbnail`` export the finished canvas; ``atomic`` holds the atomic
+writers and the run manifest that makes a killed run resumable.
+"""
+
+from __future__ import annotations
+
+from virtime.stitch.atomic import RunManifest, atomic_path, atomic_write_bytes, atomic_write_json
+from virtime.stitch.canvas import StreamingCanvas, canvas_finished, canvas_shape
+from virtime.stitch.ometiff import export_ome_tiff
+from virtime.stitch.thumbnail import render_thumbnail, thumbnail_from_zarr, write_png
+from virtime.stitch.windows import (
+    output_factor,
+    plan_windows,
+    pool_weighted,
+    pool_weighted_torch,
+    tile_stride,
+    window_offsets,
+    window_weight,
+)
+
+__all__ = [
+    "RunManifest",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "StreamingCanvas",
+    "canvas_finished",
+    "canvas_shape",
+    "export_ome_tiff",
+    "render_thumbnail",
+    "thumbnail_from_zarr",
+    "write_png",
+    "output_factor",
+    "plan_windows",
+    "pool_weighted",
+    "pool_weighted_torch",
+    "tile_stride",
+    "window_offsets",
+    "window_weight",
+]

@@ -1,0 +1,338 @@
+"""Streaming low-resolution canvas: weighted window predictions in, finished OME-Zarr row bands out.
+
+Memory is bounded by the slide's *width*, never its height: float32 sums are kept only for the
+open row bands (``chunk`` output rows each). Tiles arrive in row-major order, so once the pipeline
+says no future tile reaches above model row ``y`` (:meth:`StreamingCanvas.flush_until`), every
+band that ends above ``y`` is final: it is normalised, converted to uint8, written to level 0 of
+the OME-Zarr, recorded in the run manifest and freed.
+
+Value of output pixel ``o`` (block ``B_o`` of ``factor x factor`` model pixels)::
+
+    canvas[c, o] = Σ_k Σ_{i∈B_o} w_k(i) p_k[c, i]  /  Σ_k Σ_{i∈B_o} w_k(i)     (0 where Σ w = 0)
+    stored       = floor(255 · canvas + ½)                                     (uint8)
+
+This equals the W-weighted block mean of the full-resolution blend ``P = Σ w_k p_k / W``,
+``W = Σ_k w_k``; where ``W`` is constant on a block (overlap 0, or inside the partition-of-unity
+zones of the ramps) it is exactly the plain mean of ``P`` over the block.
+
+Resume: bands are written in order and each is recorded only after its chunks are on disk
+(zarr's LocalStore writes each chunk to a temporary name and renames it), so after a ``kill -9``
+the complete bands are a prefix. Reopening with ``resume=True`` ignores contributions to them and
+reports :attr:`StreamingCanvas.resume_y`, the first model row the pipeline must revisit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from virtime.channels import CHANNELS, Channel, get_channel
+from virtime.errors import InvalidArgumentError
+from virtime.stitch import omezarr
+from virtime.stitch.atomic import RunManifest
+from virtime.stitch.windows import pool_weighted
+
+__all__ = [
+    "StreamingCanvas",
+    "canvas_shape",
+    "canvas_finished",
+    "MANIFEST_SUFFIX",
+    "manifest_path",
+    "to_uint8",
+]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_SUFFIX = ".manifest.json"
+_BANDS = "level0_bands"
+_LEVELS = "pyramid_levels"
+
+
+def canvas_shape(model_shape_yx: tuple[int, int], factor: int) -> tuple[int, int]:
+    """Output canvas ``(h, w)`` covering a ``model_shape_yx`` extent: ceil division by ``factor``."""
+    h, w = model_shape_yx
+    return (-(-int(h) // factor), -(-int(w) // factor))
+
+
+def manifest_path(path: str | os.PathLike[str]) -> Path:
+    """The run manifest of the canvas at ``path``: a sidecar ``<path>.manifest.json``.
+
+    Beside the Zarr, not inside it, so Zarr and NGFF tools listing the group see no foreign file.
+    """
+    p = Path(path)
+    return p.with_name(p.name + MANIFEST_SUFFIX)
+
+
+def canvas_finished(path: str | os.PathLike[str]) -> bool:
+    """Whether a completed canvas exists at ``path`` (so a rerun without --force skips the slide)."""
+    manifest = manifest_path(path)
+    if not manifest.is_file() or not (Path(path) / ".zgroup").is_file():
+        return False
+    return RunManifest.load(manifest).finished
+
+
+def to_uint8(ratio: NDArray[np.float32]) -> NDArray[np.uint8]:
+    """Probability in [0, 1] to ``floor(255·p + ½)``, clipped (NaN-free input assumed)."""
+    return np.floor(np.clip(ratio, 0.0, 1.0) * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
+
+
+def _resolve_channels(channels: Sequence[Channel | str]) -> tuple[Channel, ...]:
+    return tuple(c if isinstance(c, Channel) else get_channel(c) for c in channels)
+
+
+class StreamingCanvas:
+    """Accumulate weighted window probabilities into a bounded-memory OME-Zarr canvas.
+
+    Parameters
+    ----------
+    path
+        The ``.ome.zarr`` folder to write (its manifest is :func:`manifest_path` beside it).
+    shape_yx
+        Output canvas shape (see :func:`canvas_shape`).
+    factor
+        Model pixels per output pixel (``output_mpp / model_mpp``, integer >= 1).
+    mpp
+        Output microns per pixel, written to the NGFF scale transforms.
+    channels
+        Channel records or names in output order (default: the 23 checkpoint channels).
+    chunk
+        Chunk edge in output pixels; also the height of an accumulation band.
+    resume
+        Reopen an unfinished canvas at ``path`` with identical settings and keep its complete
+        bands; otherwise any canvas at ``path`` is replaced.
+    name
+        Image name in the metadata.
+    extra_metadata
+        JSON-serialisable dict stored as ``.zattrs["virtime"]`` (model hash, overlap ...).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        shape_yx: tuple[int, int],
+        *,
+        factor: int = 8,
+        mpp: float = 2.0,
+        channels: Sequence[Channel | str] = CHANNELS,
+        chunk: int = 256,
+        resume: bool = False,
+        name: str = "virtual mIF",
+        extra_metadata: dict[str, Any] | None = None,
+    ) -> None:
+        h, w = (int(shape_yx[0]), int(shape_yx[1]))
+        if h <= 0 or w <= 0:
+            raise InvalidArgumentError(f"{path}: canvas shape must be positive, got {shape_yx}")
+        if int(factor) < 1 or chunk < 1:
+            raise InvalidArgumentError(f"factor and chunk must be >= 1, got {factor}, {chunk}")
+        self.path = Path(path)
+        self.shape_yx = (h, w)
+        self.factor = int(factor)
+        self.mpp = float(mpp)
+        self.channels = _resolve_channels(channels)
+        self.chunk = int(chunk)
+        self.name = name
+        self.extra_metadata = dict(extra_metadata or {})
+        self.n_bands = -(-h // self.chunk)
+        params = {
+            "shape_yx": list(self.shape_yx),
+            "factor": self.factor,
+            "mpp": self.mpp,
+            "chunk": self.chunk,
+            "channels": [c.name for c in self.channels],
+        }
+        mpath = manifest_path(self.path)
+        can_resume = resume and mpath.is_file() and (self.path / ".zgroup").is_file()
+        if can_resume:
+            self._manifest = RunManifest.open(mpath, params, resume=True)
+            self._group = omezarr.open_ome_zarr(self.path, mode="r+")
+            _remove_partials(self.path)
+        else:
+            _clear_previous(self.path)
+            mpath.unlink(missing_ok=True)  # a fresh run must not inherit completed bands
+            self._group = omezarr.create_pyramid(
+                self.path, len(self.channels), self.shape_yx, self.chunk
+            )
+            self._manifest = RunManifest.create(mpath, params)
+        done = set(self._manifest.completed(_BANDS))
+        self._first_open = 0
+        while self._first_open in done:
+            self._first_open += 1
+        self._resumed_until = self._first_open  # bands < this were finished by an earlier run
+        self._bands: dict[int, tuple[NDArray[np.float32], NDArray[np.float32]]] = {}
+        if self._first_open:
+            log.info("%s: resuming at band %d of %d", self.path, self._first_open, self.n_bands)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def finished(self) -> bool:
+        """True once :meth:`close` completed (now or in an earlier run)."""
+        return self._manifest.finished
+
+    @property
+    def resume_y(self) -> int:
+        """First model row not yet final: the pipeline restarts with tiles reaching below it."""
+        return self._first_open * self.chunk * self.factor
+
+    @property
+    def open_bands(self) -> int:
+        """Number of row bands holding accumulators now."""
+        return len(self._bands)
+
+    @property
+    def accumulator_nbytes(self) -> int:
+        """Bytes held by open accumulators: ``(C + 1) x chunk x width x 4`` per band."""
+        return sum(a.nbytes + b.nbytes for a, b in self._bands.values())
+
+    # ------------------------------------------------------------------ input
+    def add(
+        self, probs: NDArray[Any], x: int, y: int, weight: NDArray[Any] | None = None
+    ) -> None:
+        """Add one window's probabilities ``(C, h, w)`` at model-pixel origin ``(x, y)``.
+
+        ``weight`` ``(h, w)`` defaults to ones (the official unblended layout).
+        """
+        probs = np.asarray(probs)
+        if probs.ndim != 3 or probs.shape[0] != len(self.channels):
+            raise InvalidArgumentError(
+                f"{self.path}: window must be ({len(self.channels)}, h, w), got {probs.shape}"
+            )
+        if weight is None:
+            weight = np.ones(probs.shape[1:], dtype=np.float32)
+        wp, ws, ox, oy = pool_weighted(probs, weight, self.factor, int(x), int(y))
+        self.add_pooled(wp, ws, ox, oy)
+
+    def add_pooled(
+        self, wp: NDArray[Any], ws: NDArray[Any], ox: int, oy: int
+    ) -> None:
+        """Add pre-pooled sums (``Σ w·p`` ``(C, h, w)`` and ``Σ w`` ``(h, w)``) at output ``(ox, oy)``.
+
+        For engines that pool on the device (:func:`~virtime.stitch.windows.pool_weighted_torch`).
+        Parts outside the canvas are cropped; parts in bands finished by an earlier run are
+        ignored; a part in a band flushed by this run means tiles came out of order: an error.
+        """
+        wp = np.asarray(wp, dtype=np.float32)
+        ws = np.asarray(ws, dtype=np.float32)
+        if wp.ndim != 3 or wp.shape[0] != len(self.channels) or ws.shape != wp.shape[1:]:
+            raise InvalidArgumentError(
+                f"{self.path}: pooled sums must be (C, h, w) and (h, w), got {wp.shape}, {ws.shape}"
+            )
+        H, W = self.shape_yx
+        _, ph, pw = wp.shape
+        x0, x1 = max(ox, 0), min(ox + pw, W)
+        y0, y1 = max(oy, 0), min(oy + ph, H)
+        if x0 >= x1 or y0 >= y1:
+            return
+        ch = self.chunk
+        for band in range(y0 // ch, (y1 - 1) // ch + 1):
+            if band < self._resumed_until:
+                continue
+            if band < self._first_open:
+                raise InvalidArgumentError(
+                    f"{self.path}: a window at output row {oy} reaches band {band}, already "
+                    f"flushed; tiles must come in row-major order and flush_until must not pass "
+                    f"rows that later tiles touch"
+                )
+            b0, b1 = max(y0, band * ch), min(y1, (band + 1) * ch)
+            acc, wacc = self._band(band)
+            sy = slice(b0 - oy, b1 - oy)
+            sx = slice(x0 - ox, x1 - ox)
+            acc[:, b0 - band * ch : b1 - band * ch, x0:x1] += wp[:, sy, sx]
+            wacc[b0 - band * ch : b1 - band * ch, x0:x1] += ws[sy, sx]
+
+    def _band(self, band: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        if band not in self._bands:
+            rows = min(self.chunk, self.shape_yx[0] - band * self.chunk)
+            self._bands[band] = (
+                np.zeros((len(self.channels), rows, self.shape_yx[1]), dtype=np.float32),
+                np.zeros((rows, self.shape_yx[1]), dtype=np.float32),
+            )
+        return self._bands[band]
+
+    # ------------------------------------------------------------------ output
+    def flush_until(self, y: int) -> int:
+        """Declare that no future window touches model rows ``< y``; write bands above it.
+
+        Returns the number of bands written. Pass the next tile's ``y`` (row-major order).
+        """
+        final_rows = int(y) // self.factor
+        written = 0
+        while self._first_open < self.n_bands:
+            end = min((self._first_open + 1) * self.chunk, self.shape_yx[0])
+            if end > final_rows:
+                break
+            self._flush_band(self._first_open)
+            self._first_open += 1
+            written += 1
+        return written
+
+    def _flush_band(self, band: int) -> None:
+        y0 = band * self.chunk
+        rows = min(self.chunk, self.shape_yx[0] - y0)
+        acc = self._bands.pop(band, None)
+        if acc is None:  # nothing fell here (background): write zeros, so a torn rerun is clean
+            out = np.zeros((len(self.channels), rows, self.shape_yx[1]), dtype=np.uint8)
+        else:
+            sums, weights = acc
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(weights > 0, sums / weights, np.float32(0.0))
+            out = to_uint8(ratio)
+        self._group["0"][:, y0 : y0 + rows, :] = out
+        self._manifest.mark_complete(_BANDS, band)
+
+    def close(self) -> None:
+        """Flush every band, build the pyramid, write NGFF metadata, mark the run finished.
+
+        Idempotent; a no-op on a canvas finished by an earlier run.
+        """
+        if self._manifest.finished:
+            return
+        self.flush_until(self.shape_yx[0] * self.factor)
+        n_levels = omezarr.n_pyramid_levels(self.shape_yx, self.chunk)
+        done_levels = set(self._manifest.completed(_LEVELS))
+        for k in range(1, n_levels):
+            if k in done_levels:
+                continue
+            omezarr.build_level(self._group[str(k - 1)], self._group[str(k)], self.chunk)
+            self._manifest.mark_complete(_LEVELS, k)
+        omezarr.write_ngff_metadata(
+            self._group,
+            n_levels=n_levels,
+            channels=self.channels,
+            mpp=self.mpp,
+            name=self.name,
+            extra={"factor": self.factor, **self.extra_metadata},
+        )
+        self._manifest.mark_finished()
+
+    def __enter__(self) -> StreamingCanvas:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        # On an error leave the canvas resumable rather than finishing it with missing tiles.
+        if exc_type is None:
+            self.close()
+        else:
+            self._bands.clear()
+
+
+def _remove_partials(path: Path) -> None:
+    """Delete temporary chunk files a killed LocalStore write left behind."""
+    for tmp in path.rglob("*.partial"):
+        tmp.unlink(missing_ok=True)
+
+
+def _clear_previous(path: Path) -> None:
+    """Remove an earlier canvas at ``path``, refusing to delete anything that is not one."""
+    if not path.exists():
+        return
+    if path.is_dir() and ((path / ".zgroup").is_file() or manifest_path(path).is_file()):
+        shutil.rmtree(path)
+        return
+    raise InvalidArgumentError(f"{path}: exists and is not a virtime OME-Zarr canvas; not replacing")
