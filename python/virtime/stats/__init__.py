@@ -1,0 +1,45 @@
+"""Population statistics: validation, associations, survival, signature and cross-cohort checks.
+
+Typical use::
+
+    from virtime.stats import join_features, associate, survival_analysis
+    cohort = join_features("features.parquet", "clinical.csv")
+    assoc = associate(cohort)             # assoc.summary: level, group, feature, attribute, …, q
+    surv = survival_analysis(cohort)      # surv.summary: per channel log-rank / Cox, + signature
+
+Every analysis returns a result object with a ``summary`` DataFrame.
+"""
+
+from __future__ import annotations
+
+from virtime.stats.associations import AssociationConfig, AssociationResult, associate
+from virtime.stats.comparisons import combination_comparison, metric_comparison
+from virtime.stats.multiple_testing import adjust_by_family, adjust_pvalues
+from virtime.stats.validation import (
+    ClinicalTable,
+    Cohort,
+    aggregate_slides,
+    join_features,
+    load_clinical,
+    load_features,
+    parse_stage,
+    validate_survival,
+)
+
+__all__ = [
+    "AssociationConfig",
+    "AssociationResult",
+    "associate",
+    "metric_comparison",
+    "combination_comparison",
+    "adjust_pvalues",
+    "adjust_by_family",
+    "ClinicalTable",
+    "Cohort",
+    "aggregate_slides",
+    "join_features",
+    "load_clinical",
+    "load_features",
+    "parse_stage",
+    "validate_survival",
+]
