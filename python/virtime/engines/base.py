@@ -1,0 +1,369 @@
+"""The inference-engine protocol, a shared base class with out-of-memory back-off, and the registry.
+
+Every backend (torch, ONNX Runtime, TensorRT) answers the same small protocol so the whole-slide
+pipeline never branches on the backend. Backends are registered by *dotted path* and imported only
+when chosen, so ``import virtime.engines`` never imports onnxruntime or TensorRT.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from virtime.errors import (
+    BackendUnavailableError,
+    CudaError,
+    InputDataError,
+    InvalidArgumentError,
+)
+
+__all__ = [
+    "BACKENDS",
+    "PRECISIONS",
+    "Engine",
+    "BaseEngine",
+    "create_engine",
+    "register_backend",
+    "registered_backends",
+    "resolve_backend",
+    "is_out_of_memory",
+    "default_cache_dir",
+    "cpu_threads",
+    "cuda_available",
+    "tensorrt_installed",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Names accepted by ``--backend``.
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime", "tensorrt")
+#: Compute precisions; the logits handed back are always float32.
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
+_REGISTRY: dict[str, str] = {
+    "torch": "virtime.engines.torch_engine:TorchEngine",
+    "onnxruntime": "virtime.engines.onnxruntime_engine:OnnxRuntimeEngine",
+    "tensorrt": "virtime.engines.tensorrt_engine:TensorRTEngine",
+}
+
+_OOM_MESSAGES = (
+    "out of memory",
+    "failed to allocate memory",
+    "cudaerrormemoryallocation",
+    "cuda_error_out_of_memory",
+    "outofmemory",
+)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the pipeline needs from a backend.
+
+    ``run`` takes a host batch ``(N, 3, H, W)`` float32/float16 (ImageNet-normalized) and returns
+    float32 logits ``(N, C, H, W)``. ``run_device`` does the same on device buffers the caller owns
+    (``in_ptr``/``out_ptr`` raw CUDA pointers, ``stream`` a ``cudaStream_t`` as int) so the C++
+    batcher can fill GPU memory directly; backends without it raise ``BackendUnavailableError``.
+    """
+
+    name: str
+    precision: str
+    device: str
+    max_batch: int
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def run_device(self, in_ptr: int, out_ptr: int, n: int, stream: int = 0) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for the out-of-memory errors of torch, ONNX Runtime, TensorRT and the host."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    oom_cls = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    if oom_cls is not None and isinstance(exc, oom_cls):
+        return True
+    text = str(exc).lower().replace(" ", "")
+    return any(m.replace(" ", "") in text for m in _OOM_MESSAGES)
+
+
+def cpu_threads() -> int:
+    """Cores this process may use (respects CPU affinity / container limits where visible)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (False when torch is a CPU build)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def tensorrt_installed() -> bool:
+    """Whether either TensorRT flavour is importable, without importing it."""
+    return any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_rtx"))
+
+
+def default_cache_dir() -> Path:
+    """``$VIRTIME_CACHE_DIR`` or ``$XDG_CACHE_HOME/virtime`` (``~/.cache/virtime``)."""
+    env = os.environ.get("VIRTIME_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "virtime"
+
+
+class BaseEngine:
+    """Shared input checks, chunking by ``max_batch`` and out-of-memory back-off.
+
+    Subclasses implement ``_run_chunk(x)`` for one chunk of at most ``max_batch`` items. When a
+    chunk raises an out-of-memory error, the batch size is halved (kept for later calls, since
+    memory pressure rarely goes away), a warning is logged and the same items are tried again; a
+    batch of one that still does not fit raises :class:`~virtime.errors.CudaError`.
+    """
+
+    name: ClassVar[str] = "base"
+    supports_device_io: ClassVar[bool] = False
+    #: Backend-specific keyword options that ``create`` accepts.
+    OPTIONS: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(
+        self,
+        *,
+        precision: str,
+        device: str,
+        max_batch: int,
+        window: int | None,
+        out_channels: int | None = None,
+        fixed_window: bool = False,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise InvalidArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if int(max_batch) < 1:
+            raise InvalidArgumentError(f"max_batch must be >= 1, got {max_batch}")
+        self.precision = precision
+        self.device = device
+        self.max_batch = int(max_batch)
+        self.window = None if window is None else int(window)
+        self.out_channels = out_channels
+        self._fixed_window = fixed_window
+        self.input_dtype: np.dtype = np.dtype(np.float32)
+
+    # -- protocol -------------------------------------------------------------------------------
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits ``(N, C, H, W)`` float32 for a host batch ``(N, 3, H, W)``."""
+        x = self._check_batch(batch)
+        n = x.shape[0]
+        out: np.ndarray | None = None
+        if n == 0:
+            c = self.out_channels or 0
+            return np.empty((0, c, x.shape[2], x.shape[3]), dtype=np.float32)
+        i = 0
+        while i < n:
+            size = min(self.max_batch, n - i)
+            try:
+                y = self._run_chunk(x[i : i + size])
+            except Exception as exc:  # classified below; anything else propagates unchanged
+                if not is_out_of_memory(exc):
+                    raise
+                self._shrink_after_oom(size, exc)
+                continue
+            if y.shape[0] != size or y.ndim != 4:
+                raise InputDataError(
+                    f"{self.name} engine returned shape {y.shape} for a chunk of {size} windows"
+                )
+            if out is None:
+                out = np.empty((n, *y.shape[1:]), dtype=np.float32)
+                self.out_channels = int(y.shape[1])
+            out[i : i + size] = y
+            i += size
+        assert out is not None
+        return out
+
+    def run_device(self, in_ptr: int, out_ptr: int, n: int, stream: int = 0) -> None:
+        """Device-buffer inference; only some backends support it."""
+        raise BackendUnavailableError(f"the {self.name} engine does not run on device buffers")
+
+    def close(self) -> None:
+        """Release backend resources (idempotent)."""
+
+    def __enter__(self) -> BaseEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(precision={self.precision!r}, device={self.device!r}, "
+            f"max_batch={self.max_batch}, window={self.window})"
+        )
+
+    # -- for subclasses -------------------------------------------------------------------------
+    def _run_chunk(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _release_memory(self) -> None:
+        """Free cached device memory after an out-of-memory error (backend-specific)."""
+
+    def _shrink_after_oom(self, size: int, exc: BaseException) -> None:
+        if size <= 1:
+            raise CudaError(
+                f"{self.name} engine on {self.device} ran out of memory with a batch of 1: {exc}"
+            ) from exc
+        new = max(1, size // 2)
+        logger.warning(
+            "%s engine on %s ran out of memory at batch %d; halving the batch to %d and going on",
+            self.name, self.device, size, new,
+        )
+        self._release_memory()
+        self.max_batch = new
+        self._on_batch_change()
+
+    def _on_batch_change(self) -> None:
+        """Hook for engines that cache per-batch-size state (CUDA graphs)."""
+
+    def _check_batch(self, batch: np.ndarray) -> np.ndarray:
+        if not isinstance(batch, np.ndarray):
+            raise InputDataError(f"batch must be a numpy array, got {type(batch).__name__}")
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise InputDataError(f"batch must have shape (N, 3, H, W), got {batch.shape}")
+        if batch.dtype not in (np.float32, np.float16):
+            raise InputDataError(f"batch must be float32 or float16, got {batch.dtype}")
+        if self._fixed_window and self.window is not None and batch.shape[2:] != (
+            self.window,
+            self.window,
+        ):
+            raise InputDataError(
+                f"the {self.name} engine was built for {self.window}x{self.window} windows, "
+                f"got {batch.shape[2]}x{batch.shape[3]}"
+            )
+        return np.ascontiguousarray(batch)
+
+
+# -- registry ----------------------------------------------------------------------------------
+def register_backend(name: str, target: str) -> None:
+    """Register ``"package.module:Class"`` under ``name``; the module is imported on first use."""
+    if ":" not in target:
+        raise InvalidArgumentError(f"backend target must look like 'module:Class', got {target!r}")
+    _REGISTRY[name] = target
+
+
+def registered_backends() -> tuple[str, ...]:
+    """Names that ``create_engine`` accepts besides ``"auto"``."""
+    return tuple(_REGISTRY)
+
+
+def _backend_class(name: str) -> Any:
+    try:
+        target = _REGISTRY[name]
+    except KeyError:
+        raise InvalidArgumentError(
+            f"unknown backend {name!r}; choose one of {('auto', *_REGISTRY)}"
+        ) from None
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _auto_candidates(device: str | None, precision: str) -> list[str]:
+    on_cpu = device is not None and device.startswith("cpu")
+    if not on_cpu and cuda_available():
+        return (["tensorrt"] if tensorrt_installed() and precision != "bf16" else []) + ["torch"]
+    if on_cpu or not cuda_available():
+        # ONNX Runtime has no bf16 kernels on CPU; torch does.
+        return ["torch"] if precision == "bf16" else ["onnxruntime", "torch"]
+    return ["torch"]
+
+
+def resolve_backend(backend: str, device: str | None = None, precision: str = "fp32") -> str:
+    """The concrete backend ``auto`` stands for here (TensorRT on a GPU when installed, else torch
+    CUDA, else ONNX Runtime on CPU); other names are validated and returned as is."""
+    if backend == "auto":
+        return _auto_candidates(device, precision)[0]
+    if backend not in _REGISTRY:
+        raise InvalidArgumentError(
+            f"unknown backend {backend!r}; choose one of {('auto', *_REGISTRY)}"
+        )
+    return backend
+
+
+def create_engine(
+    model_or_onnx: Any,
+    backend: str = "auto",
+    precision: str = "fp32",
+    device: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    max_batch: int = 32,
+    window: int = 256,
+    **opts: Any,
+) -> Engine:
+    """Build an inference engine by backend name.
+
+    Parameters
+    ----------
+    model_or_onnx
+        A ``torch.nn.Module`` mapping ``(N, 3, H, W)`` to ``(N, C, H, W)`` logits, or the path of
+        an exported ONNX file (ONNX Runtime and TensorRT only).
+    backend
+        ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"tensorrt"``. ``auto`` tries TensorRT on a
+        GPU when installed, then torch CUDA; on CPU ONNX Runtime (torch for bf16). If the first
+        choice is unavailable, ``auto`` falls back to the next with a warning.
+    precision
+        ``"fp32"``, ``"fp16"`` or ``"bf16"``; outputs are float32 either way.
+    device
+        ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``; default the GPU when there is one.
+    cache_dir
+        Where exported ONNX files and TensorRT engines are kept (default
+        :func:`default_cache_dir`).
+    max_batch
+        Largest batch per backend call (halved on out-of-memory).
+    window
+        Window side in pixels (ONNX export, TensorRT profiles, CUDA graphs).
+    **opts
+        Backend-specific options (``channels_last``, ``cuda_graph``, ``threads``, ``flavour`` ...).
+    """
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if backend != "auto":
+        cls = _backend_class(resolve_backend(backend))
+        unknown = set(opts) - set(cls.OPTIONS)
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown option(s) {sorted(unknown)} for the {backend} backend; "
+                f"it accepts {sorted(cls.OPTIONS)}"
+            )
+        return cls.create(
+            model_or_onnx, precision=precision, device=device, cache_dir=cache_dir,
+            max_batch=max_batch, window=window, **opts,
+        )
+    candidates = _auto_candidates(device, precision)
+    errors: list[str] = []
+    for i, name in enumerate(candidates):
+        try:
+            cls = _backend_class(name)
+            # Under auto, options meant for another backend are dropped, not errors.
+            mine = {k: v for k, v in opts.items() if k in cls.OPTIONS}
+            return cls.create(
+                model_or_onnx, precision=precision, device=device, cache_dir=cache_dir,
+                max_batch=max_batch, window=window, **mine,
+            )
+        except (BackendUnavailableError, ImportError) as exc:
+            errors.append(f"{name}: {exc}")
+            if i + 1 < len(candidates):
+                logger.warning("backend %s unavailable (%s); trying %s", name, exc, candidates[i + 1])
+    raise BackendUnavailableError("no inference backend is usable: " + "; ".join(errors))
+

@@ -1,0 +1,131 @@
+"""Convert an fp32 ONNX graph to fp16 compute, for strongly typed runtimes (TensorRT-RTX).
+
+A strongly typed builder runs each layer in the type the graph says, so "FP16" means the graph
+itself must be fp16. No converter ships with virtime's dependencies, so this one does the small
+amount the GigaTIME graphs need: every float32 initializer, ``Constant``, ``ConstantOfShape`` and
+``Cast``-to-float becomes float16; inputs that ONNX requires to stay float32 (``Resize`` roi and
+scales) get a ``Cast`` back; graph inputs and outputs stay float32 by default (cast at the edges),
+so callers hand in and get back the same arrays as with the fp32 graph. Subgraphs (``If``/``Loop``)
+are not converted and are rejected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from virtime.errors import ModelMismatchError
+
+__all__ = ["convert_to_fp16", "convert_onnx_file_fp16"]
+
+logger = logging.getLogger(__name__)
+
+# (op_type -> input positions whose type is fixed to float32 by the ONNX spec)
+_FLOAT32_ONLY_INPUTS: dict[str, tuple[int, ...]] = {"Resize": (1, 2), "Upsample": (1,)}
+_SUBGRAPH_OPS = {"If", "Loop", "Scan"}
+
+
+def _to_fp16_tensor(tensor: "onnx.TensorProto") -> "onnx.TensorProto":  # noqa: F821
+    import numpy as np
+    from onnx import numpy_helper
+
+    arr = numpy_helper.to_array(tensor)
+    big = np.abs(arr[np.isfinite(arr)]).max(initial=0.0)
+    if big > 65504.0:
+        logger.warning("tensor %s has values up to %.3g, beyond float16; they saturate", tensor.name, big)
+    out = numpy_helper.from_array(np.clip(arr, -65504.0, 65504.0).astype(np.float16), tensor.name)
+    return out
+
+
+def convert_to_fp16(model: "onnx.ModelProto", *, keep_io_float32: bool = True) -> "onnx.ModelProto":  # noqa: F821
+    """Return an fp16 copy of ``model`` (see module docstring for what is converted)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+    for node in g.node:
+        if node.op_type in _SUBGRAPH_OPS:
+            raise ModelMismatchError(f"fp16 conversion does not handle {node.op_type} subgraphs")
+
+    for i, init in enumerate(g.initializer):
+        if init.data_type == FLOAT:
+            g.initializer[i].CopyFrom(_to_fp16_tensor(init))
+
+    for node in g.node:
+        for attr in node.attribute:
+            if node.op_type in ("Constant", "ConstantOfShape") and attr.type == onnx.AttributeProto.TENSOR:
+                if attr.t.data_type == FLOAT:
+                    attr.t.CopyFrom(_to_fp16_tensor(attr.t))
+            elif node.op_type == "Cast" and attr.name == "to" and attr.i == FLOAT:
+                attr.i = HALF
+
+    new_nodes: list[onnx.NodeProto] = []
+    counter = 0
+    for node in g.node:
+        for pos in _FLOAT32_ONLY_INPUTS.get(node.op_type, ()):
+            if pos < len(node.input) and node.input[pos]:
+                counter += 1
+                name = f"{node.input[pos]}__fp32_{counter}"
+                new_nodes.append(helper.make_node("Cast", [node.input[pos]], [name], to=FLOAT))
+                node.input[pos] = name
+        new_nodes.append(node)
+
+    init_names = {t.name for t in g.initializer}
+    head: list[onnx.NodeProto] = []
+    for inp in g.input:
+        if inp.name in init_names or inp.type.tensor_type.elem_type != FLOAT:
+            continue
+        if keep_io_float32:
+            inner = f"{inp.name}__fp16"
+            for node in new_nodes:
+                for k, name in enumerate(node.input):
+                    if name == inp.name:
+                        node.input[k] = inner
+            head.append(helper.make_node("Cast", [inp.name], [inner], to=HALF))
+        else:
+            inp.type.tensor_type.elem_type = HALF
+
+    tail: list[onnx.NodeProto] = []
+    for out in g.output:
+        if out.type.tensor_type.elem_type != FLOAT:
+            continue
+        inner = f"{out.name}__fp16"
+        for node in new_nodes:
+            for k, name in enumerate(node.output):
+                if name == out.name:
+                    node.output[k] = inner
+            for k, name in enumerate(node.input):
+                if name == out.name:
+                    node.input[k] = inner
+        tail.append(helper.make_node("Cast", [inner], [out.name], to=FLOAT))
+
+    del g.node[:]
+    g.node.extend(head + new_nodes + tail)
+    del g.value_info[:]
+    m = onnx.shape_inference.infer_shapes(m, strict_mode=True)
+    onnx.checker.check_model(m)
+    return m
+
+
+def convert_onnx_file_fp16(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, keep_io_float32: bool = True
+) -> Path:
+    """Convert the ONNX file ``src`` to fp16 and write it atomically to ``dst``."""
+    import onnx
+
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    converted = convert_to_fp16(onnx.load(str(src)), keep_io_float32=keep_io_float32)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        onnx.save(converted, tmp)
+        os.replace(tmp, dst)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return dst

@@ -1,0 +1,277 @@
+"""PyTorch engine: CPU or CUDA, fp32/fp16/bf16, channels_last, optional CUDA-graph replay.
+
+The reference backend: every other engine is checked against a plain ``model(x)`` in fp32. On a
+GPU, channels_last (the default there) lets cuDNN use its NHWC tensor-core kernels, and a CUDA graph
+captured at ``(max_batch, 3, window, window)`` removes the per-layer launch overhead that dominates
+small windows; shorter batches are zero-padded to the captured shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+
+from virtime.channels import CHANNELS
+from virtime.engines.base import BaseEngine, cuda_available, is_out_of_memory
+from virtime.errors import (
+    BackendUnavailableError,
+    InputDataError,
+    InvalidArgumentError,
+    ModelMismatchError,
+)
+
+__all__ = ["TorchEngine"]
+
+logger = logging.getLogger(__name__)
+
+_NP_TO_TYPESTR = {np.dtype(np.float32): "<f4", np.dtype(np.float16): "<f2"}
+
+
+class _DeviceArray:
+    """A raw CUDA pointer dressed in ``__cuda_array_interface__`` so torch can wrap it, no copy."""
+
+    def __init__(self, ptr: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.__cuda_array_interface__ = {
+            "shape": shape,
+            "typestr": _NP_TO_TYPESTR[np.dtype(dtype)],
+            "data": (int(ptr), False),
+            "strides": None,
+            "version": 2,
+        }
+
+
+class TorchEngine(BaseEngine):
+    """Run a ``torch.nn.Module`` directly.
+
+    Parameters
+    ----------
+    model
+        Module mapping ``(N, 3, H, W)`` to ``(N, C, H, W)`` logits. It is copied before any dtype,
+        device or memory-format change, so the caller's module is left as it was.
+    precision, device, max_batch, window
+        See :func:`virtime.engines.create_engine`. Any window size works for ``run``; ``window``
+        fixes the CUDA-graph shape and ``run_device`` buffers.
+    channels_last
+        NHWC memory format; default on for CUDA, off for CPU.
+    cuda_graph
+        Capture one CUDA graph at ``(max_batch, 3, window, window)`` and replay it (CUDA only).
+    input_dtype
+        dtype of the buffers given to ``run_device`` (float32 or float16).
+    """
+
+    name: ClassVar[str] = "torch"
+    supports_device_io: ClassVar[bool] = True
+    OPTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"channels_last", "cuda_graph", "input_dtype", "out_channels"}
+    )
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        precision: str = "fp32",
+        device: str | None = None,
+        max_batch: int = 32,
+        window: int = 256,
+        channels_last: bool | None = None,
+        cuda_graph: bool = False,
+        input_dtype: Any = np.float32,
+        out_channels: int | None = None,
+    ) -> None:
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            raise InvalidArgumentError(
+                f"the torch backend needs a torch.nn.Module, got {type(model).__name__}"
+                " (ONNX files run on the onnxruntime or tensorrt backends)"
+            )
+        dev = torch.device(device if device is not None else ("cuda" if cuda_available() else "cpu"))
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailableError(f"device {dev} requested but torch sees no CUDA GPU")
+        if dev.type not in ("cpu", "cuda"):
+            raise InvalidArgumentError(f"torch engine supports cpu and cuda devices, got {dev}")
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        super().__init__(
+            precision=precision, device=str(dev), max_batch=max_batch, window=window,
+            out_channels=out_channels,
+        )
+        self._torch = torch
+        self._dev = dev
+        self._dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
+            precision
+        ]
+        self.channels_last = (dev.type == "cuda") if channels_last is None else bool(channels_last)
+        if cuda_graph and dev.type != "cuda":
+            raise InvalidArgumentError("cuda_graph=True needs a CUDA device")
+        self.cuda_graph = bool(cuda_graph)
+        self.input_dtype = np.dtype(input_dtype)
+        if self.input_dtype not in _NP_TO_TYPESTR:
+            raise InvalidArgumentError(f"input_dtype must be float32 or float16, got {input_dtype}")
+        if dev.type == "cpu" and precision == "fp16":
+            logger.warning("fp16 on CPU is slow in torch; bf16 or fp32 are usually faster there")
+
+        params = list(model.parameters())
+        needs_copy = (
+            any(p.dtype != self._dtype or p.device != dev for p in params)
+            or self.channels_last
+            or model.training
+        )
+        net = copy.deepcopy(model) if needs_copy else model
+        net = net.to(device=dev, dtype=self._dtype).eval()
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self._model = net
+        self._graph: Any = None
+        self._static_in: Any = None
+        self._static_out: Any = None
+
+    @classmethod
+    def create(
+        cls,
+        model_or_onnx: Any,
+        *,
+        precision: str,
+        device: str | None,
+        cache_dir: str | os.PathLike[str] | None,
+        max_batch: int,
+        window: int,
+        **opts: Any,
+    ) -> TorchEngine:
+        """Registry entry point (``cache_dir`` is unused by this backend)."""
+        return cls(
+            model_or_onnx, precision=precision, device=device, max_batch=max_batch,
+            window=window, **opts,
+        )
+
+    # -- forward --------------------------------------------------------------------------------
+    def _prepare(self, x: Any) -> Any:
+        torch = self._torch
+        x = x.to(device=self._dev, dtype=self._dtype, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _forward(self, x: Any) -> Any:
+        """Logits in compute dtype for a prepared device tensor ``x``."""
+        torch = self._torch
+        if self.cuda_graph and tuple(x.shape[2:]) == (self.window, self.window):
+            return self._graph_forward(x)
+        y = self._model(x)
+        if not isinstance(y, torch.Tensor) or y.ndim != 4 or y.shape[0] != x.shape[0]:
+            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ModelMismatchError(
+                f"model must return (N, C, H, W) logits for N={x.shape[0]}, got {got}"
+            )
+        return y
+
+    def _capture(self) -> None:
+        torch = self._torch
+        shape = (self.max_batch, 3, self.window, self.window)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        static_in = torch.zeros(shape, device=self._dev, dtype=self._dtype).contiguous(
+            memory_format=fmt
+        )
+        side = torch.cuda.Stream(self._dev)
+        side.wait_stream(torch.cuda.current_stream(self._dev))
+        with torch.cuda.stream(side):
+            for _ in range(3):  # warm-up so cuDNN picks its algorithms outside the capture
+                self._model(static_in)
+        torch.cuda.current_stream(self._dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._model(static_in)
+        self._graph, self._static_in, self._static_out = graph, static_in, static_out
+        logger.info("captured a CUDA graph for batch %s", shape)
+
+    def _graph_forward(self, x: Any) -> Any:
+        n = x.shape[0]
+        if self._graph is None or self._static_in.shape[0] != self.max_batch:
+            self._capture()
+        self._static_in[:n].copy_(x)
+        if n < self.max_batch:
+            self._static_in[n:].zero_()
+        self._graph.replay()
+        return self._static_out[:n].clone()
+
+    def _run_chunk(self, x: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            y = self._forward(self._prepare(torch.from_numpy(x)))
+            return y.to(dtype=torch.float32).contiguous().cpu().numpy()
+
+    def _release_memory(self) -> None:
+        self._graph = self._static_in = self._static_out = None
+        if self._dev.type == "cuda":
+            self._torch.cuda.empty_cache()
+
+    def _on_batch_change(self) -> None:
+        self._graph = self._static_in = self._static_out = None
+
+    # -- device buffers -------------------------------------------------------------------------
+    def run_device(self, in_ptr: Any, out_ptr: Any, n: int, stream: int = 0) -> None:
+        """Fill ``out_ptr`` (float32 ``(n, C, window, window)``) from ``in_ptr``
+        (``input_dtype`` ``(n, 3, window, window)``) on CUDA stream ``stream``.
+
+        Pointers may be raw ints or CUDA torch tensors. Work is queued on ``stream`` (0 = torch's
+        current stream); the call returns without synchronizing.
+        """
+        torch = self._torch
+        if self._dev.type != "cuda":
+            raise InvalidArgumentError("run_device needs the torch engine on a CUDA device")
+        if n < 0:
+            raise InvalidArgumentError(f"n must be >= 0, got {n}")
+        if n == 0:
+            return
+        if self.out_channels is None:
+            self.out_channels = len(CHANNELS)
+        w = self.window
+        xin = self._wrap(in_ptr, (n, 3, w, w), self.input_dtype)
+        yout = self._wrap(out_ptr, (n, self.out_channels, w, w), np.dtype(np.float32))
+        ctx = (
+            torch.cuda.stream(torch.cuda.ExternalStream(int(stream), device=self._dev))
+            if stream
+            else contextlib.nullcontext()
+        )
+        with ctx, torch.inference_mode():
+            i = 0
+            while i < n:
+                size = min(self.max_batch, n - i)
+                try:
+                    y = self._forward(self._prepare(xin[i : i + size]))
+                except Exception as exc:  # only out-of-memory is handled; the rest propagates
+                    if not is_out_of_memory(exc):
+                        raise
+                    self._shrink_after_oom(size, exc)
+                    continue
+                if y.shape[1] != self.out_channels:
+                    raise InputDataError(
+                        f"model returned {y.shape[1]} channels; the output buffer was sized for "
+                        f"{self.out_channels} (pass out_channels=...)"
+                    )
+                yout[i : i + size].copy_(y)
+                i += size
+
+    def _wrap(self, ptr: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+        torch = self._torch
+        if isinstance(ptr, torch.Tensor):
+            want = torch.float16 if dtype == np.float16 else torch.float32
+            count = int(np.prod(shape))
+            if ptr.dtype != want or ptr.numel() < count or not ptr.is_contiguous():
+                raise InputDataError(
+                    f"device tensor must be contiguous {want} with at least {count} elements "
+                    f"for shape {shape}, got {ptr.dtype} {tuple(ptr.shape)}"
+                )
+            return ptr.view(-1)[:count].view(shape)
+        return torch.as_tensor(_DeviceArray(ptr, shape, dtype), device=self._dev)
+
+    def close(self) -> None:
+        self._release_memory()
+        self._model = None
