@@ -4,8 +4,8 @@ A strongly typed builder runs each layer in the type the graph says, so "FP16" m
 itself must be fp16. No converter ships with virtime's dependencies, so this one does the small
 amount the GigaTIME graphs need: every float32 initializer, ``Constant``, ``ConstantOfShape`` and
 ``Cast``-to-float becomes float16; inputs that ONNX requires to stay float32 (``Resize`` roi and
-scales) get a ``Cast`` back; graph inputs and outputs stay float32 by default (cast at the edges),
-so callers hand in and get back the same arrays as with the fp32 graph. Subgraphs (``If``/``Loop``)
+scales) get a ``Cast`` back; graph outputs stay float32 (cast at the end) and so do graph inputs unless
+``keep_io_float32=False``, so callers hand in and get back the same arrays as with the fp32 graph. Subgraphs (``If``/``Loop``)
 are not converted and are rejected.
 """
 
@@ -125,6 +125,7 @@ def convert_onnx_file_fp16(
     os.close(fd)
     try:
         onnx.save(converted, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache folder is often shared
         os.replace(tmp, dst)
     finally:
         Path(tmp).unlink(missing_ok=True)

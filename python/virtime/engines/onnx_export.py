@@ -93,6 +93,7 @@ def export_onnx(
             entry.key, entry.value = key, value
         onnx.save(proto, str(tmp))
         onnx.checker.check_model(str(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache folder is often shared
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
