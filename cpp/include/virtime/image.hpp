@@ -1,5 +1,6 @@
 // Small image helpers shared by the reader, tissue detector, stain normalizers and batcher.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 

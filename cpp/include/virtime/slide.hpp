@@ -2,8 +2,10 @@
 // (OpenSlide handles are), which the batcher relies on.
 #pragma once
 #include <cstdint>
+#include <atomic>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -45,9 +47,14 @@ class Slide {
                         std::vector<uint32_t>& scratch) const;
 
  private:
-  void check_error(const char* what) const;  // OpenSlide errors are sticky: check after every call
+  // OpenSlide errors are sticky and checked after every call. A failed read leaves its handle
+  // failed for good, so a fresh handle replaces it; the failed one
+  // is kept open (other threads may still be inside it) until the slide closes.
+  void* reopen_after_failure(void* failed) const;
   std::string path_;
-  void* osr_ = nullptr;
+  mutable std::atomic<void*> osr_{nullptr};
+  mutable std::mutex reopen_mutex_;
+  mutable std::vector<void*> retired_;
   std::string vendor_;
   std::vector<LevelInfo> levels_;
   std::map<std::string, std::string> properties_;

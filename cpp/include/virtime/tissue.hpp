@@ -13,7 +13,8 @@ struct TissueParams {
   double min_saturation = 0.07;    // floor on the saturation threshold (glass is grey-white)
   double max_grey = 235.0;         // ceiling on the grey threshold (background is brighter)
   double min_grey = 25.0;          // darker than this is ink, scanner border or a dark slide
-  double min_contrast = 0.04;      // saturation spread below which the image is called blank
+  double min_contrast = 0.04;      // 0.1-99.9 percentile grey spread (fraction of 255) below which the
+                                   // image is uniform: blank, dark or single-coloured, no tissue
   int open_radius = 1;             // morphological opening radius (pixels of the mask)
   int close_radius = 2;            // closing radius
   double min_component_um2 = 10000.0;  // specks smaller than this are dropped (~100x100 um)

@@ -1,0 +1,76 @@
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include "array_utils.hpp"
+#include "virtime/errors.hpp"
+#include "virtime/tissue.hpp"
+
+namespace py = pybind11;
+using virtime::TissueMask;
+using virtime::TissueParams;
+
+namespace {
+
+py::dict mask_to_dict(TissueMask&& m) {
+  py::dict d;
+  d["downsample"] = m.downsample;
+  d["mpp"] = m.mpp;
+  d["saturation_threshold"] = m.saturation_threshold;
+  d["grey_threshold"] = m.grey_threshold;
+  d["mask"] = virtime_bind::to_numpy(std::move(m.mask), {m.height, m.width});
+  return d;
+}
+
+}  // namespace
+
+void bind_tissue(py::module_& m) {
+  py::class_<TissueParams>(m, "TissueParams")
+      .def(py::init<>())
+      .def_readwrite("target_mpp", &TissueParams::target_mpp)
+      .def_readwrite("min_saturation", &TissueParams::min_saturation)
+      .def_readwrite("max_grey", &TissueParams::max_grey)
+      .def_readwrite("min_grey", &TissueParams::min_grey)
+      .def_readwrite("min_contrast", &TissueParams::min_contrast)
+      .def_readwrite("open_radius", &TissueParams::open_radius)
+      .def_readwrite("close_radius", &TissueParams::close_radius)
+      .def_readwrite("min_component_um2", &TissueParams::min_component_um2)
+      .def_readwrite("max_hole_um2", &TissueParams::max_hole_um2);
+
+  m.def(
+      "detect_tissue",
+      [](const virtime::Slide& slide, double mpp0, const TissueParams& params) {
+        TissueMask mask;
+        {
+          py::gil_scoped_release release;  // reads and filters C++-owned buffers only
+          mask = virtime::detect_tissue(slide, mpp0, params);
+        }
+        return mask_to_dict(std::move(mask));
+      },
+      py::arg("slide"), py::arg("mpp0"), py::arg("params"));
+
+  m.def(
+      "detect_tissue_rgb",
+      [](py::array_t<uint8_t, py::array::c_style | py::array::forcecast> rgb, double mpp,
+         const TissueParams& params) {
+        if (rgb.ndim() != 3 || rgb.shape(2) != 3) {
+          throw virtime::invalid_argument("expected an (h, w, 3) uint8 RGB image");
+        }
+        TissueMask mask;
+        {
+          py::gil_scoped_release release;  // the array is kept alive by the caller's reference
+          mask = virtime::detect_tissue_rgb(rgb.data(), rgb.shape(1), rgb.shape(0), mpp, params);
+        }
+        return mask_to_dict(std::move(mask));
+      },
+      py::arg("rgb"), py::arg("mpp"), py::arg("params"));
+
+  m.def(
+      "otsu_threshold",
+      [](py::array_t<uint8_t, py::array::c_style | py::array::forcecast> values) {
+        std::vector<uint64_t> hist(256, 0);
+        const uint8_t* p = values.data();
+        for (py::ssize_t i = 0; i < values.size(); ++i) ++hist[p[i]];
+        return virtime::otsu_threshold(hist);
+      },
+      py::arg("values"), "Otsu threshold t of 8-bit values: classes [0, t] and (t, 255].");
+}

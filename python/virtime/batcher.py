@@ -1,0 +1,112 @@
+"""Model-ready batches from the C++ worker pool.
+
+Worker threads read tiles, resample them to the model size, normalize stain and pack
+ImageNet-normalized NCHW tensors while Python consumes earlier batches (the GIL is released while
+the pool works). Batches come in tile order; a tile that fails to read is recorded with its
+coordinates and reason and left out, and the run goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from virtime.errors import InvalidArgumentError
+from virtime.slide import Slide
+from virtime.tiling import TileGrid
+
+__all__ = ["Batch", "TileFailure", "iter_batches", "STAIN_STATUS"]
+
+#: Meaning of Batch.stain_status values (mirrors the core's StainOutcome).
+STAIN_STATUS = {0: "normalized", 1: "fallback_matrix", 2: "passed_through"}
+
+
+@dataclass(frozen=True)
+class TileFailure:
+    """A tile the pool could not produce."""
+
+    tile_index: int
+    x: int
+    y: int
+    reason: str
+
+
+@dataclass
+class Batch:
+    """Tiles ready for a model; arrays share the same first axis (successful tiles only)."""
+
+    index: int
+    tile_index: np.ndarray  # (n,) positions in the grid's tile list
+    xy: np.ndarray  # (n, 2) level-0 coordinates
+    rgb: np.ndarray | None  # (n, H, W, 3) uint8
+    tensor: np.ndarray | None  # (n, 3, H, W) float32/float16, ImageNet-normalized
+    stain_status: np.ndarray
+    stain_note: list[str]
+    failures: list[TileFailure] = field(default_factory=list)
+    read_seconds: float = 0.0
+    normalize_seconds: float = 0.0
+    pack_seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return int(self.xy.shape[0])
+
+
+def iter_batches(
+    slide: Slide,
+    grid: TileGrid,
+    *,
+    normalizer: object | None = None,
+    batch_size: int = 16,
+    threads: int = 0,
+    prefetch: int = 4,
+    emit_uint8: bool = True,
+    pack: Literal["float32", "float16", "none"] = "float32",
+    tiles: np.ndarray | None = None,
+) -> Iterator[Batch]:
+    """Yields batches over the grid's tiles (or the subset ``tiles`` of grid indices).
+
+    ``normalizer`` is a fitted stain normalizer from :mod:`virtime.stain` (or None). ``threads=0``
+    uses every core. Memory is bounded by ``prefetch`` batches in flight.
+    """
+    from virtime import _core
+
+    if pack not in ("float32", "float16", "none"):
+        raise InvalidArgumentError(f"pack must be float32, float16 or none, not {pack!r}")
+    params = _core.BatcherParams()
+    params.batch_size = int(batch_size)
+    params.threads = int(threads)
+    params.prefetch_batches = int(prefetch)
+    params.emit_uint8 = bool(emit_uint8)
+    params.pack = getattr(_core.PackFormat, pack)
+    xy = grid.xy if tiles is None else grid.xy[np.asarray(tiles, dtype=np.int64)]
+    core_normalizer = None if normalizer is None else getattr(normalizer, "core", normalizer)
+    pool = _core.Batcher(
+        slide._core, np.ascontiguousarray(xy, dtype=np.int64), grid.level, grid.read_size,
+        grid.tile_size, core_normalizer, params,
+    )
+    offset = None if tiles is None else np.asarray(tiles, dtype=np.int64)
+    try:
+        while (raw := pool.next()) is not None:
+            index = np.asarray(raw["tile_index"])
+            failures = [TileFailure(int(i), int(x), int(y), str(r)) for i, x, y, r in raw["failures"]]
+            if offset is not None:  # report positions in the full grid
+                index = offset[index]
+                failures = [TileFailure(int(offset[f.tile_index]), f.x, f.y, f.reason) for f in failures]
+            yield Batch(
+                index=int(raw["index"]),
+                tile_index=index,
+                xy=np.asarray(raw["xy"]),
+                rgb=raw.get("rgb"),
+                tensor=raw.get("tensor"),
+                stain_status=np.asarray(raw["stain_status"]),
+                stain_note=list(raw["stain_note"]),
+                failures=failures,
+                read_seconds=float(raw["read_seconds"]),
+                normalize_seconds=float(raw["normalize_seconds"]),
+                pack_seconds=float(raw["pack_seconds"]),
+            )
+    finally:
+        pool.stop()

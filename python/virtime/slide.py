@@ -1,0 +1,137 @@
+"""Whole-slide images opened through the C++ core (OpenSlide underneath).
+
+A :class:`Slide` exposes the pyramid, the physical resolution (microns per pixel) and RGB region
+reads. Resolution is validated here because everything downstream (tissue detection, tiling at
+the model's mpp, feature bin sizes) depends on it: a missing mpp is an error unless the caller
+gives one, and an absurd one is refused rather than silently used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from virtime._openslide import ensure_openslide
+from virtime.errors import InvalidMppError, MissingMppError
+
+__all__ = ["Slide", "open_slide", "MPP_RANGE"]
+
+log = logging.getLogger(__name__)
+
+#: Plausible microns per pixel of a scanned slide; outside it the metadata is wrong.
+MPP_RANGE = (0.05, 50.0)
+
+
+class Slide:
+    """An open whole-slide image.
+
+    Parameters
+    ----------
+    path
+        Slide file (any format OpenSlide reads: SVS, NDPI, MRXS, generic tiled TIFF ...).
+    mpp
+        Level-0 microns per pixel to use instead of the file's metadata (for files without it).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], mpp: float | None = None) -> None:
+        ensure_openslide()
+        from virtime import _core
+
+        self.path = Path(path)
+        self._core = _core.Slide(str(self.path))
+        self._mpp_override = None if mpp is None else _check_mpp(float(mpp), self.path, "given")
+
+    # -- pyramid -------------------------------------------------------------------------------
+    @property
+    def vendor(self) -> str:
+        return str(self._core.vendor)
+
+    @property
+    def level_count(self) -> int:
+        return int(self._core.level_count)
+
+    @property
+    def level_dimensions(self) -> list[tuple[int, int]]:
+        """(width, height) per level."""
+        return [tuple(d) for d in self._core.level_dimensions]  # type: ignore[misc]
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 (width, height)."""
+        return self.level_dimensions[0]
+
+    @property
+    def level_downsamples(self) -> list[float]:
+        return list(self._core.level_downsamples)
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return dict(self._core.properties)
+
+    @property
+    def objective_power(self) -> float | None:
+        return self._core.objective_power
+
+    # -- resolution ----------------------------------------------------------------------------
+    @property
+    def mpp_xy(self) -> tuple[float, float] | None:
+        """(mpp-x, mpp-y) from the file's metadata, or None when absent."""
+        x, y = self._core.mpp_x, self._core.mpp_y
+        if x is None or y is None:
+            return None
+        return (float(x), float(y))
+
+    @property
+    def has_mpp(self) -> bool:
+        return self._mpp_override is not None or self.mpp_xy is not None
+
+    @property
+    def mpp(self) -> float:
+        """Level-0 microns per pixel (the override, else the metadata's x value).
+
+        Raises MissingMppError when neither exists, InvalidMppError when the metadata is absurd.
+        """
+        if self._mpp_override is not None:
+            return self._mpp_override
+        xy = self.mpp_xy
+        if xy is None:
+            raise MissingMppError(
+                f"{self.path}: no microns-per-pixel metadata (openslide.mpp-x/y); "
+                "pass the scan resolution with --mpp (e.g. --mpp 0.25 for a 40x scan)"
+            )
+        mpp = _check_mpp(xy[0], self.path, "in the metadata")
+        if abs(xy[0] - xy[1]) > 0.02 * xy[0]:
+            log.warning("%s: non-square pixels (mpp-x %.4f, mpp-y %.4f); using mpp-x", self.path, *xy)
+        return mpp
+
+    def level_mpp(self, level: int) -> float:
+        return self.mpp * self.level_downsamples[level]
+
+    # -- pixels --------------------------------------------------------------------------------
+    def read_region(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+        """RGB uint8 (height, width, 3) at `level`, top-left (x, y) in level-0 pixels.
+
+        Areas outside the scanned region or the slide are white (transparent composited on white).
+        """
+        return self._core.read_region(int(x), int(y), int(level), int(width), int(height))
+
+    def __repr__(self) -> str:
+        return f"Slide({str(self.path)!r}, levels={self.level_count}, dims={self.dimensions})"
+
+
+def open_slide(path: str | os.PathLike[str], mpp: float | None = None) -> Slide:
+    """Opens a slide; see :class:`Slide`."""
+    return Slide(path, mpp=mpp)
+
+
+def _check_mpp(mpp: float, path: Path, where: str) -> float:
+    lo, hi = MPP_RANGE
+    if not np.isfinite(mpp) or not (lo <= mpp <= hi):
+        raise InvalidMppError(
+            f"{path}: mpp {mpp:g} {where} is outside the plausible range [{lo}, {hi}] um/px "
+            "(a resolution tag in the wrong unit?); pass the right value with --mpp"
+        )
+    return mpp
