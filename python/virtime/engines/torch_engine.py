@@ -126,8 +126,6 @@ class TorchEngine(BaseEngine):
         net = net.to(device=dev, dtype=self._dtype).eval()
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        for p in net.parameters():
-            p.requires_grad_(False)
         self._model = net
         self._graph: Any = None
         self._static_in: Any = None
