@@ -22,6 +22,7 @@ __all__ = ["main", "build_parser"]
 _COMMAND_MODULES: tuple[str, ...] = (
     "virtime.cli.info",
     "virtime.cli.tiles",
+    "virtime.cli.features",
 )
 
 

@@ -139,6 +139,15 @@ class SlideOutputs:
     channels: tuple[str, ...]
     model_hash: str
     attrs: dict[str, Any] = field(default_factory=dict)
+    levels: list[Any] = field(default_factory=list)
+
+    def overview(self, max_px: int = 1024) -> np.ndarray:
+        """The finest pyramid level whose larger side is at most ``max_px`` (else the coarsest)."""
+        levels = self.levels or [self.prob]
+        for arr in levels:
+            if max(arr.shape[1:]) <= max_px:
+                return np.asarray(arr[:])
+        return np.asarray(levels[-1][:])
 
 
 def _multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -188,12 +197,19 @@ def load_slide_outputs(slide_dir: str | os.PathLike[str]) -> SlideOutputs:
     if not labels:
         raise InputDataError(f"features: {store}: {prob.shape[0]} channels and no channel names")
     vt = attrs.get("virtime", {}) if isinstance(attrs.get("virtime"), dict) else {}
-    model_hash = str(attrs.get("model_hash") or vt.get("model_hash") or "")
+    model_hash = str(attrs.get("model_hash") or vt.get("model_hash") or vt.get("model_sha256")
+                     or "")
     tissue_path = d / "tissue_mask.npy"
     tissue = np.load(tissue_path) if tissue_path.exists() else None
     if tissue is not None and tissue.ndim != 2:
         raise InputDataError(f"features: {tissue_path} must be 2-D, got shape {tissue.shape}")
-    return SlideOutputs(d.name, prob, tissue, mpp, labels, model_hash, attrs)
+    levels = []
+    for ds in (ms[0].get("datasets", []) if ms else []):
+        try:
+            levels.append(group[str(ds.get("path"))])
+        except KeyError:
+            break
+    return SlideOutputs(d.name, prob, tissue, mpp, labels, model_hash, attrs, levels)
 
 
 def features_from_outputs(

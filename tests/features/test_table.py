@@ -1,0 +1,129 @@
+"""Recompute from stored outputs, Parquet metadata, cohort merge and the CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from virtime import __version__
+from virtime.channels import CHANNEL_NAMES, CHANNELS
+from virtime.cli import main
+from virtime.errors import InputDataError
+from virtime.features import (
+    SlideFeatureAccumulator,
+    compute_slide_features,
+    features_from_outputs,
+    load_slide_outputs,
+    merge_cohort,
+    read_features,
+)
+
+MPP = 0.5
+
+
+def _whole(prob, tissue, **kw):
+    acc = SlideFeatureAccumulator(MPP, **kw)
+    acc.add_tile(prob, tissue, 0, 0)
+    return acc.result()
+
+
+def _write_slide(root, slide_id, prob, tissue=None, model_hash="abc123"):
+    """A translated slide in the documented layout (NGFF 0.4 attributes, zarr v2)."""
+    import zarr
+
+    d = root / slide_id
+    d.mkdir(parents=True)
+    group = zarr.open_group(str(d / "mif.ome.zarr"), mode="w", zarr_format=2)
+    group.create_array("0", shape=prob.shape, chunks=(1, 32, 32), dtype="uint8")[:] = prob
+    half = prob[:, ::2, ::2]
+    group.create_array("1", shape=half.shape, chunks=(1, 32, 32), dtype="uint8")[:] = half
+    axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space", "unit": "micrometer"},
+            {"name": "x", "type": "space", "unit": "micrometer"}]
+    group.attrs.update({
+        "multiscales": [{"version": "0.4", "axes": axes, "datasets": [
+            {"path": str(k), "coordinateTransformations": [
+                {"type": "scale", "scale": [1.0, MPP * 2 ** k, MPP * 2 ** k]}]} for k in (0, 1)]}],
+        "omero": {"channels": [{"label": c.name, "color": c.color[1:]} for c in CHANNELS]},
+        "virtime": {"model_hash": model_hash},
+    })
+    if tissue is not None:
+        np.save(d / "tissue_mask.npy", tissue)
+    return d
+
+
+@pytest.fixture
+def slide(blobs, rng):
+    prob = blobs(23, 100, 84)
+    tissue = rng.random((100, 84)) > 0.25
+    return prob, tissue
+
+
+def test_strips_equal_whole_canvas(slide):
+    prob, tissue = slide
+    got = compute_slide_features(prob, tissue, MPP, strip_rows=20)  # 20 rows -> 2 bins of 128 px
+    assert got == _whole(prob, tissue)
+    got = compute_slide_features(prob, tissue, MPP, bin_um=4.0, strip_rows=9)
+    assert got == _whole(prob, tissue, bin_um=4.0)
+
+
+def test_coarse_and_derived_tissue(slide):
+    prob, _ = slide
+    coarse = np.zeros((25, 21), bool)
+    coarse[5:20, 3:15] = True
+    full = np.repeat(np.repeat(coarse, 4, axis=0), 4, axis=1)
+    assert compute_slide_features(prob, coarse, MPP, strip_rows=16) == _whole(prob, full)
+    dapi = prob[CHANNEL_NAMES.index("DAPI")] > 0
+    assert compute_slide_features(prob, None, MPP) == _whole(prob, dapi)
+    with pytest.raises(InputDataError):
+        compute_slide_features(prob[:5], None, MPP)
+
+
+def test_recompute_from_outputs_and_metadata(tmp_path, slide):
+    prob, tissue = slide
+    d = _write_slide(tmp_path, "S1", prob, tissue)
+    out = load_slide_outputs(d)
+    assert out.mpp == MPP and out.channels == CHANNEL_NAMES and out.model_hash == "abc123"
+    assert out.overview(60).shape == (23, 50, 42)
+    row = features_from_outputs(d)
+    df, meta = read_features(d / "features.parquet")
+    assert meta["version"] == __version__ and meta["model_hash"] == "abc123"
+    assert df.shape[0] == 1 and df["slide_id"][0] == "S1"
+    want = _whole(prob, tissue)
+    for key in ("CD8.density", "CD8.entropy", "CK.sharpness", "CD3|CD8.or_density"):
+        assert df[key][0] == want[key] == row[key]
+    assert len([c for c in df.columns if c.endswith(".and_density")]) == 210
+
+
+def test_missing_store_is_an_error(tmp_path):
+    with pytest.raises(InputDataError, match="mif.ome.zarr"):
+        load_slide_outputs(tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_merge_cohort(tmp_path, blobs, rng):
+    for i in range(3):
+        d = _write_slide(tmp_path, f"S{i}", blobs(23, 40, 48), rng.random((40, 48)) > 0.3)
+        features_from_outputs(d)
+    out = merge_cohort(tmp_path, tmp_path / "cohort.parquet")
+    df, meta = read_features(out)
+    assert sorted(df["slide_id"]) == ["S0", "S1", "S2"] and meta["model_hash"] == "abc123"
+    one, _ = read_features(tmp_path / "S1" / "features.parquet")
+    row = df[df["slide_id"] == "S1"].iloc[0]
+    assert math.isclose(row["CD8.snr"], one["CD8.snr"][0])
+    with pytest.raises(InputDataError, match="no "):
+        merge_cohort(tmp_path / "S0", tmp_path / "x.parquet")
+
+
+def test_cli_recompute_and_merge(tmp_path, slide, capsys):
+    prob, tissue = slide
+    d = _write_slide(tmp_path / "OUT", "S9", prob, tissue)
+    assert main(["features", "-q", "--plots", str(d)]) == 0
+    assert (d / "features.parquet").is_file() and (d / "activation_panel.png").stat().st_size
+    cohort = tmp_path / "cohort.parquet"
+    assert main(["features", "--merge", str(tmp_path / "OUT"), "-o", str(cohort)]) == 0
+    df, _ = read_features(cohort)
+    assert df["CD8.density"][0] == _whole(prob, tissue)["CD8.density"]
+    assert main(["features", str(tmp_path / "nope")]) == 2
+    assert "mif.ome.zarr" in capsys.readouterr().err
