@@ -78,9 +78,18 @@ def canvas_finished(path: str | os.PathLike[str]) -> bool:
     return RunManifest.load(manifest).finished
 
 
-def to_uint8(ratio: NDArray[np.float32]) -> NDArray[np.uint8]:
-    """Probability in [0, 1] to ``floor(255·p + ½)``, clipped (NaN-free input assumed)."""
-    return np.floor(np.clip(ratio, 0.0, 1.0) * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
+def to_uint8(ratio: NDArray[np.floating]) -> NDArray[np.uint8]:
+    """Probability in [0, 1] to ``floor(255·p + ½)`` computed in float64, clipped to [0, 255].
+
+    Float64 (one channel at a time, to bound the temporary) so the rounding of a float32
+    probability does not depend on float32 products landing just below a half.
+    """
+    ratio = np.asarray(ratio)
+    out = np.empty(ratio.shape, dtype=np.uint8)
+    for c in range(ratio.shape[0]) if ratio.ndim == 3 else [Ellipsis]:
+        v = np.floor(ratio[c].astype(np.float64) * 255.0 + 0.5)
+        out[c] = np.clip(np.nan_to_num(v, nan=0.0), 0.0, 255.0)
+    return out
 
 
 def _resolve_channels(channels: Sequence[Channel | str]) -> tuple[Channel, ...]:
