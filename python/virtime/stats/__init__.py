@@ -14,7 +14,11 @@ from __future__ import annotations
 
 from virtime.stats.associations import AssociationConfig, AssociationResult, associate
 from virtime.stats.comparisons import combination_comparison, metric_comparison
+from virtime.stats.cox import CoxResult, cox_fit
+from virtime.stats.logrank import LogrankResult, logrank, split_groups
 from virtime.stats.multiple_testing import adjust_by_family, adjust_pvalues
+from virtime.stats.signature import SignatureResult, signature_risk
+from virtime.stats.survival import SurvivalConfig, SurvivalResult, survival_analysis
 from virtime.stats.validation import (
     ClinicalTable,
     Cohort,
@@ -33,6 +37,16 @@ __all__ = [
     "metric_comparison",
     "combination_comparison",
     "adjust_pvalues",
+    "CoxResult",
+    "cox_fit",
+    "LogrankResult",
+    "logrank",
+    "split_groups",
+    "SignatureResult",
+    "signature_risk",
+    "SurvivalConfig",
+    "SurvivalResult",
+    "survival_analysis",
     "adjust_by_family",
     "ClinicalTable",
     "Cohort",
