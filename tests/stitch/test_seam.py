@@ -80,17 +80,30 @@ def runs() -> dict[int, tuple[int, list, NDArray[np.float32], NDArray[np.float32
 
 def _stitch(path: Path, size: int, windows: list, weight: NDArray, factor: int) -> NDArray:
     """Run the windows through StreamingCanvas as the pipeline would; return level 0 as int."""
+    import zarr
+
     h = -(-size // factor)
     canvas = StreamingCanvas(
-        path, (h, h), factor=factor, mpp=0.25 * factor, channels=CHANNELS, chunk=256 if factor == 1 else 32
+        path, (h, h), factor=factor, mpp=0.25 * factor, channels=CHANNELS,
+        chunk=256 if factor == 1 else 32,
     )
     for ty, x, y, probs in windows:
         canvas.flush_until(ty)  # tiles come row-major: nothing above this tile row changes
         canvas.add(probs, x, y, weight)
     canvas.close()
-    import zarr
-
     return np.asarray(zarr.open_group(str(path), mode="r")["0"][:]).astype(np.int32)
+
+
+@pytest.fixture(scope="module")
+def canvases(runs, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[int, int], NDArray]:
+    """Stitched level 0 per (overlap, factor)."""
+    tmp = tmp_path_factory.mktemp("seam")
+    return {
+        (overlap, factor): _stitch(tmp / f"o{overlap}f{factor}.ome.zarr", runs[overlap][0],
+                                   runs[overlap][1], runs[overlap][2], factor)
+        for overlap in (0, 64)
+        for factor in (1, 8)
+    }
 
 
 def _jumps(img: NDArray, axis: int, margin: int) -> NDArray[np.float64]:
@@ -108,7 +121,7 @@ def _block_mean(p: NDArray, f: int) -> NDArray[np.float64]:
     return p.astype(np.float64).reshape(c, h // f, f, w // f, f).mean(axis=(2, 4))
 
 
-def test_overlap0_factor1_reproduces_official_layout(runs, tmp_path: Path) -> None:
+def test_overlap0_factor1_reproduces_official_layout(runs, canvases) -> None:
     size, windows, weight, _ = runs[0]
     assert np.all(weight == 1.0)
     placed = np.full((len(CHANNELS), size, size), np.nan)
@@ -116,17 +129,16 @@ def test_overlap0_factor1_reproduces_official_layout(runs, tmp_path: Path) -> No
         assert np.isnan(placed[:, y : y + WIN, x : x + WIN]).all()  # official: no overlap at all
         placed[:, y : y + WIN, x : x + WIN] = probs
     assert not np.isnan(placed).any()
-    canvas = _stitch(tmp_path / "c.ome.zarr", size, windows, weight, factor=1)
-    np.testing.assert_array_equal(canvas, _u8(placed.astype(np.float32)))
+    np.testing.assert_array_equal(canvases[(0, 1)], _u8(placed.astype(np.float32)))
 
 
 @pytest.mark.parametrize("factor", [1, 8])
 @pytest.mark.parametrize("axis", [1, 2])
-def test_seam_visible_without_overlap_and_gone_with_it(runs, tmp_path: Path, factor, axis) -> None:
+def test_seam_visible_without_overlap_and_gone_with_it(runs, canvases, factor, axis) -> None:
     stats = {}
     for overlap in (0, 64):
         size, windows, weight, ref = runs[overlap]
-        canvas = _stitch(tmp_path / f"o{overlap}.ome.zarr", size, windows, weight, factor)
+        canvas = canvases[(overlap, factor)]
         ref_u8 = _u8(_block_mean(ref, factor))
         margin = max(2, 16 // factor)  # stay clear of the image's own zero-padded border
         noise = _jumps(ref_u8, axis, margin).max()  # largest interior neighbour difference
