@@ -28,3 +28,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def rng() -> np.random.Generator:
     """Fixed-seed generator: tests are reproducible, never seeded at random."""
     return np.random.default_rng(20251123)
+
+
+@pytest.fixture(scope="session")
+def slide_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Synthetic slides shared by the core tests (made once per session)."""
+    from virtime.simulate.slides import make_slide
+
+    folder = tmp_path_factory.mktemp("slides")
+    make_slide(folder / "aperio.svs", 2048, 1536, mpp=0.25, fmt="aperio", seed=1)
+    make_slide(folder / "generic.tif", 1536, 1024, mpp=0.5, fmt="generic", seed=2)
+    make_slide(folder / "nompp.tif", 1024, 1024, mpp=0.5, fmt="generic-no-mpp", seed=3)
+    return folder

@@ -16,8 +16,6 @@ PYBIND11_MODULE(_core, m) {
   bind_slide(m);
   bind_tissue(m);
   bind_tiling(m);
-#ifndef VIRTIME_NO_STAIN_YET  // temporary while the stain binding is being written
   bind_stain(m);
-#endif
   bind_batcher(m);
 }

@@ -9,6 +9,7 @@ Coordinates are level-0 pixels.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,8 @@ from virtime.slide import Slide
 from virtime.tissue import TissueMask
 
 __all__ = ["TilingConfig", "TileGrid", "make_tile_grid"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,11 @@ def make_tile_grid(
     mask = None if tissue is None else tissue.mask.astype(np.uint8)
     ds = 1.0 if tissue is None else tissue.downsample
     d = _core.make_tile_grid(slide._core, slide.mpp, params, mask, ds)
+    if d["level_mpp"] > config.target_mpp * (1 + config.level_tolerance):
+        log.warning(
+            "%s: scanned at %.3f um/px, coarser than the model's %.3f um/px; tiles are upsampled",
+            slide.path, d["level_mpp"], config.target_mpp,
+        )
     return TileGrid(
         level=int(d["level"]),
         level_mpp=float(d["level_mpp"]),
