@@ -32,7 +32,7 @@ DEFAULT_THUMBNAIL_CHANNELS: tuple[str, ...] = ("DAPI", "CD8", "CK")
 
 def _hex_to_rgb(color: str) -> NDArray[np.float64]:
     v = int(color.lstrip("#"), 16)
-    return np.array([(v >> 16) & 255, (v >> 8) & 255, v & 255], dtype=np.float64) / 255.0
+    return np.array([(v >> 16) & 255, (v >> 8) & 255, v & 255], dtype=np.float64)
 
 
 def _resize_rgb(rgb: NDArray[np.uint8], shape_yx: tuple[int, int]) -> NDArray[np.uint8]:
@@ -84,14 +84,14 @@ def render_thumbnail(
         )
     colors = np.stack([_hex_to_rgb(get_channel(c).color) for c in channels])  # (k, 3)
     p = sel.astype(np.float64) / 255.0
-    h = _resize_rgb(he_rgb, p.shape[1:]).astype(np.float64) / 255.0
+    h = _resize_rgb(he_rgb, p.shape[1:]).astype(np.float64)  # colours stay in 0..255 units
     total = p.sum(axis=0)
     mix = np.einsum("khw,kc->hwc", p, colors)
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_col = np.where(total[..., None] > 0, mix / total[..., None], 0.0)
     a = alpha * p.max(axis=0)[..., None]
     out = (1.0 - a) * h + a * mean_col
-    return np.floor(np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return np.floor(np.clip(out, 0.0, 255.0) + 0.5).astype(np.uint8)
 
 
 def write_png(path: str | os.PathLike[str], rgb: NDArray[np.uint8]) -> Path:
