@@ -20,6 +20,10 @@ __all__ = ["main", "build_parser"]
 
 # Subcommand name -> module; add one line per new command.
 _COMMAND_MODULES: tuple[str, ...] = (
+    "virtime.cli.simulate_pairs",
+    "virtime.cli.train",
+    "virtime.cli.evaluate",
+    "virtime.cli.export",
     "virtime.cli.info",
     "virtime.cli.tiles",
     "virtime.cli.features",

@@ -1,0 +1,205 @@
+"""Loading and saving translator weights, safely.
+
+Two kinds of files are read:
+
+* the official GigaTIME ``model.pth`` (a plain state dict, or ``{"state_dict": ...}``), and any
+  ``.pt``/``.pth`` in that layout: read with ``torch.load(weights_only=True)``, which refuses any
+  pickle that would construct arbitrary objects or run code;
+* virtime's own checkpoints: ``NAME.safetensors`` plus the model card ``NAME.json``.
+
+The architecture is recognised from the weights (:func:`virtime.models.registry.detect_architecture`);
+mismatching keys are an error that lists them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from virtime.errors import CheckpointError
+from virtime.models.card import ModelCard, atomic_write_bytes, sha256_file
+from virtime.models.registry import build_model, detect_architecture, strip_module_prefix
+
+__all__ = ["load", "save", "read_state_dict", "save_official_layout", "card_path_for"]
+
+logger = logging.getLogger(__name__)
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def card_path_for(weights: str | os.PathLike[str]) -> Path:
+    """The model card path beside a weights file: ``NAME.safetensors`` -> ``NAME.json``."""
+    return Path(weights).with_suffix(".json")
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Tensors of a weights file (safetensors, or a pickle read with ``weights_only=True``).
+
+    Raises CheckpointError naming the file if it is missing, corrupt, unsafe (a pickle that
+    would execute code or build objects other than tensors and containers), or not a state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: refused to load: the pickle holds objects other than tensors "
+            f"(weights_only=True): {first}"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({exc})") from exc
+    if isinstance(obj, Mapping):
+        for key in _WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(
+                isinstance(v, torch.Tensor) for v in inner.values()
+            ):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{path}: not a state dict (got {type(obj).__name__})")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: not a state dict; non-tensor entries: {', '.join(bad[:8])}")
+    return {str(k): v for k, v in obj.items()}
+
+
+def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], architecture: str,
+               source: str) -> None:
+    if architecture == "gigatime-flash":
+        from virtime.models.flash import load_flash_state_dict
+
+        try:
+            load_flash_state_dict(model, state, strict=True)  # type: ignore[arg-type]
+        except CheckpointError as exc:
+            raise CheckpointError(f"{source}: {exc}") from None
+        return
+    state = strip_module_prefix(state)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        from virtime.models.flash import _describe
+
+        raise CheckpointError(f"{source}: weights do not match {architecture}: "
+                              f"{_describe(missing, unexpected, shapes)}")
+    model.load_state_dict(state, strict=True)
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    architecture: str | None = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """A translator in eval mode from ``path``, with its :class:`ModelCard` as ``model.card``.
+
+    Parameters
+    ----------
+    path
+        ``.safetensors`` (a card ``.json`` beside it is used if present) or ``.pth``/``.pt``.
+    architecture
+        Force ``"gigatime"`` or ``"gigatime-flash"`` instead of recognising it from the keys.
+    """
+    path = Path(path)
+    state = read_state_dict(path)
+    card_file = card_path_for(path)
+    card: ModelCard | None = None
+    if path.suffix == ".safetensors" and card_file.is_file():
+        card = ModelCard.load(card_file)
+    detected, config = detect_architecture(state)
+    arch = architecture or (card.architecture if card else detected)
+    if card is not None:
+        config = {**config, **card.config}
+    else:
+        from virtime import __version__
+
+        card = ModelCard(architecture=arch, config=config, virtime_version=__version__,
+                         training={"source": "external checkpoint"})
+    card.weights_file = path.name
+    card.sha256 = sha256_file(path)
+    try:
+        model = build_model(arch, config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot build {arch} with {config}: {exc}") from exc
+    _load_into(model, state, arch, str(path))
+    model.eval().to(device)
+    model.card = card  # type: ignore[assignment]
+    logger.info("loaded %s (%s) from %s, sha256 %s", arch, config, path, card.sha256[:12])
+    return model
+
+
+def _architecture_of(model: nn.Module) -> str:
+    from virtime.models.flash import GigaTIMEFlash
+    from virtime.models.gigatime import GigaTIME
+
+    if isinstance(model, GigaTIME):
+        return "gigatime"
+    if isinstance(model, GigaTIMEFlash):
+        return "gigatime-flash"
+    raise CheckpointError(f"cannot save a {type(model).__name__}: not a virtime translator")
+
+
+def save(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    card: ModelCard | None = None,
+    **card_fields: Any,
+) -> ModelCard:
+    """Writes ``NAME.safetensors`` and its model card ``NAME.json``; returns the card.
+
+    ``card_fields`` (``input_mpp``, ``window``, ``training`` ...) override those of ``card`` or of
+    a fresh card; the sha256 is of the written weights file.
+    """
+    from safetensors.torch import save as st_save
+
+    from virtime import __version__
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    arch = _architecture_of(model)
+    if card is None:
+        card = ModelCard(architecture=arch, config=model.config)  # type: ignore[arg-type]
+    for key, value in card_fields.items():
+        if not hasattr(card, key):
+            raise TypeError(f"unknown model card field {key!r}")
+        setattr(card, key, value)
+    card.architecture = arch
+    card.config = model.config  # type: ignore[assignment]
+    card.virtime_version = __version__
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, st_save(tensors, metadata={"architecture": arch}))
+    card.weights_file = path.name
+    card.sha256 = sha256_file(path)
+    card.save(card_path_for(path))
+    return card
+
+
+def save_official_layout(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Writes a plain ``torch.save`` state dict, the layout of the official ``model.pth``."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
