@@ -1,0 +1,95 @@
+"""The C++ batcher against a plain Python loop over the same tiles, and its failure handling."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import tifffile
+
+from virtime.batcher import iter_batches
+from virtime.slide import Slide
+from virtime.tiling import TilingConfig, make_tile_grid
+
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+
+
+def _grid(slide, **kw):
+    return make_tile_grid(slide, TilingConfig(**{"tile_size": 256, "min_tissue": 0.0, **kw}))
+
+
+@pytest.mark.parametrize("threads,batch_size", [(1, 4), (2, 3), (3, 16)])
+def test_batches_match_python_reference(slide_dir, threads, batch_size):
+    slide = Slide(slide_dir / "aperio.svs")
+    grid = _grid(slide)
+    seen = []
+    for batch in iter_batches(slide, grid, batch_size=batch_size, threads=threads, prefetch=2):
+        assert not batch.failures
+        for k, idx in enumerate(batch.tile_index):
+            x, y = grid.xy[idx]
+            ref = slide.read_region(x, y, 0, 256, 256)
+            np.testing.assert_array_equal(batch.rgb[k], ref)
+            expected = ((ref / 255.0 - MEAN) / STD).transpose(2, 0, 1)
+            np.testing.assert_allclose(batch.tensor[k], expected, atol=1e-5)
+            seen.append(int(idx))
+    assert seen == list(range(len(grid)))  # every tile once, in order
+
+
+def test_float16_packing(slide_dir):
+    slide = Slide(slide_dir / "aperio.svs")
+    grid = _grid(slide)
+    b16 = next(iter_batches(slide, grid, batch_size=4, pack="float16"))
+    b32 = next(iter_batches(slide, grid, batch_size=4, pack="float32"))
+    assert b16.tensor.dtype == np.float16
+    np.testing.assert_array_equal(b16.tensor, b32.tensor.astype(np.float16))
+
+
+def test_resampled_tiles_match_area_reference(slide_dir):
+    from virtime import _core
+
+    slide = Slide(slide_dir / "aperio.svs")
+    grid = make_tile_grid(slide, TilingConfig(target_mpp=0.5, tile_size=128, min_tissue=0.0))
+    assert grid.read_size == 256
+    batch = next(iter_batches(slide, grid, batch_size=2))
+    x, y = batch.xy[1]
+    raw = slide.read_region(x, y, 0, 256, 256)
+    block_mean = raw.reshape(128, 2, 128, 2, 3).mean(axis=(1, 3))
+    assert np.abs(batch.rgb[1].astype(float) - block_mean).max() <= 0.5 + 1e-6
+    np.testing.assert_array_equal(batch.rgb[1], _core.resize_area(raw, 128, 128))
+
+
+def test_corrupt_tile_is_recorded_and_run_continues(slide_dir, tmp_path):
+    path = tmp_path / "corrupt.svs"
+    shutil.copy(slide_dir / "aperio.svs", path)
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        offset, count = page.dataoffsets[5], page.databytecounts[5]  # tile (col 5, row 0)
+        tiles_across = -(-page.imagewidth // page.tilewidth)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\xff" * count)  # not a zlib stream any more
+    slide = Slide(path)
+    grid = _grid(slide)
+    ok, failed = [], []
+    for batch in iter_batches(slide, grid, batch_size=5, threads=2):
+        ok += [int(i) for i in batch.tile_index]
+        failed += batch.failures
+    bad_x, bad_y = (5 % tiles_across) * 256, (5 // tiles_across) * 256
+    assert [(f.x, f.y) for f in failed] == [(bad_x, bad_y)]
+    assert "corrupt.svs" in failed[0].reason and "read_region" in failed[0].reason
+    assert len(ok) == len(grid) - 1  # every other tile still read (the handle was renewed)
+
+
+def test_empty_tile_list(slide_dir):
+    slide = Slide(slide_dir / "aperio.svs")
+    grid = _grid(slide)
+    assert list(iter_batches(slide, grid, tiles=np.zeros(0, dtype=np.int64))) == []
+
+
+def test_early_stop_does_not_hang(slide_dir):
+    slide = Slide(slide_dir / "aperio.svs")
+    it = iter_batches(slide, _grid(slide), batch_size=1, prefetch=1, threads=2)
+    next(it)
+    it.close()  # generator finalizer stops and joins the workers
