@@ -81,18 +81,20 @@ class BoundaryLedger:
             self._pending.setdefault((orient, line, side), []).append(edge)
         return total
 
-    def add_tile(self, prob: np.ndarray, tissue: np.ndarray, y0: int, x0: int) -> np.ndarray:
-        """Registers the four edges of a tile (``prob`` (K, h, w) analysed channels only)."""
+    def add_tile(
+        self, prob: np.ndarray, idx: np.ndarray, tissue: np.ndarray, y0: int, x0: int
+    ) -> np.ndarray:
+        """Registers the four edges of a tile (``prob`` (C, h, w); ``idx`` analysed channels)."""
         h, w = tissue.shape
         total = np.zeros(self.n_channels)
         if h == 0 or w == 0:
             return total
         t = tissue.astype(bool, copy=False)
         specs = (
-            ("v", x0, 1, y0, prob[:, :, 0], t[:, 0]),
-            ("v", x0 + w, 0, y0, prob[:, :, w - 1], t[:, w - 1]),
-            ("h", y0, 1, x0, prob[:, 0, :], t[0, :]),
-            ("h", y0 + h, 0, x0, prob[:, h - 1, :], t[h - 1, :]),
+            ("v", x0, 1, y0, prob[idx, :, 0], t[:, 0]),
+            ("v", x0 + w, 0, y0, prob[idx, :, w - 1], t[:, w - 1]),
+            ("h", y0, 1, x0, prob[idx, 0, :], t[0, :]),
+            ("h", y0 + h, 0, x0, prob[idx, h - 1, :], t[h - 1, :]),
         )
         for orient, line, side, start, vals, tis in specs:
             edge = Edge(start, np.array(vals), np.array(tis), tis.shape[0])

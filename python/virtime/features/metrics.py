@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
 
 __all__ = ["TilePartials", "tile_partials", "N_SUMS", "SUM_NAMES"]
 
@@ -58,83 +60,127 @@ class TilePartials:
     bx0: int
 
 
-@numba.njit(cache=False, nogil=True)
-def _band(prob, tissue, idx, thr, r0, r1, bxi, sums, cooc, binrow):
+@intrinsic
+def _popcount(typingctx, x):  # type: ignore[no-untyped-def]
+    """LLVM ctpop: one POPCNT instruction on x86-64 (numba has no popcount of its own)."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.ctpop(args[0])
+
+    return x(x), codegen
+
+
+@numba.njit(cache=False, nogil=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+def _band(prob, tissue, idx, thr, zero, r0, r1, segs, sums, cooc, binrow):
     """One band of rows [r0, r1): accumulate into this band's own output slices.
 
-    Returns (tissue pixel count, nan flag).
+    ``zero`` (int64 for uint8 input, float64 for float) sets the accumulator type: integer
+    arithmetic is exact and vectorises; the loops are branch-free (tissue and positivity are
+    0/1 multipliers) so noisy maps do not stall on mispredicted branches. ``segs`` are the column
+    ranges of the bins, so bin counts are added once per segment instead of scattered per pixel.
+    No ``nnan`` fast-math flag: the NaN check must survive. Returns (tissue pixels, nan seen).
     """
     K = idx.shape[0]
-    maskrow = np.zeros(tissue.shape[1], np.uint32)
-    setbits = np.zeros(K, np.int64)
     h = tissue.shape[0]
     w = tissue.shape[1]
+    nseg = segs.shape[0] - 1
+    nw = (w + 63) // 64
+    planes = np.zeros((K, nw), np.uint64)  # positive bits of this row, 64 pixels a word
+    rowpos = np.zeros(K, np.int64)
+    hp = np.zeros(w, np.uint8)
+    vp = np.zeros(w, np.uint8)
     nt = 0
     has_nan = False
     for y in range(r0, r1):
+        below = y + 1 < h
+        tr = tissue[y]
+        trn = tissue[y + 1] if below else tissue[y]
+        # loops run over 0-based views: indices provably >= 0, so no wraparound selects
+        # and LLVM vectorises them
         for x in range(w):
-            maskrow[x] = 0
-        for x in range(w):
-            if tissue[y, x]:
-                nt += 1
-                binrow[bxi[x], K] += 1.0
+            vp[x] = (tr[x] & trn[x]) if below else 0
+        for x in range(w - 1):
+            hp[x] = tr[x] & tr[x + 1]
+        for j in range(nseg):
+            ts = tr[segs[j]:segs[j + 1]]
+            cnt = 0
+            for x in range(ts.shape[0]):
+                cnt += ts[x]
+            binrow[j, K] += cnt
+            nt += cnt
         for k in range(K):
             c = idx[k]
-            s = 0.0
-            sp = 0.0
-            sq = 0.0
-            sqp = 0.0
-            tv = 0.0
+            pr = prob[c, y]
+            prn = prob[c, y + 1] if below else prob[c, y]
+            s = zero
+            sq = zero
+            sp = zero
+            sqp = zero
+            tv = zero
+            nan = False
             npos = 0
-            bit = np.uint32(1) << np.uint32(k)
-            for x in range(w):
-                v = np.float64(prob[c, y, x])
-                if v != v:
-                    has_nan = True
-                    continue
-                if not tissue[y, x]:
-                    continue
-                s += v
-                sq += v * v
-                if v > thr:
-                    npos += 1
-                    sp += v
-                    sqp += v * v
-                    maskrow[x] |= bit
-                    binrow[bxi[x], k] += 1.0
-                if x + 1 < w and tissue[y, x + 1]:
-                    tv += abs(np.float64(prob[c, y, x + 1]) - v)
-                if y + 1 < h and tissue[y + 1, x]:
-                    tv += abs(np.float64(prob[c, y + 1, x]) - v)
+            for j in range(nseg):
+                ps = pr[segs[j]:segs[j + 1]]
+                ts = tr[segs[j]:segs[j + 1]]
+                cnt = 0
+                for x in range(ps.shape[0]):
+                    v = ps[x] + zero
+                    nan |= v != v
+                    t = ts[x]
+                    pv = (v > thr) * t
+                    vt = v * t
+                    s += vt
+                    sq += vt * v
+                    vpos = v * pv
+                    sp += vpos
+                    sqp += vpos * v
+                    cnt += pv
+                binrow[j, k] += cnt
+                npos += cnt
+            for x in range(w - 1):
+                tv += abs((pr[x + 1] + zero) - (pr[x] + zero)) * hp[x]
+            if below:
+                for x in range(w):
+                    tv += abs((prn[x] + zero) - (pr[x] + zero)) * vp[x]
+            has_nan |= nan
+            rowpos[k] = npos
+            if npos:
+                pl = planes[k]
+                for wd in range(nw):
+                    word = np.uint64(0)
+                    base = wd * 64
+                    for b in range(min(64, w - base)):
+                        v = pr[base + b] + zero
+                        on = (v > thr) & (tr[base + b] != 0)
+                        word |= np.uint64(on) << np.uint64(b)
+                    pl[wd] = word
             sums[_POS, k] += npos
             sums[_SUM, k] += s
             sums[_SUMP, k] += sp
             sums[_SQ, k] += sq
             sums[_SQP, k] += sqp
             sums[_TV, k] += tv
-        # co-occurrence: a run of equal masks is flushed once (long runs on smooth maps)
-        prev = maskrow[0]
-        run = 1
-        for x in range(1, w + 1):
-            if x < w and maskrow[x] == prev:
-                run += 1
+        # co-occurrence: popcount of ANDed bit planes, K(K+1)/2 * w/64 POPCNTs per row
+        # whatever the density (a per-pixel loop over set bits is quadratic in positives)
+        for a in range(K):
+            if rowpos[a] == 0:
                 continue
-            if prev != 0:
-                m = 0
-                for a in range(K):
-                    if prev & (np.uint32(1) << np.uint32(a)):
-                        setbits[m] = a
-                        m += 1
-                for i in range(m):
-                    for j in range(i, m):
-                        cooc[setbits[i], setbits[j]] += run
-            if x < w:
-                prev = maskrow[x]
-                run = 1
+            pa = planes[a]
+            cooc[a, a] += rowpos[a]
+            for b in range(a + 1, K):
+                if rowpos[b] == 0:
+                    continue
+                pb = planes[b]
+                cnt = 0
+                for wd in range(nw):
+                    cnt += _popcount(pa[wd] & pb[wd])
+                cooc[a, b] += cnt
     return nt, has_nan
 
 
-def _run_bands(prob, tissue, idx, thr, y0, bin_px, bxi, nby, nbx):
+def _run_bands(prob, tissue, idx, thr, zero, y0, bin_px, segs, nby, nbx):
     """Runs the bands on ``numba.get_num_threads()`` threads (the kernel releases the GIL).
 
     Plain threads over a serial ``nogil`` kernel instead of ``prange``: same speed here, but the
@@ -152,7 +198,9 @@ def _run_bands(prob, tissue, idx, thr, y0, bin_px, bxi, nby, nbx):
     def one(b: int) -> None:
         r0 = max(0, (first + b) * bin_px - y0)
         r1 = min(h, (first + b + 1) * bin_px - y0)
-        ntis[b], nans[b] = _band(prob, tissue, idx, thr, r0, r1, bxi, sums[b], cooc[b], bins[b])
+        ntis[b], nans[b] = _band(
+            prob, tissue, idx, thr, zero, r0, r1, segs, sums[b], cooc[b], bins[b]
+        )
 
     n_threads = min(numba.get_num_threads(), nby)
     if n_threads <= 1:
@@ -203,13 +251,21 @@ def tile_partials(
     bx0 = x0 // bin_px
     nby = (y0 + h - 1) // bin_px - by0 + 1 if h else 0
     nbx = (x0 + w - 1) // bin_px - bx0 + 1 if w else 0
-    bxi = ((np.arange(w, dtype=np.int64) + x0) // bin_px - bx0).astype(np.int64)
+    # column range of each bin: segs[j]..segs[j+1]
+    edges = (np.arange(bx0 + 1, bx0 + nbx, dtype=np.int64) * bin_px - x0) if w else []
+    segs = np.concatenate(([0], edges, [w])).astype(np.int64)
     K = len(idx)
     if h == 0 or w == 0:
         empty = TilePartials(0, np.zeros((N_SUMS, K)), np.zeros((K, K)),
                              np.zeros((0, 0, K + 1)), by0, bx0)
         return empty, False
+    if prob.dtype == np.uint8:
+        # integer path: value > t  <=>  value > floor(t) for integer values
+        zero, thr = np.int64(0), np.int64(np.floor(thr_native))
+    else:
+        zero, thr = np.float64(0.0), np.float64(thr_native)
     nt, has_nan, sums, cooc, bins = _run_bands(
-        prob, tissue, idx, float(thr_native), int(y0), int(bin_px), bxi, int(nby), int(nbx)
+        prob, tissue, np.asarray(idx, np.int64), thr, zero, int(y0), int(bin_px), segs,
+        int(nby), int(nbx)
     )
     return TilePartials(int(nt), sums, cooc, bins, by0, bx0), bool(has_nan)

@@ -180,7 +180,7 @@ class SlideFeatureAccumulator:
         self._sums += part.sums
         self._cooc += part.cooc
         self._add_bins(part.bins, part.by0, part.bx0)
-        self._sums[-1] += self._ledger.add_tile(prob[self._idx], tissue, int(y0), int(x0))
+        self._sums[-1] += self._ledger.add_tile(prob, self._idx, tissue, int(y0), int(x0))
 
     def _add_bins(self, bins: np.ndarray, by0: int, bx0: int) -> None:
         if bins.size == 0:
