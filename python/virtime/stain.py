@@ -14,34 +14,37 @@ says which and why. The same C++ objects are shared by the batcher's worker thre
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from virtime.errors import InvalidArgumentError
 
 __all__ = [
-    "StainStatus",
-    "StainOutcome",
-    "StainNormalizer",
-    "MacenkoEstimate",
-    "MacenkoPlan",
-    "MacenkoNormalizer",
-    "ReinhardNormalizer",
-    "IdentityNormalizer",
-    "DEFAULT_STAIN_MATRIX",
     "DEFAULT_MAX_CONCENTRATIONS",
+    "DEFAULT_STAIN_MATRIX",
+    "IdentityNormalizer",
+    "MacenkoEstimate",
+    "MacenkoNormalizer",
+    "MacenkoPlan",
+    "ReinhardNormalizer",
+    "StainNormalizer",
+    "StainOutcome",
+    "StainStatus",
     "available_normalizers",
+    "cuda_macenko_apply",
     "get_normalizer",
     "reference_he_image",
-    "cuda_macenko_apply",
 ]
 
 #: Published Macenko H&E reference: columns hematoxylin, eosin; rows R, G, B optical density.
 DEFAULT_STAIN_MATRIX = np.array([[0.5626, 0.2159], [0.7201, 0.8012], [0.4062, 0.5581]])
 #: Published 99th-percentile concentrations of hematoxylin and eosin for that reference.
 DEFAULT_MAX_CONCENTRATIONS = np.array([1.9705, 1.0308])
+DEFAULT_STAIN_MATRIX.setflags(write=False)
+DEFAULT_MAX_CONCENTRATIONS.setflags(write=False)
 
 
 class StainStatus(enum.IntEnum):
