@@ -21,10 +21,9 @@ def test_atomic_write_replaces_and_leaves_no_temporaries(tmp_path) -> None:
 def test_failed_write_keeps_the_old_file(tmp_path) -> None:
     target = tmp_path / "a.bin"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("writer crashed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer crashed")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,11 +35,26 @@ def _extent(rows: int, cols: int) -> tuple[int, int]:
     return (s * (rows - 1) + TILE, s * (cols - 1) + TILE)
 
 
-def _run(path: Path, rows: int, cols: int, *, resume: bool = False, stop_after_bands: int | None = None,
-         chunk: int = 8, skip=lambda ty, tx: False) -> StreamingCanvas:
+def _run(
+    path: Path,
+    rows: int,
+    cols: int,
+    *,
+    resume: bool = False,
+    stop_after_bands: int | None = None,
+    chunk: int = 8,
+    skip=lambda ty, tx: False,
+) -> StreamingCanvas:
     h, w = _extent(rows, cols)
-    canvas = StreamingCanvas(path, (-(-h // FACTOR), -(-w // FACTOR)), factor=FACTOR,
-                             mpp=0.25 * FACTOR, channels=CH, chunk=chunk, resume=resume)
+    canvas = StreamingCanvas(
+        path,
+        (-(-h // FACTOR), -(-w // FACTOR)),
+        factor=FACTOR,
+        mpp=0.25 * FACTOR,
+        channels=CH,
+        chunk=chunk,
+        resume=resume,
+    )
     weight = window_weight(WIN, OVERLAP)
     written = 0
     for ty, tx, seed in _tiles(rows, cols):
@@ -125,7 +139,9 @@ def test_resume_after_kill_is_byte_identical(tmp_path) -> None:
     here = str(Path(__file__).parent)
     pkg = str(Path(__file__).resolve().parents[2] / "python")
     script = _KILL_SCRIPT.format(paths=[here, pkg], path=str(target), rows=rows, cols=cols, k=k)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=120, check=False
+    )
     assert proc.returncode == -9, proc.stderr.decode()
     manifest = json.loads(manifest_path(target).read_text())
     done = manifest["stages"]["level0_bands"]
@@ -137,11 +153,21 @@ def test_resume_after_kill_is_byte_identical(tmp_path) -> None:
     chunk_file.parent.mkdir(parents=True, exist_ok=True)
     chunk_file.write_bytes(b"garbage")
     (chunk_file.parent / "1.deadbeef.partial").write_bytes(b"x")
-    before = {p: p.stat().st_mtime_ns for p in (target / "0").rglob("*") if p.is_file()
-              and int(p.parent.name) < k}
+    before = {
+        p: p.stat().st_mtime_ns
+        for p in (target / "0").rglob("*")
+        if p.is_file() and int(p.parent.name) < k
+    }
     h, w = _extent(rows, cols)
-    probe = StreamingCanvas(target, (-(-h // FACTOR), -(-w // FACTOR)), factor=FACTOR,
-                            mpp=0.25 * FACTOR, channels=CH, chunk=8, resume=True)
+    probe = StreamingCanvas(
+        target,
+        (-(-h // FACTOR), -(-w // FACTOR)),
+        factor=FACTOR,
+        mpp=0.25 * FACTOR,
+        channels=CH,
+        chunk=8,
+        resume=True,
+    )
     assert probe.resume_y == k * 8 * FACTOR and not probe.finished  # first model row to redo
     del probe
     _run(target, rows, cols, resume=True)
@@ -157,14 +183,17 @@ def test_finished_canvas_is_skipped_and_mismatched_resume_refused(tmp_path) -> N
     path = tmp_path / "f.ome.zarr"
     _run(path, 2, 2)
     assert canvas_finished(path)
-    again = StreamingCanvas(path, (30, 30), factor=FACTOR, mpp=0.25 * FACTOR, channels=CH,
-                            chunk=8, resume=True)
+    again = StreamingCanvas(
+        path, (30, 30), factor=FACTOR, mpp=0.25 * FACTOR, channels=CH, chunk=8, resume=True
+    )
     assert again.finished and again.resume_y >= 30 * FACTOR
     with pytest.raises(InvalidArgumentError, match="chunk"):
-        StreamingCanvas(path, (30, 30), factor=FACTOR, mpp=0.25 * FACTOR, channels=CH, chunk=16,
-                        resume=True)
-    fresh = StreamingCanvas(path, (30, 30), factor=FACTOR, mpp=0.25 * FACTOR, channels=CH,
-                            chunk=16, resume=False)  # --force: start over
+        StreamingCanvas(
+            path, (30, 30), factor=FACTOR, mpp=0.25 * FACTOR, channels=CH, chunk=16, resume=True
+        )
+    fresh = StreamingCanvas(
+        path, (30, 30), factor=FACTOR, mpp=0.25 * FACTOR, channels=CH, chunk=16, resume=False
+    )  # --force: start over
     assert not fresh.finished and not canvas_finished(path)
 
 
@@ -191,8 +220,14 @@ def test_accumulator_memory_does_not_grow_with_height(tmp_path) -> None:
     peaks = {}
     for rows in (4, 16):
         h, w = _extent(rows, 3)
-        c = StreamingCanvas(tmp_path / f"m{rows}.ome.zarr", (-(-h // FACTOR), -(-w // FACTOR)),
-                            factor=FACTOR, mpp=1.0, channels=CH, chunk=8)
+        c = StreamingCanvas(
+            tmp_path / f"m{rows}.ome.zarr",
+            (-(-h // FACTOR), -(-w // FACTOR)),
+            factor=FACTOR,
+            mpp=1.0,
+            channels=CH,
+            chunk=8,
+        )
         weight = window_weight(WIN, OVERLAP)
         peak_bytes = peak_bands = 0
         for ty, tx, seed in _tiles(rows, 3):

@@ -27,8 +27,9 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]
     rng = np.random.default_rng(7)
     probs = rng.random((len(CHANNELS), *SHAPE), dtype=np.float32)
     path = tmp_path_factory.mktemp("ngff") / "slide.ome.zarr"
-    canvas = StreamingCanvas(path, SHAPE, factor=1, mpp=MPP, chunk=CHUNK, name="slide-1",
-                             extra_metadata={"overlap": 64})
+    canvas = StreamingCanvas(
+        path, SHAPE, factor=1, mpp=MPP, chunk=CHUNK, name="slide-1", extra_metadata={"overlap": 64}
+    )
     for y in range(0, SHAPE[0], 25):
         canvas.flush_until(y)
         canvas.add(probs[:, y : y + 25, :], 0, y)

@@ -84,7 +84,11 @@ def _stitch(path: Path, size: int, windows: list, weight: NDArray, factor: int) 
 
     h = -(-size // factor)
     canvas = StreamingCanvas(
-        path, (h, h), factor=factor, mpp=0.25 * factor, channels=CHANNELS,
+        path,
+        (h, h),
+        factor=factor,
+        mpp=0.25 * factor,
+        channels=CHANNELS,
         chunk=256 if factor == 1 else 32,
     )
     for ty, x, y, probs in windows:
@@ -99,8 +103,13 @@ def canvases(runs, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[int, 
     """Stitched level 0 per (overlap, factor)."""
     tmp = tmp_path_factory.mktemp("seam")
     return {
-        (overlap, factor): _stitch(tmp / f"o{overlap}f{factor}.ome.zarr", runs[overlap][0],
-                                   runs[overlap][1], runs[overlap][2], factor)
+        (overlap, factor): _stitch(
+            tmp / f"o{overlap}f{factor}.ome.zarr",
+            runs[overlap][0],
+            runs[overlap][1],
+            runs[overlap][2],
+            factor,
+        )
         for overlap in (0, 64)
         for factor in (1, 8)
     }
@@ -137,7 +146,7 @@ def test_overlap0_factor1_reproduces_official_layout(runs, canvases) -> None:
 def test_seam_visible_without_overlap_and_gone_with_it(runs, canvases, factor, axis) -> None:
     stats = {}
     for overlap in (0, 64):
-        size, windows, weight, ref = runs[overlap]
+        ref = runs[overlap][3]
         canvas = canvases[(overlap, factor)]
         ref_u8 = _u8(_block_mean(ref, factor))
         margin = max(2, 16 // factor)  # stay clear of the image's own zero-padded border

@@ -48,10 +48,13 @@ def test_png_from_zarr_round_trip(tmp_path, rng) -> None:
     canvas.add(probs, 0, 0)
     canvas.close()
     he = rng.integers(0, 256, (80, 120, 3), dtype=np.uint8)  # twice the size: gets resized
-    rgb = thumbnail_from_zarr(tmp_path / "t.ome.zarr", he, ("CD8", "CK"), max_size=32,
-                              png_path=tmp_path / "thumb.png")
+    rgb = thumbnail_from_zarr(
+        tmp_path / "t.ome.zarr", he, ("CD8", "CK"), max_size=32, png_path=tmp_path / "thumb.png"
+    )
     assert rgb.shape == (20, 30, 3)  # finest level with longer side <= 32 is level 1
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "thumb.png")), rgb)
     write_png(tmp_path / "again.png", rgb)
-    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png") == ["again.png",
-                                                                                 "thumb.png"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png") == [
+        "again.png",
+        "thumb.png",
+    ]

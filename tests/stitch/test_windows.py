@@ -24,8 +24,17 @@ def test_official_layout_is_four_abutting_windows() -> None:
     assert np.all(window_weight(256, 0) == 1.0)
 
 
-@pytest.mark.parametrize("tile,window,overlap", [(512, 256, 16), (512, 256, 64), (512, 256, 128),
-                                                 (400, 256, 32), (256, 256, 32), (600, 128, 40)])
+@pytest.mark.parametrize(
+    "tile,window,overlap",
+    [
+        (512, 256, 16),
+        (512, 256, 64),
+        (512, 256, 128),
+        (400, 256, 32),
+        (256, 256, 32),
+        (600, 128, 40),
+    ],
+)
 def test_windows_cover_tile_and_overlap_at_least_overlap(tile, window, overlap) -> None:
     offs = window_offsets(tile, window, overlap)
     assert offs[0] == 0 and offs[-1] == tile - window

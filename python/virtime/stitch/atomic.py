@@ -20,10 +20,10 @@ from typing import Any
 from virtime.errors import InputDataError, InvalidArgumentError
 
 __all__ = [
+    "RunManifest",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",
-    "RunManifest",
 ]
 
 _MANIFEST_FORMAT = 1

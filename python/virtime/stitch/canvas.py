@@ -28,7 +28,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,11 +39,14 @@ from virtime.stitch import omezarr
 from virtime.stitch.atomic import RunManifest
 from virtime.stitch.windows import pool_weighted
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 __all__ = [
-    "StreamingCanvas",
-    "canvas_shape",
-    "canvas_finished",
     "MANIFEST_SUFFIX",
+    "StreamingCanvas",
+    "canvas_finished",
+    "canvas_shape",
     "manifest_path",
     "to_uint8",
 ]
@@ -200,9 +203,7 @@ class StreamingCanvas:
         return sum(a.nbytes + b.nbytes for a, b in self._bands.values())
 
     # ------------------------------------------------------------------ input
-    def add(
-        self, probs: NDArray[Any], x: int, y: int, weight: NDArray[Any] | None = None
-    ) -> None:
+    def add(self, probs: NDArray[Any], x: int, y: int, weight: NDArray[Any] | None = None) -> None:
         """Add one window's probabilities ``(C, h, w)`` at model-pixel origin ``(x, y)``.
 
         ``weight`` ``(h, w)`` defaults to ones (the official unblended layout).
@@ -217,9 +218,7 @@ class StreamingCanvas:
         wp, ws, ox, oy = pool_weighted(probs, weight, self.factor, int(x), int(y))
         self.add_pooled(wp, ws, ox, oy)
 
-    def add_pooled(
-        self, wp: NDArray[Any], ws: NDArray[Any], ox: int, oy: int
-    ) -> None:
+    def add_pooled(self, wp: NDArray[Any], ws: NDArray[Any], ox: int, oy: int) -> None:
         """Add pre-pooled sums (``Σ w·p`` ``(C, h, w)`` and ``Σ w`` ``(h, w)``) at output ``(ox, oy)``.
 
         For engines that pool on the device (:func:`~virtime.stitch.windows.pool_weighted_torch`).
@@ -320,7 +319,7 @@ class StreamingCanvas:
         )
         self._manifest.mark_finished()
 
-    def __enter__(self) -> StreamingCanvas:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -344,4 +343,6 @@ def _clear_previous(path: Path) -> None:
     if path.is_dir() and ((path / ".zgroup").is_file() or manifest_path(path).is_file()):
         shutil.rmtree(path)
         return
-    raise InvalidArgumentError(f"{path}: exists and is not a virtime OME-Zarr canvas; not replacing")
+    raise InvalidArgumentError(
+        f"{path}: exists and is not a virtime OME-Zarr canvas; not replacing"
+    )

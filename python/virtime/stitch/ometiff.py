@@ -92,24 +92,23 @@ def export_ome_tiff(
         "dtype": np.uint8,
         "resolutionunit": "CENTIMETER",
     }
-    with atomic_path(tiff_path) as tmp:
-        with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
+    with atomic_path(tiff_path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
+        tif.write(
+            _tiles(base, tile),
+            shape=base.shape,
+            subifds=len(levels) - 1,
+            resolution=(1e4 / mpp, 1e4 / mpp),
+            metadata=metadata,
+            **options,
+        )
+        for k, arr in enumerate(levels[1:], start=1):
+            px = mpp * 2**k
             tif.write(
-                _tiles(base, tile),
-                shape=base.shape,
-                subifds=len(levels) - 1,
-                resolution=(1e4 / mpp, 1e4 / mpp),
-                metadata=metadata,
+                _tiles(arr, tile),
+                shape=arr.shape,
+                subfiletype=1,
+                resolution=(1e4 / px, 1e4 / px),
+                metadata=None,
                 **options,
             )
-            for k, arr in enumerate(levels[1:], start=1):
-                px = mpp * 2**k
-                tif.write(
-                    _tiles(arr, tile),
-                    shape=arr.shape,
-                    subfiletype=1,
-                    resolution=(1e4 / px, 1e4 / px),
-                    metadata=None,
-                    **options,
-                )
     return Path(tiff_path)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,16 +28,16 @@ from virtime.errors import InputDataError
 
 __all__ = [
     "NGFF_VERSION",
-    "n_pyramid_levels",
-    "pyramid_shapes",
-    "multiscales_metadata",
-    "omero_metadata",
+    "build_level",
     "create_pyramid",
     "downsample_2x",
-    "build_level",
-    "write_ngff_metadata",
+    "multiscales_metadata",
+    "n_pyramid_levels",
+    "omero_metadata",
     "open_ome_zarr",
+    "pyramid_shapes",
     "read_channel_names",
+    "write_ngff_metadata",
 ]
 
 NGFF_VERSION = "0.4"
@@ -137,7 +137,7 @@ def create_pyramid(
     return group
 
 
-def open_ome_zarr(path: str | os.PathLike[str], mode: str = "r") -> Any:
+def open_ome_zarr(path: str | os.PathLike[str], mode: Literal["r", "r+"] = "r") -> Any:
     """Open an OME-Zarr group written here; a missing or foreign path raises InputDataError."""
     import zarr
     from zarr.storage import LocalStore
@@ -153,7 +153,7 @@ def downsample_2x(block: NDArray[np.uint8]) -> NDArray[np.uint8]:
 
     Edge replication makes the block at an odd edge the mean of its existing pixels.
     """
-    c, h, w = block.shape
+    h, w = block.shape[1:]
     if h % 2 or w % 2:
         block = np.pad(block, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
     s = block.astype(np.uint16)

@@ -25,7 +25,7 @@ from virtime.errors import InputDataError, InvalidArgumentError
 from virtime.stitch import omezarr
 from virtime.stitch.atomic import atomic_path
 
-__all__ = ["DEFAULT_THUMBNAIL_CHANNELS", "render_thumbnail", "write_png", "thumbnail_from_zarr"]
+__all__ = ["DEFAULT_THUMBNAIL_CHANNELS", "render_thumbnail", "thumbnail_from_zarr", "write_png"]
 
 DEFAULT_THUMBNAIL_CHANNELS: tuple[str, ...] = ("DAPI", "CD8", "CK")
 
@@ -67,9 +67,13 @@ def render_thumbnail(
     he_rgb = np.asarray(he_rgb)
     probs = np.asarray(probs)
     if he_rgb.ndim != 3 or he_rgb.shape[2] != 3 or he_rgb.dtype != np.uint8:
-        raise InvalidArgumentError(f"H&E must be (H, W, 3) uint8, got {he_rgb.shape} {he_rgb.dtype}")
+        raise InvalidArgumentError(
+            f"H&E must be (H, W, 3) uint8, got {he_rgb.shape} {he_rgb.dtype}"
+        )
     if probs.ndim != 3 or probs.dtype != np.uint8:
-        raise InvalidArgumentError(f"probs must be (C, h, w) uint8, got {probs.shape} {probs.dtype}")
+        raise InvalidArgumentError(
+            f"probs must be (C, h, w) uint8, got {probs.shape} {probs.dtype}"
+        )
     if not 0.0 <= alpha <= 1.0:
         raise InvalidArgumentError(f"alpha must be in [0, 1], got {alpha}")
     if not channels:
@@ -100,7 +104,9 @@ def write_png(path: str | os.PathLike[str], rgb: NDArray[np.uint8]) -> Path:
 
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise InvalidArgumentError(f"{path}: PNG needs (h, w, 3) uint8, got {rgb.shape} {rgb.dtype}")
+        raise InvalidArgumentError(
+            f"{path}: PNG needs (h, w, 3) uint8, got {rgb.shape} {rgb.dtype}"
+        )
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(rgb), mode="RGB").save(tmp, format="PNG")
     return Path(path)

@@ -26,14 +26,14 @@ from numpy.typing import NDArray
 from virtime.errors import InvalidArgumentError
 
 __all__ = [
-    "window_offsets",
+    "output_factor",
     "plan_windows",
-    "tile_stride",
-    "ramp_1d",
-    "window_weight",
     "pool_weighted",
     "pool_weighted_torch",
-    "output_factor",
+    "ramp_1d",
+    "tile_stride",
+    "window_offsets",
+    "window_weight",
 ]
 
 RampKind = Literal["cosine", "linear"]
@@ -61,7 +61,7 @@ def window_offsets(tile_size: int = 512, window: int = 256, overlap: int = 0) ->
     if span == 0:
         return (0,)
     n = 1 + math.ceil(span / (window - overlap))
-    return tuple(int(round(i * span / (n - 1))) for i in range(n))
+    return tuple(round(i * span / (n - 1)) for i in range(n))
 
 
 def plan_windows(
@@ -121,7 +121,7 @@ def output_factor(model_mpp: float, output_mpp: float) -> int:
     if not (model_mpp > 0 and output_mpp > 0 and math.isfinite(model_mpp * output_mpp)):
         raise InvalidArgumentError(f"mpp must be positive, got {model_mpp} and {output_mpp}")
     ratio = output_mpp / model_mpp
-    factor = int(round(ratio))
+    factor = round(ratio)
     if factor < 1 or abs(ratio - factor) > 1e-6 * ratio:
         raise InvalidArgumentError(
             f"--output-mpp {output_mpp} must be an integer multiple (>= 1) of the model's "
@@ -184,7 +184,7 @@ def pool_weighted_torch(probs: Any, weight: Any, factor: int) -> tuple[Any, Any]
     import torch.nn.functional as F
 
     f = int(factor)
-    n, c, h, w = probs.shape
+    h, w = probs.shape[-2:]
     if h % f or w % f or tuple(weight.shape) != (h, w):
         raise InvalidArgumentError(
             f"windows {h}x{w} must be multiples of factor {f} and weight must be {h}x{w}"
