@@ -73,6 +73,10 @@ class EvalAccumulator:
 
     def update(self, probs: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor) -> None:
         """Adds a batch: ``probs`` float ``(N, C, H, W)`` in [0, 1], ``targets`` binary, same shape."""
+        if isinstance(probs, np.ndarray) and not probs.flags.writeable:
+            probs = np.array(probs, dtype=np.float32)  # e.g. a broadcast constant prediction
+        if isinstance(targets, np.ndarray) and not targets.flags.writeable:
+            targets = np.array(targets)
         probs_t = torch.as_tensor(probs).float()
         targ_t = torch.as_tensor(targets)
         if probs_t.shape != targ_t.shape or probs_t.ndim != 4:
