@@ -168,8 +168,10 @@ def pool_weighted(
         pw = np.zeros((hh, ww), dtype=np.float32)
         pw[py : py + h, px : px + w] = weight
         weight = pw
-    wp_s = wp.reshape(c, hh // f, f, ww // f, f).sum(axis=(2, 4), dtype=np.float32)
-    w_s = weight.reshape(hh // f, f, ww // f, f).sum(axis=(1, 3), dtype=np.float32)
+    # Rows first: that sum runs over whole contiguous rows and leaves 1/f of the data for the
+    # awkward short-axis sum (about 2x faster than one reduction over both axes).
+    wp_s = wp.reshape(c, hh // f, f, ww).sum(axis=2).reshape(c, hh // f, ww // f, f).sum(axis=3)
+    w_s = weight.reshape(hh // f, f, ww).sum(axis=1).reshape(hh // f, ww // f, f).sum(axis=2)
     return wp_s, w_s, int(ox), int(oy)
 
 
