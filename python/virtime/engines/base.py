@@ -283,10 +283,8 @@ def _auto_candidates(device: str | None, precision: str) -> list[str]:
     on_cpu = device is not None and device.startswith("cpu")
     if not on_cpu and cuda_available():
         return (["tensorrt"] if tensorrt_installed() and precision != "bf16" else []) + ["torch"]
-    if on_cpu or not cuda_available():
-        # ONNX Runtime has no bf16 kernels on CPU; torch does.
-        return ["torch"] if precision == "bf16" else ["onnxruntime", "torch"]
-    return ["torch"]
+    # ONNX Runtime has no bf16 kernels on CPU; torch does.
+    return ["torch"] if precision == "bf16" else ["onnxruntime", "torch"]
 
 
 def resolve_backend(backend: str, device: str | None = None, precision: str = "fp32") -> str:
