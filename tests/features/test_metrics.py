@@ -70,3 +70,30 @@ def test_kernel_flags_nan(rng):
     assert has_nan
     _, has_nan = tile_partials(prob, np.ones((9, 9), bool), np.array([0, 2]), 0.5, 0, 0, 4)
     assert not has_nan  # NaN only in a channel that is not analysed
+
+
+def test_kernel_32_channels_and_long_rows(rng, ref):
+    """32 analysed channels (every bit of the mask) and rows spanning several 64-bit words."""
+    prob = rng.integers(0, 256, (33, 9, 200), dtype=np.uint8)
+    tissue = rng.random((9, 200)) > 0.1
+    idx = np.arange(1, 33, dtype=np.int64)
+    _check(prob, tissue, idx, 127.5, 2, 61, 16, ref)
+
+
+def test_thread_count_does_not_change_results(rng):
+    import numba
+
+    prob = rng.random((4, 70, 90), dtype=np.float32)
+    tissue = rng.random((70, 90)) > 0.2
+    idx = np.arange(4, dtype=np.int64)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one, _ = tile_partials(prob, tissue, idx, 0.5, 0, 0, 8)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many, _ = tile_partials(prob, tissue, idx, 0.5, 0, 0, 8)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(one.sums, many.sums)
+    np.testing.assert_array_equal(one.cooc, many.cooc)
+    np.testing.assert_array_equal(one.bins, many.bins)
