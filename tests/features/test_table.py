@@ -127,3 +127,20 @@ def test_cli_recompute_and_merge(tmp_path, slide, capsys):
     assert df["CD8.density"][0] == _whole(prob, tissue)["CD8.density"]
     assert main(["features", str(tmp_path / "nope")]) == 2
     assert "mif.ome.zarr" in capsys.readouterr().err
+
+
+def test_reads_what_the_stitcher_writes(tmp_path, blobs, rng):
+    """Integration with virtime.stitch: its OME-Zarr canvas is read with the right mpp/names."""
+    canvas = pytest.importorskip("virtime.stitch.canvas")
+    prob = blobs(23, 64, 80, np.float32)
+    d = tmp_path / "S7"
+    d.mkdir()
+    with canvas.StreamingCanvas(d / "mif.ome.zarr", (64, 80), factor=1, mpp=0.5, chunk=32,
+                                extra_metadata={"model_hash": "h7"}) as c:
+        c.add(prob, 0, 0)
+    out = load_slide_outputs(d)
+    assert (out.mpp, out.channels, out.model_hash) == (0.5, CHANNEL_NAMES, "h7")
+    stored = np.asarray(out.prob[:])
+    assert stored.dtype == np.uint8 and stored.shape == (23, 64, 80)
+    tissue = stored[CHANNEL_NAMES.index("DAPI")] > 0
+    assert features_from_outputs(d, write=False)["CD8.snr"] == _whole(stored, tissue)["CD8.snr"]

@@ -51,7 +51,7 @@ def _ratio(a: float, b: float) -> float:
 
 
 def immune_contexture(
-    bins: np.ndarray, channels: tuple[str, ...], config: ContextureConfig = ContextureConfig()
+    bins: np.ndarray, channels: tuple[str, ...], config: ContextureConfig | None = None
 ) -> dict[str, float | str]:
     """Contexture features from binned counts.
 
@@ -71,6 +71,7 @@ def immune_contexture(
         ``<X>.infiltration_ratio`` for each T-cell channel present, and ``immune.phenotype``.
         Empty when the tumour channel is not analysed.
     """
+    config = config if config is not None else ContextureConfig()
     out: dict[str, float | str] = {}
     if config.tumour_channel not in channels:
         return out

@@ -101,7 +101,7 @@ class BoundaryLedger:
             total += self.add(orient, line, side, edge)
         return total
 
-    def absorb(self, other: "BoundaryLedger") -> np.ndarray:
+    def absorb(self, other: BoundaryLedger) -> np.ndarray:
         """Moves every waiting edge of ``other`` in here, pairing across the two; returns sums."""
         total = np.zeros(self.n_channels)
         for (orient, line, side), edges in other._pending.items():

@@ -252,13 +252,15 @@ def tile_partials(
     nby = (y0 + h - 1) // bin_px - by0 + 1 if h else 0
     nbx = (x0 + w - 1) // bin_px - bx0 + 1 if w else 0
     # column range of each bin: segs[j]..segs[j+1]
-    edges = (np.arange(bx0 + 1, bx0 + nbx, dtype=np.int64) * bin_px - x0) if w else []
-    segs = np.concatenate(([0], edges, [w])).astype(np.int64)
+    inner = np.arange(bx0 + 1, bx0 + nbx, dtype=np.int64) * bin_px - x0
+    segs = np.concatenate(([0], inner, [w])).astype(np.int64)
     K = len(idx)
     if h == 0 or w == 0:
         empty = TilePartials(0, np.zeros((N_SUMS, K)), np.zeros((K, K)),
                              np.zeros((0, 0, K + 1)), by0, bx0)
         return empty, False
+    zero: np.int64 | np.float64
+    thr: np.int64 | np.float64
     if prob.dtype == np.uint8:
         # integer path: value > t  <=>  value > floor(t) for integer values
         zero, thr = np.int64(0), np.int64(np.floor(thr_native))

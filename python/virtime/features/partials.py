@@ -71,7 +71,7 @@ class SlideFeatureAccumulator:
     analyse : sequence of str, optional
         Channels to compute features for (default: the protein channels among ``channels``).
     contexture : ContextureConfig, optional
-        Cut-offs of the immune contexture features.
+        Cut-offs of the immune contexture features (default ``ContextureConfig()``).
 
     Notes
     -----
@@ -86,7 +86,7 @@ class SlideFeatureAccumulator:
         threshold: float = 0.5,
         channels: Sequence[str] | None = None,
         analyse: Sequence[str] | None = None,
-        contexture: ContextureConfig = ContextureConfig(),
+        contexture: ContextureConfig | None = None,
     ) -> None:
         try:
             mpp = float(mpp)
@@ -101,7 +101,7 @@ class SlideFeatureAccumulator:
         self.mpp = float(mpp)
         self.bin_um = float(bin_um)
         self.threshold = float(threshold)
-        self.bin_px = max(1, int(round(bin_um / mpp)))
+        self.bin_px = max(1, round(bin_um / mpp))
         self.channels = tuple(channels) if channels is not None else CHANNEL_NAMES
         if analyse is None:
             analyse = [c for c in self.channels if c in PROTEIN_CHANNELS]
@@ -111,7 +111,7 @@ class SlideFeatureAccumulator:
                 f"features: analysed channels must be 1..32 of the input channels; bad: {missing}"
             )
         self.analyse = tuple(analyse)
-        self.contexture = contexture
+        self.contexture = contexture if contexture is not None else ContextureConfig()
         self._idx = np.array([self.channels.index(c) for c in self.analyse], dtype=np.int64)
         K = len(self.analyse)
         self._scale: float | None = None  # 255 for uint8 input, 1 for float32
@@ -207,7 +207,7 @@ class SlideFeatureAccumulator:
         oy, ox = by0 - self._by0, bx0 - self._bx0
         self._bins[oy:oy + nby, ox:ox + nbx] += bins
 
-    def merge(self, other: "SlideFeatureAccumulator") -> "SlideFeatureAccumulator":
+    def merge(self, other: SlideFeatureAccumulator) -> SlideFeatureAccumulator:
         """Adds the partial sums of ``other`` (same settings, disjoint tiles); returns self."""
         same = (self.mpp, self.bin_px, self.threshold, self.channels, self.analyse) == (
             other.mpp, other.bin_px, other.threshold, other.channels, other.analyse)
@@ -244,7 +244,7 @@ class SlideFeatureAccumulator:
         if n == 0:
             warnings.warn("features: no tissue pixels; every feature is NaN", RuntimeWarning,
                           stacklevel=2)
-        pos, s, sp, sq, sqp, tv = self._sums
+        pos, s, _, _, _, tv = self._sums
         entropy = self._entropies()
         for k, name in enumerate(self.analyse):
             if n == 0:

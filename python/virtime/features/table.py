@@ -56,8 +56,8 @@ def _tissue_strip(
     """Tissue mask of canvas rows [r0, r1); nearest-neighbour scaled if stored at lower res."""
     if tissue is None:  # derived: DAPI > 0 when present, else any channel > 0
         if "DAPI" in channels:
-            return prob_strip[list(channels).index("DAPI")] > 0
-        return (prob_strip > 0).any(axis=0)
+            return np.asarray(prob_strip[list(channels).index("DAPI")] > 0)
+        return np.asarray((prob_strip > 0).any(axis=0))
     th, tw = tissue.shape
     H, W = shape
     if (th, tw) == (H, W):
@@ -76,7 +76,7 @@ def compute_slide_features(
     threshold: float = 0.5,
     channels: Sequence[str] | None = None,
     analyse: Sequence[str] | None = None,
-    contexture: ContextureConfig = ContextureConfig(),
+    contexture: ContextureConfig | None = None,
     strip_rows: int | None = None,
     show_progress: bool = False,
 ) -> dict[str, float | str]:
@@ -153,7 +153,8 @@ class SlideOutputs:
 def _multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]]:
     if "ome" in attrs and isinstance(attrs["ome"], dict):  # NGFF 0.5 (zarr v3)
         attrs = attrs["ome"]
-    return list(attrs.get("multiscales", []))
+    ms = attrs.get("multiscales", [])
+    return [m for m in ms if isinstance(m, dict)] if isinstance(ms, list) else []
 
 
 def load_slide_outputs(slide_dir: str | os.PathLike[str]) -> SlideOutputs:
@@ -175,7 +176,7 @@ def load_slide_outputs(slide_dir: str | os.PathLike[str]) -> SlideOutputs:
         group = zarr.open_group(str(store), mode="r")
     except Exception as exc:  # zarr raises several types for a bad store
         raise InputDataError(f"features: cannot open {store}: {exc}") from exc
-    attrs = dict(group.attrs)
+    attrs: dict[str, Any] = dict(group.attrs)
     ms = _multiscales(attrs)
     level_path = "0"
     mpp: float | None = None
@@ -187,16 +188,20 @@ def load_slide_outputs(slide_dir: str | os.PathLike[str]) -> SlideOutputs:
             if tr.get("type") == "scale" and "y" in axes:
                 mpp = float(tr["scale"][axes.index("y")])
     try:
-        prob = group[level_path]
+        prob: Any = group[level_path]
     except KeyError:
         raise InputDataError(f"features: {store} has no level {level_path!r}") from None
-    omero = attrs.get("omero") or attrs.get("ome", {}).get("omero") or {}
-    labels = tuple(str(c.get("label", "")) for c in omero.get("channels", []))
+    if len(getattr(prob, "shape", ())) != 3:
+        raise InputDataError(f"features: {store}/{level_path} is not a (c, y, x) array")
+    ome: Any = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else {}
+    omero: Any = attrs.get("omero") or ome.get("omero") or {}
+    chans: Any = omero.get("channels", []) if isinstance(omero, dict) else []
+    labels = tuple(str(c.get("label", "")) if isinstance(c, dict) else "" for c in chans)
     if len(labels) != prob.shape[0] or not all(labels):
         labels = CHANNEL_NAMES if prob.shape[0] == len(CHANNEL_NAMES) else ()
     if not labels:
         raise InputDataError(f"features: {store}: {prob.shape[0]} channels and no channel names")
-    vt = attrs.get("virtime", {}) if isinstance(attrs.get("virtime"), dict) else {}
+    vt: Any = attrs.get("virtime") if isinstance(attrs.get("virtime"), dict) else {}
     model_hash = str(attrs.get("model_hash") or vt.get("model_hash") or vt.get("model_sha256")
                      or "")
     tissue_path = d / "tissue_mask.npy"
