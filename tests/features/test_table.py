@@ -66,6 +66,10 @@ def test_strips_equal_whole_canvas(slide):
     assert got == _whole(prob, tissue)
     got = compute_slide_features(prob, tissue, MPP, bin_um=4.0, strip_rows=9)
     assert got == _whole(prob, tissue, bin_um=4.0)
+    # a tiny byte budget forces column blocks too: still exact
+    got = compute_slide_features(prob, tissue, MPP, bin_um=4.0, strip_rows=9,
+                                 max_block_bytes=23 * 16 * 24)
+    assert got == _whole(prob, tissue, bin_um=4.0)
 
 
 def test_coarse_and_derived_tissue(slide):
@@ -74,6 +78,8 @@ def test_coarse_and_derived_tissue(slide):
     coarse[5:20, 3:15] = True
     full = np.repeat(np.repeat(coarse, 4, axis=0), 4, axis=1)
     assert compute_slide_features(prob, coarse, MPP, strip_rows=16) == _whole(prob, full)
+    assert compute_slide_features(prob, coarse, MPP, bin_um=8.0, strip_rows=16,
+                                  max_block_bytes=23 * 16 * 32) == _whole(prob, full, bin_um=8.0)
     dapi = prob[CHANNEL_NAMES.index("DAPI")] > 0
     assert compute_slide_features(prob, None, MPP) == _whole(prob, dapi)
     with pytest.raises(InputDataError):

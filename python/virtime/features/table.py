@@ -45,26 +45,26 @@ FEATURES_FILE = "features.parquet"
 _STRIP_TARGET_ROWS = 1024
 
 
-def _tissue_strip(
-    prob_strip: np.ndarray,
+def _tissue_block(
+    block: np.ndarray,
     tissue: Any,
-    r0: int,
-    r1: int,
+    rows: tuple[int, int],
+    cols: tuple[int, int],
     shape: tuple[int, int],
     channels: Sequence[str],
 ) -> np.ndarray:
-    """Tissue mask of canvas rows [r0, r1); nearest-neighbour scaled if stored at lower res."""
+    """Tissue mask of a canvas block; nearest-neighbour scaled if stored at lower resolution."""
     if tissue is None:  # derived: DAPI > 0 when present, else any channel > 0
         if "DAPI" in channels:
-            return np.asarray(prob_strip[list(channels).index("DAPI")] > 0)
-        return np.asarray((prob_strip > 0).any(axis=0))
+            return np.asarray(block[list(channels).index("DAPI")] > 0)
+        return np.asarray((block > 0).any(axis=0))
     th, tw = tissue.shape
     H, W = shape
     if (th, tw) == (H, W):
-        return np.asarray(tissue[r0:r1]) != 0
-    rows = np.minimum((np.arange(r0, r1) * th) // H, th - 1)
-    cols = np.minimum((np.arange(W) * tw) // W, tw - 1)
-    return np.asarray(tissue)[rows][:, cols] != 0
+        return np.asarray(tissue[rows[0]:rows[1], cols[0]:cols[1]]) != 0
+    ri = np.minimum((np.arange(*rows) * th) // H, th - 1)
+    ci = np.minimum((np.arange(*cols) * tw) // W, tw - 1)
+    return np.asarray(tissue)[ri][:, ci] != 0
 
 
 def compute_slide_features(
@@ -78,6 +78,7 @@ def compute_slide_features(
     analyse: Sequence[str] | None = None,
     contexture: ContextureConfig | None = None,
     strip_rows: int | None = None,
+    max_block_bytes: int = 256 * 2**20,
     show_progress: bool = False,
 ) -> dict[str, float | str]:
     """Features of one slide from a (C, H, W) probability map, read in row strips.
@@ -94,8 +95,10 @@ def compute_slide_features(
     bin_um, threshold, channels, analyse, contexture
         As in :class:`SlideFeatureAccumulator`.
     strip_rows : int, optional
-        Rows per strip (rounded up to whole bins); default about 1024 rows. Memory is
-        ``C * strip_rows * W`` of the input dtype.
+        Rows per strip (rounded up to whole bins); default about 1024 rows.
+    max_block_bytes : int
+        A strip wider than this budget is read in column blocks (whole bins wide), so memory
+        stays bounded on very wide slides; the accumulator stitches blocks exactly.
     show_progress : bool
         Show a progress bar over strips.
 
@@ -118,13 +121,16 @@ def compute_slide_features(
                                   analyse=analyse, contexture=contexture)
     target = strip_rows or max(_STRIP_TARGET_ROWS, acc.bin_px)
     step = max(1, math.ceil(target / acc.bin_px)) * acc.bin_px
-    starts = range(0, H, step)
-    with progress(starts, desc="features", unit="strip", enabled=show_progress) as bar:
-        for r0 in bar:
-            r1 = min(H, r0 + step)
-            strip = np.asarray(prob[:, r0:r1, :])
-            tis = _tissue_strip(strip, tissue, r0, r1, (H, W), channels)
-            acc.add_tile(strip, tis, r0, 0)
+    itemsize = np.dtype(getattr(prob, "dtype", np.uint8)).itemsize
+    width = max(1, max_block_bytes // max(1, C * step * itemsize) // acc.bin_px) * acc.bin_px
+    blocks = [(r0, c0) for r0 in range(0, H, step) for c0 in range(0, W, width)]
+    with progress(blocks, desc="features", unit="block", enabled=show_progress) as bar:
+        for r0, c0 in bar:
+            rows = (r0, min(H, r0 + step))
+            cols = (c0, min(W, c0 + width))
+            block = np.asarray(prob[:, rows[0]:rows[1], cols[0]:cols[1]])
+            tis = _tissue_block(block, tissue, rows, cols, (H, W), channels)
+            acc.add_tile(block, tis, r0, c0)
     return acc.result()
 
 
