@@ -285,7 +285,12 @@ def build_engine(
 
 
 class TensorRTEngine(BaseEngine):
-    """Run a TensorRT plan on a CUDA device (create it with :meth:`create`)."""
+    """Run a TensorRT plan on a CUDA device (create it with :meth:`create`).
+
+    To run a plan built ahead of time by :func:`build_engine`, pass the same
+    ``compute_capabilities`` (the cache key's target must match); otherwise a plan for the
+    current GPU is built on first use and cached.
+    """
 
     name: ClassVar[str] = "tensorrt"
     supports_device_io: ClassVar[bool] = True
@@ -330,6 +335,7 @@ class TensorRTEngine(BaseEngine):
         if self._out_dtype != np.float32:
             raise ModelMismatchError(f"engine output is {self._out_dtype}, expected float32")
         self.out_channels = int(self._engine.get_tensor_shape(self._out)[1])
+        self._stream: Any = None
 
     @classmethod
     def create(
@@ -410,13 +416,16 @@ class TensorRTEngine(BaseEngine):
         torch = self._torch
         dev = torch.device("cuda", self._device_index)
         tdtype = torch.float16 if self.input_dtype == np.float16 else torch.float32
-        with torch.cuda.device(dev):
+        if self._stream is None:
+            # A stream of our own: TensorRT syncs extra when enqueued on the legacy default stream.
+            self._stream = torch.cuda.Stream(dev)
+        with torch.cuda.device(dev), torch.cuda.stream(self._stream):
             xin = torch.from_numpy(x).to(dev).to(tdtype).contiguous()
             n, _, h, w = x.shape
             out = torch.empty((n, self.out_channels, h, w), dtype=torch.float32, device=dev)
-            stream = torch.cuda.current_stream(dev)
-            self._execute(xin.data_ptr(), out.data_ptr(), n, stream.cuda_stream)
-            return out.cpu().numpy()  # .cpu() waits for the stream
+            self._execute(xin.data_ptr(), out.data_ptr(), n, self._stream.cuda_stream)
+            self._stream.synchronize()
+            return out.cpu().numpy()
 
     def _release_memory(self) -> None:
         self._torch.cuda.empty_cache()
@@ -425,6 +434,7 @@ class TensorRTEngine(BaseEngine):
         self._context = None
         self._engine = None
         self._runtime = None
+        self._stream = None
 
 
 class _StalePlanError(Exception):
