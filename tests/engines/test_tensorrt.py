@@ -158,3 +158,42 @@ def test_gpu_refused_plan_is_rebuilt(tiny_model, batch, ref, tmp_path, caplog) -
     assert "another GPU or version" in caplog.text
     expected = ref(tiny_model, batch)
     assert np.abs(eng.run(batch) - expected).max() / np.abs(expected).max() < 1e-3
+
+
+def test_refused_plan_rebuilt_without_gpu(tiny_model, tmp_path, monkeypatch, caplog) -> None:
+    """create(): a cached plan the runtime refuses is discarded with a warning and rebuilt once.
+
+    The GPU-side loading is replaced by a double that refuses plans starting with a zero byte
+    (what a plan for another GPU looks like to it); building and caching are real.
+    """
+    import contextlib
+
+    import torch
+
+    from virtime.engines import tensorrt_engine
+
+    loaded: list[bytes] = []
+
+    class LoadDouble(tensorrt_engine.TensorRTEngine):
+        def __init__(self, trt, plan, *, key, device_index):
+            if plan[:1] == b"\0":
+                raise tensorrt_engine._StalePlanError("the runtime refused the plan")
+            loaded.append(plan)
+            self.key = key
+
+    monkeypatch.setattr(tensorrt_engine, "cuda_available", lambda: True)
+    monkeypatch.setattr(tensorrt_engine, "_target", lambda flavour, caps: "Fake GPU|sm_89")
+    monkeypatch.setattr(tensorrt_engine, "_gpu_target", lambda: None)  # build for the default set
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device", lambda index: contextlib.nullcontext())
+    kw = dict(precision="fp32", device="cuda:0", cache_dir=tmp_path, max_batch=2, window=W,
+              flavour="tensorrt-rtx")
+    eng = LoadDouble.create(tiny_model, **kw)
+    engine_path = EngineCache(tmp_path).paths(eng.key)[0]
+    assert loaded == [engine_path.read_bytes()]
+    EngineCache(tmp_path).store(eng.key, b"\0" * 512)  # consistent entry, unloadable plan
+    with caplog.at_level(logging.WARNING, logger="virtime.engines.engine_cache"):
+        LoadDouble.create(tiny_model, **kw)
+    assert "another GPU or version" in caplog.text
+    assert len(loaded) == 2 and loaded[1][:1] != b"\0"
+    assert engine_path.read_bytes() == loaded[1]
