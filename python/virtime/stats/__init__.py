@@ -19,6 +19,7 @@ from virtime.stats.logrank import LogrankResult, logrank, split_groups
 from virtime.stats.multiple_testing import adjust_by_family, adjust_pvalues
 from virtime.stats.signature import SignatureResult, signature_risk
 from virtime.stats.survival import SurvivalConfig, SurvivalResult, survival_analysis
+from virtime.stats.validation_cohorts import CrossCohortResult, cross_cohort_validation
 from virtime.stats.validation import (
     ClinicalTable,
     Cohort,
@@ -47,6 +48,8 @@ __all__ = [
     "SurvivalConfig",
     "SurvivalResult",
     "survival_analysis",
+    "CrossCohortResult",
+    "cross_cohort_validation",
     "adjust_by_family",
     "ClinicalTable",
     "Cohort",
