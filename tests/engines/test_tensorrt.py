@@ -64,7 +64,8 @@ def test_builds_fp32_and_fp16_and_caches(tiny_model, tmp_path, counted_builds) -
 
 
 def test_corrupt_and_foreign_entries_rebuilt(tiny_model, tmp_path, counted_builds, caplog) -> None:
-    kw = dict(cache_dir=tmp_path, precision="fp32", max_batch=2, window=W, flavour="tensorrt-rtx")
+    kw = {"cache_dir": tmp_path, "precision": "fp32", "max_batch": 2, "window": W,
+          "flavour": "tensorrt-rtx"}
     path = te.build_engine(tiny_model, **kw)
     good = path.read_bytes()
     path.write_bytes(good[: len(good) // 3])  # truncated copy
@@ -186,8 +187,8 @@ def test_refused_plan_rebuilt_without_gpu(tiny_model, tmp_path, monkeypatch, cap
     monkeypatch.setattr(tensorrt_engine, "_gpu_target", lambda: None)  # build for the default set
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "device", lambda index: contextlib.nullcontext())
-    kw = dict(precision="fp32", device="cuda:0", cache_dir=tmp_path, max_batch=2, window=W,
-              flavour="tensorrt-rtx")
+    kw = {"precision": "fp32", "device": "cuda:0", "cache_dir": tmp_path, "max_batch": 2,
+          "window": W, "flavour": "tensorrt-rtx"}
     eng = LoadDouble.create(tiny_model, **kw)
     engine_path = EngineCache(tmp_path).paths(eng.key)[0]
     assert loaded == [engine_path.read_bytes()]

@@ -27,16 +27,16 @@ from virtime.errors import (
 __all__ = [
     "BACKENDS",
     "PRECISIONS",
-    "Engine",
     "BaseEngine",
+    "Engine",
+    "cpu_threads",
     "create_engine",
+    "cuda_available",
+    "default_cache_dir",
+    "is_out_of_memory",
     "register_backend",
     "registered_backends",
     "resolve_backend",
-    "is_out_of_memory",
-    "default_cache_dir",
-    "cpu_threads",
-    "cuda_available",
     "tensorrt_installed",
 ]
 
@@ -201,7 +201,7 @@ class BaseEngine:
     def close(self) -> None:
         """Release backend resources (idempotent)."""
 
-    def __enter__(self) -> BaseEngine:
+    def __enter__(self) -> BaseEngine:  # noqa: PYI034  (typing.Self needs Python 3.11)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["EngineKey", "EngineCache"]
+__all__ = ["EngineCache", "EngineKey"]
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,14 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from virtime.errors import ModelMismatchError
 
-__all__ = ["convert_to_fp16", "convert_onnx_file_fp16"]
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = ["convert_onnx_file_fp16", "convert_to_fp16"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +31,7 @@ _FLOAT32_ONLY_INPUTS: dict[str, tuple[int, ...]] = {"Resize": (1, 2), "Upsample"
 _SUBGRAPH_OPS = {"If", "Loop", "Scan"}
 
 
-def _to_fp16_tensor(tensor: "onnx.TensorProto") -> "onnx.TensorProto":  # noqa: F821
+def _to_fp16_tensor(tensor: onnx.TensorProto) -> onnx.TensorProto:
     import numpy as np
     from onnx import numpy_helper
 
@@ -39,7 +43,7 @@ def _to_fp16_tensor(tensor: "onnx.TensorProto") -> "onnx.TensorProto":  # noqa: 
     return out
 
 
-def convert_to_fp16(model: "onnx.ModelProto", *, keep_io_float32: bool = True) -> "onnx.ModelProto":  # noqa: F821
+def convert_to_fp16(model: onnx.ModelProto, *, keep_io_float32: bool = True) -> onnx.ModelProto:
     """Return an fp16 copy of ``model`` (see module docstring for what is converted)."""
     import onnx
     from onnx import TensorProto, helper

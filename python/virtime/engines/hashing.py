@@ -15,7 +15,7 @@ from typing import Any
 
 from virtime.errors import InvalidArgumentError
 
-__all__ = ["model_hash", "file_sha256", "state_dict_sha256"]
+__all__ = ["file_sha256", "model_hash", "state_dict_sha256"]
 
 _CHUNK = 1 << 20
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from virtime.errors import CheckpointError, InvalidArgumentError, ModelMismatchError
 
-__all__ = ["export_onnx", "ensure_onnx", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "ensure_onnx", "export_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,6 @@ def ensure_onnx(
         try:
             onnx.checker.check_model(str(path))
             return path
-        except Exception as exc:  # corrupt cache entry: export again
+        except Exception as exc:  # noqa: BLE001  (corrupt cache entry of any kind: export again)
             logger.warning("cached ONNX export %s is invalid (%s); exporting again", path, exc)
     return export_onnx(model_or_onnx, path, window=window, opset=opset)
