@@ -26,6 +26,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "virtime.cli.export",
     "virtime.cli.info",
     "virtime.cli.tiles",
+    "virtime.cli.translate",
     "virtime.cli.features",
 )
 

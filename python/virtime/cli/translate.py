@@ -1,0 +1,100 @@
+"""``virtime translate SLIDE... -o OUT``: virtual mIF for each slide, one folder per slide."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from virtime.cli._common import add_mpp_arg, add_quiet_arg
+
+__all__ = ["register", "add_model_args", "load_model_from_args"]
+
+log = logging.getLogger(__name__)
+
+OFFICIAL_WEIGHTS_HINT = (
+    "download the official GigaTIME weights (model.pth, a gated release from the authors: accept "
+    "its terms and download it yourself; virtime never downloads) and pass --weights PATH"
+)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """--weights / --backend / --precision / --device, shared by translate, bench and cohort."""
+    g = p.add_argument_group("model and engine")
+    g.add_argument("--weights", default=None,
+                   help="translator weights (.pth official checkpoint or virtime .safetensors); "
+                        "default: the bundled demo model, which knows only simulated tissue")
+    g.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    g.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: GPU if present)")
+    g.add_argument("--batch-size", type=int, default=8, help="tiles per batch (8)")
+    g.add_argument("--window-batch", type=int, default=16, help="windows per engine call (16)")
+
+
+def load_model_from_args(args: argparse.Namespace):  # noqa: ANN201 - torch module
+    """The model named by --weights (with a clear error when the file is missing), or the demo."""
+    from pathlib import Path
+
+    from virtime.errors import CheckpointError
+    from virtime.models import load, load_demo
+
+    if args.weights is None:
+        log.warning("no --weights given: using the demo model, which knows only simulated "
+                    "tissue; for real slides %s", OFFICIAL_WEIGHTS_HINT)
+        return load_demo()
+    path = Path(args.weights)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found; {OFFICIAL_WEIGHTS_HINT}")
+    return load(path)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("translate", help="H&E slides to virtual mIF (OME-Zarr + tables)")
+    p.add_argument("slides", nargs="+", help="slide files")
+    p.add_argument("-o", "--output", required=True, help="output root; one folder per slide")
+    add_model_args(p)
+    g = p.add_argument_group("geometry and outputs")
+    g.add_argument("--tile-size", type=int, default=512, help="tile side at the model's mpp (512)")
+    g.add_argument("--overlap", type=int, default=0,
+                   help="blend overlap in model pixels, at most half a window (0 = official layout)")
+    g.add_argument("--min-tissue", type=float, default=0.1, help="tissue fraction to keep a tile")
+    g.add_argument("--output-mpp", type=float, default=2.0, help="canvas um/px (2.0)")
+    g.add_argument("--normalize", choices=["none", "macenko", "reinhard"], default="none")
+    g.add_argument("--threads", type=int, default=0, help="reader threads (0 = all cores)")
+    g.add_argument("--ome-tiff", action="store_true", help="also write mif.ome.tiff")
+    g.add_argument("--no-features", action="store_true", help="skip slide features")
+    g.add_argument("--force", action="store_true", help="redo slides already translated")
+    g.add_argument("--log-json", default=None, metavar="FILE",
+                   help="append machine-readable progress events (JSON lines) to FILE")
+    add_mpp_arg(p)
+    add_quiet_arg(p)
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from virtime.errors import VirtimeError
+    from virtime.translation import TranslateConfig, translate
+
+    model = load_model_from_args(args)
+    config = TranslateConfig(
+        backend=args.backend, precision=args.precision, device=args.device,
+        batch_size=args.batch_size, window_batch=args.window_batch, threads=args.threads,
+        tile_size=args.tile_size, overlap=args.overlap, min_tissue=args.min_tissue,
+        output_mpp=args.output_mpp, normalize=args.normalize, mpp=args.mpp,
+        ome_tiff=args.ome_tiff, features=not args.no_features, force=args.force,
+        show_progress=not args.quiet, log_json=args.log_json,
+    )
+    failed = 0
+    for slide in args.slides:
+        try:
+            result = translate(slide, model, args.output, config)
+        except VirtimeError as exc:  # a bad slide is recorded and the others go on
+            failed += 1
+            print(f"virtime translate: error: {exc}", file=sys.stderr)
+            continue
+        if result.skipped:
+            print(f"{result.slide_id}: already done in {result.output_dir} (use --force to redo)")
+        else:
+            print(f"{result.slide_id}: {result.tiles_done} tiles ({result.tiles_failed} failed) "
+                  f"in {result.seconds:.1f} s -> {result.output_dir}")
+    return 2 if failed else 0

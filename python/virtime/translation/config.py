@@ -1,0 +1,46 @@
+"""Settings of a whole-slide translation, one frozen dataclass passed down the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["TranslateConfig"]
+
+
+@dataclass(frozen=True)
+class TranslateConfig:
+    """How to translate a slide.
+
+    Geometry follows the model card: tiles of ``tile_size`` pixels at the model's input mpp,
+    split into the model's windows (256 for GigaTIME). ``overlap`` (model pixels, at most half a
+    window) makes neighbouring tiles and windows overlap and blends them with cosine ramps;
+    ``overlap=0`` is the official non-overlapping layout.
+    """
+
+    backend: str = "auto"
+    precision: str = "fp32"
+    device: str | None = None
+    batch_size: int = 8  # tiles per batch from the C++ batcher
+    window_batch: int = 16  # windows per engine call
+    threads: int = 0  # batcher threads (0 = all cores)
+    tile_size: int = 512
+    overlap: int = 0
+    min_tissue: float = 0.1
+    output_mpp: float = 2.0
+    normalize: str = "none"
+    mpp: float | None = None  # level-0 mpp override for slides without metadata
+    model_mpp: float | None = None  # the mpp the caller expects the model to take (checked)
+    ome_tiff: bool = False
+    thumbnail_channels: tuple[str, ...] = ("DAPI", "CD8", "CK")
+    features: bool = True
+    force: bool = False
+    show_progress: bool = True
+    log_json: str | None = None
+    cache_dir: str | None = None
+    engine_options: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["thumbnail_channels"] = list(self.thumbnail_channels)
+        return d

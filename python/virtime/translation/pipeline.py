@@ -1,0 +1,378 @@
+"""Whole-slide translation: H&E slide in, virtual mIF (OME-Zarr), tile table and summary out.
+
+Batcher (C++ worker threads: read, normalize, pack) → engine (windows of the model) → sigmoid,
+per-tile statistics and pooling → a streaming canvas that writes finished row bands. The batcher
+prepares the next batches while the engine runs (the GIL is released in the core), so the CPU
+work around the model overlaps it.
+
+Every output is written atomically; ``summary.json`` is written last and marks the slide done, so
+a rerun skips finished slides (unless ``force``) and resumes an interrupted one from the last
+completed canvas band.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from virtime import __version__
+from virtime._progress import progress
+from virtime.channels import CHANNEL_NAMES
+from virtime.errors import InvalidArgumentError, ModelMismatchError
+from virtime.translation.config import TranslateConfig
+from virtime.translation.tile_stats import blend_tile, tile_channel_stats
+
+__all__ = ["TranslateResult", "translate", "slide_output_dir", "is_translated"]
+
+log = logging.getLogger(__name__)
+
+ZARR_NAME = "mif.ome.zarr"
+SUMMARY_NAME = "summary.json"
+TILES_NAME = "tiles.parquet"
+PARTIAL_TILES_NAME = ".tiles.partial.parquet"
+
+
+@dataclass
+class TranslateResult:
+    """What one slide's translation produced."""
+
+    slide_id: str
+    output_dir: Path
+    skipped: bool
+    tiles_done: int = 0
+    tiles_failed: int = 0
+    seconds: float = 0.0
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def slide_output_dir(out_root: str | os.PathLike[str], slide_id: str) -> Path:
+    return Path(out_root) / slide_id
+
+
+def is_translated(out_dir: str | os.PathLike[str]) -> bool:
+    """True when ``out_dir`` holds a finished translation (its summary says so)."""
+    summary = Path(out_dir) / SUMMARY_NAME
+    if not summary.is_file():
+        return False
+    try:
+        return json.loads(summary.read_text()).get("status") == "done"
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _check_model(model: Any, config: TranslateConfig) -> tuple[float, int, str]:
+    card = getattr(model, "card", None)
+    if card is None:
+        raise ModelMismatchError("model has no model card (load it with virtime.models.load)")
+    if list(card.channels) != list(CHANNEL_NAMES):
+        raise ModelMismatchError(
+            f"model {card.weights_file or card.architecture} outputs channels {card.channels}, "
+            f"not the 23 GigaTIME channels"
+        )
+    model_mpp = float(card.input_mpp)
+    if config.model_mpp is not None and abs(config.model_mpp - model_mpp) > 0.01 * model_mpp:
+        raise ModelMismatchError(
+            f"model {card.weights_file or card.architecture} takes {model_mpp} um/px, "
+            f"not the requested {config.model_mpp} um/px"
+        )
+    window = int(card.window)
+    if config.tile_size % window and config.tile_size < window:
+        raise InvalidArgumentError(f"tile size {config.tile_size} is smaller than the window {window}")
+    return model_mpp, window, str(card.sha256)
+
+
+class _JsonLog:
+    """Machine-readable progress: one JSON object per line (``--log-json``)."""
+
+    def __init__(self, path: str | None) -> None:
+        self._fh = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+
+    def emit(self, **event: Any) -> None:
+        if self._fh:
+            self._fh.write(json.dumps({"time": time.time(), **event}) + "\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh:
+            self._fh.close()
+
+
+def translate(
+    slide_path: str | os.PathLike[str],
+    model: Any,
+    out_root: str | os.PathLike[str],
+    config: TranslateConfig = TranslateConfig(),
+    *,
+    slide_id: str | None = None,
+    engine: Any | None = None,
+) -> TranslateResult:
+    """Translates one slide into ``out_root/<slide_id>/``.
+
+    Parameters
+    ----------
+    slide_path
+        The H&E slide.
+    model
+        A translator from :func:`virtime.models.load` (its card gives mpp, window, channels).
+    out_root
+        Output root; the slide's folder is ``out_root/<slide_id>`` (default: the file stem).
+    config
+        See :class:`TranslateConfig`.
+    engine
+        An engine to reuse across slides (as cohort workers do); built from ``model`` otherwise.
+    """
+    from virtime.slide import Slide
+    from virtime.stitch.canvas import StreamingCanvas, canvas_shape
+    from virtime.stitch.windows import output_factor, plan_windows, tile_stride, window_weight
+    from virtime.tiling import TilingConfig, make_tile_grid
+    from virtime.tissue import detect_tissue
+
+    t_start = time.perf_counter()
+    slide_path = Path(slide_path)
+    slide_id = slide_id or slide_path.name.split(".")[0]
+    out = slide_output_dir(out_root, slide_id)
+    if is_translated(out) and not config.force:
+        log.info("%s: already translated in %s; skipping (use force to redo)", slide_path, out)
+        return TranslateResult(slide_id, out, skipped=True,
+                               summary=json.loads((out / SUMMARY_NAME).read_text()))
+    model_mpp, window, model_hash = _check_model(model, config)
+    factor = output_factor(model_mpp, config.output_mpp)
+    slide = Slide(slide_path, mpp=config.mpp)
+    tissue = detect_tissue(slide)
+    tiling = TilingConfig(target_mpp=model_mpp, tile_size=config.tile_size, overlap=config.overlap,
+                          min_tissue=config.min_tissue)
+    origins = plan_windows(config.tile_size, window, config.overlap)
+    weight = window_weight(window, config.overlap)
+    stride = tile_stride(config.tile_size, config.overlap)
+    grid = make_tile_grid(slide, tiling, tissue)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.force:
+        (out / SUMMARY_NAME).unlink(missing_ok=True)
+    scale = slide.mpp / model_mpp  # model pixels per level-0 pixel
+    w0, h0 = slide.dimensions
+    shape = canvas_shape((int(np.ceil(h0 * scale)), int(np.ceil(w0 * scale))), factor)
+    canvas = StreamingCanvas(
+        out / ZARR_NAME, shape, factor=factor, mpp=config.output_mpp, resume=not config.force,
+        name=slide_id,
+        extra_metadata={"model_hash": model_hash, "slide": str(slide_path), "overlap": config.overlap,
+                        "virtime_version": __version__},
+    )
+    tile_xy_model = np.rint(grid.xy * scale).astype(np.int64)
+    # Resume: tiles whose whole footprint lies in finished bands were done by an earlier run.
+    todo = np.flatnonzero(tile_xy_model[:, 1] + config.tile_size > canvas.resume_y)
+    previous = _load_partial_tiles(out, config.force)
+    jlog = _JsonLog(config.log_json)
+    jlog.emit(event="start", slide=str(slide_path), slide_id=slide_id, tiles=len(grid),
+              todo=int(len(todo)))
+    owns_engine = engine is None
+    if owns_engine:
+        from virtime.engines import create_engine
+
+        engine = create_engine(model, backend=config.backend, precision=config.precision,
+                               device=config.device, cache_dir=config.cache_dir,
+                               max_batch=config.window_batch, window=window,
+                               **config.engine_options)
+    normalizer = None
+    if config.normalize != "none":
+        from virtime.stain import get_normalizer
+
+        normalizer = get_normalizer(config.normalize)
+    timings = {"read_cpu": 0.0, "normalize_cpu": 0.0, "pack_cpu": 0.0, "engine": 0.0,
+               "postprocess": 0.0, "write": 0.0}
+    rows: list[dict[str, Any]] = [] if previous is None else previous.to_dict("records")
+    done_tiles = {int(r["tile"]) for r in rows}
+    todo = np.array([t for t in todo if int(t) not in done_tiles], dtype=np.int64)
+    failures: list[dict[str, Any]] = []
+    try:
+        rows, failures = _run_tiles(
+            slide, grid, todo, engine, normalizer, canvas, config, origins, weight, stride,
+            tile_xy_model, timings, rows, out, jlog, slide_id,
+        )
+        t0 = time.perf_counter()
+        canvas.close()
+        timings["write"] += time.perf_counter() - t0
+    except BaseException:
+        jlog.emit(event="interrupted", slide_id=slide_id)
+        raise
+    finally:
+        if owns_engine:
+            engine.close()
+        jlog.close()
+    return _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failures, config,
+                   timings, model_hash, engine, t_start)
+
+
+def _run_tiles(slide, grid, todo, engine, normalizer, canvas, config, origins, weight, stride,
+               tile_xy_model, timings, rows, out, jlog, slide_id):  # noqa: ANN001, ANN202
+    """The hot loop: batches in, windows through the engine, canvas and tile rows out."""
+    from virtime.batcher import iter_batches
+
+    failures: list[dict[str, Any]] = []
+    window = weight.shape[0]
+    started = time.perf_counter()
+    done = 0
+    with progress(total=len(todo), desc=f"translate {slide_id}", unit="tile",
+                  enabled=config.show_progress) as bar:
+        if len(todo) == 0:
+            return rows, failures
+        batches = iter_batches(slide, grid, normalizer=normalizer, batch_size=config.batch_size,
+                               threads=config.threads, emit_uint8=False, pack="float32", tiles=todo)
+        position = {int(t): i for i, t in enumerate(todo)}
+        for batch in batches:
+            timings["read_cpu"] += batch.read_seconds
+            timings["normalize_cpu"] += batch.normalize_seconds
+            timings["pack_cpu"] += batch.pack_seconds
+            failures += [{"tile": f.tile_index, "x": f.x, "y": f.y, "reason": f.reason}
+                         for f in batch.failures]
+            if len(batch):
+                windows = np.stack([batch.tensor[:, :, y : y + window, x : x + window]
+                                    for x, y in origins], axis=1)
+                n, k = windows.shape[:2]
+                t0 = time.perf_counter()
+                logits = engine.run(windows.reshape(n * k, *windows.shape[2:]))
+                timings["engine"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                probs = _sigmoid(logits).reshape(n, k, *logits.shape[1:])
+                for i, tile in enumerate(batch.tile_index):
+                    tx, ty = (int(v) for v in tile_xy_model[tile])
+                    for (wx, wy), p in zip(origins, probs[i]):
+                        canvas.add(p, tx + wx, ty + wy, weight)
+                    pos, mean = tile_channel_stats(
+                        blend_tile(probs[i], origins, weight, config.tile_size), stride)
+                    rows.append(_tile_row(int(tile), grid, pos, mean))
+                timings["postprocess"] += time.perf_counter() - t0
+            last = position[int(batch.tile_index[-1] if len(batch) else batch.failures[-1].tile_index)]
+            t0 = time.perf_counter()
+            nxt = todo[last + 1] if last + 1 < len(todo) else None
+            if canvas.flush_until(int(tile_xy_model[nxt, 1]) if nxt is not None else
+                                  canvas.shape_yx[0] * canvas.factor):
+                _save_partial_tiles(out, rows)
+            timings["write"] += time.perf_counter() - t0
+            done += len(batch) + len(batch.failures)
+            bar.update(len(batch) + len(batch.failures))
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            jlog.emit(event="progress", slide_id=slide_id, tiles_done=done, tiles_total=len(todo),
+                      tiles_per_s=round(rate, 3))
+    return rows, failures
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    import torch
+
+    return torch.sigmoid(torch.from_numpy(np.asarray(logits, np.float32))).numpy()
+
+
+def _tile_row(tile: int, grid: Any, pos: np.ndarray, mean: np.ndarray) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "tile": tile,
+        "x": int(grid.xy[tile, 0]),
+        "y": int(grid.xy[tile, 1]),
+        "tissue_fraction": float(grid.tissue_fraction[tile]),
+    }
+    for name, p, m in zip(CHANNEL_NAMES, pos, mean):
+        row[f"{name}.positive_fraction"] = float(p)
+        row[f"{name}.mean_probability"] = float(m)
+    return row
+
+
+def _save_partial_tiles(out: Path, rows: list[dict[str, Any]]) -> None:
+    _atomic_parquet(pd.DataFrame(rows), out / PARTIAL_TILES_NAME)
+
+
+def _load_partial_tiles(out: Path, force: bool) -> pd.DataFrame | None:
+    path = out / PARTIAL_TILES_NAME
+    if force or not path.is_file():
+        return None
+    return pd.read_parquet(path)
+
+
+def _atomic_parquet(frame: pd.DataFrame, path: Path, metadata: dict[str, str] | None = None) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               **{k.encode(): v.encode() for k, v in metadata.items()}})
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failures, config,
+            timings, model_hash, engine, t_start) -> TranslateResult:  # noqa: ANN001
+    """Tile table, tissue mask, thumbnail, optional OME-TIFF and features; summary last."""
+    from virtime.stitch.atomic import atomic_write_json
+
+    t0 = time.perf_counter()
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.sort_values("tile").drop_duplicates("tile", keep="last")
+    meta = {"virtime.version": __version__, "virtime.model_hash": model_hash}
+    _atomic_parquet(table, out / TILES_NAME, meta)
+    mask = _mask_on_canvas(tissue.mask, canvas.shape_yx)
+    tmp = out / ".tissue_mask.tmp.npy"
+    np.save(tmp, mask)
+    os.replace(tmp, out / "tissue_mask.npy")
+    _write_thumbnail(slide, out, config)
+    if config.ome_tiff:
+        from virtime.stitch.ometiff import export_ome_tiff
+
+        export_ome_tiff(out / ZARR_NAME, out / "mif.ome.tiff")
+    timings["write"] += time.perf_counter() - t0
+    if config.features:
+        from virtime.features import features_from_outputs
+
+        t0 = time.perf_counter()
+        features_from_outputs(out)
+        timings["features"] = time.perf_counter() - t0
+    (out / PARTIAL_TILES_NAME).unlink(missing_ok=True)
+    seconds = time.perf_counter() - t_start
+    summary = {
+        "status": "done",
+        "slide": str(slide_path),
+        "slide_id": slide_id,
+        "virtime_version": __version__,
+        "model_hash": model_hash,
+        "backend": getattr(engine, "name", "?"),
+        "precision": getattr(engine, "precision", config.precision),
+        "device": str(getattr(engine, "device", "")),
+        "slide_mpp": slide.mpp,
+        "output_mpp": config.output_mpp,
+        "tiles_total": len(grid),
+        "tiles_done": int(len(table)),
+        "tiles_failed": len(failures),
+        "failed_tiles": failures,
+        "tissue_fraction": tissue.fraction,
+        "timings_seconds": {k: round(v, 4) for k, v in timings.items()},
+        "seconds": round(seconds, 3),
+        "config": config.as_dict(),
+    }
+    atomic_write_json(out / SUMMARY_NAME, summary)
+    return TranslateResult(slide_id, out, False, int(len(table)), len(failures), seconds, summary)
+
+
+def _mask_on_canvas(mask: np.ndarray, shape_yx: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resampling of the tissue mask onto the canvas grid."""
+    h, w = shape_yx
+    rows = np.minimum((np.arange(h) * mask.shape[0]) // max(h, 1), mask.shape[0] - 1)
+    cols = np.minimum((np.arange(w) * mask.shape[1]) // max(w, 1), mask.shape[1] - 1)
+    return mask[rows][:, cols].astype(bool)
+
+
+def _write_thumbnail(slide: Any, out: Path, config: TranslateConfig) -> None:
+    from virtime.stitch.thumbnail import thumbnail_from_zarr
+
+    level = slide.level_count - 1
+    w, h = slide.level_dimensions[level]
+    he = slide.read_region(0, 0, level, w, h)
+    thumbnail_from_zarr(out / ZARR_NAME, he, config.thumbnail_channels,
+                        png_path=out / "thumbnail.png")

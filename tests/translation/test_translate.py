@@ -1,0 +1,155 @@
+"""Whole-slide translation end to end, checked against a direct model run on the same tiles."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import openslide
+import pandas as pd
+import pytest
+import torch
+import zarr
+
+import virtime
+from virtime import errors
+from virtime.channels import CHANNEL_NAMES
+from virtime.cli import main
+
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+
+
+def _direct_tile_probs(slide_path, model, x, y, size=128, window=64):
+    """Independent path: openslide-python read, numpy normalize, model per window, sigmoid."""
+    with openslide.OpenSlide(str(slide_path)) as osr:
+        rgba = np.asarray(osr.read_region((int(x), int(y)), 0, (size, size))).astype(float)
+    rgb = rgba[..., :3] * (rgba[..., 3:] / 255) + 255 * (1 - rgba[..., 3:] / 255)
+    tensor = torch.from_numpy(((np.rint(rgb) / 255 - MEAN) / STD).transpose(2, 0, 1)).float()
+    probs = np.zeros((23, size, size), np.float32)
+    with torch.inference_mode():
+        for wy in range(0, size, window):
+            for wx in range(0, size, window):
+                logit = model(tensor[None, :, wy : wy + window, wx : wx + window])[0]
+                probs[:, wy : wy + window, wx : wx + window] = torch.sigmoid(logit).numpy()
+    return probs
+
+
+def test_translate_matches_direct_model_run(small_slide, tiny_model, fast_config, tmp_path):
+    result = virtime.translate(small_slide, tiny_model, tmp_path, fast_config)
+    out = result.output_dir
+    assert result.summary["status"] == "done" and result.tiles_failed == 0
+    for name in ["mif.ome.zarr", "tiles.parquet", "summary.json", "thumbnail.png",
+                 "features.parquet", "tissue_mask.npy"]:
+        assert (out / name).exists(), name
+    tiles = pd.read_parquet(out / "tiles.parquet")
+    assert len(tiles) == result.tiles_done > 0
+    level0 = zarr.open_group(str(out / "mif.ome.zarr"), mode="r")["0"]
+    assert level0.shape == (23, 512 // 4, 768 // 4)  # 0.5 -> 2.0 um/px is a factor of 4
+    canvas = np.asarray(level0[:])
+    for _, row in tiles.iloc[[0, len(tiles) // 2, -1]].iterrows():
+        probs = _direct_tile_probs(small_slide, tiny_model, row["x"], row["y"])
+        for c in (0, 13, 22):
+            name = CHANNEL_NAMES[c]
+            assert row[f"{name}.mean_probability"] == pytest.approx(probs[c].mean(), abs=1e-4)
+            assert row[f"{name}.positive_fraction"] == pytest.approx((probs[c] > 0.5).mean(),
+                                                                     abs=2e-3)
+        # Canvas: 4x4 block means of the probabilities, stored as round(255 p).
+        blocks = probs.reshape(23, 32, 4, 32, 4).mean(axis=(2, 4))
+        oy, ox = int(row["y"]) // 4, int(row["x"]) // 4
+        stored = canvas[:, oy : oy + 32, ox : ox + 32].astype(float)
+        assert np.abs(stored - np.floor(blocks * 255 + 0.5)).max() <= 1
+
+
+def test_rerun_skips_and_force_redoes(small_slide, tiny_model, fast_config, tmp_path):
+    first = virtime.translate(small_slide, tiny_model, tmp_path, fast_config)
+    again = virtime.translate(small_slide, tiny_model, tmp_path, fast_config)
+    assert again.skipped and again.tiles_done == 0
+    forced = virtime.translate(small_slide, tiny_model, tmp_path,
+                               dataclasses.replace(fast_config, force=True))
+    assert not forced.skipped and forced.tiles_done == first.tiles_done
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _FailingEngine:
+    """Wraps an engine and dies after a number of calls, like a killed run."""
+
+    def __init__(self, engine, calls):
+        self.engine, self.calls = engine, calls
+        self.name, self.precision, self.device = engine.name, engine.precision, engine.device
+
+    def run(self, batch):
+        self.calls -= 1
+        if self.calls < 0:
+            raise _Interrupt
+        return self.engine.run(batch)
+
+    def close(self):
+        self.engine.close()
+
+
+def test_interrupted_run_resumes_to_identical_output(small_slide, tiny_model, fast_config,
+                                                      tmp_path):
+    from virtime.engines import create_engine
+
+    reference = virtime.translate(small_slide, tiny_model, tmp_path / "ref", fast_config)
+    engine = create_engine(tiny_model, backend=fast_config.backend, max_batch=16, window=64)
+    with pytest.raises(_Interrupt):
+        virtime.translate(small_slide, tiny_model, tmp_path / "cut", fast_config,
+                          engine=_FailingEngine(engine, calls=4))
+    assert not (tmp_path / "cut" / "small" / "summary.json").exists()
+    resumed = virtime.translate(small_slide, tiny_model, tmp_path / "cut", fast_config)
+    assert not resumed.skipped
+    a = zarr.open_group(str(reference.output_dir / "mif.ome.zarr"), mode="r")
+    b = zarr.open_group(str(resumed.output_dir / "mif.ome.zarr"), mode="r")
+    levels = [d["path"] for d in a.attrs["multiscales"][0]["datasets"]]
+    for level in levels:
+        np.testing.assert_array_equal(np.asarray(a[level][:]), np.asarray(b[level][:]))
+    ta = pd.read_parquet(reference.output_dir / "tiles.parquet")
+    tb = pd.read_parquet(resumed.output_dir / "tiles.parquet")
+    pd.testing.assert_frame_equal(ta.reset_index(drop=True), tb.reset_index(drop=True))
+
+
+def test_model_mismatches_are_refused(small_slide, tiny_model, fast_config, tmp_path):
+    with pytest.raises(errors.ModelMismatchError, match="0.5 um/px, not the requested 0.25"):
+        virtime.translate(small_slide, tiny_model, tmp_path,
+                          dataclasses.replace(fast_config, model_mpp=0.25))
+    with pytest.raises(errors.InvalidArgumentError, match="integer multiple"):
+        virtime.translate(small_slide, tiny_model, tmp_path,
+                          dataclasses.replace(fast_config, output_mpp=1.3))
+
+
+def test_all_background_slide_gives_zero_tiles(tiny_model, fast_config, tmp_path):
+    from virtime.simulate.slides import write_slide
+
+    glass = write_slide(tmp_path / "glass.svs", np.full((512, 512, 3), 244, np.uint8), 0.5)
+    with pytest.warns(RuntimeWarning, match="no tissue"):  # features are NaN, with a warning
+        result = virtime.translate(glass, tiny_model, tmp_path / "out", fast_config)
+    assert result.tiles_done == 0 and result.summary["status"] == "done"
+
+
+def test_cli_translates_and_reports_bad_slides(small_slide, tiny_weights, tmp_path, capsys):
+    bogus = tmp_path / "bogus.svs"
+    bogus.write_text("not a slide")
+    log = tmp_path / "events.jsonl"
+    rc = main(["translate", str(small_slide), str(bogus), "-o", str(tmp_path / "out"),
+               "--weights", str(tiny_weights), "--tile-size", "128", "--backend", "onnxruntime",
+               "-q", "--log-json", str(log), "--no-features"])
+    assert rc == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("bogus.svs") == 1
+    assert json.loads((tmp_path / "out" / "small" / "summary.json").read_text())["status"] == "done"
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert events[0]["event"] == "start" and events[-1]["event"] == "progress"
+
+
+def test_cli_missing_weights_says_where_to_get_them(small_slide, tmp_path, capsys):
+    rc = main(["translate", str(small_slide), "-o", str(tmp_path), "--weights",
+               str(tmp_path / "model.pth")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.pth: weights file not found" in err[0] and "--weights" in err[0]
