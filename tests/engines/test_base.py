@@ -70,6 +70,16 @@ def test_auto_falls_back_with_warning(
     np.testing.assert_allclose(eng.run(batch), ref(tiny_model, batch), atol=1e-5)
 
 
+def test_auto_with_onnx_file_never_picks_torch(
+    monkeypatch: pytest.MonkeyPatch, tiny_model, batch, ref, tmp_path
+) -> None:
+    path = engines.export_onnx(tiny_model, tmp_path / "m.onnx", window=32)
+    monkeypatch.setattr(base, "_auto_candidates", lambda device, precision: ["torch"])
+    eng = engines.create_engine(path, window=32, cache_dir=tmp_path)
+    assert eng.name == "onnxruntime"
+    assert np.abs(eng.run(batch) - ref(tiny_model, batch)).max() < 1e-4
+
+
 def test_bad_arguments(tiny_model, tmp_path) -> None:
     with pytest.raises(InvalidArgumentError, match="precision"):
         engines.create_engine(tiny_model, backend="torch", precision="int8")

@@ -349,6 +349,11 @@ def create_engine(
             max_batch=max_batch, window=window, **opts,
         )
     candidates = _auto_candidates(device, precision)
+    if isinstance(model_or_onnx, (str, os.PathLike)):
+        # An ONNX file cannot run on torch: ONNX Runtime stands in for it.
+        candidates = [c for c in candidates if c != "torch"]
+        if "onnxruntime" not in candidates:
+            candidates.append("onnxruntime")
     errors: list[str] = []
     for i, name in enumerate(candidates):
         try:
