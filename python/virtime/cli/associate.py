@@ -1,0 +1,49 @@
+"""``virtime associate``: feature × clinical-attribute associations at three levels."""
+
+from __future__ import annotations
+
+import argparse
+
+from virtime.cli.validate import add_cohort_args, cohort_from_args
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("associate", help="associations of features with clinical attributes")
+    add_cohort_args(p)
+    p.add_argument("-o", "--output", required=True, help="association table (.parquet/.csv)")
+    p.add_argument("--plot", help="bubble-grid PNG of the given --plot-level")
+    p.add_argument("--plot-level", default="pan-cancer",
+                   choices=["pan-cancer", "cancer_type", "subtype"])
+    p.add_argument("--levels", nargs="+", default=["pan-cancer", "cancer_type", "subtype"],
+                   choices=["pan-cancer", "cancer_type", "subtype"])
+    p.add_argument("--min-patients", type=int, default=20, help="smallest group tested (20)")
+    p.add_argument("--min-per-class", type=int, default=5,
+                   help="smallest biomarker class within a group (5)")
+    p.add_argument("--correction", choices=["bh", "holm", "bonferroni"], default="bh")
+    p.add_argument("--stage-test", choices=["spearman", "kruskal"], default="spearman")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from virtime.stats import AssociationConfig, associate
+    from virtime.stats.io import write_table
+
+    cohort = cohort_from_args(args)
+    cfg = AssociationConfig(levels=tuple(args.levels), min_patients=args.min_patients,
+                            min_per_class=args.min_per_class, correction=args.correction,
+                            stage_test=args.stage_test, alpha=args.alpha,
+                            show_progress=not args.quiet)
+    res = associate(cohort, cfg)
+    write_table(res.summary, args.output)
+    if args.plot:
+        from virtime.stats.plots import bubble_grid
+
+        bubble_grid(res, level=args.plot_level).savefig(args.plot, dpi=120)
+    counts = res.counts()
+    print(f"{len(res.summary)} tests, {int(counts['significant'].sum())} significant at "
+          f"q < {args.alpha}, {res.excluded} excluded (undefined p) → {args.output}")
+    return 0

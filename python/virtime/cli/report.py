@@ -1,0 +1,58 @@
+"""``virtime report``: one self-contained HTML file with every population analysis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from virtime.cli.validate import add_cohort_args, cohort_from_args
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("report", help="HTML report: cohort, spectrum, associations, "
+                                             "survival, cross-cohort validation")
+    add_cohort_args(p)
+    add_cohort_args(p, prefix="validation-", required=False)
+    p.add_argument("-o", "--output", required=True, help="report .html")
+    p.add_argument("--tiers", help="JSON file mapping channel → confidence tier (model card)")
+    p.add_argument("--levels", nargs="+", default=["pan-cancer", "cancer_type", "subtype"],
+                   choices=["pan-cancer", "cancer_type", "subtype"])
+    p.add_argument("--min-patients", type=int, default=20)
+    p.add_argument("--no-survival", action="store_true")
+    p.add_argument("--title", default="virtime population report")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from virtime.errors import InputDataError
+    from virtime.report import write_report
+    from virtime.stats import associate, cross_cohort_validation, join_features, survival_analysis
+
+    cohort = cohort_from_args(args)
+    tiers = None
+    if args.tiers:
+        try:
+            with open(args.tiers, encoding="utf-8") as fh:
+                tiers = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise InputDataError(f"{args.tiers}: cannot read tiers JSON: {exc}") from exc
+    kw = dict(levels=tuple(args.levels), min_patients=args.min_patients,
+              show_progress=not args.quiet)
+    assoc = associate(cohort, **kw)
+    surv = None
+    if cohort.has_survival and not args.no_survival:
+        surv = survival_analysis(cohort, show_progress=not args.quiet)
+    val = None
+    if bool(args.validation_features) != bool(args.validation_clinical):
+        raise InputDataError("--validation-features and --validation-clinical go together")
+    if args.validation_features:
+        other = join_features(args.validation_features, args.validation_clinical,
+                              aggregate=args.aggregate)
+        val = cross_cohort_validation(cohort, other, assoc, associate(other, **kw))
+    path = write_report(args.output, cohort=cohort, associations=assoc, survival=surv,
+                        validation=val, tiers=tiers, title=args.title)
+    print(f"report written to {path}")
+    return 0

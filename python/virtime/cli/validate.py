@@ -1,0 +1,50 @@
+"""``virtime validate --features F --clinical C``: checks the cohort tables and their join."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "add_cohort_args", "cohort_from_args"]
+
+
+def add_cohort_args(p: argparse.ArgumentParser, *, prefix: str = "", required: bool = True) -> None:
+    """--features/--clinical/--aggregate (shared by the statistics commands)."""
+    p.add_argument(f"--{prefix}features", required=required,
+                   help="features table (Parquet/CSV): slide_id, patient_id, <channel>.<metric>")
+    p.add_argument(f"--{prefix}clinical", required=required,
+                   help="clinical table (CSV/Parquet): patient_id, cancer_type, subtype, …")
+    if not prefix:
+        p.add_argument("--aggregate", choices=["mean", "median", "max", "min"], default="mean",
+                       help="combine a patient's slides by (mean)")
+        p.add_argument("--strict", action="store_true",
+                       help="fail if the join loses any patient")
+
+
+def cohort_from_args(args: argparse.Namespace, prefix: str = ""):  # noqa: ANN201 (Cohort)
+    """Loads and joins the tables named by :func:`add_cohort_args`."""
+    from virtime.stats import join_features
+
+    key = prefix.replace("-", "_")
+    return join_features(getattr(args, f"{key}features"), getattr(args, f"{key}clinical"),
+                         aggregate=args.aggregate, strict=args.strict)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("validate", help="validate a features table and a clinical table")
+    add_cohort_args(p)
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cohort = cohort_from_args(args)
+    d = cohort.data
+    print(f"ok: {len(d)} patients, {d['cancer_type'].nunique()} cancer types, "
+          f"{d['subtype'].nunique()} subtypes, {len(cohort.features)} features")
+    print("attributes: " + (", ".join(f"{a} ({k})" for a, k in cohort.attributes.items())
+                            or "none"))
+    for ids, what in ((cohort.features_only, "features only"),
+                      (cohort.clinical_only, "clinical only")):
+        if ids:
+            print(f"lost in join ({what}): {len(ids)}: {', '.join(ids[:10])}"
+                  + (" …" if len(ids) > 10 else ""))
+    return 0
