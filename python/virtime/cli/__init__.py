@@ -28,6 +28,10 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "virtime.cli.tiles",
     "virtime.cli.translate",
     "virtime.cli.features",
+    "virtime.cli.validate",
+    "virtime.cli.associate",
+    "virtime.cli.survival",
+    "virtime.cli.report",
 )
 
 
