@@ -1,0 +1,1 @@
+"""Prov-GigaPath embeddings: tile encoder, LongNet slide encoder, slide embedding, linear probes."""

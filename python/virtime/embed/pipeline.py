@@ -1,0 +1,250 @@
+"""Embedding a whole slide: tissue -> 256-px tiles at 0.5 um/px -> tile encoder -> slide encoder.
+
+The tiles come from the same C++ batcher as translation and run through the same engine protocol
+(torch, ONNX Runtime, TensorRT); each 256-px ImageNet-normalized tile is centre-cropped to 224 px
+(the official transform resizes to 256, a no-op here, then crops 224). Outputs in ``out_dir``:
+
+* ``tile_embeddings.parquet``: one row per tile: level-0 ``x, y``; grid ``col, row``;
+  ``coord_x, coord_y`` (pixels at 0.5 um/px, what the slide encoder sees); ``tissue_fraction``;
+  ``embedding`` (fixed-size list of float32).
+* ``slide_embedding.parquet``: one row: ``slide``, ``n_tiles``, ``embedding`` and, with
+  ``all_layers``, ``layer_0 ... layer_<depth>`` (official ``layer_i_embed``).
+* ``embed_manifest.json``: what was done, with model hashes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from virtime.errors import InputDataError, InvalidArgumentError
+
+__all__ = ["CPU_GFLOPS_ESTIMATE", "EmbedConfig", "EmbedResult", "check_cpu_allowed", "embed_slide",
+           "encode_slide"]
+
+logger = logging.getLogger(__name__)
+
+#: Rough sustained fp32 throughput of a desktop CPU, used only to tell the user how long it takes.
+CPU_GFLOPS_ESTIMATE = 100.0
+#: Tile encoders above this size are refused on CPU without ``allow_slow``.
+CPU_PARAM_LIMIT = 200_000_000
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """How to embed a slide (defaults follow the official Prov-GigaPath pipeline)."""
+
+    backend: str = "auto"
+    precision: str = "fp32"
+    device: str | None = None
+    batch_size: int = 32
+    threads: int = 0
+    target_mpp: float = 0.5
+    tile_size: int = 256
+    min_tissue: float = 0.1
+    all_layers: bool = False
+    allow_slow: bool = False
+    cache_dir: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class EmbedResult:
+    """What :func:`embed_slide` produced."""
+
+    tile_embeddings: np.ndarray  # (n, D) float32
+    coords: np.ndarray  # (n, 2) pixels at 0.5 um/px
+    tiles: Any  # pandas DataFrame of the tile rows (without the embedding)
+    slide_embedding: np.ndarray | None  # (D_slide,)
+    layer_embeddings: np.ndarray | None  # (depth + 1, D_slide)
+    out_dir: Path | None
+    failures: list[Any]
+
+
+def _resolve_device(device: str | None) -> str:
+    from virtime.engines.base import cuda_available
+
+    return device or ("cuda" if cuda_available() else "cpu")
+
+
+def check_cpu_allowed(encoder: Any, n_tiles: int, device: str, allow_slow: bool) -> None:
+    """Refuse the billion-parameter encoder on a CPU unless the user said it may be slow."""
+    from virtime.embed.tile_encoder import tile_encoder_flops
+
+    if not device.startswith("cpu") or allow_slow:
+        return
+    params = sum(p.numel() for p in encoder.parameters())
+    if params < CPU_PARAM_LIMIT:
+        return
+    gflop = tile_encoder_flops(encoder.config) / 1e9
+    hours = n_tiles * gflop / CPU_GFLOPS_ESTIMATE / 3600
+    raise InvalidArgumentError(
+        f"refusing to run the {params / 1e9:.2f} B-parameter tile encoder on CPU: it needs "
+        f"~{gflop:.0f} GFLOP per tile, so this slide's {n_tiles} tiles would take ~{hours:.1f} h "
+        f"even at {CPU_GFLOPS_ESTIMATE:.0f} GFLOP/s; run on a GPU (--device cuda) or pass "
+        "--allow-slow to do it anyway"
+    )
+
+
+def _make_engine(encoder: Any, config: EmbedConfig, device: str) -> Any:
+    from virtime.embed.onnx import ensure_tile_encoder_onnx
+    from virtime.embed.tile_encoder import TileEmbeddingHead
+    from virtime.engines import create_engine, default_cache_dir, resolve_backend
+
+    backend = resolve_backend(config.backend, device, config.precision)
+    window = encoder.config.img_size
+    if backend == "torch":
+        model: Any = TileEmbeddingHead(encoder)
+    else:  # ONNX Runtime / TensorRT read our exported graph (N,3,224,224) -> (N,D,1,1)
+        cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+        model = str(ensure_tile_encoder_onnx(encoder, cache))
+    return create_engine(model, backend=backend, precision=config.precision, device=device,
+                         cache_dir=config.cache_dir, max_batch=config.batch_size, window=window)
+
+
+def encode_slide(
+    slide_encoder: Any, tile_embeddings: np.ndarray, coords: np.ndarray, all_layers: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(slide embedding (D,), per-layer (depth+1, D) or None)`` from a slide's tiles."""
+    import torch
+
+    if len(tile_embeddings) == 0:
+        raise InputDataError("no tile embeddings to encode (no tissue tiles?)")
+    param = next(slide_encoder.parameters())
+    x = torch.as_tensor(np.asarray(tile_embeddings, np.float32), device=param.device)[None]
+    c = torch.as_tensor(np.asarray(coords, np.float32), device=param.device)[None]
+    with torch.inference_mode():
+        final = slide_encoder(x, c)[0].float().cpu().numpy()
+        layers = None
+        if all_layers:
+            out = slide_encoder(x, c, all_layers=True)
+            layers = np.stack([o[0].float().cpu().numpy() for o in out])
+    return final, layers
+
+
+def _write_parquet(table: Any, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from virtime.stitch.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def _embedding_column(values: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), int(values.shape[1]))
+
+
+def embed_slide(
+    slide: Any,
+    tile_encoder: Any,
+    out_dir: str | os.PathLike[str] | None = None,
+    config: EmbedConfig = EmbedConfig(),
+    slide_encoder: Any = None,
+) -> EmbedResult:
+    """Embed every tissue tile of ``slide`` (a path or :class:`virtime.slide.Slide`) and the slide.
+
+    Raises :class:`InvalidArgumentError` for a billion-parameter encoder on CPU without
+    ``config.allow_slow`` (the message gives the estimated hours).
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    from virtime import __version__
+    from virtime._progress import progress
+    from virtime.batcher import iter_batches
+    from virtime.engines.hashing import model_hash
+    from virtime.slide import Slide
+    from virtime.tiling import TilingConfig, make_tile_grid
+    from virtime.tissue import detect_tissue
+
+    if not isinstance(slide, Slide):
+        slide = Slide(slide)
+    size, crop = config.tile_size, tile_encoder.config.img_size
+    if crop > size:
+        raise InvalidArgumentError(f"tile_size {size} is smaller than the encoder input {crop}")
+    grid = make_tile_grid(
+        slide, TilingConfig(target_mpp=config.target_mpp, tile_size=size,
+                            min_tissue=config.min_tissue), detect_tissue(slide),
+    )
+    device = _resolve_device(config.device)
+    check_cpu_allowed(tile_encoder, len(grid), device, config.allow_slow)
+    if len(grid) == 0:
+        raise InputDataError(f"{slide.path}: no tissue tiles to embed")
+    engine = _make_engine(tile_encoder, config, device)
+    lo = (size - crop) // 2
+    embeds, index, failures = [], [], []
+    try:
+        with progress(total=len(grid), desc=f"embed {Path(str(slide.path)).name}", unit="tile",
+                      enabled=config.progress) as bar:
+            for batch in iter_batches(slide, grid, batch_size=config.batch_size,
+                                      threads=config.threads, emit_uint8=False, pack="float32"):
+                failures.extend(batch.failures)
+                if len(batch):
+                    x = np.ascontiguousarray(batch.tensor[:, :, lo:lo + crop, lo:lo + crop])
+                    embeds.append(engine.run(x).reshape(len(batch), -1))
+                    index.append(batch.tile_index)
+                bar.update(len(batch) + len(batch.failures))
+    finally:
+        engine.close()
+    if not embeds:
+        raise InputDataError(f"{slide.path}: every tile failed to read ({failures[:3]})")
+    tile_idx = np.concatenate(index)
+    emb = np.concatenate(embeds).astype(np.float32)
+    colrow = grid.colrow[tile_idx]
+    coords = (colrow * size).astype(np.float64)  # official coordinates: pixels at 0.5 um/px
+    tiles = pd.DataFrame({
+        "x": grid.xy[tile_idx, 0], "y": grid.xy[tile_idx, 1],
+        "col": colrow[:, 0], "row": colrow[:, 1],
+        "coord_x": coords[:, 0], "coord_y": coords[:, 1],
+        "tissue_fraction": grid.tissue_fraction[tile_idx],
+    })
+    slide_emb = layers = None
+    if slide_encoder is not None:
+        slide_emb, layers = encode_slide(slide_encoder, emb, coords, config.all_layers)
+    result = EmbedResult(emb, coords, tiles, slide_emb, layers, None, failures)
+    if out_dir is None:
+        return result
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        b"virtime_version": __version__.encode(),
+        b"tile_encoder_sha256": model_hash(tile_encoder).encode(),
+        b"slide": str(slide.path).encode(),
+    }
+    table = pa.Table.from_pandas(tiles, preserve_index=False)
+    table = table.append_column("embedding", _embedding_column(emb))
+    _write_parquet(table.replace_schema_metadata({**(table.schema.metadata or {}), **meta}),
+                   out / "tile_embeddings.parquet")
+    manifest: dict[str, Any] = {
+        "slide": str(slide.path), "n_tiles": len(emb), "n_failed": len(failures),
+        "tile_encoder_sha256": meta[b"tile_encoder_sha256"].decode(),
+        "config": asdict(config), "virtime_version": __version__,
+        "tile_embeddings": "tile_embeddings.parquet",
+    }
+    if slide_emb is not None:
+        cols: dict[str, Any] = {
+            "slide": pa.array([Path(str(slide.path)).stem]), "n_tiles": pa.array([len(emb)]),
+            "embedding": _embedding_column(slide_emb[None]),
+        }
+        if layers is not None:
+            for i, row in enumerate(layers):
+                cols[f"layer_{i}"] = _embedding_column(row[None])
+        slide_meta = {**meta, b"slide_encoder_sha256": model_hash(slide_encoder).encode()}
+        _write_parquet(pa.table(cols).replace_schema_metadata(slide_meta),
+                       out / "slide_embedding.parquet")
+        manifest["slide_embedding"] = "slide_embedding.parquet"
+        manifest["slide_encoder_sha256"] = slide_meta[b"slide_encoder_sha256"].decode()
+    from virtime.stitch.atomic import atomic_write_json
+
+    atomic_write_json(out / "embed_manifest.json", manifest)
+    result.out_dir = out
+    return result
