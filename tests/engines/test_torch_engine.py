@@ -70,6 +70,8 @@ def test_any_window_size(tiny_model, rng, ref) -> None:
 def test_bad_requests(tiny_model, tmp_path) -> None:
     with pytest.raises(InvalidArgumentError, match="torch.nn.Module"):
         TorchEngine(tmp_path / "model.onnx")
+    with pytest.raises(InvalidArgumentError, match="not a torch device"):
+        TorchEngine(tiny_model, device="gpu0")
     with pytest.raises(InvalidArgumentError, match="cuda_graph"):
         TorchEngine(tiny_model, device="cpu", cuda_graph=True)
     with pytest.raises(InvalidArgumentError, match="run_device"):

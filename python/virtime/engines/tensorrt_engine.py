@@ -177,7 +177,10 @@ def build_serialized_engine(
                     raise InvalidArgumentError(
                         f"unknown compute capability {cap!r}; {flavour} knows {known}"
                     ) from None
-                config.set_compute_capability(value, i)
+                if not config.set_compute_capability(value, i):
+                    raise BackendUnavailableError(
+                        f"{flavour} {trt.__version__} cannot target compute capability {cap}"
+                    )
     profile = builder.create_optimization_profile()
     name = network.get_input(0).name
     shape = (3, window, window)
@@ -187,7 +190,12 @@ def build_serialized_engine(
         "building a %s %s engine (%s, batch %d..%d, window %d)",
         flavour, trt.__version__, precision, min_batch, max_batch, window,
     )
-    plan = builder.build_serialized_network(network, config)
+    try:
+        plan = builder.build_serialized_network(network, config)
+    except RuntimeError as exc:  # the bindings raise for builder-internal failures
+        raise BackendUnavailableError(
+            f"{flavour} {trt.__version__} failed to build an engine from {onnx_path}: {exc}"
+        ) from exc
     if plan is None:
         raise BackendUnavailableError(
             f"{flavour} {trt.__version__} failed to build an engine from {onnx_path} (see the log)"
