@@ -27,11 +27,14 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "virtime.cli.info",
     "virtime.cli.tiles",
     "virtime.cli.translate",
+    "virtime.cli.bench",
     "virtime.cli.features",
     "virtime.cli.validate",
     "virtime.cli.associate",
     "virtime.cli.survival",
     "virtime.cli.report",
+    "virtime.cli.embed",
+    "virtime.cli.probe",
 )
 
 
