@@ -9,6 +9,7 @@ void bind_tissue(py::module_& m);
 void bind_tiling(py::module_& m);
 void bind_stain(py::module_& m);
 void bind_batcher(py::module_& m);
+void bind_postprocess(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "virtime C++ core: slide reading, tissue detection, tiling, stain normalization, batching";
@@ -18,4 +19,5 @@ PYBIND11_MODULE(_core, m) {
   bind_tiling(m);
   bind_stain(m);
   bind_batcher(m);
+  bind_postprocess(m);
 }

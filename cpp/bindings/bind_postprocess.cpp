@@ -1,0 +1,229 @@
+// Python binding of the post-processing around the engine: CPU twins on numpy arrays and the CUDA
+// kernels on raw device pointers (e.g. torch tensor.data_ptr()) and a stream (cudaStream_t as int).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "virtime/cuda_postprocess.hpp"
+#include "virtime/errors.hpp"
+#include "virtime/postprocess.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using I64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+using U8 = py::array_t<uint8_t, py::array::c_style>;
+
+F32 logits_array(const py::handle& obj) {
+  F32 a = F32::ensure(obj);
+  if (!a || a.ndim() != 4) throw virtime::invalid_argument("logits must be a (n, C, h, w) array");
+  return a;
+}
+
+F32 weight_array(const py::handle& obj, int64_t h, int64_t w) {
+  F32 a = F32::ensure(obj);
+  if (!a || a.ndim() != 2 || a.shape(0) != h || a.shape(1) != w) {
+    throw virtime::invalid_argument("weight must be (" + std::to_string(h) + ", " + std::to_string(w) +
+                                    ") like the windows");
+  }
+  return a;
+}
+
+virtime::TileLayout make_layout(const py::handle& origins, int64_t tile_size, int64_t core,
+                                double threshold) {
+  I64 o = I64::ensure(origins);
+  if (!o || o.ndim() != 2 || o.shape(1) != 2 || o.shape(0) < 1) {
+    throw virtime::invalid_argument("origins must be a (k, 2) array of window (x, y) origins");
+  }
+  virtime::TileLayout L;
+  L.tile_size = tile_size;
+  L.core = core;
+  L.threshold = static_cast<float>(threshold);
+  L.origins.assign(o.data(), o.data() + o.size());
+  return L;
+}
+
+template <typename T>
+T* out_ptr(py::array_t<T>& a) {
+  return a.mutable_data();
+}
+
+}  // namespace
+
+void bind_postprocess(py::module_& m) {
+  m.def("sigmoid_pool_windows",
+        [](const py::handle& logits_obj, const py::handle& weight_obj, int64_t factor, int threads) {
+          F32 logits = logits_array(logits_obj);
+          const int64_t n = logits.shape(0), C = logits.shape(1), h = logits.shape(2), w = logits.shape(3);
+          F32 weight = weight_array(weight_obj, h, w);
+          if (factor < 1 || h % factor || w % factor) {
+            throw virtime::invalid_argument("windows " + std::to_string(h) + "x" + std::to_string(w) +
+                                            " must be multiples of factor " + std::to_string(factor));
+          }
+          py::array_t<float> wp({n, C, h / factor, w / factor});
+          py::array_t<float> ws({h / factor, w / factor});
+          float* pwp = out_ptr(wp);
+          float* pws = out_ptr(ws);
+          {
+            // Safe: reads buffers `logits`/`weight` keep alive, writes arrays Python cannot see yet.
+            py::gil_scoped_release release;
+            virtime::sigmoid_pool_windows(logits.data(), n, C, h, w, weight.data(), factor, pwp, pws,
+                                          threads);
+          }
+          return py::make_tuple(wp, ws);
+        },
+        py::arg("logits"), py::arg("weight"), py::arg("factor"), py::arg("threads") = 0,
+        "CPU twin: sigmoid(logits (n, C, h, w)) * weight (h, w), summed over factor x factor blocks. "
+        "Returns (wp (n, C, h/f, w/f), ws (h/f, w/f)) float32.");
+
+  m.def("tile_stats",
+        [](const py::handle& logits_obj, const py::handle& weight_obj, const py::handle& origins,
+           int64_t tile_size, int64_t core, double threshold, int threads) {
+          F32 logits = logits_array(logits_obj);
+          const int64_t nw = logits.shape(0), C = logits.shape(1), h = logits.shape(2), w = logits.shape(3);
+          F32 weight = weight_array(weight_obj, h, w);
+          const virtime::TileLayout L = make_layout(origins, tile_size, core, threshold);
+          const int64_t k = L.n_windows();
+          if (nw % k) {
+            throw virtime::invalid_argument(std::to_string(nw) + " windows are not a whole number of " +
+                                            std::to_string(k) + "-window tiles");
+          }
+          const int64_t n = nw / k;
+          py::array_t<int64_t> pos({n, C});
+          py::array_t<double> psum({n, C});
+          int64_t* ppos = out_ptr(pos);
+          double* ppsum = out_ptr(psum);
+          {
+            // Safe: reads buffers `logits`/`weight` keep alive, writes arrays Python cannot see yet.
+            py::gil_scoped_release release;
+            virtime::tile_stats(logits.data(), n, C, h, w, weight.data(), L, ppos, ppsum, threads);
+          }
+          return py::make_tuple(pos, psum);
+        },
+        py::arg("logits"), py::arg("weight"), py::arg("origins"), py::arg("tile_size"), py::arg("core"),
+        py::arg("threshold") = 0.5, py::arg("threads") = 0,
+        "CPU twin: per tile and channel, (positive count int64 (n, C), probability sum float64 (n, C)) "
+        "of the blended map sum(w p) / sum(w) over the tile's core x core region. logits hold the k "
+        "windows of each tile in order, (n*k, C, h, w); origins (k, 2) are window (x, y) in the tile.");
+
+  m.def("postprocess_tiles",
+        [](const py::handle& logits_obj, const py::handle& weight_obj, int64_t factor,
+           const py::handle& origins, int64_t tile_size, int64_t core, double threshold, int threads) {
+          F32 logits = logits_array(logits_obj);
+          const int64_t nw = logits.shape(0), C = logits.shape(1), h = logits.shape(2), w = logits.shape(3);
+          F32 weight = weight_array(weight_obj, h, w);
+          const virtime::TileLayout L = make_layout(origins, tile_size, core, threshold);
+          const int64_t k = L.n_windows();
+          if (nw % k) {
+            throw virtime::invalid_argument(std::to_string(nw) + " windows are not a whole number of " +
+                                            std::to_string(k) + "-window tiles");
+          }
+          if (factor < 1 || h % factor || w % factor) {
+            throw virtime::invalid_argument("windows " + std::to_string(h) + "x" + std::to_string(w) +
+                                            " must be multiples of factor " + std::to_string(factor));
+          }
+          const int64_t n = nw / k;
+          py::array_t<float> wp({nw, C, h / factor, w / factor});
+          py::array_t<float> ws({h / factor, w / factor});
+          py::array_t<int64_t> pos({n, C});
+          py::array_t<double> psum({n, C});
+          float* pwp = out_ptr(wp);
+          float* pws = out_ptr(ws);
+          int64_t* ppos = out_ptr(pos);
+          double* ppsum = out_ptr(psum);
+          {
+            // Safe: reads buffers `logits`/`weight` keep alive, writes arrays Python cannot see yet.
+            py::gil_scoped_release release;
+            virtime::postprocess_tiles(logits.data(), n, C, h, w, weight.data(), factor, L, pwp, pws,
+                                       ppos, ppsum, threads);
+          }
+          return py::make_tuple(wp, ws, pos, psum);
+        },
+        py::arg("logits"), py::arg("weight"), py::arg("factor"), py::arg("origins"),
+        py::arg("tile_size"), py::arg("core"), py::arg("threshold") = 0.5, py::arg("threads") = 0,
+        "sigmoid_pool_windows and tile_stats in one pass (each probability computed once): "
+        "(wp, ws, pos, psum).");
+
+  m.def("pack_tiles",
+        [](const py::handle& tiles_obj, bool half, int threads) {
+          if (!py::isinstance<py::array_t<uint8_t>>(tiles_obj)) {
+            throw virtime::invalid_argument("tiles must be a numpy uint8 array");
+          }
+          U8 tiles = U8::ensure(tiles_obj);
+          if (!tiles || tiles.ndim() != 4 || tiles.shape(3) != 3) {
+            throw virtime::invalid_argument("tiles must have shape (n, height, width, 3)");
+          }
+          const int64_t n = tiles.shape(0), h = tiles.shape(1), w = tiles.shape(2);
+          py::array out(py::dtype(half ? "float16" : "float32"), std::vector<py::ssize_t>{n, 3, h, w});
+          void* po = out.mutable_data();
+          {
+            // Safe: reads the buffer `tiles` keeps alive, writes an array Python cannot see yet.
+            py::gil_scoped_release release;
+            if (half) {
+              virtime::pack_tiles_f16(tiles.data(), n, h, w, static_cast<uint16_t*>(po), threads);
+            } else {
+              virtime::pack_tiles_f32(tiles.data(), n, h, w, static_cast<float*>(po), threads);
+            }
+          }
+          return out;
+        },
+        py::arg("tiles"), py::arg("half") = false, py::arg("threads") = 0,
+        "CPU twin of cuda_pack_tiles: uint8 (n, h, w, 3) RGB -> ImageNet-normalized (n, 3, h, w) "
+        "float32, or float16 when half.");
+
+  m.def("cuda_sigmoid_pool_windows",
+        [](uintptr_t logits, int64_t n, int64_t C, int64_t h, int64_t w, uintptr_t weight,
+           int64_t factor, uintptr_t wp, uintptr_t ws, uintptr_t stream) {
+          // Safe: only launches kernels on caller-owned device memory; no Python objects touched.
+          py::gil_scoped_release release;
+          virtime::launch_sigmoid_pool_windows(reinterpret_cast<const float*>(logits), n, C, h, w,
+                                               reinterpret_cast<const float*>(weight), factor,
+                                               reinterpret_cast<float*>(wp), reinterpret_cast<float*>(ws),
+                                               stream);
+        },
+        py::arg("logits_ptr"), py::arg("n"), py::arg("channels"), py::arg("height"), py::arg("width"),
+        py::arg("weight_ptr"), py::arg("factor"), py::arg("wp_ptr"), py::arg("ws_ptr"),
+        py::arg("stream") = 0,
+        "Launches the sigmoid/weight/pool kernel on float32 device buffers (0 output pointer: skip it); "
+        "asynchronous on the stream.");
+
+  m.def("cuda_tile_stats",
+        [](uintptr_t logits, int64_t n_tiles, int64_t C, int64_t h, int64_t w, uintptr_t weight,
+           const py::handle& origins, int64_t tile_size, int64_t core, double threshold,
+           uintptr_t pos, uintptr_t psum, uintptr_t stream) {
+          const virtime::TileLayout L = make_layout(origins, tile_size, core, threshold);
+          // Safe: only launches a kernel on caller-owned device memory; no Python objects touched.
+          py::gil_scoped_release release;
+          virtime::launch_tile_stats(reinterpret_cast<const float*>(logits), n_tiles, C, h, w,
+                                     reinterpret_cast<const float*>(weight), L,
+                                     reinterpret_cast<int64_t*>(pos), reinterpret_cast<double*>(psum),
+                                     stream);
+        },
+        py::arg("logits_ptr"), py::arg("n_tiles"), py::arg("channels"), py::arg("height"),
+        py::arg("width"), py::arg("weight_ptr"), py::arg("origins"), py::arg("tile_size"),
+        py::arg("core"), py::arg("threshold"), py::arg("pos_ptr"), py::arg("psum_ptr"),
+        py::arg("stream") = 0,
+        "Launches the tile statistics kernel: int64 positive counts and float64 probability sums "
+        "(n_tiles, C) on device; asynchronous on the stream.");
+
+  m.def("cuda_pack_tiles",
+        [](uintptr_t rgb, int64_t n, int64_t h, int64_t w, uintptr_t out, bool half, uintptr_t stream) {
+          // Safe: only launches a kernel on caller-owned device memory; no Python objects touched.
+          py::gil_scoped_release release;
+          if (half) {
+            virtime::launch_pack_tiles_f16(reinterpret_cast<const uint8_t*>(rgb), n, h, w,
+                                           reinterpret_cast<uint16_t*>(out), stream);
+          } else {
+            virtime::launch_pack_tiles_f32(reinterpret_cast<const uint8_t*>(rgb), n, h, w,
+                                           reinterpret_cast<float*>(out), stream);
+          }
+        },
+        py::arg("rgb_ptr"), py::arg("n"), py::arg("height"), py::arg("width"), py::arg("out_ptr"),
+        py::arg("half") = false, py::arg("stream") = 0,
+        "Launches the uint8 NHWC -> normalized NCHW float32/float16 pack kernel; asynchronous.");
+}
