@@ -29,6 +29,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "virtime.cli.translate",
     "virtime.cli.bench",
     "virtime.cli.features",
+    "virtime.cli.cohort",
     "virtime.cli.validate",
     "virtime.cli.associate",
     "virtime.cli.survival",

@@ -1,0 +1,125 @@
+"""``virtime cohort run|merge|status``: whole cohorts on Dask distributed, resumable, with a ledger."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from virtime.cli._common import add_mpp_arg, add_quiet_arg
+from virtime.cli.translate import add_model_args
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("cohort", help="translate a cohort of slides on Dask (run|merge|status)")
+    sub = p.add_subparsers(dest="cohort_command", metavar="SUBCOMMAND", required=True)
+
+    run = sub.add_parser("run", help="translate every slide of a manifest (skips finished ones)")
+    run.add_argument("manifest", help="CSV/Parquet with path, slide_id, patient_id[, mpp]")
+    run.add_argument("-o", "--output", required=True, help="output root; one folder per slide")
+    g = run.add_argument_group("cluster")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="existing Dask scheduler (tcp://host:8786); default: a local cluster")
+    g.add_argument("--workers", type=int, default=None,
+                   help="local cluster workers (default: one per GPU, else one per 2 cores)")
+    g.add_argument("--threads-per-worker", type=int, default=1, help="local CPU workers (1)")
+    g.add_argument("--gpus-per-worker", type=int, default=0, metavar="K",
+                   help="GPUs each worker owns; tasks use cuda:0..K-1 (0 = CPU or dask-cuda)")
+    g.add_argument("--max-attempts", type=int, default=3,
+                   help="tries per slide after crashes or dead workers (3)")
+    g.add_argument("--dashboard-address", default=":8787", help="local dashboard (:8787)")
+    g.add_argument("--no-prefetch", action="store_true", help="do not pre-read queued slides")
+    g.add_argument("--no-merge", action="store_true", help="skip the cohort features table")
+    add_model_args(run)
+    t = run.add_argument_group("per-slide translation (as virtime translate)")
+    t.add_argument("--tile-size", type=int, default=512, help="tile side at the model's mpp (512)")
+    t.add_argument("--overlap", type=int, default=0, help="blend overlap in model pixels (0)")
+    t.add_argument("--min-tissue", type=float, default=0.1, help="tissue fraction to keep a tile")
+    t.add_argument("--output-mpp", type=float, default=2.0, help="canvas um/px (2.0)")
+    t.add_argument("--normalize", choices=["none", "macenko", "reinhard"], default="none")
+    t.add_argument("--threads", type=int, default=0, help="reader threads per task (0 = all)")
+    t.add_argument("--ome-tiff", action="store_true", help="also write mif.ome.tiff")
+    t.add_argument("--no-features", action="store_true", help="skip slide features")
+    t.add_argument("--force", action="store_true", help="redo slides already translated")
+    add_mpp_arg(run)
+    add_quiet_arg(run)
+    run.set_defaults(handler=_run)
+
+    merge = sub.add_parser("merge", help="join finished slides' features with patient ids")
+    merge.add_argument("output_root", help="the cohort's output root")
+    merge.add_argument("-o", "--output", default=None,
+                       help="table to write (default OUT/cohort_features.parquet)")
+    merge.set_defaults(handler=_merge)
+
+    status = sub.add_parser("status", help="summary of a cohort's ledger")
+    status.add_argument("output_root", help="the cohort's output root")
+    status.add_argument("--failed", type=int, default=20, help="failed slides to list (20)")
+    status.set_defaults(handler=_status)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from virtime.cohort import CohortOptions, run_cohort
+    from virtime.translation import TranslateConfig
+
+    config = TranslateConfig(
+        backend=args.backend, precision=args.precision, device=args.device,
+        batch_size=args.batch_size, window_batch=args.window_batch, threads=args.threads,
+        tile_size=args.tile_size, overlap=args.overlap, min_tissue=args.min_tissue,
+        output_mpp=args.output_mpp, normalize=args.normalize, mpp=args.mpp,
+        ome_tiff=args.ome_tiff, features=not args.no_features, force=args.force,
+        show_progress=False,
+    )
+    options = CohortOptions(
+        scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker,
+        gpus_per_worker=args.gpus_per_worker, max_attempts=args.max_attempts,
+        prefetch_bytes=0 if args.no_prefetch else CohortOptions.prefetch_bytes,
+        dashboard_address=args.dashboard_address, merge=not args.no_merge,
+        show_progress=not args.quiet,
+    )
+
+    def announce(client: object) -> None:
+        workers = client.scheduler_info().get("workers", {})  # type: ignore[attr-defined]
+        print(f"Dask dashboard: {client.dashboard_link}  ({len(workers)} workers)",  # type: ignore[attr-defined]
+              flush=True)
+
+    result = run_cohort(args.manifest, args.output, weights=args.weights, config=config,
+                        options=options, on_client=announce)
+    _print_summary(result.summary)
+    if result.features_path is not None:
+        print(f"cohort features: {result.features_path}")
+    return 2 if result.summary["failed"] or result.summary["pending"] else 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from virtime.cohort import merge_cohort_features
+
+    path = merge_cohort_features(args.output_root, args.output)
+    print(f"cohort features: {path}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from virtime.cohort import ledger_summary, read_ledger
+    from virtime.errors import InputDataError
+
+    try:
+        ledger = read_ledger(args.output_root)
+    except FileNotFoundError as exc:
+        raise InputDataError(str(exc)) from exc
+    _print_summary(ledger_summary(ledger))
+    failed = ledger[ledger["status"] == "failed"]
+    for row in failed.head(max(args.failed, 0)).itertuples(index=False):
+        print(f"  failed {row.slide_id}: {row.reason}")
+    if len(failed) > args.failed:
+        print(f"  ... and {len(failed) - args.failed} more (see cohort_ledger.parquet)")
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    rate = summary["slides_per_hour"]
+    rate_text = "n/a" if math.isnan(rate) else f"{rate:.1f}"
+    print(f"slides: {summary['slides']}  done: {summary['done']}  skipped: {summary['skipped']}  "
+          f"failed: {summary['failed']}  pending: {summary['pending']}  "
+          f"slides/hour (last run): {rate_text}", file=sys.stdout)

@@ -1,0 +1,39 @@
+"""Population-scale translation on Dask distributed: manifest in, per-slide outputs, ledger and
+cohort features table out (``virtime cohort run|merge|status``).
+
+>>> from virtime.cohort import run_cohort, CohortOptions       # doctest: +SKIP
+>>> result = run_cohort("slides.csv", "out/", weights="model.pth",
+...                     options=CohortOptions(scheduler="tcp://head:8786"))
+>>> result.summary["done"], result.features_path
+"""
+
+from __future__ import annotations
+
+from virtime.cohort.ledger import LEDGER_NAME, STATUSES, Ledger, ledger_summary, read_ledger
+from virtime.cohort.manifest import MANIFEST_COLUMNS, read_manifest, validate_manifest
+from virtime.cohort.merge import COHORT_FEATURES_NAME, merge_cohort_features
+from virtime.cohort.runner import (
+    CohortOptions,
+    CohortResult,
+    open_client,
+    run_cohort,
+    slide_is_complete,
+)
+
+__all__ = [
+    "CohortOptions",
+    "CohortResult",
+    "run_cohort",
+    "open_client",
+    "slide_is_complete",
+    "read_manifest",
+    "validate_manifest",
+    "MANIFEST_COLUMNS",
+    "Ledger",
+    "read_ledger",
+    "ledger_summary",
+    "LEDGER_NAME",
+    "STATUSES",
+    "merge_cohort_features",
+    "COHORT_FEATURES_NAME",
+]

@@ -1,0 +1,307 @@
+"""Cohort runs on Dask distributed: one task per slide, largest first, resumable, with a ledger.
+
+The driver reads the manifest, marks slides whose outputs are already complete as ``skipped``
+(nothing finished is recomputed), submits one :func:`~virtime.cohort.worker.translate_slide_task`
+per remaining slide with a priority that makes the largest files run first (a short tail), and
+records every result in the :class:`~virtime.cohort.ledger.Ledger` as it arrives. Retries are
+Dask's: ``retries=`` for exceptions and the scheduler's ``allowed-failures`` for worker deaths
+(a worker killed mid-slide makes the slide run again elsewhere, resuming from its last band).
+
+Without a scheduler address a local cluster is started: one worker per GPU with ``dask-cuda``
+when GPUs are present, otherwise CPU worker processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from virtime._progress import progress
+from virtime.cohort.ledger import Ledger, ledger_summary
+from virtime.cohort.manifest import read_manifest, validate_manifest
+from virtime.cohort.worker import (
+    SLIDE_KEY_PREFIX,
+    CohortWorkerPlugin,
+    count_attempts,
+    translate_slide_task,
+)
+from virtime.errors import CheckpointError, InvalidArgumentError
+from virtime.translation import TranslateConfig
+
+__all__ = ["CohortOptions", "CohortResult", "run_cohort", "open_client", "slide_is_complete"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CohortOptions:
+    """How a cohort is scheduled (the per-slide settings are a ``TranslateConfig``).
+
+    ``max_attempts`` bounds both exception retries and worker deaths per slide (Dask's
+    ``retries = max_attempts - 1``; the local scheduler's ``allowed-failures`` likewise).
+    ``workers`` / ``threads_per_worker`` / ``dashboard_address`` only shape a local cluster.
+    ``gpus_per_worker`` is how many GPUs each worker owns: tasks then take a device slot each
+    (``cuda:0`` ... ``cuda:K-1``) and request one ``GPU`` resource where workers advertise it.
+    """
+
+    scheduler: str | None = None
+    workers: int | None = None
+    threads_per_worker: int = 1
+    gpus_per_worker: int = 0
+    max_attempts: int = 3
+    prefetch_bytes: int = 1 << 30
+    dashboard_address: str = ":8787"
+    merge: bool = True
+    show_progress: bool = True
+    ledger_flush_seconds: float = 5.0
+
+
+@dataclass
+class CohortResult:
+    """What a cohort run left: the ledger table, its summary and the merged features table."""
+
+    out_root: Path
+    ledger: pd.DataFrame
+    summary: dict[str, Any]
+    submitted: int
+    features_path: Path | None = None
+
+
+def slide_is_complete(out_dir: str | os.PathLike[str], features: bool) -> bool:
+    """True when a slide folder is finished (summary done, features there when wanted)."""
+    from virtime.features.table import FEATURES_FILE
+    from virtime.translation import is_translated
+
+    return is_translated(out_dir) and (not features or (Path(out_dir) / FEATURES_FILE).is_file())
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - a broken CUDA install means "no usable GPU" here
+        return 0
+
+
+@contextlib.contextmanager
+def open_client(options: CohortOptions = CohortOptions()) -> Iterator[Any]:
+    """A ``distributed.Client``: connected to ``options.scheduler``, or on a new local cluster.
+
+    The local cluster has one worker per GPU via ``dask-cuda`` when GPUs are present (a warning
+    and a single GPU worker when dask-cuda is not installed), else ``options.workers`` CPU worker
+    processes (default: one per two cores). Closing the context closes what it started.
+    """
+    import dask
+    from distributed import Client, LocalCluster
+
+    if options.scheduler:
+        client = Client(options.scheduler)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    from virtime.engines.base import cpu_threads
+
+    settings = {"distributed.scheduler.allowed-failures": max(0, options.max_attempts - 1)}
+    with dask.config.set(settings):
+        gpus = _gpu_count()
+        cluster: Any
+        if gpus:
+            try:
+                from dask_cuda import LocalCUDACluster
+            except ImportError:
+                log.warning("%d GPU(s) found but dask-cuda is not installed (pip install "
+                            "dask-cuda): starting one worker on the first GPU", gpus)
+                cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                       dashboard_address=options.dashboard_address)
+            else:
+                cluster = LocalCUDACluster(n_workers=options.workers or gpus, threads_per_worker=1,
+                                           dashboard_address=options.dashboard_address)
+        else:
+            n = options.workers or max(1, cpu_threads() // 2)
+            cluster = LocalCluster(n_workers=n, threads_per_worker=options.threads_per_worker,
+                                   processes=True, dashboard_address=options.dashboard_address)
+        client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def run_cohort(
+    manifest: str | os.PathLike[str] | pd.DataFrame,
+    out_root: str | os.PathLike[str],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    config: TranslateConfig = TranslateConfig(),
+    options: CohortOptions = CohortOptions(),
+    client: Any | None = None,
+    on_client: Callable[[Any], None] | None = None,
+) -> CohortResult:
+    """Translates every slide of a manifest on Dask; resumable, idempotent, with a ledger.
+
+    Parameters
+    ----------
+    manifest
+        Path of a CSV/Parquet manifest, or a table (see :mod:`virtime.cohort.manifest`).
+    out_root
+        Output root: ``OUT/<slide_id>/`` per slide as ``virtime translate`` writes it, plus
+        ``cohort_ledger.parquet`` and ``cohort_features.parquet``.
+    weights
+        Translator weights path, shipped to the workers (each loads it once); ``None``: demo.
+    config
+        Per-slide translation settings; a manifest ``mpp`` overrides ``config.mpp`` per slide.
+    options
+        Scheduling, see :class:`CohortOptions`.
+    client
+        An existing ``distributed.Client``; otherwise :func:`open_client` makes one, and only if
+        some slide needs work.
+    on_client
+        Called with the client before tasks are submitted (the CLI prints the dashboard there).
+    """
+    if options.max_attempts < 1:
+        raise InvalidArgumentError(f"max_attempts must be >= 1, got {options.max_attempts}")
+    if weights is not None:
+        weights = os.path.abspath(weights)
+        if not os.path.isfile(weights):
+            raise CheckpointError(f"{weights}: weights file not found (workers need a path they "
+                                  f"can read: use a shared file system)")
+    table = (validate_manifest(manifest) if isinstance(manifest, pd.DataFrame)
+             else read_manifest(manifest))
+    out = Path(out_root).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    ledger = Ledger.open(out, table, run_id, flush_seconds=options.ledger_flush_seconds)
+    complete = [sid for sid in table["slide_id"]
+                if not config.force and slide_is_complete(out / sid, config.features)]
+    _mark_skipped(ledger, out, complete)
+    todo = table[~table["slide_id"].isin(set(complete))]
+    todo = todo.sort_values("size_bytes", ascending=False, kind="stable")
+    ledger.flush()
+    log.info("cohort %s: %d slides, %d already complete, %d to run", run_id, len(table),
+             len(complete), len(todo))
+    if len(todo):
+        if client is None:
+            with open_client(options) as own:
+                _run_on(own, ledger, todo, out, weights, config, options, run_id, on_client)
+        else:
+            _run_on(client, ledger, todo, out, weights, config, options, run_id, on_client)
+    ledger.close()
+    frame = ledger.frame()
+    features_path = None
+    if options.merge and frame["status"].isin(["done", "skipped"]).any() and config.features:
+        from virtime.cohort.merge import merge_cohort_features
+
+        features_path = merge_cohort_features(out, ledger=frame)
+    return CohortResult(out, frame, ledger_summary(frame), len(todo), features_path)
+
+
+def _mark_skipped(ledger: Ledger, out: Path, slide_ids: list[str]) -> None:
+    import json
+
+    for sid in slide_ids:
+        rec = ledger.records[sid]
+        rec.update(status="skipped", reason="", attempts=0, updated=time.time())
+        if not rec.get("translate_seconds") or rec["translate_seconds"] != rec["translate_seconds"]:
+            try:
+                summary = json.loads((out / sid / "summary.json").read_text())
+                rec.update(translate_seconds=float(summary.get("seconds", math.nan)),
+                           tiles_done=int(summary.get("tiles_done", -1)),
+                           tiles_failed=int(summary.get("tiles_failed", -1)))
+            except (OSError, ValueError):
+                pass
+
+
+def _gpu_resources(client: Any, gpus_per_worker: int) -> dict[str, float] | None:
+    """``{"GPU": 1}`` when GPU tasks should claim a resource the workers advertise."""
+    if gpus_per_worker <= 0:
+        return None
+    workers = client.scheduler_info().get("workers", {})
+    if workers and all("GPU" in (w.get("resources") or {}) for w in workers.values()):
+        return {"GPU": 1}
+    log.warning("workers advertise no GPU resource (start them with --resources GPU=%d); tasks "
+                "are not limited to one per GPU", gpus_per_worker)
+    return None
+
+
+def _run_on(client: Any, ledger: Ledger, todo: pd.DataFrame, out: Path, weights: str | None,
+            config: TranslateConfig, options: CohortOptions, run_id: str,
+            on_client: Callable[[Any], None] | None) -> None:
+    """Submits the slides, then records each result as it arrives."""
+    from distributed import as_completed
+
+    if on_client is not None:
+        on_client(client)
+    client.register_plugin(CohortWorkerPlugin(options.prefetch_bytes), name="virtime-cohort")
+    resources = _gpu_resources(client, options.gpus_per_worker)
+    base = dataclasses.replace(config, show_progress=False, log_json=None)
+    futures: dict[Any, str] = {}
+    n = len(todo)
+    for rank, row in enumerate(todo.itertuples(index=False)):
+        cfg = base if math.isnan(row.mpp) else dataclasses.replace(base, mpp=float(row.mpp))
+        fut = client.submit(
+            translate_slide_task, row.path, row.slide_id, str(out), weights, cfg, run_id,
+            options.gpus_per_worker,
+            key=(SLIDE_KEY_PREFIX, run_id, row.slide_id, row.path), priority=n - rank,
+            retries=options.max_attempts - 1, resources=resources, pure=False,
+        )
+        futures[fut] = row.slide_id
+    started = time.monotonic()
+    counts = {"done": 0, "failed": 0, "skipped": 0}
+    try:
+        with progress(total=n, desc="cohort", unit="slide", enabled=options.show_progress) as bar:
+            for fut in as_completed(list(futures)):
+                sid = futures.pop(fut)
+                rec = _collect(fut, out, sid, run_id)
+                ledger.record(sid, **rec)
+                counts[rec["status"]] = counts.get(rec["status"], 0) + 1
+                fut.release()
+                bar.update(1)
+                bar.set_postfix(_progress_view(counts, n, time.monotonic() - started))
+    finally:
+        if futures:  # the driver was interrupted: stop the rest, keep what finished
+            client.cancel(list(futures))
+        ledger.flush()
+    log.info("cohort %s: %s", run_id, _progress_view(counts, n, time.monotonic() - started))
+
+
+def _collect(fut: Any, out: Path, slide_id: str, run_id: str) -> dict[str, Any]:
+    """A ledger record from a finished future; exhausted retries become a failed record."""
+    if fut.status == "finished":
+        return dict(fut.result())
+    try:
+        exc = fut.exception()
+    except Exception as err:  # noqa: BLE001 - a cancelled future raises instead of returning
+        exc = err
+    from distributed import KilledWorker
+
+    attempts = count_attempts(out, slide_id, run_id)
+    if isinstance(exc, KilledWorker):
+        reason = f"worker died while translating ({attempts} attempts): {exc}"
+    else:
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())} (after {attempts} attempts)"
+    return {"status": "failed", "reason": reason[:500], "attempts": attempts,
+            "started": math.nan, "seconds": math.nan, "finished": time.time()}
+
+
+def _progress_view(counts: dict[str, int], total: int, seconds: float) -> dict[str, str]:
+    finished = sum(counts.values())
+    rate = finished / seconds * 3600 if seconds > 0 else 0.0
+    eta = (total - finished) / (rate / 3600) if rate > 0 else float("nan")
+    return {"done": str(counts.get("done", 0) + counts.get("skipped", 0)),
+            "failed": str(counts.get("failed", 0)), "slides/h": f"{rate:.0f}",
+            "eta": "?" if math.isnan(eta) else time.strftime("%H:%M:%S", time.gmtime(eta))}
