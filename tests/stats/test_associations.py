@@ -110,3 +110,21 @@ def test_metric_and_combination_comparison(rng, cohort_factory):
     cc = combination_comparison(res)
     row = cc[(cc.pair == "CD138|CD68.or_density") & (cc.attribute == "KRAS")].iloc[0]
     assert row.operation == "or" and row.gain > 0 and row.q_pair < row.q_a
+
+
+def test_many_groups_families_stay_separate(rng):
+    """> 127 subtypes (int8 category codes) must still give one family per level × group."""
+    import pandas as pd
+
+    n_sub, per = 140, 20
+    n = n_sub * per
+    clin = pd.DataFrame({"patient_id": [f"P{i}" for i in range(n)],
+                         "cancer_type": "ONE", "subtype": np.repeat([f"S{k:03d}" for k in
+                                                                    range(n_sub)], per),
+                         "TMB": rng.normal(size=n)})
+    feats = pd.DataFrame({"patient_id": clin["patient_id"], "A.density": rng.normal(size=n),
+                          "B.density": rng.normal(size=n)})
+    s = associate(join_features(feats, clin), levels=("subtype",), min_patients=10).summary
+    assert s.group.nunique() == n_sub
+    for _, fam in list(s.groupby("group", observed=True))[-3:]:
+        np.testing.assert_allclose(fam.q, multipletests(fam.p, method="fdr_bh")[1])

@@ -114,3 +114,14 @@ def test_signature_out_of_fold_is_calibrated_in_sample_is_not():
     assert (oof < 0.05).mean() <= 0.2
     assert (ins < 0.05).mean() >= 0.5  # optimistic: the split was fitted on the same patients
     assert np.median(ins) < np.median(oof) / 5
+
+
+def test_signature_permutation_p(rng):
+    n = 150
+    x = rng.normal(size=(n, 21))
+    t = rng.exponential(np.exp(-0.8 * x[:, 0]))
+    e = np.ones(n)
+    strong = signature_risk(t, e, x, folds=3, n_permutations=19)
+    assert strong.permutation_p == pytest.approx(1 / 20)  # nothing beats the real fit
+    null = signature_risk(rng.permutation(t), e, x, folds=3, n_permutations=19)
+    assert null.permutation_p > 0.05

@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["median", "tertiles"], default="median")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (5)")
     p.add_argument("--penalizer", type=float, default=0.1, help="signature ridge penalty (0.1)")
+    p.add_argument("--permutations", type=int, default=0,
+                   help="permutation p of the signature with this many shuffles (0: off)")
     p.add_argument("--min-patients", type=int, default=30)
     p.add_argument("--min-events", type=int, default=10)
     p.add_argument("--no-signature", action="store_true", help="skip the combined signature")
@@ -36,7 +38,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = SurvivalConfig(levels=tuple(args.levels), split=args.split, folds=args.folds,
                          signature_penalizer=args.penalizer, min_patients=args.min_patients,
                          min_events=args.min_events, signature=not args.no_signature,
-                         seed=args.seed, show_progress=not args.quiet)
+                         signature_permutations=args.permutations, seed=args.seed,
+                         show_progress=not args.quiet)
     res = survival_analysis(cohort, cfg)
     write_table(res.summary, args.output)
     if args.scores:

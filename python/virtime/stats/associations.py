@@ -245,8 +245,10 @@ def associate(cohort: Cohort, config: AssociationConfig | None = None, **overrid
                         attrs, {a: v[idx] for a, v in y_all.items()})
     summary = col.frame()
     if len(summary):
-        family = summary["level"].cat.codes.to_numpy() * (len(summary["group"].cat.categories) + 1) \
-            + summary["group"].cat.codes.to_numpy()
+        # category codes are int8/int16: widen before combining (overflow with > 127 groups)
+        n_groups = len(summary["group"].cat.categories) + 1
+        family = summary["level"].cat.codes.to_numpy().astype(np.int64) * n_groups \
+            + summary["group"].cat.codes.to_numpy().astype(np.int64)
         summary["q"] = adjust_by_family(summary["p"].to_numpy(), family, cfg.correction)
         summary = summary[SUMMARY_COLUMNS]
     skipped = pd.DataFrame(col.skipped, columns=["level", "group", "attribute", "n", "reason"])

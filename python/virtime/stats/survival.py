@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 SIGNATURE = "signature"
 _COLUMNS = ["level", "group", "feature", "kind", "n", "events", "split", "logrank_chi2",
-            "logrank_p", "logrank_q", "cox_hr", "cox_coef", "cox_se", "cox_p", "cox_q", "status"]
+            "logrank_p", "logrank_q", "permutation_p", "cox_hr", "cox_coef", "cox_se", "cox_p", "cox_q", "status"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ class SurvivalConfig:
 
     ``split``: median or tertiles; ``features``: default every ``<protein>.density`` present;
     ``min_patients``/``min_events``: smallest group analysed; ``cox_penalizer``: ridge of the
-    per-channel Cox fits; ``signature_penalizer``/``folds``/``seed``: the out-of-fold signature.
+    per-channel Cox fits; ``signature_penalizer``/``folds``/``seed``: the out-of-fold signature;
+    ``signature_permutations``: B of its permutation p (0: χ² p only).
     """
 
     levels: tuple[str, ...] = ("pan-cancer", "cancer_type")
@@ -54,6 +55,7 @@ class SurvivalConfig:
     signature: bool = True
     signature_penalizer: float = 0.1
     folds: int = 5
+    signature_permutations: int = 0
     seed: int = 0
     correction: str = "bh"
     show_progress: bool = False
@@ -119,14 +121,15 @@ def _group_rows(level, group, d, feats, cfg, failures, scores):
         rows.append(row)
     if cfg.signature:
         sig = signature_risk(t, e, x_all, folds=cfg.folds, penalizer=cfg.signature_penalizer,
-                             seed=cfg.seed)
+                             seed=cfg.seed, n_permutations=cfg.signature_permutations)
         row = dict(level=level, group=group, feature=SIGNATURE, kind="signature",
                    n=int(sig.scored.sum()), events=int(e[sig.scored].sum()), split="median",
                    status="ok" if not sig.failed_folds else "; ".join(sig.failed_folds))
         for msg in sig.failed_folds:
             failures.append((level, group, SIGNATURE, "signature", msg))
         if sig.logrank is not None:
-            row.update(logrank_chi2=sig.logrank.chi2, logrank_p=sig.logrank.p)
+            row.update(logrank_chi2=sig.logrank.chi2, logrank_p=sig.logrank.p,
+                       permutation_p=sig.permutation_p)
         rows.append(row)
         scores.append(pd.DataFrame({"patient_id": d["patient_id"].to_numpy(), "level": level,
                                     "group": group, "risk": sig.risk, "high": sig.high,
