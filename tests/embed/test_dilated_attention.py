@@ -33,14 +33,10 @@ def reference(q, k, v, segments, ratios):
                 g = h // hp
                 s2 = -(-s // r) * r
                 pos = seg * s + np.arange(g, s2, r)  # padded positions included
-                def take(x):
-                    rows = np.zeros((len(pos), D))
-                    ok = (pos < L) & (pos < seg * s + s)
+                ok = (pos < L) & (pos < seg * s + s)
+                qq, kk, vv = (np.zeros((len(pos), D)) for _ in range(3))
+                for rows, x in ((qq, q), (kk, k), (vv, v)):
                     rows[ok] = x[pos[ok], h]
-                    return rows, ok
-                qq, ok = take(q)
-                kk, _ = take(k)
-                vv, _ = take(v)
                 sc = qq @ kk.T / math.sqrt(D)
                 m = sc.max(1, keepdims=True)
                 e = np.exp(sc - m)

@@ -6,7 +6,12 @@ import numpy as np
 import onnx
 import torch
 
-from virtime.embed import TileEmbeddingHead, TileEncoder, TileEncoderConfig, export_tile_encoder_onnx
+from virtime.embed import (
+    TileEmbeddingHead,
+    TileEncoder,
+    TileEncoderConfig,
+    export_tile_encoder_onnx,
+)
 from virtime.engines import create_engine
 
 

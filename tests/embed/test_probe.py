@@ -30,7 +30,7 @@ def delong_bruteforce(y, s):
 def test_delong_matches_definition_and_sklearn(rng):
     y = rng.integers(0, 2, 80)
     s = np.round(y * 0.8 + rng.standard_normal(80), 1)  # ties on purpose
-    auc, se, lo, hi = delong_auc_ci(y, s)
+    auc, se, lo, _hi = delong_auc_ci(y, s)
     ref_auc, ref_se = delong_bruteforce(y, s)
     assert auc == pytest.approx(roc_auc_score(y, s), abs=1e-12)
     assert auc == pytest.approx(ref_auc, abs=1e-12)

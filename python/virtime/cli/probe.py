@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run)
 
 
-def _read_table(path: str):  # noqa: ANN202 - pandas DataFrame
+def _read_table(path: str):
     from pathlib import Path
 
     import pandas as pd

@@ -18,8 +18,8 @@ from virtime.embed.slide_encoder import (
     SlideEncoderConfig,
     dilated_attention,
     optimal_segment_lengths,
-    slide_encoder_param_count,
     sincos_position_embedding,
+    slide_encoder_param_count,
 )
 from virtime.embed.tile_encoder import (
     GIGAPATH_TILE_CONFIG,

@@ -40,8 +40,8 @@ __all__ = [
     "SlideEncoderConfig",
     "dilated_attention",
     "optimal_segment_lengths",
-    "slide_encoder_param_count",
     "sincos_position_embedding",
+    "slide_encoder_param_count",
 ]
 
 #: Score-matrix elements per chunk when computing a branch's log-sum-exp (bounds memory).

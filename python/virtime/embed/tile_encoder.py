@@ -27,9 +27,9 @@ __all__ = [
     "GIGAPATH_TILE_CONFIG",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "TileEmbeddingHead",
     "TileEncoder",
     "TileEncoderConfig",
-    "TileEmbeddingHead",
     "tile_encoder_flops",
     "tile_encoder_param_count",
 ]

@@ -83,7 +83,7 @@ def tile_config_from_state(
         hidden = int(s["blocks.0.mlp.fc1.weight"].shape[0])
     except KeyError as exc:
         raise CheckpointError(f"not a Prov-GigaPath tile encoder: missing {exc}") from None
-    grid = int(round(n_pos**0.5))
+    grid = round(n_pos**0.5)
     if grid * grid != n_pos:
         raise CheckpointError(f"pos_embed has {n_pos} patch rows, not a square grid")
     heads = num_heads or (GIGAPATH_TILE_CONFIG.num_heads if d == 1536 else max(1, d // 64))
