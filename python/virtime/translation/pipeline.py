@@ -28,7 +28,7 @@ from virtime._progress import progress
 from virtime.channels import CHANNEL_NAMES
 from virtime.errors import InvalidArgumentError, ModelMismatchError
 from virtime.translation.config import TranslateConfig
-from virtime.translation.tile_stats import blend_tile, tile_channel_stats
+from virtime.translation.postprocess import WindowPostprocessor
 
 __all__ = ["TranslateResult", "translate", "slide_output_dir", "is_translated"]
 
@@ -217,6 +217,8 @@ def _run_tiles(slide, grid, todo, engine, normalizer, canvas, config, origins, w
 
     failures: list[dict[str, Any]] = []
     window = weight.shape[0]
+    post = WindowPostprocessor(weight, canvas.factor, origins, config.tile_size, stride,
+                               threads=config.threads)
     started = time.perf_counter()
     done = 0
     with progress(total=len(todo), desc=f"translate {slide_id}", unit="tile",
@@ -240,14 +242,18 @@ def _run_tiles(slide, grid, todo, engine, normalizer, canvas, config, origins, w
                 logits = engine.run(windows.reshape(n * k, *windows.shape[2:]))
                 timings["engine"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                probs = _sigmoid(logits).reshape(n, k, *logits.shape[1:])
+                # Fused C++ pass: sigmoid, weight, pooling to the canvas grid, blended tile stats.
+                res = post.process(logits)
                 for i, tile in enumerate(batch.tile_index):
                     tx, ty = (int(v) for v in tile_xy_model[tile])
-                    for (wx, wy), p in zip(origins, probs[i]):
-                        canvas.add(p, tx + wx, ty + wy, weight)
-                    pos, mean = tile_channel_stats(
-                        blend_tile(probs[i], origins, weight, config.tile_size), stride)
-                    rows.append(_tile_row(int(tile), grid, pos, mean))
+                    for j, (wx, wy) in enumerate(origins):
+                        if post.aligned(tx + wx, ty + wy):
+                            f = canvas.factor
+                            canvas.add_pooled(res.wp[i, j], res.ws, (tx + wx) // f, (ty + wy) // f)
+                        else:  # off the canvas grid: numpy pooling of the zero-padded window
+                            canvas.add(_sigmoid(logits[i * k + j]), tx + wx, ty + wy, weight)
+                    rows.append(_tile_row(int(tile), grid, res.positive_fraction[i],
+                                          res.mean_probability[i]))
                 timings["postprocess"] += time.perf_counter() - t0
             last = position[int(batch.tile_index[-1] if len(batch) else batch.failures[-1].tile_index)]
             t0 = time.perf_counter()

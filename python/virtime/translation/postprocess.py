@@ -1,0 +1,216 @@
+"""Post-processing of the engine's logits in one fused pass: sigmoid, blend weight, pooling to the
+canvas grid and per-tile statistics of the blended map.
+
+The work runs in the C++ core: the multi-threaded CPU twin for numpy arrays, the CUDA kernels for
+torch CUDA tensors (raw device pointers and the current stream, so the core never links torch).
+It reproduces, in one pass that computes each probability once,
+
+* :func:`virtime.stitch.windows.pool_weighted` of every window (for windows aligned to the
+  ``factor`` grid): ``wp = Σ_block w·σ(l)``, ``ws = Σ_block w``;
+* :func:`virtime.translation.tile_stats.blend_tile` followed by
+  :func:`~virtime.translation.tile_stats.tile_channel_stats`: per tile and channel, over the
+  tile's ``core x core`` region, the fraction of pixels whose blended probability
+  ``Σ_k w·p_k / Σ_k w`` exceeds ``threshold`` and the mean blended probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from virtime.errors import InvalidArgumentError
+
+__all__ = ["PostprocessResult", "WindowPostprocessor"]
+
+
+@dataclass(frozen=True)
+class PostprocessResult:
+    """Outputs of :meth:`WindowPostprocessor.process` (numpy arrays, or torch tensors on the GPU).
+
+    Attributes
+    ----------
+    wp
+        ``(n, k, C, h/f, w/f)`` float32 block sums ``Σ w·p`` of every window (``None`` when the
+        window is not a multiple of ``factor``).
+    ws
+        ``(h/f, w/f)`` float32 block sums ``Σ w`` (the same for every window), or ``None``.
+    positive_fraction, mean_probability
+        ``(n, C)`` float64 statistics of each tile's blended map over its core region.
+    """
+
+    wp: Any
+    ws: Any
+    positive_fraction: Any
+    mean_probability: Any
+
+
+def _is_torch_cuda(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and bool(getattr(x, "is_cuda", False))
+
+
+class WindowPostprocessor:
+    """Fused post-processing of the windows of whole tiles (see the module docstring).
+
+    Parameters
+    ----------
+    weight
+        ``(h, w)`` blend weight of a window (:func:`virtime.stitch.windows.window_weight`).
+    factor
+        Pooling factor to the canvas grid (:func:`virtime.stitch.windows.output_factor`).
+    origins
+        ``(x, y)`` of the ``k`` windows inside a tile, in the order the logits come in.
+    tile_size
+        Side of the tile in model pixels.
+    core
+        Side of the tile's own region (the tile stride), over which statistics are taken.
+    threshold
+        Positive: blended probability strictly above it.
+    threads
+        CPU worker threads (0: all cores).
+    """
+
+    def __init__(
+        self,
+        weight: NDArray[Any],
+        factor: int,
+        origins: Sequence[tuple[int, int]],
+        tile_size: int,
+        core: int,
+        threshold: float = 0.5,
+        threads: int = 0,
+    ) -> None:
+        self.weight = np.ascontiguousarray(weight, dtype=np.float32)
+        if self.weight.ndim != 2:
+            raise InvalidArgumentError(f"weight must be (h, w), got shape {self.weight.shape}")
+        self.factor = int(factor)
+        if self.factor < 1:
+            raise InvalidArgumentError(f"factor must be >= 1, got {factor}")
+        self.origins = np.asarray(origins, dtype=np.int64).reshape(-1, 2)
+        self.tile_size = int(tile_size)
+        self.core = int(core)
+        self.threshold = float(threshold)
+        self.threads = int(threads)
+        h, w = self.weight.shape
+        if len(self.origins) == 0 or (self.origins < 0).any() or \
+                (self.origins[:, 0] + w > self.tile_size).any() or \
+                (self.origins[:, 1] + h > self.tile_size).any():
+            raise InvalidArgumentError(
+                f"window origins {self.origins.tolist()} must place {h}x{w} windows inside a "
+                f"{self.tile_size}-pixel tile"
+            )
+        if not 1 <= self.core <= self.tile_size:
+            raise InvalidArgumentError(f"core must be in [1, {self.tile_size}], got {core}")
+        self._device_weight: dict[Any, Any] = {}
+
+    @property
+    def windows_per_tile(self) -> int:
+        return len(self.origins)
+
+    @property
+    def can_pool(self) -> bool:
+        """True when windows split into whole ``factor x factor`` blocks (else pool elsewhere)."""
+        h, w = self.weight.shape
+        return h % self.factor == 0 and w % self.factor == 0
+
+    def aligned(self, x: int, y: int) -> bool:
+        """Whether a window at model-pixel ``(x, y)`` lies on the canvas grid (pooled sums apply)."""
+        return self.can_pool and x % self.factor == 0 and y % self.factor == 0
+
+    # ------------------------------------------------------------------ checks
+    def _check_logits(self, logits: Any) -> tuple[int, int]:
+        shape = tuple(logits.shape)
+        if len(shape) != 4 or shape[2:] != self.weight.shape:
+            raise InvalidArgumentError(
+                f"logits must be (n*k, C, {self.weight.shape[0]}, {self.weight.shape[1]}), got {shape}"
+            )
+        k = self.windows_per_tile
+        if shape[0] % k:
+            raise InvalidArgumentError(f"{shape[0]} windows are not whole tiles of {k} windows")
+        return shape[0] // k, shape[1]
+
+    # ------------------------------------------------------------------ public
+    def process(self, logits: Any) -> PostprocessResult:
+        """Pooled sums of every window and statistics of every tile, in one pass.
+
+        ``logits`` is ``(n*k, C, h, w)``: the ``k`` windows of each tile in ``origins`` order.
+        """
+        n, c = self._check_logits(logits)
+        if _is_torch_cuda(logits):
+            return self._process_cuda(logits, n, c)
+        from virtime import _core
+
+        x = np.ascontiguousarray(np.asarray(logits), dtype=np.float32)
+        k, area = self.windows_per_tile, float(self.core * self.core)
+        if self.can_pool:
+            wp, ws, pos, psum = _core.postprocess_tiles(
+                x, self.weight, self.factor, self.origins, self.tile_size, self.core,
+                self.threshold, self.threads)
+            wp = wp.reshape(n, k, *wp.shape[1:])
+        else:
+            wp = ws = None
+            pos, psum = _core.tile_stats(x, self.weight, self.origins, self.tile_size, self.core,
+                                         self.threshold, self.threads)
+        return PostprocessResult(wp, ws, pos / area, psum / area)
+
+    def pool(self, logits: Any) -> tuple[Any, Any]:
+        """Block sums ``(wp (n, C, h/f, w/f), ws (h/f, w/f))`` of any number of windows."""
+        if len(tuple(logits.shape)) != 4 or tuple(logits.shape[2:]) != self.weight.shape:
+            raise InvalidArgumentError(f"logits must be (n, C, h, w) like the weight, got {logits.shape}")
+        if not self.can_pool:
+            raise InvalidArgumentError(
+                f"windows {self.weight.shape} are not multiples of the factor {self.factor}"
+            )
+        if _is_torch_cuda(logits):
+            return self._pool_cuda(logits)
+        from virtime import _core
+
+        x = np.ascontiguousarray(np.asarray(logits), dtype=np.float32)
+        return _core.sigmoid_pool_windows(x, self.weight, self.factor, self.threads)
+
+    # ------------------------------------------------------------------ CUDA
+    def _weight_on(self, device: Any) -> Any:
+        import torch
+
+        if device not in self._device_weight:
+            self._device_weight[device] = torch.from_numpy(self.weight).to(device)
+        return self._device_weight[device]
+
+    def _pool_cuda(self, logits: Any) -> tuple[Any, Any]:
+        import torch
+
+        from virtime import _core
+
+        x = logits.to(torch.float32).contiguous()
+        n, c, h, w = x.shape
+        f = self.factor
+        wp = torch.empty((n, c, h // f, w // f), dtype=torch.float32, device=x.device)
+        ws = torch.empty((h // f, w // f), dtype=torch.float32, device=x.device)
+        stream = torch.cuda.current_stream(x.device).cuda_stream
+        _core.cuda_sigmoid_pool_windows(x.data_ptr(), n, c, h, w, self._weight_on(x.device).data_ptr(),
+                                        f, wp.data_ptr(), ws.data_ptr(), stream)
+        return wp, ws
+
+    def _process_cuda(self, logits: Any, n: int, c: int) -> PostprocessResult:
+        import torch
+
+        from virtime import _core
+
+        x = logits.to(torch.float32).contiguous()
+        h, w = self.weight.shape
+        weight = self._weight_on(x.device)
+        stream = torch.cuda.current_stream(x.device).cuda_stream
+        pos = torch.empty((n, c), dtype=torch.int64, device=x.device)
+        psum = torch.empty((n, c), dtype=torch.float64, device=x.device)
+        _core.cuda_tile_stats(x.data_ptr(), n, c, h, w, weight.data_ptr(), self.origins,
+                              self.tile_size, self.core, self.threshold, pos.data_ptr(),
+                              psum.data_ptr(), stream)
+        wp = ws = None
+        if self.can_pool:
+            wp, ws = self._pool_cuda(x)
+            wp = wp.reshape(n, self.windows_per_tile, *wp.shape[1:])
+        area = float(self.core * self.core)
+        return PostprocessResult(wp, ws, pos.to(torch.float64) / area, psum / area)
