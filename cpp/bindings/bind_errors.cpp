@@ -37,5 +37,6 @@ void bind_errors(py::module_& m) {
   });
   m.def("_raise_for_test", [](int kind, const std::string& file, const std::string& reason) {
     throw virtime::Error(static_cast<virtime::ErrorKind>(kind), file, reason);
-  }, "Raises a core error of the given kind (used by tests of the error mapping).");
+  }, py::arg("kind"), py::arg("file"), py::arg("reason"),
+  "Raises a core error of the given kind (used by tests of the error mapping).");
 }
