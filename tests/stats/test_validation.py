@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from virtime.errors import InputDataError
-from virtime.stats import join_features, load_clinical, load_features, parse_stage, validate_survival
+from virtime.stats import (
+    join_features,
+    load_clinical,
+    load_features,
+    parse_stage,
+    validate_survival,
+)
 
 
 @pytest.fixture

@@ -17,14 +17,22 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import pandas as pd
 
 from virtime.errors import InvalidArgumentError
 
-__all__ = ["TextBlock", "TableBlock", "FigureBlock", "HtmlBlock", "Block", "ReportSection",
-           "figure_block", "build_report", "render_report"]
+__all__ = [
+    "Block",
+    "FigureBlock",
+    "HtmlBlock",
+    "ReportSection",
+    "TableBlock",
+    "TextBlock",
+    "build_report",
+    "figure_block",
+    "render_report",
+]
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ class HtmlBlock:
     html: str
 
 
-Block = Union[TextBlock, TableBlock, FigureBlock, HtmlBlock]
+Block = TextBlock | TableBlock | FigureBlock | HtmlBlock
 
 
 @dataclass
@@ -71,7 +79,7 @@ class ReportSection:
     blocks: list[Block] = field(default_factory=list)
     anchor: str = ""
 
-    def add(self, block: Block) -> "ReportSection":
+    def add(self, block: Block) -> ReportSection:
         """Appends a block; returns self so calls chain."""
         self.blocks.append(block)
         return self

@@ -14,11 +14,18 @@ import pandas as pd
 
 from virtime.report.html import ReportSection, TableBlock, TextBlock, build_report, figure_block
 
-__all__ = ["cohort_section", "spectrum_section", "associations_section", "survival_section",
-           "validation_section", "standard_sections", "write_report"]
+__all__ = [
+    "associations_section",
+    "cohort_section",
+    "spectrum_section",
+    "standard_sections",
+    "survival_section",
+    "validation_section",
+    "write_report",
+]
 
 
-def cohort_section(cohort) -> ReportSection:  # noqa: ANN001 (Cohort; lazy import keeps this light)
+def cohort_section(cohort) -> ReportSection:
     """Patients, subtypes and events per cancer type; patients the join lost."""
     sec = ReportSection("Cohort summary", anchor="cohort")
     d = cohort.data
@@ -34,7 +41,7 @@ def cohort_section(cohort) -> ReportSection:  # noqa: ANN001 (Cohort; lazy impor
     return sec
 
 
-def spectrum_section(cohort) -> ReportSection:  # noqa: ANN001
+def spectrum_section(cohort) -> ReportSection:
     """The population TIME spectrum (circular bar plot, paper Figure 1B)."""
     from virtime.stats.plots import spectrum_plot
 
@@ -43,7 +50,7 @@ def spectrum_section(cohort) -> ReportSection:  # noqa: ANN001
                                "channel scaled to its maximum over cancer types."))
 
 
-def associations_section(result, *, tiers: Mapping[str, object] | None = None,  # noqa: ANN001
+def associations_section(result, *, tiers: Mapping[str, object] | None = None,
                          top: int = 25) -> ReportSection:
     """Counts per level, top associations, bubble grids, metric and combination comparisons."""
     from virtime.stats.comparisons import combination_comparison, metric_comparison
@@ -77,7 +84,7 @@ def associations_section(result, *, tiers: Mapping[str, object] | None = None,  
     return sec
 
 
-def survival_section(result, cohort=None, *, km_features: int = 2  # noqa: ANN001
+def survival_section(result, cohort=None, *, km_features: int = 2
                      ) -> ReportSection:
     """Per-channel log-rank/Cox table, bar plots of −log10 p with the signature, KM curves."""
     from virtime.stats.plots import km_feature_plot, km_signature_plot, survival_bar_plot
@@ -110,7 +117,7 @@ def survival_section(result, cohort=None, *, km_features: int = 2  # noqa: ANN00
     return sec
 
 
-def validation_section(result) -> ReportSection:  # noqa: ANN001
+def validation_section(result) -> ReportSection:
     """Cross-cohort agreement: statistics, scatter of subtype means, overlap grid."""
     from virtime.stats.plots import cross_cohort_scatter, overlap_grid
 
@@ -127,7 +134,7 @@ def validation_section(result) -> ReportSection:  # noqa: ANN001
     return sec
 
 
-def standard_sections(*, cohort=None, associations=None, survival=None,  # noqa: ANN001
+def standard_sections(*, cohort=None, associations=None, survival=None,
                       validation=None, tiers: Mapping[str, object] | None = None
                       ) -> list[ReportSection]:
     """Every standard section for which a result is given, in reading order."""
@@ -143,7 +150,7 @@ def standard_sections(*, cohort=None, associations=None, survival=None,  # noqa:
     return out
 
 
-def write_report(path: str | Path, *, cohort=None, associations=None, survival=None,  # noqa: ANN001
+def write_report(path: str | Path, *, cohort=None, associations=None, survival=None,
                  validation=None, tiers: Mapping[str, object] | None = None,
                  extra_sections: list[ReportSection] | None = None,
                  title: str = "virtime population report") -> Path:

@@ -19,7 +19,6 @@ from virtime.stats.logrank import LogrankResult, logrank, split_groups
 from virtime.stats.multiple_testing import adjust_by_family, adjust_pvalues
 from virtime.stats.signature import SignatureResult, signature_risk
 from virtime.stats.survival import SurvivalConfig, SurvivalResult, survival_analysis
-from virtime.stats.validation_cohorts import CrossCohortResult, cross_cohort_validation
 from virtime.stats.validation import (
     ClinicalTable,
     Cohort,
@@ -30,33 +29,34 @@ from virtime.stats.validation import (
     parse_stage,
     validate_survival,
 )
+from virtime.stats.validation_cohorts import CrossCohortResult, cross_cohort_validation
 
 __all__ = [
     "AssociationConfig",
     "AssociationResult",
-    "associate",
-    "metric_comparison",
-    "combination_comparison",
-    "adjust_pvalues",
-    "CoxResult",
-    "cox_fit",
-    "LogrankResult",
-    "logrank",
-    "split_groups",
-    "SignatureResult",
-    "signature_risk",
-    "SurvivalConfig",
-    "SurvivalResult",
-    "survival_analysis",
-    "CrossCohortResult",
-    "cross_cohort_validation",
-    "adjust_by_family",
     "ClinicalTable",
     "Cohort",
+    "CoxResult",
+    "CrossCohortResult",
+    "LogrankResult",
+    "SignatureResult",
+    "SurvivalConfig",
+    "SurvivalResult",
+    "adjust_by_family",
+    "adjust_pvalues",
     "aggregate_slides",
+    "associate",
+    "combination_comparison",
+    "cox_fit",
+    "cross_cohort_validation",
     "join_features",
     "load_clinical",
     "load_features",
+    "logrank",
+    "metric_comparison",
     "parse_stage",
+    "signature_risk",
+    "split_groups",
+    "survival_analysis",
     "validate_survival",
 ]

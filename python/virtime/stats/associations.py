@@ -30,7 +30,7 @@ from virtime.stats.rank_tests import (
 )
 from virtime.stats.validation import Cohort
 
-__all__ = ["AssociationConfig", "AssociationResult", "associate", "LEVELS", "LEVEL_COLUMNS"]
+__all__ = ["LEVELS", "LEVEL_COLUMNS", "AssociationConfig", "AssociationResult", "associate"]
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from virtime.stats.associations import AssociationResult
 
-__all__ = ["split_feature", "metric_comparison", "combination_comparison"]
+__all__ = ["combination_comparison", "metric_comparison", "split_feature"]
 
 _KEYS = ["level", "group", "attribute"]
 
@@ -91,6 +91,6 @@ def combination_comparison(result: AssociationResult, base_metric: str = "densit
         return pd.DataFrame(columns=cols)
     df = pd.concat(out, ignore_index=True)
     with np.errstate(divide="ignore"):
-        lq = lambda q: -np.log10(np.clip(q.to_numpy(dtype=float), 1e-300, 1))  # noqa: E731
+        lq = lambda q: -np.log10(np.clip(q.to_numpy(dtype=float), 1e-300, 1))
         df["gain"] = lq(df["q_pair"]) - np.maximum(lq(df["q_a"]), lq(df["q_b"]))
     return df[cols].sort_values("gain", ascending=False, kind="mergesort").reset_index(drop=True)

@@ -56,7 +56,7 @@ def logrank(time: np.ndarray, event: np.ndarray, groups: np.ndarray) -> LogrankR
         raise InputDataError(f"log-rank needs at least two groups; got {list(labels)}")
     order = np.argsort(time, kind="stable")
     t, e, g = time[order], event[order], g[order]
-    uniq, first = np.unique(t, return_index=True)
+    _, first = np.unique(t, return_index=True)
     n = len(t)
     onehot = np.zeros((n, k))
     onehot[np.arange(n), g] = 1.0

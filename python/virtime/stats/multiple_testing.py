@@ -12,7 +12,7 @@ import numpy as np
 
 from virtime.errors import InvalidArgumentError
 
-__all__ = ["METHODS", "adjust_pvalues", "adjust_by_family"]
+__all__ = ["METHODS", "adjust_by_family", "adjust_pvalues"]
 
 METHODS = ("bh", "bonferroni", "holm")
 _ALIASES = {"fdr_bh": "bh", "benjamini-hochberg": "bh", "bh": "bh", "bonferroni": "bonferroni",

@@ -23,17 +23,17 @@ from virtime.stats.validation import Cohort
 from virtime.stats.validation_cohorts import CrossCohortResult
 
 __all__ = [
+    "TIER_COLORS",
     "bubble_grid",
-    "metric_comparison_plot",
     "combination_plot",
-    "survival_bar_plot",
-    "km_plot",
-    "km_feature_plot",
-    "km_signature_plot",
     "cross_cohort_scatter",
+    "km_feature_plot",
+    "km_plot",
+    "km_signature_plot",
+    "metric_comparison_plot",
     "overlap_grid",
     "spectrum_plot",
-    "TIER_COLORS",
+    "survival_bar_plot",
 ]
 
 UP, DOWN, GREY = "#c0392b", "#2c7bb6", "#bbbbbb"
@@ -254,7 +254,7 @@ def overlap_grid(result: CrossCohortResult, level: str = "pan-cancer", title: st
                                                                    np.where(o.sig_b, 1, 0))))
     grid = status.groupby(["feature", "attribute"])["code"].max().unstack(fill_value=0)
     cmap = {0: "#f0f0f0", 1: "#4393c3", 2: "#f4a582", 3: "#b2182b"}
-    img = np.array([[list(int(v) for v in row)] for row in grid.to_numpy()])[:, 0, :]
+    img = grid.to_numpy().astype(int)
     from matplotlib.colors import ListedColormap
 
     ax.imshow(img, cmap=ListedColormap([cmap[k] for k in range(4)]), vmin=0, vmax=3,

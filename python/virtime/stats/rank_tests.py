@@ -16,11 +16,11 @@ import numpy as np
 from scipy import special, stats
 
 __all__ = [
-    "rank_columns",
+    "kruskal_from_ranks",
     "mannwhitney_from_ranks",
     "mwu_exact_pvalue",
+    "rank_columns",
     "spearman_from_ranks",
-    "kruskal_from_ranks",
 ]
 
 EXACT_MAX_N = 50  # exact MWU up to n1 + n2 = 50 (counts ≤ C(50, 25) ≈ 1.3e14 fit in int64)

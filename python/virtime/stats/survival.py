@@ -26,8 +26,13 @@ from virtime.stats.multiple_testing import adjust_by_family
 from virtime.stats.signature import signature_risk
 from virtime.stats.validation import Cohort
 
-__all__ = ["SurvivalConfig", "SurvivalResult", "survival_analysis", "default_survival_features",
-           "SIGNATURE"]
+__all__ = [
+    "SIGNATURE",
+    "SurvivalConfig",
+    "SurvivalResult",
+    "default_survival_features",
+    "survival_analysis",
+]
 
 log = logging.getLogger(__name__)
 

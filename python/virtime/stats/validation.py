@@ -20,18 +20,18 @@ import pandas as pd
 from virtime.errors import InputDataError
 
 __all__ = [
-    "Cohort",
-    "ClinicalTable",
-    "AttributeKind",
-    "ID_COLUMNS",
     "CLINICAL_REQUIRED",
+    "ID_COLUMNS",
     "SURVIVAL_COLUMNS",
-    "read_table",
-    "load_features",
-    "load_clinical",
+    "AttributeKind",
+    "ClinicalTable",
+    "Cohort",
     "aggregate_slides",
     "join_features",
+    "load_clinical",
+    "load_features",
     "parse_stage",
+    "read_table",
     "validate_survival",
 ]
 
