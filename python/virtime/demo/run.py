@@ -1,0 +1,295 @@
+"""The end-to-end demo: simulate two cohorts, translate every slide, analyse, score, report.
+
+1. Cohort A (``patients``, reference scanner) and cohort B (``second_patients``, another lab's
+   stain look) are drawn and rendered with planted biology (:mod:`virtime.simulate.cohort`).
+2. Every slide is translated in-process by :func:`virtime.translate`, one engine reused.
+3. Features of the virtual mIF (from the translation) and of the ground-truth mIF (rendered with
+   the slides, same feature code) are joined with the clinical tables.
+4. Associations and survival (with the out-of-fold signature) on both, the cross-cohort
+   validation on the virtual features of A and B.
+5. Recovery against the truth table — power and false discovery proportion per level, ground
+   truth beside virtual — and one HTML report.
+
+Everything is written under ``out_dir`` and a rerun resumes: rendered slides and finished
+translations are skipped; the analysis (fast) is redone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from virtime._progress import progress
+from virtime.errors import InvalidArgumentError
+from virtime.simulate.cohort import CohortDesign, analysed_features, default_design
+
+__all__ = ["DemoConfig", "DemoResult", "run_demo", "prepare_features"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Size and settings of the demo.
+
+    ``slide_px``: slide side at the model's input mpp (one slide per patient);
+    ``second_patients``: size of cohort B (default half of ``patients``); ``output_mpp``: the
+    virtual and ground-truth maps' resolution for features; ``backend``/``window_batch``: engine.
+    """
+
+    patients: int = 120
+    second_patients: int | None = None
+    slide_px: int = 512
+    seed: int = 0
+    alpha: float = 0.05
+    output_mpp: float = 1.0
+    backend: str = "onnxruntime"
+    window_batch: int = 16
+    threads: int = 0
+    show_progress: bool = True
+    design: CohortDesign | None = None
+
+    def __post_init__(self) -> None:
+        if self.patients < 4:
+            raise InvalidArgumentError(f"the demo needs at least 4 patients, got {self.patients}")
+        if self.second_patients is not None and self.second_patients < 0:
+            raise InvalidArgumentError("second_patients must be >= 0")
+
+
+@dataclass
+class DemoResult:
+    """What the demo produced: the recovery table, report path, stage timings, results."""
+
+    out_dir: Path
+    recovery: pd.DataFrame
+    report: Path | None
+    timings: dict[str, float]
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_features(features: pd.DataFrame, wanted: list[str], what: str
+                     ) -> tuple[pd.DataFrame, list[str]]:
+    """Keeps id columns and the wanted features; drops features with NaN or no variation.
+
+    NaN comes from a slide where a feature is undefined (e.g. tumour density without any
+    CK-positive region); the statistics layer refuses NaN, and imputing would invent data.
+    """
+    present = [f for f in wanted if f in features.columns]
+    values = features[present].to_numpy(float)
+    empty = ~np.isfinite(values).any(axis=1)
+    if empty.any():
+        warnings.warn(f"demo: {what}: no features (no tissue found) on slide(s) "
+                      f"{list(features['slide_id'][empty])[:10]}; left out", UserWarning,
+                      stacklevel=2)
+        features = features[~empty]
+    bad = [f for f in present if not np.isfinite(features[f].to_numpy(float)).all()]
+    if bad:
+        warnings.warn(f"demo: {what}: features undefined on some slides, left out: {bad}",
+                      UserWarning, stacklevel=2)
+    keep = [f for f in present if f not in bad]
+    flat = [f for f in keep if np.ptp(features[f].to_numpy(float)) == 0] if len(features) else keep
+    if flat:
+        log.info("demo: %s: constant features left out (nothing to test): %s", what, flat)
+    keep = [f for f in keep if f not in flat]
+    return features[["slide_id", "patient_id", *keep]].copy(), keep
+
+
+def _model_geometry(model: Any) -> tuple[float, int]:
+    card = getattr(model, "card", None)
+    if card is None:
+        raise InvalidArgumentError("demo: the model has no card (load it with virtime.models)")
+    return float(card.input_mpp), int(card.window)
+
+
+def _translate_all(slides: pd.DataFrame, model: Any, out: Path, cfg: DemoConfig, tile: int,
+                   desc: str, engine_box: dict) -> int:
+    """Translates every slide not yet done; builds the engine on first need and keeps it."""
+    from virtime.translation import TranslateConfig, is_translated, translate
+
+    tcfg = TranslateConfig(backend=cfg.backend, window_batch=cfg.window_batch, threads=cfg.threads,
+                           tile_size=tile, output_mpp=cfg.output_mpp, show_progress=False,
+                           thumbnail_channels=("DAPI", "CD8", "CK"))
+    done = 0
+    with progress(slides.itertuples(index=False), total=len(slides), desc=desc, unit="slide",
+                  enabled=cfg.show_progress) as bar:
+        for r in bar:
+            if is_translated(out / r.slide_id):
+                continue
+            if "engine" not in engine_box:
+                from virtime.engines import create_engine
+
+                _, window = _model_geometry(model)
+                engine_box["engine"] = create_engine(model, backend=cfg.backend,
+                                                     max_batch=cfg.window_batch, window=window)
+            translate(r.path, model, out, tcfg, slide_id=r.slide_id, engine=engine_box["engine"])
+            done += 1
+    return done
+
+
+def _virtual_features(slides: pd.DataFrame, out: Path) -> pd.DataFrame:
+    from virtime.features import read_features
+
+    frames = []
+    for r in slides.itertuples(index=False):
+        df, _ = read_features(out / r.slide_id / "features.parquet")
+        frames.append(df.assign(slide_id=r.slide_id, patient_id=r.patient_id))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _fidelity(truth: pd.DataFrame, virtual: pd.DataFrame, feats: list[str]) -> pd.DataFrame:
+    """Per feature: Spearman between ground-truth and virtual values over slides."""
+    from scipy import stats
+
+    m = truth.merge(virtual, on="slide_id", suffixes=("_truth", "_virtual"))
+    rows = []
+    for f in feats:
+        a, b = m.get(f"{f}_truth"), m.get(f"{f}_virtual")
+        if a is None or b is None:
+            continue
+        ok = np.isfinite(a.to_numpy(float)) & np.isfinite(b.to_numpy(float))
+        rho = np.nan
+        if ok.sum() >= 3 and np.ptp(a[ok]) > 0 and np.ptp(b[ok]) > 0:
+            rho = float(stats.spearmanr(a[ok], b[ok]).statistic)
+        rows.append(dict(feature=f, spearman=rho, mean_truth=float(np.nanmean(a)),
+                         mean_virtual=float(np.nanmean(b))))
+    return pd.DataFrame(rows, columns=["feature", "spearman", "mean_truth", "mean_virtual"])
+
+
+def _analyse(features: pd.DataFrame, clinical: pd.DataFrame, feats: list[str], cfg: DemoConfig,
+             label: str) -> dict[str, Any]:
+    from virtime.stats import associate, join_features, survival_analysis
+
+    if not feats or features.empty:
+        warnings.warn(f"demo: {label}: no usable features; analysis skipped", UserWarning,
+                      stacklevel=2)
+        return {"cohort": None, "assoc": None, "surv": None}
+    cohort = join_features(features, clinical)
+    assoc = associate(cohort, features=tuple(feats), alpha=cfg.alpha,
+                      show_progress=cfg.show_progress)
+    surv = None
+    if cohort.has_survival:
+        surv = survival_analysis(cohort, features=tuple(feats), show_progress=cfg.show_progress)
+    log.info("%s: %d tests, %d significant", label, len(assoc.summary),
+             int((assoc.summary["q"] < cfg.alpha).sum()))
+    return {"cohort": cohort, "assoc": assoc, "surv": surv}
+
+
+def run_demo(out_dir: str | os.PathLike[str] = "demo_out", config: DemoConfig | None = None, *,
+             model: Any = None) -> DemoResult:
+    """Runs the whole demo into ``out_dir`` (resumable) and returns the recovery table.
+
+    Parameters
+    ----------
+    out_dir
+        Output folder (``demo_out`` by default).
+    config
+        :class:`DemoConfig`; the default is the README's demo.
+    model
+        Any translator with a model card (default: the bundled demo checkpoint).
+    """
+    from virtime.demo.recovery import recovery_table
+    from virtime.simulate.cohort_render import simulate_cohort
+
+    cfg = config or DemoConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if model is None:
+        from virtime.models import load_demo
+
+        model = load_demo()
+    mpp, window = _model_geometry(model)
+    tile = 2 * window if cfg.slide_px >= 2 * window else window
+    if cfg.slide_px < window:
+        raise InvalidArgumentError(f"demo: slide_px {cfg.slide_px} is smaller than the model "
+                                   f"window {window}")
+    design = cfg.design or default_design()
+    n_b = cfg.patients // 2 if cfg.second_patients is None else cfg.second_patients
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    cohorts = {"A": simulate_cohort(out / "cohort_a", cfg.patients, design=design, seed=cfg.seed,
+                                    slide_px=cfg.slide_px, mpp=mpp, feature_mpp=cfg.output_mpp,
+                                    site=0, prefix="A", show_progress=cfg.show_progress)}
+    if n_b:
+        cohorts["B"] = simulate_cohort(out / "cohort_b", n_b, design=design, seed=cfg.seed + 1,
+                                       slide_px=cfg.slide_px, mpp=mpp, feature_mpp=cfg.output_mpp,
+                                       site=1, prefix="B", show_progress=cfg.show_progress)
+    timings["simulate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    engine_box: dict = {}
+    try:
+        for name, c in cohorts.items():
+            _translate_all(c.slides, model, c.root / "virtual", cfg, tile,
+                           f"translate cohort {name}", engine_box)
+    finally:
+        if "engine" in engine_box:
+            engine_box["engine"].close()
+    timings["translate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    wanted = analysed_features()
+    truth_a, feats_truth = prepare_features(cohorts["A"].truth_features(), wanted,
+                                            "ground-truth mIF")
+    virt = {n: prepare_features(_virtual_features(c.slides, c.root / "virtual"), wanted,
+                                f"virtual mIF, cohort {n}") for n, c in cohorts.items()}
+    res_truth = _analyse(truth_a, cohorts["A"].clinical, feats_truth, cfg, "ground truth")
+    res_virtual = _analyse(virt["A"][0], cohorts["A"].clinical, virt["A"][1], cfg, "virtual")
+    validation = None
+    if "B" in cohorts:
+        from virtime.stats import cross_cohort_validation
+
+        res_b = _analyse(virt["B"][0], cohorts["B"].clinical, virt["B"][1], cfg, "virtual B")
+        shared = [f for f in virt["A"][1] if f in virt["B"][1]]
+        if res_virtual["cohort"] is not None and res_b["cohort"] is not None and shared:
+            validation = cross_cohort_validation(res_virtual["cohort"], res_b["cohort"],
+                                                 res_virtual["assoc"], res_b["assoc"],
+                                                 features=[f for f in shared if
+                                                           f.split(".")[1] == "density"],
+                                                 alpha=cfg.alpha)
+    timings["analyse"] = time.perf_counter() - t0
+    truth = cohorts["A"].truth
+    recovery = recovery_table(truth, alpha=cfg.alpha,
+                              ground_truth_assoc=res_truth["assoc"],
+                              virtual_assoc=res_virtual["assoc"],
+                              ground_truth_surv=res_truth["surv"],
+                              virtual_surv=res_virtual["surv"])
+    fidelity = _fidelity(truth_a, virt["A"][0], wanted)
+    t0 = time.perf_counter()
+    _write_tables(out, recovery, fidelity, res_truth, res_virtual, validation)
+    from virtime.demo.report import demo_report
+
+    report = demo_report(out / "report.html", cfg=cfg, model=model, truth=truth,
+                         recovery=recovery, fidelity=fidelity, res_truth=res_truth,
+                         res_virtual=res_virtual, validation=validation,
+                         n_patients={k: len(c.clinical) for k, c in cohorts.items()})
+    timings["report"] = time.perf_counter() - t0
+    summary = {"config": {k: v for k, v in asdict(cfg).items() if k != "design"},
+               "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
+               "report": str(report)}
+    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    return DemoResult(out, recovery, report, timings,
+                      {"truth": res_truth, "virtual": res_virtual, "validation": validation,
+                       "fidelity": fidelity, "truth_table": truth})
+
+
+def _write_tables(out: Path, recovery: pd.DataFrame, fidelity: pd.DataFrame, res_truth: dict,
+                  res_virtual: dict, validation: Any) -> None:
+    tables = {"recovery.csv": recovery, "fidelity.csv": fidelity}
+    for name, res in (("ground_truth", res_truth), ("virtual", res_virtual)):
+        if res["assoc"] is not None:
+            tables[f"associations_{name}.csv"] = res["assoc"].summary
+        if res["surv"] is not None:
+            tables[f"survival_{name}.csv"] = res["surv"].summary
+    if validation is not None:
+        tables["cross_cohort.csv"] = validation.summary
+    for name, df in tables.items():
+        tmp = out / f".{name}.tmp"
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, out / name)

@@ -1,0 +1,534 @@
+"""Virtual patient cohorts with planted biology, and the truth table of what was planted.
+
+A :class:`CohortDesign` lists cancer types and OncoTree-style subtypes (share of patients,
+biomarker prevalences, baseline changes of the tissue composition) and the planted effects:
+
+* :class:`DensityEffect` — an attribute multiplies a cell type's density in tumour nests or
+  stroma (e.g. MSI-high: CD8 T cells x4 inside tumour nests), in all or some subtypes;
+* :class:`MarkerEffect` — an ordinal attribute moves a marker's rate on a cell type (e.g. stage
+  raises the Ki67-positive share of tumour cells);
+* :class:`SurvivalEffect` — the hazard falls with a cell type's density (e.g. intratumoural CD8).
+
+:func:`draw_patients` draws the clinical table (cancer type, subtype, biomarkers, stage, overall
+survival) and each patient's tissue composition; :mod:`virtime.simulate.cohort_render` renders
+their slides and ground-truth mIF. The biology is carried only by the tissue: the analysis never
+sees the composition, only the slides (or the ground-truth mIF rendered with them).
+
+:func:`truth_table` says which associations the analysis should find. It uses an *expected
+feature model*: the expected positive-area fraction of every channel from the densities, marker
+rates and cell sizes (with tumour cells displaced by other cells in nests, as the renderer does),
+averaged over the cohort design within each group (pan-cancer, cancer type, subtype). A row is
+``primary`` when a planted effect acts in the group and moves the feature by at least
+``PRIMARY_LOG2`` (x1.41) both directly (within a subtype) and at the group level — these define
+power; ``implied`` rows are any other expected change of at least ``IMPLIED_LOG2`` (~5%): marker
+sharing (CD3 on CD8 T cells), dilution across subtypes, confounding by the subtype mix — found or
+not, they are not false discoveries. Everything else is null.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from virtime.channels import CHANNELS, PROTEIN_CHANNELS
+from virtime.errors import InvalidArgumentError
+from virtime.simulate.phenotypes import PHENOTYPES
+from virtime.simulate.tissue import Composition
+
+__all__ = [
+    "SubtypeSpec",
+    "DensityEffect",
+    "MarkerEffect",
+    "SurvivalEffect",
+    "CohortDesign",
+    "PatientBiology",
+    "default_design",
+    "draw_patients",
+    "truth_table",
+    "analysed_features",
+    "BIOMARKERS",
+    "PRIMARY_LOG2",
+    "IMPLIED_LOG2",
+    "SURVIVAL_ATTRIBUTE",
+    "TRUTH_COLUMNS",
+]
+
+#: Binary biomarkers of the default design (1 = mutated / high).
+BIOMARKERS: tuple[str, ...] = ("KRAS", "KMT2D", "MSI-high", "TMB-high")
+#: Expected |log2 fold change| of a feature that makes a planted effect count for power.
+PRIMARY_LOG2 = 0.5
+#: Smallest expected |log2 fold change| listed as an implied (allowed) association.
+IMPLIED_LOG2 = 0.07
+#: The attribute name used for survival rows of the truth table.
+SURVIVAL_ATTRIBUTE = "overall survival"
+TRUTH_COLUMNS = ["level", "group", "feature", "channel", "attribute", "direction", "size", "role",
+                 "effect"]
+_REGIONS = ("tumour", "stroma")
+_EXPANSION_UM = 2.0
+_DISPLACE_UM = 5.0  # the renderer removes tumour cells within 5 µm of any other cell
+_NUCLEAR = {c.name for c in CHANNELS if c.compartment == "nuclear"}
+_TCELL_CHANNELS = ("CD8", "CD3")
+
+
+def analysed_features() -> list[str]:
+    """Features the demo tests: every protein's density and CD8/CD3 inside nests and in stroma."""
+    return ([f"{c}.density" for c in PROTEIN_CHANNELS]
+            + [f"{c}.{r}_density" for c in _TCELL_CHANNELS for r in _REGIONS])
+
+
+@dataclass(frozen=True)
+class SubtypeSpec:
+    """One OncoTree-style subtype: its code, cancer type (mainType), share and biology.
+
+    ``weight``: share of the cohort; ``prevalence``: P(biomarker = 1); ``scale``: baseline
+    density factor per phenotype (both regions) relative to the default composition.
+    """
+
+    code: str
+    cancer_type: str
+    weight: float
+    prevalence: Mapping[str, float]
+    scale: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DensityEffect:
+    """Patients with ``attribute`` = 1 have ``fold`` x the ``phenotype`` density in ``region``.
+
+    ``subtypes``: codes where the effect acts (empty: everywhere).
+    """
+
+    attribute: str
+    phenotype: str
+    region: str
+    fold: float
+    subtypes: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class MarkerEffect:
+    """P(``channel`` positive on ``phenotype``) = ``base`` + ``per_unit`` x (attribute - 1)."""
+
+    attribute: str
+    phenotype: str
+    channel: str
+    base: float
+    per_unit: float
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SurvivalEffect:
+    """Hazard x ``hr_per_sd`` per SD of the log ``phenotype`` density in ``region``."""
+
+    phenotype: str
+    region: str
+    hr_per_sd: float
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CohortDesign:
+    """Everything that defines a virtual cohort, apart from its size and seed.
+
+    ``spread``: SD of the per-patient log-normal factor on each phenotype density (independent
+    per phenotype and region); ``tumour_fraction``: uniform range of nest area; ``stage_probs``:
+    P(stage I..IV); ``median_os_months`` and ``follow_up_months``: baseline survival and
+    administrative censoring (plus uniform drop-out up to that time).
+    """
+
+    subtypes: tuple[SubtypeSpec, ...]
+    biomarkers: tuple[str, ...] = BIOMARKERS
+    density_effects: tuple[DensityEffect, ...] = ()
+    marker_effects: tuple[MarkerEffect, ...] = ()
+    survival_effect: SurvivalEffect | None = None
+    spread: float = 0.3
+    tumour_fraction: tuple[float, float] = (0.35, 0.55)
+    stage_probs: tuple[float, float, float, float] = (0.25, 0.3, 0.27, 0.18)
+    median_os_months: float = 30.0
+    follow_up_months: float = 72.0
+
+    def __post_init__(self) -> None:
+        if not self.subtypes:
+            raise InvalidArgumentError("a cohort design needs at least one subtype")
+        codes = [s.code for s in self.subtypes]
+        if len(set(codes)) != len(codes):
+            raise InvalidArgumentError(f"subtype codes repeat: {codes}")
+        for e in self.density_effects:
+            if e.phenotype not in PHENOTYPES or e.region not in _REGIONS:
+                raise InvalidArgumentError(f"bad density effect {e}")
+            unknown = set(e.subtypes) - set(codes)
+            if unknown:
+                raise InvalidArgumentError(f"effect {e.description!r}: unknown subtypes {unknown}")
+        if abs(sum(self.stage_probs) - 1) > 1e-6:
+            raise InvalidArgumentError("stage_probs must sum to 1")
+
+    def null(self) -> CohortDesign:
+        """The same cohort with no planted effect (for false-discovery checks)."""
+        return replace(self, density_effects=(), marker_effects=(), survival_effect=None)
+
+    @property
+    def cancer_types(self) -> list[str]:
+        return sorted({s.cancer_type for s in self.subtypes})
+
+    @property
+    def effect_attributes(self) -> list[str]:
+        """Attributes that drive at least one planted effect."""
+        names = [e.attribute for e in self.density_effects] + [e.attribute for e in
+                                                                self.marker_effects]
+        return list(dict.fromkeys(names))
+
+
+def default_design() -> CohortDesign:
+    """Three cancer types, six subtypes, four biomarkers, stage and survival; three effects.
+
+    Prevalences are rounded from published cohorts (e.g. MSI-high in ~15% of colon and ~30% of
+    endometrioid carcinomas, KRAS in ~40% of colorectal and ~30% of lung adenocarcinomas).
+    """
+    def prev(kras: float, kmt2d: float, msi: float, tmb: float) -> dict[str, float]:
+        return {"KRAS": kras, "KMT2D": kmt2d, "MSI-high": msi, "TMB-high": tmb}
+
+    subtypes = (
+        SubtypeSpec("COAD", "Colorectal Cancer", 0.23, prev(0.42, 0.10, 0.18, 0.18),
+                    {"plasma": 1.5}),
+        SubtypeSpec("READ", "Colorectal Cancer", 0.10, prev(0.42, 0.08, 0.05, 0.10),
+                    {"plasma": 1.5, "b_cell": 0.7}),
+        SubtypeSpec("LUAD", "Non-Small Cell Lung Cancer", 0.22, prev(0.30, 0.10, 0.02, 0.35),
+                    {"macrophage": 1.5}),
+        SubtypeSpec("LUSC", "Non-Small Cell Lung Cancer", 0.12, prev(0.05, 0.20, 0.02, 0.40),
+                    {"macrophage": 1.5, "cd8_t": 1.2}),
+        SubtypeSpec("UEC", "Endometrial Cancer", 0.23, prev(0.20, 0.12, 0.30, 0.25),
+                    {"smooth_muscle": 1.6}),
+        SubtypeSpec("USC", "Endometrial Cancer", 0.10, prev(0.05, 0.05, 0.03, 0.05),
+                    {"smooth_muscle": 1.6, "mast": 1.4}),
+    )
+    return CohortDesign(
+        subtypes=subtypes,
+        density_effects=(
+            DensityEffect("MSI-high", "cd8_t", "tumour", 4.0, (),
+                          "MSI-high: CD8 T cells x4 inside tumour nests (all subtypes)"),
+            DensityEffect("KRAS", "plasma", "stroma", 3.0, ("LUAD",),
+                          "KRAS-mutant lung adenocarcinoma: plasma cells x3 in stroma"),
+        ),
+        marker_effects=(
+            MarkerEffect("stage", "tumour", "Ki67", 0.10, 0.13,
+                         "stage raises Ki67 on tumour cells: 10% (I) to 49% (IV)"),
+        ),
+        survival_effect=SurvivalEffect(
+            "cd8_t", "tumour", 0.55,
+            "hazard x0.55 per SD of log intratumoural CD8 T-cell density"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Patients
+
+
+@dataclass(frozen=True)
+class PatientBiology:
+    """One patient's tissue: densities (cells/mm²) per region, marker overrides, layout."""
+
+    patient_id: str
+    subtype: str
+    tumour_fraction: float
+    tumour: Mapping[str, float]
+    stroma: Mapping[str, float]
+    marker_prob: Mapping[str, Mapping[str, float]]
+    nest_scale_um: float
+    hazard_log_density: float  # log density of the survival driver relative to its baseline
+
+    def composition(self) -> Composition:
+        """The :class:`~virtime.simulate.tissue.Composition` the renderer draws."""
+        return Composition(tumour_fraction=self.tumour_fraction, tumour=dict(self.tumour),
+                           stroma=dict(self.stroma), marker_prob=self.marker_prob,
+                           nest_scale_um=self.nest_scale_um)
+
+
+def _effect_active(effect: DensityEffect, subtype: str) -> bool:
+    return not effect.subtypes or subtype in effect.subtypes
+
+
+def _densities(design: CohortDesign, spec: SubtypeSpec, attrs: Mapping[str, float]
+               ) -> dict[str, dict[str, float]]:
+    """Mean densities per region for a subtype and attribute values (before patient spread)."""
+    base = Composition()
+    out = {"tumour": dict(base.tumour), "stroma": dict(base.stroma)}
+    for region in _REGIONS:
+        for p in out[region]:
+            out[region][p] *= spec.scale.get(p, 1.0)
+    for e in design.density_effects:
+        if _effect_active(e, spec.code) and attrs.get(e.attribute, 0) == 1:
+            d = out[e.region]
+            d[e.phenotype] = d.get(e.phenotype, 0.0) * e.fold
+    return out
+
+
+def _marker_overrides(design: CohortDesign, attrs: Mapping[str, float]
+                      ) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for e in design.marker_effects:
+        v = float(attrs.get(e.attribute, 1.0))
+        out.setdefault(e.phenotype, {})[e.channel] = float(
+            np.clip(e.base + e.per_unit * (v - 1.0), 0.0, 1.0))
+    return out
+
+
+def draw_patients(n: int, design: CohortDesign | None = None, *, seed: int = 0,
+                  prefix: str = "P") -> tuple[pd.DataFrame, list[PatientBiology]]:
+    """Draws ``n`` patients: their clinical table and their tissue biology.
+
+    Returns
+    -------
+    clinical : DataFrame
+        ``patient_id, cancer_type, subtype, <biomarkers> (0/1), stage (I-IV), os_time
+        (months), os_event (0/1)`` — the columns :func:`virtime.stats.load_clinical` reads.
+    biology : list of PatientBiology
+        One per patient, in the same order.
+    """
+    design = design or default_design()
+    if n < 1:
+        raise InvalidArgumentError(f"need at least one patient, got {n}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7301]))
+    specs = design.subtypes
+    w = np.array([s.weight for s in specs], float)
+    pick = rng.choice(len(specs), size=n, p=w / w.sum())
+    stages = rng.choice(4, size=n, p=np.asarray(design.stage_probs)) + 1
+    rows, bio = [], []
+    surv = design.survival_effect
+    for i in range(n):
+        spec = specs[pick[i]]
+        pid = f"{prefix}{i + 1:04d}"
+        attrs: dict[str, float] = {b: float(rng.random() < spec.prevalence.get(b, 0.0))
+                                   for b in design.biomarkers}
+        attrs["stage"] = float(stages[i])
+        dens = _densities(design, spec, attrs)
+        spread = {r: {p: float(rng.normal(0, design.spread)) for p in dens[r]} for r in _REGIONS}
+        tumour = {p: d * math.exp(spread["tumour"][p]) for p, d in dens["tumour"].items()}
+        stroma = {p: d * math.exp(spread["stroma"][p]) for p, d in dens["stroma"].items()}
+        tumour["tumour"] = dens["tumour"]["tumour"]  # packed epithelium: no spread
+        hazard_log = 0.0
+        if surv is not None:
+            base = _densities(design, spec, {})[surv.region].get(surv.phenotype, 0.0)
+            now = (tumour if surv.region == "tumour" else stroma).get(surv.phenotype, 0.0)
+            hazard_log = math.log(max(now, 1e-9) / max(base, 1e-9))
+        bio.append(PatientBiology(
+            pid, spec.code, float(rng.uniform(*design.tumour_fraction)), tumour, stroma,
+            _marker_overrides(design, attrs), float(rng.uniform(45, 80)), hazard_log))
+        rows.append({"patient_id": pid, "cancer_type": spec.cancer_type, "subtype": spec.code,
+                     **{b: int(attrs[b]) for b in design.biomarkers},
+                     "stage": ["I", "II", "III", "IV"][int(stages[i]) - 1]})
+    clinical = pd.DataFrame(rows)
+    t, e = _survival(design, np.array([b.hazard_log_density for b in bio]), rng)
+    clinical["os_time"] = np.round(t, 2)
+    clinical["os_event"] = e
+    return clinical, bio
+
+
+def _survival(design: CohortDesign, log_density: np.ndarray, rng: np.random.Generator
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Exponential survival; log hazard falls linearly with the standardized log density."""
+    lam = math.log(2) / design.median_os_months
+    log_hr = np.zeros(len(log_density))
+    eff = design.survival_effect
+    if eff is not None:
+        # Standardize by the design's spread (the between-patient SD at baseline), not by the
+        # sample, so the planted hazard ratio per SD does not depend on who was drawn.
+        log_hr = math.log(eff.hr_per_sd) * (log_density / design.spread)
+    t_event = rng.exponential(1.0 / (lam * np.exp(log_hr)))
+    t_cens = np.minimum(rng.uniform(0.3, 1.0, len(t_event)) * design.follow_up_months * 1.5,
+                        design.follow_up_months)
+    return np.minimum(t_event, t_cens), (t_event <= t_cens).astype(int)
+
+
+# ---------------------------------------------------------------------------------------------
+# Expected feature model and the truth table
+
+
+def _cell_area_um2(phenotype: str, nuclear: bool) -> float:
+    p = PHENOTYPES[phenotype]
+    a, b = p.nucleus
+    if nuclear:
+        return math.pi * a * b
+    return math.pi * (a + _EXPANSION_UM) * (b + _EXPANSION_UM)
+
+
+def _expected_features(design: CohortDesign, spec: SubtypeSpec, attrs: Mapping[str, float],
+                       driver_fold: float = 1.0) -> dict[str, float]:
+    """Expected positive-area fractions of the analysed features (see the module docstring)."""
+    dens = _densities(design, spec, attrs)
+    surv = design.survival_effect
+    if surv is not None and driver_fold != 1.0:
+        dens[surv.region][surv.phenotype] = dens[surv.region].get(surv.phenotype, 0.0) * driver_fold
+    overrides = _marker_overrides(design, attrs)
+    # Tumour cells are removed where another cell lands within 5 µm (Poisson thinning).
+    others = sum(d for p, d in dens["tumour"].items() if p != "tumour") * 1e-6
+    dens["tumour"]["tumour"] = dens["tumour"].get("tumour", 0.0) * math.exp(
+        -others * math.pi * _DISPLACE_UM**2)
+    tf = float(np.mean(design.tumour_fraction))
+    out: dict[str, float] = {}
+    for ch in PROTEIN_CHANNELS:
+        nuclear = ch in _NUCLEAR
+        frac = {}
+        for region in _REGIONS:
+            total = 0.0
+            for p, d in dens[region].items():
+                if not PHENOTYPES[p].nucleated:
+                    continue
+                prob = overrides.get(p, {}).get(ch, PHENOTYPES[p].markers.get(ch, 0.0))
+                total += d * 1e-6 * prob * _cell_area_um2(p, nuclear)
+            frac[region] = total
+        out[f"{ch}.density"] = tf * frac["tumour"] + (1 - tf) * frac["stroma"]
+        if ch in _TCELL_CHANNELS:
+            out[f"{ch}.tumour_density"] = frac["tumour"]
+            out[f"{ch}.stroma_density"] = frac["stroma"]
+    return out
+
+
+def _attribute_grid(design: CohortDesign, spec: SubtypeSpec) -> list[tuple[dict, float]]:
+    """Every combination of effect attributes with its probability within a subtype."""
+    names = design.effect_attributes
+    options = []
+    for a in names:
+        if a == "stage":
+            options.append([(float(s + 1), design.stage_probs[s]) for s in range(4)])
+        else:
+            p = spec.prevalence.get(a, 0.0)
+            options.append([(1.0, p), (0.0, 1.0 - p)])
+    grid = []
+    for combo in itertools.product(*options) if options else [()]:
+        attrs = {a: v for a, (v, _) in zip(names, combo)}
+        grid.append((attrs, float(np.prod([pr for _, pr in combo])) if combo else 1.0))
+    return grid
+
+
+def _groups(design: CohortDesign, levels: tuple[str, ...]) -> list[tuple[str, str, list]]:
+    out = []
+    if "pan-cancer" in levels:
+        out.append(("pan-cancer", "all", list(design.subtypes)))
+    if "cancer_type" in levels:
+        out += [("cancer_type", ct, [s for s in design.subtypes if s.cancer_type == ct])
+                for ct in design.cancer_types]
+    if "subtype" in levels:
+        out += [("subtype", s.code, [s]) for s in design.subtypes]
+    return out
+
+
+def _conditional_mean(design: CohortDesign, specs: list, attribute: str, value: float
+                      ) -> tuple[dict[str, float], float]:
+    """E[features | attribute = value] over the subtypes of a group, and P(attribute = value)."""
+    acc: dict[str, float] = {}
+    total = 0.0
+    for spec in specs:
+        if attribute in design.effect_attributes:
+            grid = [(a, p) for a, p in _attribute_grid(design, spec) if a[attribute] == value]
+        else:
+            prob = spec.prevalence.get(attribute, 0.0)
+            prob = prob if value == 1 else 1 - prob
+            grid = [(dict(a), p * prob) for a, p in _attribute_grid(design, spec)]
+        for attrs, p in grid:
+            wgt = spec.weight * p
+            if wgt <= 0:
+                continue
+            for k, v in _expected_features(design, spec, attrs).items():
+                acc[k] = acc.get(k, 0.0) + wgt * v
+            total += wgt
+    return ({k: v / total for k, v in acc.items()} if total > 0 else {}), total
+
+
+def _direct_sizes(design: CohortDesign, specs: list, attribute: str) -> dict[str, float]:
+    """Largest within-subtype |log2 change| per feature among subtypes where it is planted."""
+    best: dict[str, float] = {}
+    lo, hi = (1.0, 4.0) if attribute == "stage" else (0.0, 1.0)
+    for spec in specs:
+        planted = any(e.attribute == attribute and _effect_active(e, spec.code)
+                      for e in design.density_effects) or any(
+            e.attribute == attribute for e in design.marker_effects)
+        if not planted:
+            continue
+        f0, _ = _conditional_mean(design, [spec], attribute, lo)
+        f1, _ = _conditional_mean(design, [spec], attribute, hi)
+        for k in f0:
+            if f0[k] > 0 and f1[k] > 0:
+                best[k] = max(best.get(k, 0.0), abs(math.log2(f1[k] / f0[k])))
+    return best
+
+
+def _descriptions(design: CohortDesign, attribute: str) -> str:
+    return "; ".join(e.description or f"{e.attribute} -> {e.phenotype}" for e in
+                     (*design.density_effects, *design.marker_effects) if e.attribute == attribute)
+
+
+def truth_table(design: CohortDesign | None = None, *,
+                levels: tuple[str, ...] = ("pan-cancer", "cancer_type", "subtype"),
+                survival_levels: tuple[str, ...] = ("pan-cancer", "cancer_type"),
+                features: list[str] | None = None) -> pd.DataFrame:
+    """The planted (``primary``) and expected side (``implied``) associations of a design.
+
+    Columns: level, group, feature, channel, attribute, direction (higher/lower in the
+    positive class, with stage, or — for survival — of the hazard as the feature rises), size
+    (expected log2 fold change: positive vs negative class, stage IV vs I; for survival the
+    feature's log2 change per doubling of the hazard driver), role, effect (description).
+    """
+    design = design or default_design()
+    feats = features or analysed_features()
+    rows: list[dict] = []
+    attributes = list(design.biomarkers) + ["stage"]
+    for level, group, specs in _groups(design, levels):
+        for attribute in attributes:
+            lo, hi = (1.0, 4.0) if attribute == "stage" else (0.0, 1.0)
+            f0, w0 = _conditional_mean(design, specs, attribute, lo)
+            f1, w1 = _conditional_mean(design, specs, attribute, hi)
+            if w0 <= 0 or w1 <= 0:
+                continue
+            direct = _direct_sizes(design, specs, attribute)
+            for feat in feats:
+                if feat not in f0 or f0[feat] <= 0 or f1[feat] <= 0:
+                    continue
+                size = math.log2(f1[feat] / f0[feat])
+                if abs(size) < IMPLIED_LOG2:
+                    continue
+                primary = abs(size) >= PRIMARY_LOG2 and direct.get(feat, 0.0) >= PRIMARY_LOG2
+                rows.append(dict(level=level, group=group, feature=feat,
+                                 channel=feat.split(".")[0], attribute=attribute,
+                                 direction="higher" if size > 0 else "lower", size=size,
+                                 role="primary" if primary else "implied",
+                                 effect=_descriptions(design, attribute) if primary else
+                                 "side effect of the planted biology (shared markers, "
+                                 "displacement, subtype mix)"))
+    if design.survival_effect is not None:
+        rows += _survival_truth(design, survival_levels, feats)
+    return pd.DataFrame(rows, columns=TRUTH_COLUMNS)
+
+
+def _survival_truth(design: CohortDesign, levels: tuple[str, ...], feats: list[str]) -> list:
+    """Features whose expected value tracks the hazard driver (elasticity per doubling)."""
+    eff = design.survival_effect
+    assert eff is not None
+    rows = []
+    for level, group, specs in _groups(design, levels):
+        base: dict[str, float] = {}
+        up: dict[str, float] = {}
+        for spec in specs:
+            for attrs, p in _attribute_grid(design, spec):
+                for k, v in _expected_features(design, spec, attrs).items():
+                    base[k] = base.get(k, 0.0) + spec.weight * p * v
+                for k, v in _expected_features(design, spec, attrs, driver_fold=2.0).items():
+                    up[k] = up.get(k, 0.0) + spec.weight * p * v
+        for feat in feats:
+            if base.get(feat, 0) <= 0:
+                continue
+            size = math.log2(up[feat] / base[feat])
+            if abs(size) < IMPLIED_LOG2:
+                continue
+            lower = (size > 0) == (eff.hr_per_sd < 1)
+            rows.append(dict(level=level, group=group, feature=feat, channel=feat.split(".")[0],
+                             attribute=SURVIVAL_ATTRIBUTE, direction="lower" if lower else "higher",
+                             size=size, role="primary" if abs(size) >= PRIMARY_LOG2 else "implied",
+                             effect=eff.description))
+    return rows
