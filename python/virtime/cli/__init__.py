@@ -36,6 +36,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "virtime.cli.report",
     "virtime.cli.embed",
     "virtime.cli.probe",
+    "virtime.cli.demo",
 )
 
 
