@@ -11,6 +11,15 @@
 #include "virtime/postprocess_checks.hpp"
 #include "virtime/postprocess_pixel.hpp"
 
+// The per-element loops get an AVX2 clone chosen at load time (8 lanes instead of SSE2's 4).
+// AVX2 without FMA: every multiply and add still rounds on its own, so both clones (and the CUDA
+// kernels) give identical results.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define VIRTIME_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VIRTIME_SIMD_CLONES
+#endif
+
 namespace virtime {
 namespace {
 
@@ -46,7 +55,7 @@ void parallel_tasks(int64_t n_tasks, int threads, Fn&& fn) {
 // One channel plane of one window: row = sigmoid(logit)·weight, then pooled into `wp` (f×f block
 // sums: f columns per row, rows added in order) and/or added into the tile map `acc` (T wide) at
 // (ox, oy). `row` is scratch of w floats.
-void window_plane(const float* __restrict__ logit, const float* __restrict__ weight, int64_t h,
+VIRTIME_SIMD_CLONES void window_plane(const float* __restrict__ logit, const float* __restrict__ weight, int64_t h,
                   int64_t w, int64_t f, float* __restrict__ wp, float* __restrict__ acc, int64_t T,
                   int64_t ox, int64_t oy, float* __restrict__ row) {
   const int64_t wf = w / f;
@@ -68,6 +77,25 @@ void window_plane(const float* __restrict__ logit, const float* __restrict__ wei
       }
     }
   }
+}
+
+// Statistics of one core row of the blended map b = acc / wsum: the count above thr (returned) and
+// the sum (to *sum). Three simple loops rather than one: each vectorizes (an in-order
+// floating-point sum would not); the sum uses 8 float lanes, then double.
+VIRTIME_SIMD_CLONES int32_t core_row_stats(const float* __restrict__ acc, const float* __restrict__ wsum,
+                                           int64_t core, float thr, float* __restrict__ b, double* sum) {
+  for (int64_t x = 0; x < core; ++x) b[x] = acc[x] / wsum[x];
+  int32_t pos = 0;
+  for (int64_t x = 0; x < core; ++x) pos += b[x] > thr ? 1 : 0;
+  float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t x = 0;
+  for (; x + 8 <= core; x += 8)
+    for (int l = 0; l < 8; ++l) lanes[l] += b[x + l];
+  double s = 0.0;
+  for (; x < core; ++x) s += static_cast<double>(b[x]);
+  for (int l = 0; l < 8; ++l) s += static_cast<double>(lanes[l]);
+  *sum = s;
+  return pos;
 }
 
 void pool_weight(const float* weight, int64_t h, int64_t w, int64_t f, float* out_ws) {
@@ -152,18 +180,8 @@ void postprocess_tiles(const float* logits, int64_t n_tiles, int64_t C, int64_t 
     for (int64_t y = 0; y < core; ++y) {
       const float* ar = acc + y * T;
       const float* wr = wsum.data() + y * T;
-      // Three simple loops rather than one: each vectorizes (an in-order floating-point sum would
-      // not), and the row sum uses 8 float lanes, then double across rows.
-      for (int64_t x = 0; x < core; ++x) b[x] = ar[x] / wr[x];
-      int32_t rpos = 0;
-      for (int64_t x = 0; x < core; ++x) rpos += b[x] > thr ? 1 : 0;
-      float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      int64_t x = 0;
-      for (; x + 8 <= core; x += 8)
-        for (int l = 0; l < 8; ++l) lanes[l] += b[x + l];
       double rsum = 0.0;
-      for (; x < core; ++x) rsum += static_cast<double>(b[x]);
-      for (int l = 0; l < 8; ++l) rsum += static_cast<double>(lanes[l]);
+      const int32_t rpos = core_row_stats(ar, wr, core, thr, b, &rsum);
       pos += rpos;
       psum += rsum;
     }
