@@ -67,9 +67,8 @@ class Ledger:
         self.out_root = Path(out_root)
         self.records = records
         self.flush_seconds = float(flush_seconds)
-        self._last_flush = 0.0
+        self._last_flush = time.monotonic()
         self._flush_cost = 0.0
-        self._journal: Any = None
 
     @classmethod
     def open(cls, out_root: str | os.PathLike[str], manifest: pd.DataFrame, run_id: str,
@@ -115,9 +114,6 @@ class Ledger:
         t0 = time.monotonic()
         path = self.out_root / LEDGER_NAME
         _atomic_parquet(self.frame(), path)
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
         (self.out_root / JOURNAL_NAME).unlink(missing_ok=True)
         self._last_flush = time.monotonic()
         self._flush_cost = self._last_flush - t0
@@ -128,11 +124,11 @@ class Ledger:
         self.flush()
 
     def _append_journal(self, rec: dict[str, Any]) -> None:
-        if self._journal is None:
-            self._journal = open(self.out_root / JOURNAL_NAME, "a", encoding="utf-8")  # noqa: SIM115
-        self._journal.write(json.dumps(_jsonable(rec)) + "\n")
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
+        # Opened per record: nothing stays open if the driver dies, and O_APPEND keeps lines whole.
+        with open(self.out_root / JOURNAL_NAME, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(_jsonable(rec)) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def _has_ledger(out_root: str | os.PathLike[str]) -> bool:
