@@ -145,6 +145,8 @@ class WindowPostprocessor:
 
         x = np.ascontiguousarray(np.asarray(logits), dtype=np.float32)
         k, area = self.windows_per_tile, float(self.core * self.core)
+        wp: Any
+        ws: Any
         if self.can_pool:
             wp, ws, pos, psum = _core.postprocess_tiles(
                 x, self.weight, self.factor, self.origins, self.tile_size, self.core,
