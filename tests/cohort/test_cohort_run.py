@@ -198,3 +198,14 @@ def test_worker_killed_mid_slide_is_retried_and_resumes(cohort_slides, tiny_weig
     assert ledger.loc["big", "attempts"] >= 2  # killed, then retried
     ref = virtime.translate(big, tiny_model, tmp_path / "ref", cohort_config)
     _same_outputs(ref.output_dir, out / "big")  # resumed output equals an uninterrupted run
+
+
+def test_open_client_starts_a_local_cpu_cluster_with_the_retry_limit():
+    from virtime.cohort import open_client
+
+    opts = CohortOptions(workers=1, max_attempts=4, dashboard_address=":0")
+    with open_client(opts) as client:
+        assert len(client.scheduler_info()["workers"]) == 1
+        limit = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures)
+        assert limit == 3  # max_attempts - 1 worker deaths tolerated per slide
+        assert client.dashboard_link

@@ -23,8 +23,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["LEDGER_NAME", "JOURNAL_NAME", "LEDGER_COLUMNS", "STATUSES", "Ledger", "read_ledger",
-           "ledger_summary"]
+__all__ = [
+    "JOURNAL_NAME",
+    "LEDGER_COLUMNS",
+    "LEDGER_NAME",
+    "STATUSES",
+    "Ledger",
+    "ledger_summary",
+    "read_ledger",
+]
 
 log = logging.getLogger(__name__)
 
@@ -180,13 +187,18 @@ def _to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(records, columns=list(LEDGER_COLUMNS))
     for col, dtype in _DTYPES.items():
         if dtype == "bool":
-            frame[col] = frame[col].map(lambda v: bool(v) if v is not None and v == v else False)
+            frame[col] = frame[col].map(lambda v: False if _missing(v) else bool(v))
             continue
         values = pd.to_numeric(frame[col], errors="coerce").astype("float64")
         frame[col] = values.fillna(_DEFAULTS.get(col, np.nan)).astype(dtype)
     for col in ("slide_id", "patient_id", "path", "status", "reason", "worker", "run_id"):
-        frame[col] = frame[col].map(lambda v: "" if v is None or v != v else str(v)).astype(object)
+        frame[col] = frame[col].map(lambda v: "" if _missing(v) else str(v)).astype(object)
     return frame
+
+
+def _missing(value: Any) -> bool:
+    """None or a float NaN (what pandas leaves in empty cells)."""
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def _jsonable(rec: dict[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
             raise InputDataError(f"{path}: manifest must be .csv, .tsv or .parquet")
     except InputDataError:
         raise
-    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types for a bad file
+    except Exception as exc:
         raise InputDataError(f"{path}: cannot read manifest ({exc})") from exc
     return validate_manifest(frame, base_dir=path.parent, name=str(path))
 

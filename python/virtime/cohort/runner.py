@@ -39,7 +39,7 @@ from virtime.cohort.worker import (
 from virtime.errors import CheckpointError, InvalidArgumentError
 from virtime.translation import TranslateConfig
 
-__all__ = ["CohortOptions", "CohortResult", "run_cohort", "open_client", "slide_is_complete"]
+__all__ = ["CohortOptions", "CohortResult", "open_client", "run_cohort", "slide_is_complete"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _gpu_count() -> int:
 
 
 @contextlib.contextmanager
-def open_client(options: CohortOptions = CohortOptions()) -> Iterator[Any]:
+def open_client(options: CohortOptions | None = None) -> Iterator[Any]:
     """A ``distributed.Client``: connected to ``options.scheduler``, or on a new local cluster.
 
     The local cluster has one worker per GPU via ``dask-cuda`` when GPUs are present (a warning
@@ -106,6 +106,7 @@ def open_client(options: CohortOptions = CohortOptions()) -> Iterator[Any]:
     import dask
     from distributed import Client, LocalCluster
 
+    options = options if options is not None else CohortOptions()
     if options.scheduler:
         client = Client(options.scheduler)
         try:
@@ -121,7 +122,7 @@ def open_client(options: CohortOptions = CohortOptions()) -> Iterator[Any]:
         cluster: Any
         if gpus:
             try:
-                from dask_cuda import LocalCUDACluster
+                from dask_cuda import LocalCUDACluster  # type: ignore[import-not-found]
             except ImportError:
                 log.warning("%d GPU(s) found but dask-cuda is not installed (pip install "
                             "dask-cuda): starting one worker on the first GPU", gpus)
@@ -147,8 +148,8 @@ def run_cohort(
     out_root: str | os.PathLike[str],
     *,
     weights: str | os.PathLike[str] | None = None,
-    config: TranslateConfig = TranslateConfig(),
-    options: CohortOptions = CohortOptions(),
+    config: TranslateConfig | None = None,
+    options: CohortOptions | None = None,
     client: Any | None = None,
     on_client: Callable[[Any], None] | None = None,
 ) -> CohortResult:
@@ -164,15 +165,18 @@ def run_cohort(
     weights
         Translator weights path, shipped to the workers (each loads it once); ``None``: demo.
     config
-        Per-slide translation settings; a manifest ``mpp`` overrides ``config.mpp`` per slide.
+        Per-slide translation settings (default ``TranslateConfig()``); a manifest ``mpp``
+        overrides ``config.mpp`` per slide.
     options
-        Scheduling, see :class:`CohortOptions`.
+        Scheduling, see :class:`CohortOptions` (default ``CohortOptions()``).
     client
         An existing ``distributed.Client``; otherwise :func:`open_client` makes one, and only if
         some slide needs work.
     on_client
         Called with the client before tasks are submitted (the CLI prints the dashboard there).
     """
+    config = config if config is not None else TranslateConfig()
+    options = options if options is not None else CohortOptions()
     if options.max_attempts < 1:
         raise InvalidArgumentError(f"max_attempts must be >= 1, got {options.max_attempts}")
     if weights is not None:

@@ -32,8 +32,16 @@ from distributed import WorkerPlugin
 
 from virtime.errors import VirtimeError
 
-__all__ = ["SLIDE_KEY_PREFIX", "translate_slide_task", "cached_engine", "CohortWorkerPlugin",
-           "clear_engine_cache", "prefetched_slides", "attempts_path", "count_attempts"]
+__all__ = [
+    "SLIDE_KEY_PREFIX",
+    "CohortWorkerPlugin",
+    "attempts_path",
+    "cached_engine",
+    "clear_engine_cache",
+    "count_attempts",
+    "prefetched_slides",
+    "translate_slide_task",
+]
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +107,11 @@ def cached_engine(weights: str | None, config: Any, device: str | None) -> tuple
         hit = _ENGINES.get(key)
         if hit is not None:
             return hit[0], hit[1], True
-        model = load_demo() if weights is None else load(weights)
+        model: Any = load_demo() if weights is None else load(weights)
         engine = create_engine(model, backend=config.backend, precision=config.precision,
                                device=device, cache_dir=config.cache_dir,
-                               max_batch=config.window_batch, window=int(model.card.window),
+                               max_batch=config.window_batch,
+                               window=int(model.card.window),
                                **config.engine_options)
         _ENGINES[key] = (model, engine)
         log.info("worker %d: built %s engine for %s on %s", os.getpid(),
