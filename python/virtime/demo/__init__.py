@@ -9,5 +9,11 @@ from __future__ import annotations
 from virtime.demo.recovery import recovery_table, score_associations, score_survival
 from virtime.demo.run import DemoConfig, DemoResult, run_demo
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "recovery_table", "score_associations",
-           "score_survival"]
+__all__ = [
+           "DemoConfig",
+           "DemoResult",
+           "recovery_table",
+           "run_demo",
+           "score_associations",
+           "score_survival",
+]

@@ -20,7 +20,7 @@ import pandas as pd
 
 from virtime.errors import InputDataError
 
-__all__ = ["score_associations", "score_survival", "recovery_table", "RECOVERY_COLUMNS"]
+__all__ = ["RECOVERY_COLUMNS", "recovery_table", "score_associations", "score_survival"]
 
 _KEYS = ["level", "group", "feature", "attribute"]
 RECOVERY_COLUMNS = ["source", "analysis", "level", "planted", "tested", "found", "power",
@@ -59,9 +59,9 @@ def _score(tests: pd.DataFrame, truth: pd.DataFrame, alpha: float, levels: list[
         n_tested, n_found = int(tp.sum()), int((found & tp).sum())
         disc = int((sig & at).sum())
         false = int((sig & at & ~match).sum())
-        rows.append(dict(level=level, planted=int(pl.sum()), tested=n_tested, found=n_found,
-                         power=n_found / n_tested if n_tested else np.nan, discoveries=disc,
-                         unplanted=false, fdp=false / disc if disc else 0.0))
+        rows.append({"level": level, "planted": int(pl.sum()), "tested": n_tested, "found": n_found,
+                         "power": n_found / n_tested if n_tested else np.nan, "discoveries": disc,
+                         "unplanted": false, "fdp": false / disc if disc else 0.0})
     return pd.DataFrame(rows)
 
 

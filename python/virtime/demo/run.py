@@ -32,7 +32,7 @@ from virtime._progress import progress
 from virtime.errors import InvalidArgumentError
 from virtime.simulate.cohort import CohortDesign, analysed_features, default_design
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "prepare_features"]
+__all__ = ["DemoConfig", "DemoResult", "prepare_features", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,11 @@ class DemoConfig:
     """Size and settings of the demo.
 
     ``slide_px``: slide side at the model's input mpp (one slide per patient);
-    ``second_patients``: size of cohort B (default half of ``patients``); ``output_mpp``: the
+    ``second_patients``: size of cohort B (default 40% of ``patients``); ``output_mpp``: the
     virtual and ground-truth maps' resolution for features; ``backend``/``window_batch``: engine.
     """
 
-    patients: int = 120
+    patients: int = 100
     second_patients: int | None = None
     slide_px: int = 512
     seed: int = 0
@@ -159,8 +159,8 @@ def _fidelity(truth: pd.DataFrame, virtual: pd.DataFrame, feats: list[str]) -> p
         rho = np.nan
         if ok.sum() >= 3 and np.ptp(a[ok]) > 0 and np.ptp(b[ok]) > 0:
             rho = float(stats.spearmanr(a[ok], b[ok]).statistic)
-        rows.append(dict(feature=f, spearman=rho, mean_truth=float(np.nanmean(a)),
-                         mean_virtual=float(np.nanmean(b))))
+        rows.append({"feature": f, "spearman": rho, "mean_truth": float(np.nanmean(a)),
+                         "mean_virtual": float(np.nanmean(b))})
     return pd.DataFrame(rows, columns=["feature", "spearman", "mean_truth", "mean_virtual"])
 
 
@@ -212,7 +212,7 @@ def run_demo(out_dir: str | os.PathLike[str] = "demo_out", config: DemoConfig | 
         raise InvalidArgumentError(f"demo: slide_px {cfg.slide_px} is smaller than the model "
                                    f"window {window}")
     design = cfg.design or default_design()
-    n_b = cfg.patients // 2 if cfg.second_patients is None else cfg.second_patients
+    n_b = (cfg.patients * 2) // 5 if cfg.second_patients is None else cfg.second_patients
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     cohorts = {"A": simulate_cohort(out / "cohort_a", cfg.patients, design=design, seed=cfg.seed,

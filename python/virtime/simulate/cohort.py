@@ -41,21 +41,21 @@ from virtime.simulate.phenotypes import PHENOTYPES
 from virtime.simulate.tissue import Composition
 
 __all__ = [
-    "SubtypeSpec",
+    "BIOMARKERS",
+    "IMPLIED_LOG2",
+    "PRIMARY_LOG2",
+    "SURVIVAL_ATTRIBUTE",
+    "TRUTH_COLUMNS",
+    "CohortDesign",
     "DensityEffect",
     "MarkerEffect",
-    "SurvivalEffect",
-    "CohortDesign",
     "PatientBiology",
+    "SubtypeSpec",
+    "SurvivalEffect",
+    "analysed_features",
     "default_design",
     "draw_patients",
     "truth_table",
-    "analysed_features",
-    "BIOMARKERS",
-    "PRIMARY_LOG2",
-    "IMPLIED_LOG2",
-    "SURVIVAL_ATTRIBUTE",
-    "TRUTH_COLUMNS",
 ]
 
 #: Binary biomarkers of the default design (1 = mutated / high).
@@ -113,7 +113,7 @@ class DensityEffect:
 
 @dataclass(frozen=True)
 class MarkerEffect:
-    """P(``channel`` positive on ``phenotype``) = ``base`` + ``per_unit`` x (attribute - 1)."""
+    """P(``channel`` positive on ``phenotype``) = ``base`` + ``per_unit`` x (attribute - ``origin``)."""
 
     attribute: str
     phenotype: str
@@ -121,6 +121,7 @@ class MarkerEffect:
     base: float
     per_unit: float
     description: str = ""
+    origin: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ class CohortDesign:
 
 
 def default_design() -> CohortDesign:
-    """Three cancer types, six subtypes, four biomarkers, stage and survival; three effects.
+    """Three cancer types, six subtypes, four biomarkers, stage and survival; five effects.
 
     Prevalences are rounded from published cohorts (e.g. MSI-high in ~15% of colon and ~30% of
     endometrioid carcinomas, KRAS in ~40% of colorectal and ~30% of lung adenocarcinomas).
@@ -218,7 +219,9 @@ def default_design() -> CohortDesign:
         ),
         marker_effects=(
             MarkerEffect("stage", "tumour", "Ki67", 0.10, 0.13,
-                         "stage raises Ki67 on tumour cells: 10% (I) to 49% (IV)"),
+                         "stage raises Ki67 on tumour cells: 10% (I) to 49% (IV)", origin=1.0),
+            MarkerEffect("TMB-high", "tumour", "PD-L1", 0.15, 0.30,
+                         "TMB-high: PD-L1 on tumour cells 15% -> 45% (all subtypes)"),
         ),
         survival_effect=SurvivalEffect(
             "cd8_t", "tumour", 0.55,
@@ -273,9 +276,9 @@ def _marker_overrides(design: CohortDesign, attrs: Mapping[str, float]
                       ) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for e in design.marker_effects:
-        v = float(attrs.get(e.attribute, 1.0))
+        v = float(attrs.get(e.attribute, e.origin))
         out.setdefault(e.phenotype, {})[e.channel] = float(
-            np.clip(e.base + e.per_unit * (v - 1.0), 0.0, 1.0))
+            np.clip(e.base + e.per_unit * (v - e.origin), 0.0, 1.0))
     return out
 
 
@@ -494,13 +497,13 @@ def truth_table(design: CohortDesign | None = None, *,
                 if abs(size) < IMPLIED_LOG2:
                     continue
                 primary = abs(size) >= PRIMARY_LOG2 and direct.get(feat, 0.0) >= PRIMARY_LOG2
-                rows.append(dict(level=level, group=group, feature=feat,
-                                 channel=feat.split(".")[0], attribute=attribute,
-                                 direction="higher" if size > 0 else "lower", size=size,
-                                 role="primary" if primary else "implied",
-                                 effect=_descriptions(design, attribute) if primary else
+                rows.append({"level": level, "group": group, "feature": feat,
+                                 "channel": feat.split(".")[0], "attribute": attribute,
+                                 "direction": "higher" if size > 0 else "lower", "size": size,
+                                 "role": "primary" if primary else "implied",
+                                 "effect": _descriptions(design, attribute) if primary else
                                  "side effect of the planted biology (shared markers, "
-                                 "displacement, subtype mix)"))
+                                 "displacement, subtype mix)"})
     if design.survival_effect is not None:
         rows += _survival_truth(design, survival_levels, feats)
     return pd.DataFrame(rows, columns=TRUTH_COLUMNS)
@@ -511,24 +514,40 @@ def _survival_truth(design: CohortDesign, levels: tuple[str, ...], feats: list[s
     eff = design.survival_effect
     assert eff is not None
     rows = []
+    beta = math.log(eff.hr_per_sd) / design.spread
     for level, group, specs in _groups(design, levels):
         base: dict[str, float] = {}
         up: dict[str, float] = {}
+        tilted: dict[str, float] = {}
+        w_all = w_tilt = 0.0
         for spec in specs:
+            ref = _densities(design, spec, {})[eff.region].get(eff.phenotype, 0.0)
             for attrs, p in _attribute_grid(design, spec):
+                # Attributes that move the driver move the hazard: features that differ between
+                # those patients follow survival too (e.g. through the subtype mix).
+                now = _densities(design, spec, attrs)[eff.region].get(eff.phenotype, 0.0)
+                tilt = math.exp(beta * math.log(max(now, 1e-12) / max(ref, 1e-12)))
+                w = spec.weight * p
+                w_all += w
+                w_tilt += w * tilt
                 for k, v in _expected_features(design, spec, attrs).items():
-                    base[k] = base.get(k, 0.0) + spec.weight * p * v
+                    base[k] = base.get(k, 0.0) + w * v
+                    tilted[k] = tilted.get(k, 0.0) + w * tilt * v
                 for k, v in _expected_features(design, spec, attrs, driver_fold=2.0).items():
-                    up[k] = up.get(k, 0.0) + spec.weight * p * v
+                    up[k] = up.get(k, 0.0) + w * v
         for feat in feats:
             if base.get(feat, 0) <= 0:
                 continue
             size = math.log2(up[feat] / base[feat])
-            if abs(size) < IMPLIED_LOG2:
+            mix = math.log2((tilted[feat] / w_tilt) / (base[feat] / w_all))
+            if abs(size) < IMPLIED_LOG2 and abs(mix) < IMPLIED_LOG2 / 2:
                 continue
-            lower = (size > 0) == (eff.hr_per_sd < 1)
-            rows.append(dict(level=level, group=group, feature=feat, channel=feat.split(".")[0],
-                             attribute=SURVIVAL_ATTRIBUTE, direction="lower" if lower else "higher",
-                             size=size, role="primary" if abs(size) >= PRIMARY_LOG2 else "implied",
-                             effect=eff.description))
+            if abs(size) >= IMPLIED_LOG2:
+                lower = (size > 0) == (eff.hr_per_sd < 1)
+            else:  # feature higher among those who die sooner: hazard rises with it
+                lower = mix < 0
+            rows.append({"level": level, "group": group, "feature": feat, "channel": feat.split(".")[0],
+                             "attribute": SURVIVAL_ATTRIBUTE, "direction": "lower" if lower else "higher",
+                             "size": size, "role": "primary" if abs(size) >= PRIMARY_LOG2 else "implied",
+                             "effect": eff.description})
     return rows

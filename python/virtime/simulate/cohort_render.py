@@ -29,12 +29,23 @@ import pandas as pd
 
 from virtime._progress import progress
 from virtime.errors import InvalidArgumentError
-from virtime.simulate.cohort import CohortDesign, PatientBiology, default_design, draw_patients, \
-    truth_table
+from virtime.simulate.cohort import (
+    CohortDesign,
+    PatientBiology,
+    default_design,
+    draw_patients,
+    truth_table,
+)
 from virtime.simulate.tissue import Scanner, render_tissue
 
-__all__ = ["SimulatedCohort", "simulate_cohort", "site_scanner", "render_patient_slide",
-           "truth_features_table", "pool_targets"]
+__all__ = [
+    "SimulatedCohort",
+    "pool_targets",
+    "render_patient_slide",
+    "simulate_cohort",
+    "site_scanner",
+    "truth_features_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +144,7 @@ def simulate_cohort(
     site: int = 0,
     prefix: str = "P",
     write_slides: bool = True,
+    workers: int = 0,
     show_progress: bool = True,
 ) -> SimulatedCohort:
     """Draws a cohort and renders every slide and its ground-truth mIF features (resumable).
@@ -153,12 +165,12 @@ def simulate_cohort(
         Slides per patient; scanner site (0 reference, >0 another lab's stain look).
     write_slides
         False skips the slide files (ground truth only: fast statistics checks).
+    workers
+        Rendering processes (0: one per core; fewer than 2 renders in this process). Features
+        of the ground truth are computed here, so the numba kernels compile once.
     """
-    from virtime.features import compute_slide_features, write_features
-    from virtime.simulate.slides import write_slide
-
     design = design or default_design()
-    factor = int(round(feature_mpp / mpp))
+    factor = round(feature_mpp / mpp)
     if factor < 1 or abs(factor * mpp - feature_mpp) > 1e-6 * feature_mpp:
         raise InvalidArgumentError(f"feature_mpp {feature_mpp} must be a whole multiple of mpp {mpp}")
     if slide_px < 64 or slides_per_patient < 1:
@@ -176,33 +188,37 @@ def simulate_cohort(
     for i, bio in enumerate(biology):
         for k in range(slides_per_patient):
             sid = f"{bio.patient_id}-S{k + 1}"
-            rows.append(dict(slide_id=sid, patient_id=bio.patient_id, patient_index=i, slide=k,
-                             path=str(root / "slides" / f"{sid}.svs")))
+            rows.append({"slide_id": sid, "patient_id": bio.patient_id, "patient_index": i, "slide": k,
+                             "path": str(root / "slides" / f"{sid}.svs")})
     slides = pd.DataFrame(rows)
     _write_csv(clinical, root / "clinical.csv")
     _write_csv(slides.drop(columns=["patient_index", "slide"]), root / "slides.csv")
     _write_csv(truth, root / "truth.csv")
-    rendered = skipped = 0
-    with progress(slides.itertuples(index=False), total=len(slides), desc=f"simulate {root.name}",
-                  unit="slide", enabled=show_progress) as bar:
-        for r in bar:
-            feat_path = root / "truth_features" / f"{r.slide_id}.parquet"
-            if feat_path.is_file() and (not write_slides or Path(r.path).is_file()):
-                skipped += 1
-                continue
-            rng = _slide_seed(seed, r.patient_index, r.slide)
-            rgb, targets, tissue = render_patient_slide(biology[r.patient_index], slide_px, mpp,
-                                                        rng, site)
-            if write_slides:
-                write_slide(r.path, rgb, mpp, fmt="aperio")
-            prob = pool_targets(targets, factor)
-            tis = pool_targets(tissue[None], factor)[0] >= 128
-            _atomic_npz(root / "truth_mif" / f"{r.slide_id}.npz", prob=prob, tissue=tis)
-            feats = compute_slide_features(prob, tis, feature_mpp)
-            write_features([{"slide_id": r.slide_id, "patient_id": r.patient_id, **feats}],
-                           feat_path, model_hash="ground-truth",
-                           settings={"mpp": feature_mpp, "bin_um": 64.0, "threshold": 0.5})
-            rendered += 1
+    todo = []
+    for r in slides.itertuples(index=False):
+        feat_path = root / "truth_features" / f"{r.slide_id}.parquet"
+        if feat_path.is_file() and (not write_slides or Path(r.path).is_file()):
+            continue
+        todo.append((r.slide_id, r.patient_id, r.path, biology[r.patient_index],
+                     (seed, r.patient_index, r.slide), slide_px, mpp, factor, site, write_slides,
+                     str(root / "truth_mif" / f"{r.slide_id}.npz")))
+    skipped = len(slides) - len(todo)
+    n_workers = min(workers if workers else (os.cpu_count() or 1), len(todo) // 4)
+    with progress(total=len(todo), desc=f"simulate {root.name}", unit="slide",
+                  enabled=show_progress) as bar:
+        if n_workers >= 2:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn")) as pool:
+                for res in pool.map(_render_one, todo, chunksize=2):
+                    _write_truth_features(root, *res, feature_mpp)
+                    bar.update(1)
+        else:
+            for job in todo:
+                _write_truth_features(root, *_render_one(job), feature_mpp)
+                bar.update(1)
+    rendered = len(todo)
     log.info("cohort %s: %d slides rendered, %d already on disk", root, rendered, skipped)
     return SimulatedCohort(root, clinical, slides.drop(columns=["patient_index", "slide"]), truth,
                            design, rendered, skipped)
@@ -229,6 +245,31 @@ def _check_manifest(root: Path, settings: dict) -> None:
     tmp.write_text(json.dumps({"sha256": digest, **{k: v for k, v in settings.items()
                                                     if k != "design"}}, indent=2))
     os.replace(tmp, path)
+
+
+def _render_one(job: tuple) -> tuple[str, str, np.ndarray, np.ndarray]:
+    """Worker: renders one slide, writes it and its ground-truth map; returns the map."""
+    from virtime.simulate.slides import write_slide
+
+    sid, pid, path, bio, seeds, slide_px, mpp, factor, site, write_slides, npz = job
+    rng = _slide_seed(*seeds)
+    rgb, targets, tissue = render_patient_slide(bio, slide_px, mpp, rng, site)
+    if write_slides:
+        write_slide(path, rgb, mpp, fmt="aperio")
+    prob = pool_targets(targets, factor)
+    tis = pool_targets(tissue[None], factor)[0] >= 128
+    _atomic_npz(Path(npz), prob=prob, tissue=tis)
+    return sid, pid, prob, tis
+
+
+def _write_truth_features(root: Path, sid: str, pid: str, prob: np.ndarray, tis: np.ndarray,
+                          feature_mpp: float) -> None:
+    from virtime.features import compute_slide_features, write_features
+
+    feats = compute_slide_features(prob, tis, feature_mpp)
+    write_features([{"slide_id": sid, "patient_id": pid, **feats}],
+                   root / "truth_features" / f"{sid}.parquet", model_hash="ground-truth",
+                   settings={"mpp": feature_mpp, "bin_um": 64.0, "threshold": 0.5})
 
 
 def truth_features_table(root: str | os.PathLike[str], slides: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,129 @@
+"""The cohort simulator: prevalences, planted biology in the tissue, survival, truth table, disk."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from virtime.errors import InvalidArgumentError
+from virtime.simulate.cohort import (
+    PRIMARY_LOG2,
+    analysed_features,
+    default_design,
+    draw_patients,
+    truth_table,
+)
+
+
+@pytest.fixture(scope="module")
+def big_cohort():
+    return draw_patients(3000, seed=3)
+
+
+def test_clinical_table_reads_and_prevalences_match(big_cohort):
+    from virtime.stats import load_clinical
+
+    clinical, bio = big_cohort
+    table = load_clinical(clinical)
+    assert table.attributes == {"stage": "stage", "KRAS": "binary", "KMT2D": "binary",
+                                "MSI-high": "binary", "TMB-high": "binary"}
+    design = default_design()
+    for spec in design.subtypes:
+        sub = clinical[clinical["subtype"] == spec.code]
+        share = len(sub) / len(clinical)
+        w = spec.weight / sum(s.weight for s in design.subtypes)
+        assert abs(share - w) < 4 * math.sqrt(w * (1 - w) / len(clinical))
+        for marker, p in spec.prevalence.items():
+            se = math.sqrt(max(p * (1 - p), 1e-4) / len(sub))
+            assert abs(sub[marker].mean() - p) < 4.5 * se, (spec.code, marker)
+    assert [b.patient_id for b in bio] == list(clinical["patient_id"])
+
+
+def test_planted_density_and_marker_effects_in_composition(big_cohort):
+    clinical, bio = big_cohort
+    msi = clinical["MSI-high"].to_numpy() == 1
+    log_cd8 = np.log([b.tumour["cd8_t"] for b in bio])
+    scale = np.array([1.2 if b.subtype == "LUSC" else 1.0 for b in bio])
+    resid = log_cd8 - np.log(150.0 * scale)
+    # MSI-high multiplies intratumoural CD8 T cells by 4; spread is N(0, 0.3) on the log scale.
+    assert resid[msi].mean() - resid[~msi].mean() == pytest.approx(math.log(4), abs=0.1)
+    assert resid[~msi].std() == pytest.approx(0.3, abs=0.03)
+    # Stroma CD8 is untouched by MSI.
+    s = np.log([b.stroma["cd8_t"] for b in bio])
+    assert abs(s[msi].mean() - s[~msi].mean()) < 0.1
+    # KRAS raises stromal plasma cells x3 in LUAD only.
+    for code, fold in (("LUAD", 3.0), ("COAD", 1.0)):
+        sel = (clinical["subtype"] == code).to_numpy()
+        kras = clinical["KRAS"].to_numpy() == 1
+        lp = np.log([b.stroma["plasma"] for b in bio])
+        diff = lp[sel & kras].mean() - lp[sel & ~kras].mean()
+        assert diff == pytest.approx(math.log(fold), abs=0.15)
+    # Stage sets the Ki67 rate of tumour cells: 0.10 + 0.13 (stage - 1).
+    for b, st in zip(bio[:50], clinical["stage"][:50]):
+        k = {"I": 1, "II": 2, "III": 3, "IV": 4}[st]
+        assert b.marker_prob["tumour"]["Ki67"] == pytest.approx(0.10 + 0.13 * (k - 1))
+
+
+def test_survival_hazard_ratio_recovered_by_lifelines(big_cohort):
+    from lifelines import CoxPHFitter
+
+    clinical, bio = big_cohort
+    z = np.array([b.hazard_log_density for b in bio]) / default_design().spread
+    df = pd.DataFrame({"t": clinical["os_time"], "e": clinical["os_event"], "z": z})
+    fit = CoxPHFitter().fit(df, "t", "e")
+    hr = math.exp(fit.params_["z"])
+    assert hr == pytest.approx(0.55, abs=0.05)
+    assert 0.3 < clinical["os_event"].mean() < 0.9
+
+
+def test_truth_table_sizes_follow_the_planted_folds():
+    truth = truth_table()
+    prim = truth[truth["role"] == "primary"]
+    # CD8 is only on CD8 T cells, so a x4 density inside nests is log2(4) = 2 in every subtype.
+    rows = prim[(prim["feature"] == "CD8.tumour_density") & (prim["attribute"] == "MSI-high")
+                & (prim["level"] == "subtype")]
+    assert sorted(rows["group"]) == sorted(s.code for s in default_design().subtypes)
+    assert np.allclose(rows["size"], 2.0)
+    # CD138 marks only plasma cells, all in stroma here: x3 in LUAD.
+    luad = prim[(prim["group"] == "LUAD") & (prim["attribute"] == "KRAS")]
+    assert list(luad["feature"]) == ["CD138.density"]
+    assert luad["size"].iloc[0] == pytest.approx(math.log2(3.0), abs=0.02)
+    # No KRAS primary row in subtypes where the effect is not planted.
+    assert prim[(prim["attribute"] == "KRAS") & (prim["level"] == "subtype")]["group"].tolist() \
+        == ["LUAD"]
+    assert (prim["size"].abs() >= PRIMARY_LOG2).all()
+    assert set(prim["feature"]) <= set(analysed_features())
+    assert not truth.duplicated(["level", "group", "feature", "attribute"]).any()
+
+
+def test_null_design_plants_nothing():
+    truth = truth_table(default_design().null())
+    assert not (truth["role"] == "primary").any()
+    assert not (truth["attribute"] == "overall survival").any()
+
+
+def test_simulated_cohort_on_disk_resumes_and_refuses_other_settings(tmp_path):
+    from virtime.features import compute_slide_features
+    from virtime.simulate.cohort_render import simulate_cohort
+    from virtime.slide import Slide
+
+    c = simulate_cohort(tmp_path / "c", 3, slide_px=256, show_progress=False, seed=5)
+    assert c.rendered == 3 and c.skipped == 0
+    feats = c.truth_features()
+    assert list(feats["patient_id"]) == list(c.clinical["patient_id"])
+    # The stored ground truth is the block mean of binary targets: recompute CD8 density by hand.
+    npz = np.load(tmp_path / "c" / "truth_mif" / f"{c.slides.slide_id[0]}.npz")
+    prob, tissue = npz["prob"], npz["tissue"]
+    cd8 = prob[14]
+    by_hand = ((cd8 >= 128) & tissue).sum() / tissue.sum()
+    assert feats.loc[0, "CD8.density"] == pytest.approx(by_hand)
+    assert compute_slide_features(prob, tissue, 1.0)["CD8.density"] == pytest.approx(by_hand)
+    slide = Slide(c.slides.path[0])
+    assert slide.dimensions == (256, 256) and slide.mpp == pytest.approx(0.5)
+    again = simulate_cohort(tmp_path / "c", 3, slide_px=256, show_progress=False, seed=5)
+    assert again.rendered == 0 and again.skipped == 3
+    with pytest.raises(InvalidArgumentError, match="other settings"):
+        simulate_cohort(tmp_path / "c", 3, slide_px=256, show_progress=False, seed=6)
