@@ -40,3 +40,27 @@ def slide_dir(tmp_path_factory: pytest.TempPathFactory):
     make_slide(folder / "generic.tif", 1536, 1024, mpp=0.5, fmt="generic", seed=2)
     make_slide(folder / "nompp.tif", 1024, 1024, mpp=0.5, fmt="generic-no-mpp", seed=3)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """Reduced-width GigaTIME taking 64-px windows at 0.5 um/px (so tests stay fast)."""
+    import torch
+
+    from virtime.models import GigaTIME, save
+
+    torch.manual_seed(0)
+    model = GigaTIME(filters=[4, 8, 16, 32, 64]).eval()
+    # Nudge the output bias so some channels cross 0.5 and others do not.
+    with torch.no_grad():
+        model.final.bias.copy_(torch.linspace(-2, 2, 23))
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save(model, path, input_mpp=0.5, window=64)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_weights):
+    from virtime.models import load
+
+    return load(tiny_weights)

@@ -1,31 +1,8 @@
-"""A tiny random GigaTIME, small simulated slides and one 2-process Dask LocalCluster per module."""
+"""Cohort settings and one 2-process Dask LocalCluster per module (tiny model: tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory):
-    """Reduced-width GigaTIME taking 64-px windows at 0.5 um/px (so cohort tests stay fast)."""
-    import torch
-
-    from virtime.models import GigaTIME, save
-
-    torch.manual_seed(0)
-    model = GigaTIME(filters=[4, 8, 16, 32, 64]).eval()
-    with torch.no_grad():  # some channels above 0.5, some below
-        model.final.bias.copy_(torch.linspace(-2, 2, 23))
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save(model, path, input_mpp=0.5, window=64)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tiny_weights):
-    from virtime.models import load
-
-    return load(tiny_weights)
 
 
 @pytest.fixture(scope="session")

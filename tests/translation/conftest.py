@@ -1,32 +1,9 @@
-"""A tiny random GigaTIME (with a model card) and small slides for whole-slide translation tests."""
+"""Small slides and a fast configuration for whole-slide translation tests (the tiny model is in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory):
-    """Reduced-width GigaTIME taking 64-px windows at 0.5 um/px (so tests stay fast)."""
-    import torch
-
-    from virtime.models import GigaTIME, save
-
-    torch.manual_seed(0)
-    model = GigaTIME(filters=[4, 8, 16, 32, 64]).eval()
-    # Nudge the output bias so some channels cross 0.5 and others do not.
-    with torch.no_grad():
-        model.final.bias.copy_(torch.linspace(-2, 2, 23))
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save(model, path, input_mpp=0.5, window=64)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tiny_weights):
-    from virtime.models import load
-
-    return load(tiny_weights)
 
 
 @pytest.fixture(scope="session")
