@@ -125,12 +125,28 @@ def test_pipeline_vs_engine(setup, tmp_path):
     print(f"  stages (s): {stages}")
 
 
+def blend_tile(window_probs, origins, weight, tile_size):
+    """(C, T, T) blend of one tile's windows placed at ``origins`` (the numpy baseline)."""
+    k, c, wh, ww = window_probs.shape
+    acc = np.zeros((c, tile_size, tile_size), np.float32)
+    wsum = np.zeros((tile_size, tile_size), np.float32)
+    for (x, y), probs in zip(origins, window_probs):
+        acc[:, y : y + wh, x : x + ww] += probs * weight
+        wsum[y : y + wh, x : x + ww] += weight
+    return acc / np.maximum(wsum, np.float32(1e-12))
+
+
+def tile_channel_stats(tile_probs, core, threshold=0.5):
+    """(positive fraction, mean probability) per channel over the ``core x core`` region."""
+    region = tile_probs[:, :core, :core].reshape(tile_probs.shape[0], -1)
+    return (region > threshold).mean(axis=1), region.mean(axis=1)
+
+
 def _numpy_path(logits, origins, weight, factor, stride):
     """The pipeline's previous post-processing: torch sigmoid, per-window numpy pooling, numpy stats."""
     import torch
 
     from virtime.stitch.windows import pool_weighted
-    from virtime.translation.tile_stats import blend_tile, tile_channel_stats
 
     probs = torch.sigmoid(torch.from_numpy(logits)).numpy()
     n = len(logits) // len(origins)

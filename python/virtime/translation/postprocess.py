@@ -7,8 +7,7 @@ It reproduces, in one pass that computes each probability once,
 
 * :func:`virtime.stitch.windows.pool_weighted` of every window (for windows aligned to the
   ``factor`` grid): ``wp = Σ_block w·σ(l)``, ``ws = Σ_block w``;
-* :func:`virtime.translation.tile_stats.blend_tile` followed by
-  :func:`~virtime.translation.tile_stats.tile_channel_stats`: per tile and channel, over the
+* the per-tile statistics of the blended tile: per tile and channel, over the
   tile's ``core x core`` region, the fraction of pixels whose blended probability
   ``Σ_k w·p_k / Σ_k w`` exceeds ``threshold`` and the mean blended probability.
 """
