@@ -153,3 +153,42 @@ def test_cli_missing_weights_says_where_to_get_them(small_slide, tmp_path, capsy
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.pth: weights file not found" in err[0] and "--weights" in err[0]
+
+
+def test_overlap_blend_matches_a_dense_reference(small_slide, tiny_model, fast_config, tmp_path):
+    """With overlap, the canvas is Σw·p / Σw over every window, pooled: rebuilt here densely."""
+    from virtime.stitch.windows import plan_windows, window_weight
+
+    cfg = dataclasses.replace(fast_config, overlap=16, features=False)
+    result = virtime.translate(small_slide, tiny_model, tmp_path, cfg)
+    tiles = pd.read_parquet(result.output_dir / "tiles.parquet")
+    assert set(tiles["x"]) <= set(range(0, 768, 112))  # stride 128 - 16
+    weight = window_weight(64, 16)
+    wp = np.zeros((23, 512 + 128, 768 + 128))
+    ws = np.zeros((512 + 128, 768 + 128))
+    for x, y in tiles[["x", "y"]].to_numpy():
+        probs = _direct_tile_probs_windows(small_slide, tiny_model, x, y)
+        for (ox, oy), p in zip(plan_windows(128, 64, 16), probs):
+            wp[:, y + oy : y + oy + 64, x + ox : x + ox + 64] += weight * p
+            ws[y + oy : y + oy + 64, x + ox : x + ox + 64] += weight
+    wp, ws = wp[:, :512, :768], ws[:512, :768]
+    pooled_wp = wp.reshape(23, 128, 4, 192, 4).sum(axis=(2, 4))
+    pooled_ws = ws.reshape(128, 4, 192, 4).sum(axis=(1, 3))
+    covered = pooled_ws > 0
+    expected = np.floor(255 * pooled_wp[:, covered] / pooled_ws[covered] + 0.5)
+    got = np.asarray(zarr.open_group(str(result.output_dir / "mif.ome.zarr"), mode="r")["0"][:])
+    assert np.abs(got[:, covered].astype(float) - expected).max() <= 1
+
+
+def _direct_tile_probs_windows(slide_path, model, x, y):
+    """Probabilities of the 9 overlapping 64-px windows of a 128-px tile (overlap 16)."""
+    from virtime.stitch.windows import plan_windows
+
+    with openslide.OpenSlide(str(slide_path)) as osr:
+        rgba = np.asarray(osr.read_region((int(x), int(y)), 0, (128, 128))).astype(float)
+    rgb = rgba[..., :3] * (rgba[..., 3:] / 255) + 255 * (1 - rgba[..., 3:] / 255)
+    tensor = torch.from_numpy(((np.rint(rgb) / 255 - MEAN) / STD).transpose(2, 0, 1)).float()
+    with torch.inference_mode():
+        batch = torch.stack([tensor[:, oy : oy + 64, ox : ox + 64]
+                             for ox, oy in plan_windows(128, 64, 16)])
+        return torch.sigmoid(model(batch)).numpy()
