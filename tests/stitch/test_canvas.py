@@ -128,6 +128,7 @@ import os, sys
 sys.path[:0] = {paths!r}
 import test_canvas as t
 canvas = t._run(t.Path({path!r}), {rows}, {cols}, stop_after_bands={k})
+canvas._raise_writer_errors(wait=True)  # the k flushed bands reach the disk (written async)
 os.kill(os.getpid(), 9)
 """
 

@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_SUFFIX = ".manifest.json"
 _BANDS = "level0_bands"
+_MAX_PENDING_BANDS = 4
 _LEVELS = "pyramid_levels"
 
 
@@ -178,6 +180,8 @@ class StreamingCanvas:
             self._first_open += 1
         self._resumed_until = self._first_open  # bands < this were finished by an earlier run
         self._bands: dict[int, tuple[NDArray[np.float32], NDArray[np.float32]]] = {}
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="canvas-writer")
+        self._pending: list[Future[None]] = []
         if self._first_open:
             log.info("%s: resuming at band %d of %d", self.path, self._first_open, self.n_bands)
 
@@ -291,8 +295,26 @@ class StreamingCanvas:
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.where(weights > 0, sums / weights, np.float32(0.0))
             out = to_uint8(ratio)
-        self._group["0"][:, y0 : y0 + rows, :] = out
+        # Compression and disk writes happen on one background thread, in band order, so the
+        # engine is not kept waiting; a band enters the manifest only once its chunks are written.
+        self._raise_writer_errors()
+        while len(self._pending) >= _MAX_PENDING_BANDS:  # bound memory if the disk is slow
+            self._pending.pop(0).result()
+        self._pending.append(self._writer.submit(self._write_band, band, y0, out))
+
+    def _write_band(self, band: int, y0: int, out: NDArray[np.uint8]) -> None:
+        self._group["0"][:, y0 : y0 + out.shape[1], :] = out
         self._manifest.mark_complete(_BANDS, band)
+
+    def _raise_writer_errors(self, wait: bool = False) -> None:
+        """Re-raise a failed background write; with ``wait``, block until all writes are done."""
+        still = []
+        for fut in self._pending:
+            if wait or fut.done():
+                fut.result()
+            else:
+                still.append(fut)
+        self._pending = still
 
     def close(self) -> None:
         """Flush every band, build the pyramid, write NGFF metadata, mark the run finished.
@@ -302,6 +324,8 @@ class StreamingCanvas:
         if self._manifest.finished:
             return
         self.flush_until(self.shape_yx[0] * self.factor)
+        self._raise_writer_errors(wait=True)
+        self._writer.shutdown(wait=True)
         n_levels = omezarr.n_pyramid_levels(self.shape_yx, self.chunk)
         done_levels = set(self._manifest.completed(_LEVELS))
         for k in range(1, n_levels):
@@ -327,7 +351,17 @@ class StreamingCanvas:
         if exc_type is None:
             self.close()
         else:
-            self._bands.clear()
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop after an error: finish the band writes already queued (they are complete bands,
+        and a resumed run relies on the manifest being settled), drop open accumulators."""
+        self._bands.clear()
+        self._writer.shutdown(wait=True)
+        for fut in self._pending:
+            if fut.exception() is not None:
+                log.error("%s: a band write failed: %s", self.path, fut.exception())
+        self._pending = []
 
 
 def _remove_partials(path: Path) -> None:

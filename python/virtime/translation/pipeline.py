@@ -200,6 +200,7 @@ def translate(
         canvas.close()
         timings["write"] += time.perf_counter() - t0
     except BaseException:
+        canvas.abort()  # settle queued band writes so a rerun resumes from a consistent manifest
         jlog.emit(event="interrupted", slide_id=slide_id)
         raise
     finally:
