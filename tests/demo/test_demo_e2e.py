@@ -21,7 +21,7 @@ def test_demo_cli_end_to_end_and_resume(tmp_path, tiny_demo_weights, capsys):
     from virtime.cli import main
 
     out = tmp_path / "demo"
-    argv = ["demo", "-o", str(out), "--patients", "40", "--second-patients", "20",
+    argv = ["demo", "-o", str(out), "--patients", "30", "--second-patients", "12",
             "--slide-px", "256", "--weights", str(tiny_demo_weights), "-q"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -38,7 +38,7 @@ def test_demo_cli_end_to_end_and_resume(tmp_path, tiny_demo_weights, capsys):
     assert pan.planted == int(((truth.level == "pan-cancer") & (truth.role == "primary")
                                & (truth.attribute != "overall survival")).sum())
     # Every slide of both cohorts was translated with the given model.
-    for cohort, n in (("cohort_a", 40), ("cohort_b", 20)):
+    for cohort, n in (("cohort_a", 30), ("cohort_b", 12)):
         summaries = list((out / cohort / "virtual").glob("*/summary.json"))
         assert len(summaries) == n
         assert all(json.loads(p.read_text())["status"] == "done" for p in summaries)
