@@ -44,10 +44,21 @@ class BenchResult:
     def pipeline_over_engine(self) -> float:
         return self.pipeline_tiles_per_s / self.engine_tiles_per_s
 
+    @property
+    def tile_loop_tiles_per_s(self) -> float:
+        """Steady-state rate: the tile loop alone, without per-slide setup and final writes."""
+        return self.tiles / max(self.stage_seconds.get("tile_loop_wall", float("nan")), 1e-9)
+
+    @property
+    def tile_loop_over_engine(self) -> float:
+        return self.tile_loop_tiles_per_s / self.engine_tiles_per_s
+
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["speedup_over_reference"] = self.speedup_over_reference
         d["pipeline_over_engine"] = self.pipeline_over_engine
+        d["tile_loop_tiles_per_s"] = self.tile_loop_tiles_per_s
+        d["tile_loop_over_engine"] = self.tile_loop_over_engine
         return d
 
 

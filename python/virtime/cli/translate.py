@@ -28,7 +28,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: GPU if present)")
     g.add_argument("--batch-size", type=int, default=8, help="tiles per batch (8)")
-    g.add_argument("--window-batch", type=int, default=16, help="windows per engine call (16)")
+    g.add_argument("--window-batch", type=int, default=32, help="windows per engine call (32)")
 
 
 def load_model_from_args(args: argparse.Namespace):  # noqa: ANN201 - torch module

@@ -22,7 +22,7 @@ class TranslateConfig:
     precision: str = "fp32"
     device: str | None = None
     batch_size: int = 8  # tiles per batch from the C++ batcher
-    window_batch: int = 16  # windows per engine call
+    window_batch: int = 32  # windows per engine call (a batch of 8 tiles of 4 windows: one call)
     threads: int = 0  # batcher threads (0 = all cores)
     tile_size: int = 512
     overlap: int = 0

@@ -192,10 +192,12 @@ def translate(
     todo = np.array([t for t in todo if int(t) not in done_tiles], dtype=np.int64)
     failures: list[dict[str, Any]] = []
     try:
+        t_loop = time.perf_counter()
         rows, failures = _run_tiles(
             slide, grid, todo, engine, normalizer, canvas, config, origins, weight, stride,
             tile_xy_model, timings, rows, out, jlog, slide_id,
         )
+        timings["tile_loop_wall"] = time.perf_counter() - t_loop
         t0 = time.perf_counter()
         canvas.close()
         timings["write"] += time.perf_counter() - t0
