@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["register", "add_cohort_args", "cohort_from_args"]
+__all__ = ["add_cohort_args", "cohort_from_args", "register"]
 
 
 def add_cohort_args(p: argparse.ArgumentParser, *, prefix: str = "", required: bool = True) -> None:
@@ -20,7 +20,7 @@ def add_cohort_args(p: argparse.ArgumentParser, *, prefix: str = "", required: b
                        help="fail if the join loses any patient")
 
 
-def cohort_from_args(args: argparse.Namespace, prefix: str = ""):  # noqa: ANN201 (Cohort)
+def cohort_from_args(args: argparse.Namespace, prefix: str = ""):
     """Loads and joins the tables named by :func:`add_cohort_args`."""
     from virtime.stats import join_features
 
