@@ -92,15 +92,16 @@ class _FailingEngine:
         self.engine.close()
 
 
+@pytest.mark.parametrize("calls", [2, 4, 7])
 def test_interrupted_run_resumes_to_identical_output(small_slide, tiny_model, fast_config,
-                                                      tmp_path):
+                                                      tmp_path, calls):
     from virtime.engines import create_engine
 
     reference = virtime.translate(small_slide, tiny_model, tmp_path / "ref", fast_config)
     engine = create_engine(tiny_model, backend=fast_config.backend, max_batch=16, window=64)
     with pytest.raises(_Interrupt):
         virtime.translate(small_slide, tiny_model, tmp_path / "cut", fast_config,
-                          engine=_FailingEngine(engine, calls=4))
+                          engine=_FailingEngine(engine, calls=calls))
     assert not (tmp_path / "cut" / "small" / "summary.json").exists()
     resumed = virtime.translate(small_slide, tiny_model, tmp_path / "cut", fast_config)
     assert not resumed.skipped

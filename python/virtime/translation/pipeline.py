@@ -187,9 +187,11 @@ def translate(
         normalizer = get_normalizer(config.normalize)
     timings = {"read_cpu": 0.0, "normalize_cpu": 0.0, "pack_cpu": 0.0, "engine": 0.0,
                "postprocess": 0.0, "write": 0.0}
-    rows: list[dict[str, Any]] = [] if previous is None else previous.to_dict("records")
-    done_tiles = {int(r["tile"]) for r in rows}
-    todo = np.array([t for t in todo if int(t) not in done_tiles], dtype=np.int64)
+    # Rows of tiles that lie wholly in finished bands are kept; every tile reaching an unfinished
+    # band is recomputed (its canvas contribution to that band was lost with the interruption).
+    redo = set(todo.tolist())
+    rows: list[dict[str, Any]] = [] if previous is None else [
+        r for r in previous.to_dict("records") if int(r["tile"]) not in redo]
     failures: list[dict[str, Any]] = []
     try:
         t_loop = time.perf_counter()
