@@ -92,18 +92,29 @@ class _FailingEngine:
         self.engine.close()
 
 
-@pytest.mark.parametrize("calls", [2, 4, 7])
-def test_interrupted_run_resumes_to_identical_output(small_slide, tiny_model, fast_config,
+@pytest.fixture(scope="module")
+def tall_slide(tmp_path_factory):
+    """Tall enough (2,304 rows) for three canvas bands, so a run can stop between them."""
+    from virtime.simulate.slides import make_slide
+
+    return make_slide(tmp_path_factory.mktemp("tall") / "tall.svs", 384, 2304, mpp=0.5, seed=12)
+
+
+@pytest.mark.parametrize("calls", [2, 6, 11])
+def test_interrupted_run_resumes_to_identical_output(tall_slide, tiny_model, fast_config,
                                                       tmp_path, calls):
     from virtime.engines import create_engine
 
-    reference = virtime.translate(small_slide, tiny_model, tmp_path / "ref", fast_config)
+    reference = virtime.translate(tall_slide, tiny_model, tmp_path / "ref", fast_config)
     engine = create_engine(tiny_model, backend=fast_config.backend, max_batch=16, window=64)
     with pytest.raises(_Interrupt):
-        virtime.translate(small_slide, tiny_model, tmp_path / "cut", fast_config,
+        virtime.translate(tall_slide, tiny_model, tmp_path / "cut", fast_config,
                           engine=_FailingEngine(engine, calls=calls))
-    assert not (tmp_path / "cut" / "small" / "summary.json").exists()
-    resumed = virtime.translate(small_slide, tiny_model, tmp_path / "cut", fast_config)
+    cut = tmp_path / "cut" / "tall"
+    assert not (cut / "summary.json").exists()
+    bands = json.loads((cut / "mif.ome.zarr.manifest.json").read_text())["stages"].get("level0_bands", [])
+    assert (len(bands) > 0) == (calls > 2)  # later stops leave finished bands to resume from
+    resumed = virtime.translate(tall_slide, tiny_model, tmp_path / "cut", fast_config)
     assert not resumed.skipped
     a = zarr.open_group(str(reference.output_dir / "mif.ome.zarr"), mode="r")
     b = zarr.open_group(str(resumed.output_dir / "mif.ome.zarr"), mode="r")
