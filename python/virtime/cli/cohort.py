@@ -6,8 +6,7 @@ import argparse
 import math
 import sys
 
-from virtime.cli._common import add_mpp_arg, add_quiet_arg
-from virtime.cli.translate import add_model_args
+from virtime.cli.translate import add_model_args, add_translation_args, translate_config_from_args
 
 __all__ = ["register"]
 
@@ -33,18 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--no-prefetch", action="store_true", help="do not pre-read queued slides")
     g.add_argument("--no-merge", action="store_true", help="skip the cohort features table")
     add_model_args(run)
-    t = run.add_argument_group("per-slide translation (as virtime translate)")
-    t.add_argument("--tile-size", type=int, default=512, help="tile side at the model's mpp (512)")
-    t.add_argument("--overlap", type=int, default=0, help="blend overlap in model pixels (0)")
-    t.add_argument("--min-tissue", type=float, default=0.1, help="tissue fraction to keep a tile")
-    t.add_argument("--output-mpp", type=float, default=2.0, help="canvas um/px (2.0)")
-    t.add_argument("--normalize", choices=["none", "macenko", "reinhard"], default="none")
-    t.add_argument("--threads", type=int, default=0, help="reader threads per task (0 = all)")
-    t.add_argument("--ome-tiff", action="store_true", help="also write mif.ome.tiff")
-    t.add_argument("--no-features", action="store_true", help="skip slide features")
-    t.add_argument("--force", action="store_true", help="redo slides already translated")
-    add_mpp_arg(run)
-    add_quiet_arg(run)
+    add_translation_args(run, "per-slide translation (as virtime translate)")
     run.set_defaults(handler=_run)
 
     merge = sub.add_parser("merge", help="join finished slides' features with patient ids")
@@ -61,16 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from virtime.cohort import CohortOptions, run_cohort
-    from virtime.translation import TranslateConfig
 
-    config = TranslateConfig(
-        backend=args.backend, precision=args.precision, device=args.device,
-        batch_size=args.batch_size, window_batch=args.window_batch, threads=args.threads,
-        tile_size=args.tile_size, overlap=args.overlap, min_tissue=args.min_tissue,
-        output_mpp=args.output_mpp, normalize=args.normalize, mpp=args.mpp,
-        ome_tiff=args.ome_tiff, features=not args.no_features, force=args.force,
-        show_progress=False,
-    )
+    config = translate_config_from_args(args, show_progress=False)
     options = CohortOptions(
         scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker,
         gpus_per_worker=args.gpus_per_worker, max_attempts=args.max_attempts,

@@ -8,7 +8,10 @@ import sys
 
 from virtime.cli._common import add_mpp_arg, add_quiet_arg
 
-__all__ = ["register", "add_model_args", "load_model_from_args"]
+__all__ = [
+    "add_model_args", "add_translation_args", "load_model_from_args", "register",
+    "translate_config_from_args",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +51,9 @@ def load_model_from_args(args: argparse.Namespace):  # noqa: ANN201 - torch modu
     return load(path)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("translate", help="H&E slides to virtual mIF (OME-Zarr + tables)")
-    p.add_argument("slides", nargs="+", help="slide files")
-    p.add_argument("-o", "--output", required=True, help="output root; one folder per slide")
-    add_model_args(p)
-    g = p.add_argument_group("geometry and outputs")
+def add_translation_args(p: argparse.ArgumentParser, title: str = "geometry and outputs") -> None:
+    """Per-slide translation flags, shared by ``translate`` and ``cohort run``."""
+    g = p.add_argument_group(title)
     g.add_argument("--tile-size", type=int, default=512, help="tile side at the model's mpp (512)")
     g.add_argument("--overlap", type=int, default=0,
                    help="blend overlap in model pixels, at most half a window (0 = official layout)")
@@ -64,26 +64,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--ome-tiff", action="store_true", help="also write mif.ome.tiff")
     g.add_argument("--no-features", action="store_true", help="skip slide features")
     g.add_argument("--force", action="store_true", help="redo slides already translated")
-    g.add_argument("--log-json", default=None, metavar="FILE",
-                   help="append machine-readable progress events (JSON lines) to FILE")
     add_mpp_arg(p)
     add_quiet_arg(p)
+
+
+def translate_config_from_args(args: argparse.Namespace, **overrides: object):  # noqa: ANN201
+    """The :class:`~virtime.translation.TranslateConfig` the shared flags describe."""
+    from virtime.translation import TranslateConfig
+
+    fields = {
+        "backend": args.backend, "precision": args.precision, "device": args.device,
+        "batch_size": args.batch_size, "window_batch": args.window_batch,
+        "threads": args.threads, "tile_size": args.tile_size, "overlap": args.overlap,
+        "min_tissue": args.min_tissue, "output_mpp": args.output_mpp,
+        "normalize": args.normalize, "mpp": args.mpp, "ome_tiff": args.ome_tiff,
+        "features": not args.no_features, "force": args.force, "show_progress": not args.quiet,
+    }
+    return TranslateConfig(**{**fields, **overrides})
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("translate", help="H&E slides to virtual mIF (OME-Zarr + tables)")
+    p.add_argument("slides", nargs="+", help="slide files")
+    p.add_argument("-o", "--output", required=True, help="output root; one folder per slide")
+    add_model_args(p)
+    add_translation_args(p)
+    p.add_argument("--log-json", default=None, metavar="FILE",
+                   help="append machine-readable progress events (JSON lines) to FILE")
     p.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from virtime.errors import VirtimeError
-    from virtime.translation import TranslateConfig, translate
+    from virtime.translation import translate
 
     model = load_model_from_args(args)
-    config = TranslateConfig(
-        backend=args.backend, precision=args.precision, device=args.device,
-        batch_size=args.batch_size, window_batch=args.window_batch, threads=args.threads,
-        tile_size=args.tile_size, overlap=args.overlap, min_tissue=args.min_tissue,
-        output_mpp=args.output_mpp, normalize=args.normalize, mpp=args.mpp,
-        ome_tiff=args.ome_tiff, features=not args.no_features, force=args.force,
-        show_progress=not args.quiet, log_json=args.log_json,
-    )
+    config = translate_config_from_args(args, log_json=args.log_json)
     failed = 0
     for slide in args.slides:
         try:
