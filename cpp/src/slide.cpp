@@ -115,13 +115,16 @@ void Slide::read_region_into(int64_t x, int64_t y, int level, int64_t w, int64_t
   api.read_region(handle, scratch.data(), x, y, level, w, h);
   if (const char* err = api.get_error(handle)) {
     const std::string first_error = err;
-    // Retry once on a fresh handle: the failure may belong to another region read concurrently.
-    void* fresh = reopen_after_failure(handle);
+    // The shared handle is failed for good: replace it for later reads. The retry runs on a
+    // private handle, so a region that is really corrupt cannot poison another thread's retry.
+    reopen_after_failure(handle);
     bool ok = false;
-    if (fresh != handle) {
-      api.read_region(fresh, scratch.data(), x, y, level, w, h);
-      ok = api.get_error(fresh) == nullptr;
-      if (!ok) reopen_after_failure(fresh);
+    if (void* own = api.open(path_.c_str())) {
+      if (!api.get_error(own)) {
+        api.read_region(own, scratch.data(), x, y, level, w, h);
+        ok = api.get_error(own) == nullptr;
+      }
+      api.close(own);
     }
     if (!ok) {
       throw Error(ErrorKind::SlideRead, path_,

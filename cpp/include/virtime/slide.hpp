@@ -48,8 +48,8 @@ class Slide {
 
  private:
   // OpenSlide errors are sticky and checked after every call. A failed read leaves its handle
-  // failed for good, so a fresh handle replaces it; the failed one
-  // is kept open (other threads may still be inside it) until the slide closes.
+  // failed for good, so a fresh handle replaces it (the failed one stays open until the slide
+  // closes: other threads may still be inside it) and the read is retried on a private handle.
   void* reopen_after_failure(void* failed) const;
   std::string path_;
   mutable std::atomic<void*> osr_{nullptr};
