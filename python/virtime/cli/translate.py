@@ -91,6 +91,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_translation_args(p)
     p.add_argument("--log-json", default=None, metavar="FILE",
                    help="append machine-readable progress events (JSON lines) to FILE")
+    e = p.add_argument_group("Prov-GigaPath embeddings in the same pass (see virtime embed)")
+    e.add_argument("--embed", default=None, metavar="TILE_WEIGHTS",
+                   help="also write tile embeddings from these tile-encoder weights")
+    e.add_argument("--embed-slide-weights", default=None, metavar="SLIDE_WEIGHTS",
+                   help="and the slide embedding from these slide-encoder weights")
+    e.add_argument("--allow-slow", action="store_true",
+                   help="run a billion-parameter tile encoder on CPU anyway")
     p.set_defaults(handler=_run)
 
 
@@ -100,10 +107,11 @@ def _run(args: argparse.Namespace) -> int:
 
     model = load_model_from_args(args)
     config = translate_config_from_args(args, log_json=args.log_json)
+    embedder = _embedder_from_args(args)
     failed = 0
     for slide in args.slides:
         try:
-            result = translate(slide, model, args.output, config)
+            result = translate(slide, model, args.output, config, embedder=embedder)
         except VirtimeError as exc:  # a bad slide is recorded and the others go on
             failed += 1
             print(f"virtime translate: error: {exc}", file=sys.stderr)
@@ -114,3 +122,15 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{result.slide_id}: {result.tiles_done} tiles ({result.tiles_failed} failed) "
                   f"in {result.seconds:.1f} s -> {result.output_dir}")
     return 2 if failed else 0
+
+
+def _embedder_from_args(args: argparse.Namespace):  # noqa: ANN202 - TileEmbedder or None
+    if args.embed is None:
+        return None
+    from virtime.embed import EmbedConfig, load_slide_encoder, load_tile_encoder
+    from virtime.embed.joint import TileEmbedder
+
+    slide_encoder = load_slide_encoder(args.embed_slide_weights) if args.embed_slide_weights else None
+    config = EmbedConfig(backend=args.backend, precision=args.precision, device=args.device,
+                         allow_slow=args.allow_slow, progress=False)
+    return TileEmbedder(load_tile_encoder(args.embed), config, slide_encoder)

@@ -25,7 +25,7 @@ import numpy as np
 from virtime.errors import InputDataError, InvalidArgumentError
 
 __all__ = ["CPU_GFLOPS_ESTIMATE", "EmbedConfig", "EmbedResult", "check_cpu_allowed", "embed_slide",
-           "encode_slide"]
+           "encode_slide", "make_engine", "write_embeddings"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def check_cpu_allowed(encoder: Any, n_tiles: int, device: str, allow_slow: bool)
     )
 
 
-def _make_engine(encoder: Any, config: EmbedConfig, device: str) -> Any:
+def make_engine(encoder: Any, config: EmbedConfig, device: str) -> Any:
     from virtime.embed.onnx import ensure_tile_encoder_onnx
     from virtime.embed.tile_encoder import TileEmbeddingHead
     from virtime.engines import create_engine, default_cache_dir, resolve_backend
@@ -156,12 +156,9 @@ def embed_slide(
     ``config.allow_slow`` (the message gives the estimated hours).
     """
     import pandas as pd
-    import pyarrow as pa
 
-    from virtime import __version__
     from virtime._progress import progress
     from virtime.batcher import iter_batches
-    from virtime.engines.hashing import model_hash
     from virtime.slide import Slide
     from virtime.tiling import TilingConfig, make_tile_grid
     from virtime.tissue import detect_tissue
@@ -179,7 +176,7 @@ def embed_slide(
     check_cpu_allowed(tile_encoder, len(grid), device, config.allow_slow)
     if len(grid) == 0:
         raise InputDataError(f"{slide.path}: no tissue tiles to embed")
-    engine = _make_engine(tile_encoder, config, device)
+    engine = make_engine(tile_encoder, config, device)
     lo = (size - crop) // 2
     embeds, index, failures = [], [], []
     try:
@@ -211,28 +208,48 @@ def embed_slide(
     if slide_encoder is not None:
         slide_emb, layers = encode_slide(slide_encoder, emb, coords, config.all_layers)
     result = EmbedResult(emb, coords, tiles, slide_emb, layers, None, failures)
-    if out_dir is None:
-        return result
+    if out_dir is not None:
+        write_embeddings(out_dir, str(slide.path), result, tile_encoder, config, slide_encoder)
+    return result
+
+
+def write_embeddings(
+    out_dir: str | os.PathLike[str],
+    slide_path: str,
+    result: EmbedResult,
+    tile_encoder: Any,
+    config: EmbedConfig,
+    slide_encoder: Any = None,
+) -> Path:
+    """Writes ``tile_embeddings.parquet``, ``slide_embedding.parquet`` and the manifest."""
+    import pyarrow as pa
+
+    from virtime import __version__
+    from virtime.engines.hashing import model_hash
+    from virtime.stitch.atomic import atomic_write_json
+
+    emb, tiles, failures = result.tile_embeddings, result.tiles, result.failures
+    slide_emb, layers = result.slide_embedding, result.layer_embeddings
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         b"virtime_version": __version__.encode(),
         b"tile_encoder_sha256": model_hash(tile_encoder).encode(),
-        b"slide": str(slide.path).encode(),
+        b"slide": slide_path.encode(),
     }
     table = pa.Table.from_pandas(tiles, preserve_index=False)
     table = table.append_column("embedding", _embedding_column(emb))
     _write_parquet(table.replace_schema_metadata({**(table.schema.metadata or {}), **meta}),
                    out / "tile_embeddings.parquet")
     manifest: dict[str, Any] = {
-        "slide": str(slide.path), "n_tiles": len(emb), "n_failed": len(failures),
+        "slide": slide_path, "n_tiles": len(emb), "n_failed": len(failures),
         "tile_encoder_sha256": meta[b"tile_encoder_sha256"].decode(),
         "config": asdict(config), "virtime_version": __version__,
         "tile_embeddings": "tile_embeddings.parquet",
     }
     if slide_emb is not None:
         cols: dict[str, Any] = {
-            "slide": pa.array([Path(str(slide.path)).stem]), "n_tiles": pa.array([len(emb)]),
+            "slide": pa.array([Path(slide_path).stem]), "n_tiles": pa.array([len(emb)]),
             "embedding": _embedding_column(slide_emb[None]),
         }
         if layers is not None:
@@ -243,8 +260,6 @@ def embed_slide(
                        out / "slide_embedding.parquet")
         manifest["slide_embedding"] = "slide_embedding.parquet"
         manifest["slide_encoder_sha256"] = slide_meta[b"slide_encoder_sha256"].decode()
-    from virtime.stitch.atomic import atomic_write_json
-
     atomic_write_json(out / "embed_manifest.json", manifest)
     result.out_dir = out
-    return result
+    return out

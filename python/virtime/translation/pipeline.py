@@ -113,6 +113,7 @@ def translate(
     *,
     slide_id: str | None = None,
     engine: Any | None = None,
+    embedder: Any | None = None,
 ) -> TranslateResult:
     """Translates one slide into ``out_root/<slide_id>/``.
 
@@ -128,6 +129,10 @@ def translate(
         See :class:`TranslateConfig`.
     engine
         An engine to reuse across slides (as cohort workers do); built from ``model`` otherwise.
+    embedder
+        A :class:`virtime.embed.joint.TileEmbedder`: Prov-GigaPath tile embeddings from the same
+        tile reads, written to ``<slide folder>/embeddings``. The slide is then translated from
+        the start (embeddings of an interrupted run's tiles are not kept).
     """
     from virtime.slide import Slide
     from virtime.stitch.canvas import StreamingCanvas, canvas_shape
@@ -159,8 +164,9 @@ def translate(
     scale = slide.mpp / model_mpp  # model pixels per level-0 pixel
     w0, h0 = slide.dimensions
     shape = canvas_shape((int(np.ceil(h0 * scale)), int(np.ceil(w0 * scale))), factor)
+    fresh = config.force or embedder is not None
     canvas = StreamingCanvas(
-        out / ZARR_NAME, shape, factor=factor, mpp=config.output_mpp, resume=not config.force,
+        out / ZARR_NAME, shape, factor=factor, mpp=config.output_mpp, resume=not fresh,
         name=slide_id,
         extra_metadata={"model_hash": model_hash, "slide": str(slide_path), "overlap": config.overlap,
                         "virtime_version": __version__},
@@ -168,7 +174,7 @@ def translate(
     tile_xy_model = np.rint(grid.xy * scale).astype(np.int64)
     # Resume: tiles whose whole footprint lies in finished bands were done by an earlier run.
     todo = np.flatnonzero(tile_xy_model[:, 1] + config.tile_size > canvas.resume_y)
-    previous = _load_partial_tiles(out, config.force)
+    previous = _load_partial_tiles(out, fresh)
     jlog = _JsonLog(config.log_json)
     jlog.emit(event="start", slide=str(slide_path), slide_id=slide_id, tiles=len(grid),
               todo=int(len(todo)))
@@ -187,6 +193,8 @@ def translate(
         normalizer = get_normalizer(config.normalize)
     timings = {"read_cpu": 0.0, "normalize_cpu": 0.0, "pack_cpu": 0.0, "engine": 0.0,
                "postprocess": 0.0, "write": 0.0}
+    if embedder is not None:
+        timings["embed"] = 0.0
     # Rows of tiles that lie wholly in finished bands are kept; every tile reaching an unfinished
     # band is recomputed (its canvas contribution to that band was lost with the interruption).
     redo = set(todo.tolist())
@@ -194,12 +202,19 @@ def translate(
         r for r in previous.to_dict("records") if int(r["tile"]) not in redo]
     failures: list[dict[str, Any]] = []
     try:
+        if embedder is not None:
+            embedder.start(config.tile_size, model_mpp, len(todo),
+                           str(getattr(engine, "device", "cpu")))
         t_loop = time.perf_counter()
         rows, failures = _run_tiles(
             slide, grid, todo, engine, normalizer, canvas, config, origins, weight, stride,
-            tile_xy_model, timings, rows, out, jlog, slide_id,
+            tile_xy_model, timings, rows, out, jlog, slide_id, embedder,
         )
         timings["tile_loop_wall"] = time.perf_counter() - t_loop
+        if embedder is not None:
+            t0 = time.perf_counter()
+            embedder.finish(out / "embeddings", str(slide_path), grid, slide.mpp)
+            timings["embed"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         canvas.close()
         timings["write"] += time.perf_counter() - t0
@@ -210,13 +225,15 @@ def translate(
     finally:
         if owns_engine:
             engine.close()
+        if embedder is not None:
+            embedder.close()
         jlog.close()
     return _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failures, config,
                    timings, model_hash, engine, t_start)
 
 
 def _run_tiles(slide, grid, todo, engine, normalizer, canvas, config, origins, weight, stride,
-               tile_xy_model, timings, rows, out, jlog, slide_id):  # noqa: ANN001, ANN202
+               tile_xy_model, timings, rows, out, jlog, slide_id, embedder):  # noqa: ANN001, ANN202
     """The hot loop: batches in, windows through the engine, canvas and tile rows out."""
     from virtime.batcher import iter_batches
 
@@ -231,7 +248,8 @@ def _run_tiles(slide, grid, todo, engine, normalizer, canvas, config, origins, w
         if len(todo) == 0:
             return rows, failures
         batches = iter_batches(slide, grid, normalizer=normalizer, batch_size=config.batch_size,
-                               threads=config.threads, emit_uint8=False, pack="float32", tiles=todo)
+                               threads=config.threads, emit_uint8=embedder is not None,
+                               pack="float32", tiles=todo)
         position = {int(t): i for i, t in enumerate(todo)}
         for batch in batches:
             timings["read_cpu"] += batch.read_seconds
@@ -239,6 +257,10 @@ def _run_tiles(slide, grid, todo, engine, normalizer, canvas, config, origins, w
             timings["pack_cpu"] += batch.pack_seconds
             failures += [{"tile": f.tile_index, "x": f.x, "y": f.y, "reason": f.reason}
                          for f in batch.failures]
+            if len(batch) and embedder is not None:
+                t0 = time.perf_counter()
+                embedder.add(batch.rgb, batch.tile_index)
+                timings["embed"] += time.perf_counter() - t0
             if len(batch):
                 windows = np.stack([batch.tensor[:, :, y : y + window, x : x + window]
                                     for x, y in origins], axis=1)
