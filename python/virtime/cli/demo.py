@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
                     "run associations, survival and cross-cohort validation, score recovery of "
                     "the planted effects and write an HTML report.")
     p.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--patients", type=int, default=100, help="patients in cohort A (100)")
+    p.add_argument("--patients", type=int, default=200, help="patients in cohort A (200)")
     p.add_argument("--second-patients", type=int, default=None,
                    help="patients in cohort B, the second scanner (default: 40%% of --patients)")
     p.add_argument("--slide-px", type=int, default=512,
