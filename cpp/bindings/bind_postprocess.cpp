@@ -15,6 +15,16 @@ namespace py = pybind11;
 
 namespace {
 
+// Number of tiles in `nw` windows of `k` per tile; the windows must fill whole tiles.
+int64_t tiles_of(int64_t nw, int64_t k) {
+  if (nw % k) {
+    throw virtime::invalid_argument(std::to_string(nw) + " windows are not a whole number of " +
+                                    std::to_string(k) + "-window tiles");
+  }
+  return nw / k;
+}
+
+
 using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using I64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 using U8 = py::array_t<uint8_t, py::array::c_style>;
@@ -88,12 +98,7 @@ void bind_postprocess(py::module_& m) {
           const int64_t nw = logits.shape(0), C = logits.shape(1), h = logits.shape(2), w = logits.shape(3);
           F32 weight = weight_array(weight_obj, h, w);
           const virtime::TileLayout L = make_layout(origins, tile_size, core, threshold);
-          const int64_t k = L.n_windows();
-          if (nw % k) {
-            throw virtime::invalid_argument(std::to_string(nw) + " windows are not a whole number of " +
-                                            std::to_string(k) + "-window tiles");
-          }
-          const int64_t n = nw / k;
+          const int64_t n = tiles_of(nw, L.n_windows());
           py::array_t<int64_t> pos({n, C});
           py::array_t<double> psum({n, C});
           int64_t* ppos = out_ptr(pos);
@@ -118,16 +123,11 @@ void bind_postprocess(py::module_& m) {
           const int64_t nw = logits.shape(0), C = logits.shape(1), h = logits.shape(2), w = logits.shape(3);
           F32 weight = weight_array(weight_obj, h, w);
           const virtime::TileLayout L = make_layout(origins, tile_size, core, threshold);
-          const int64_t k = L.n_windows();
-          if (nw % k) {
-            throw virtime::invalid_argument(std::to_string(nw) + " windows are not a whole number of " +
-                                            std::to_string(k) + "-window tiles");
-          }
+          const int64_t n = tiles_of(nw, L.n_windows());
           if (factor < 1 || h % factor || w % factor) {
             throw virtime::invalid_argument("windows " + std::to_string(h) + "x" + std::to_string(w) +
                                             " must be multiples of factor " + std::to_string(factor));
           }
-          const int64_t n = nw / k;
           py::array_t<float> wp({nw, C, h / factor, w / factor});
           py::array_t<float> ws({h / factor, w / factor});
           py::array_t<int64_t> pos({n, C});
