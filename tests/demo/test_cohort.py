@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,9 @@ def test_planted_density_and_marker_effects_in_composition(big_cohort):
     # Stroma CD8 is untouched by MSI.
     s = np.log([b.stroma["cd8_t"] for b in bio])
     assert abs(s[msi].mean() - s[~msi].mean()) < 0.1
+    # Independent compartments by default (Fisher-z, 4 SE around 0).
+    r = np.corrcoef(resid[~msi], s[~msi])[0, 1]
+    assert abs(math.atanh(r)) < 4 / math.sqrt((~msi).sum() - 3)
     # KRAS raises stromal plasma cells x3 in LUAD only.
     for code, fold in (("LUAD", 3.0), ("COAD", 1.0)):
         sel = (clinical["subtype"] == code).to_numpy()
@@ -71,11 +75,14 @@ def test_survival_hazard_ratio_recovered_by_lifelines(big_cohort):
     from lifelines import CoxPHFitter
 
     clinical, bio = big_cohort
-    z = np.array([b.hazard_log_density for b in bio]) / default_design().spread
+    design = default_design()
+    eff = design.survival_effect
+    z = np.array([b.hazard_log_density for b in bio]) / design.spread_of(eff.phenotype)
     df = pd.DataFrame({"t": clinical["os_time"], "e": clinical["os_event"], "z": z})
     fit = CoxPHFitter().fit(df, "t", "e")
-    hr = math.exp(fit.params_["z"])
-    assert hr == pytest.approx(0.55, abs=0.05)
+    lo, hi = np.exp(fit.confidence_intervals_.loc["z"].to_numpy())
+    assert lo < eff.hr_per_sd < hi
+    assert math.exp(fit.params_["z"]) == pytest.approx(eff.hr_per_sd, rel=0.12)
     assert 0.3 < clinical["os_event"].mean() < 0.9
 
 
@@ -127,3 +134,36 @@ def test_simulated_cohort_on_disk_resumes_and_refuses_other_settings(tmp_path):
     assert again.rendered == 0 and again.skipped == 3
     with pytest.raises(InvalidArgumentError, match="other settings"):
         simulate_cohort(tmp_path / "c", 3, slide_px=256, show_progress=False, seed=6)
+
+
+@pytest.mark.parametrize("corr", [0.3, 0.6])
+def test_compartment_correlation_is_drawn_with_the_spread_kept(corr):
+    design = replace(default_design(), compartment_correlation=corr)
+    clinical, bio = draw_patients(2000, design, seed=11)
+    keep = (clinical["MSI-high"] == 0).to_numpy() & (clinical["subtype"] != "LUSC").to_numpy()
+    t = np.log([b.tumour["cd8_t"] for b in bio])[keep]
+    s = np.log([b.stroma["cd8_t"] for b in bio])[keep]
+    r = np.corrcoef(t, s)[0, 1]
+    assert abs(math.atanh(r) - math.atanh(corr)) < 4 / math.sqrt(keep.sum() - 3)
+    assert t.std() == pytest.approx(design.spread, rel=0.08)
+    assert s.std() == pytest.approx(design.spread, rel=0.08)
+
+
+def test_compartment_correlation_out_of_range_is_refused():
+    with pytest.raises(InvalidArgumentError, match="compartment_correlation"):
+        replace(default_design(), compartment_correlation=1.0)
+
+
+def test_survival_truth_follows_the_compartment_correlation():
+    """A doubling of intratumoural CD8 moves stromal CD8 by 2**c: its log2 size is c."""
+    design = replace(default_design(), compartment_correlation=0.6)
+    truth = truth_table(design)
+    surv = truth[(truth["attribute"] == "overall survival") & (truth["level"] == "pan-cancer")]
+    size = surv.set_index("feature")["size"]
+    assert size["CD8.tumour_density"] == pytest.approx(1.0, abs=1e-9)
+    assert size["CD8.stroma_density"] == pytest.approx(design.compartment_correlation, abs=1e-9)
+    assert (surv["direction"] == "lower").all()  # more CD8, lower hazard (HR < 1)
+    independent = truth_table(replace(design, compartment_correlation=0.0))
+    ind = independent[(independent["attribute"] == "overall survival")
+                      & (independent["level"] == "pan-cancer")]
+    assert "CD8.stroma_density" not in set(ind["feature"])

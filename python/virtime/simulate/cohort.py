@@ -139,7 +139,11 @@ class CohortDesign:
     """Everything that defines a virtual cohort, apart from its size and seed.
 
     ``spread``: SD of the per-patient log-normal factor on each phenotype density (independent
-    per phenotype and region); ``tumour_fraction``: uniform range of nest area; ``stage_probs``:
+    per phenotype; ``phenotype_spread`` overrides it for named phenotypes);
+    ``compartment_correlation``: correlation of a phenotype's factors in tumour and stroma (an
+    inflamed tumour has more T cells in the nests *and* around them, which is also what lets a
+    small slide's whole-tissue density track the intratumoural survival driver);
+    ``tumour_fraction``: uniform range of nest area; ``stage_probs``:
     P(stage I..IV); ``median_os_months`` and ``follow_up_months``: baseline survival and
     administrative censoring (plus uniform drop-out up to that time).
     """
@@ -150,6 +154,8 @@ class CohortDesign:
     marker_effects: tuple[MarkerEffect, ...] = ()
     survival_effect: SurvivalEffect | None = None
     spread: float = 0.3
+    phenotype_spread: tuple[tuple[str, float], ...] = ()
+    compartment_correlation: float = 0.0
     tumour_fraction: tuple[float, float] = (0.35, 0.55)
     stage_probs: tuple[float, float, float, float] = (0.25, 0.3, 0.27, 0.18)
     median_os_months: float = 30.0
@@ -167,8 +173,14 @@ class CohortDesign:
             unknown = set(e.subtypes) - set(codes)
             if unknown:
                 raise InvalidArgumentError(f"effect {e.description!r}: unknown subtypes {unknown}")
+        if not 0.0 <= self.compartment_correlation < 1.0:
+            raise InvalidArgumentError("compartment_correlation must be in [0, 1)")
         if abs(sum(self.stage_probs) - 1) > 1e-6:
             raise InvalidArgumentError("stage_probs must sum to 1")
+
+    def spread_of(self, phenotype: str) -> float:
+        """Between-patient SD of the log density of ``phenotype`` (its override or ``spread``)."""
+        return dict(self.phenotype_spread).get(phenotype, self.spread)
 
     def null(self) -> CohortDesign:
         """The same cohort with no planted effect (for false-discovery checks)."""
@@ -311,7 +323,7 @@ def draw_patients(n: int, design: CohortDesign | None = None, *, seed: int = 0,
                                    for b in design.biomarkers}
         attrs["stage"] = float(stages[i])
         dens = _densities(design, spec, attrs)
-        spread = {r: {p: float(rng.normal(0, design.spread)) for p in dens[r]} for r in _REGIONS}
+        spread = _patient_spread(design, dens, rng)
         tumour = {p: d * math.exp(spread["tumour"][p]) for p, d in dens["tumour"].items()}
         stroma = {p: d * math.exp(spread["stroma"][p]) for p, d in dens["stroma"].items()}
         tumour["tumour"] = dens["tumour"]["tumour"]  # packed epithelium: no spread
@@ -333,6 +345,24 @@ def draw_patients(n: int, design: CohortDesign | None = None, *, seed: int = 0,
     return clinical, bio
 
 
+def _patient_spread(design: CohortDesign, dens: Mapping[str, Mapping[str, float]],
+                    rng: np.random.Generator) -> dict[str, dict[str, float]]:
+    """Per region and phenotype, the patient's log-density factor.
+
+    A phenotype's factors in tumour and stroma correlate (``compartment_correlation``): an
+    inflamed patient has more T cells in the nests *and* around them.
+    """
+    c = design.compartment_correlation
+    if c == 0.0:  # independent compartments: the draw order of earlier versions (same cohorts)
+        return {r: {p: float(rng.normal(0, design.spread_of(p))) for p in dens[r]}
+                for r in _REGIONS}
+    # Loading sqrt(c) on a shared normal and sqrt(1 - c) on an own one: correlation c, SD kept.
+    shared = {p: float(rng.normal()) for p in sorted({p for r in _REGIONS for p in dens[r]})}
+    return {r: {p: design.spread_of(p) * (math.sqrt(c) * shared[p]
+                                          + math.sqrt(1 - c) * float(rng.normal()))
+                for p in dens[r]} for r in _REGIONS}
+
+
 def _survival(design: CohortDesign, log_density: np.ndarray, rng: np.random.Generator
               ) -> tuple[np.ndarray, np.ndarray]:
     """Exponential survival; log hazard falls linearly with the standardized log density."""
@@ -342,7 +372,7 @@ def _survival(design: CohortDesign, log_density: np.ndarray, rng: np.random.Gene
     if eff is not None:
         # Standardize by the design's spread (the between-patient SD at baseline), not by the
         # sample, so the planted hazard ratio per SD does not depend on who was drawn.
-        log_hr = math.log(eff.hr_per_sd) * (log_density / design.spread)
+        log_hr = math.log(eff.hr_per_sd) * (log_density / design.spread_of(eff.phenotype))
     t_event = rng.exponential(1.0 / (lam * np.exp(log_hr)))
     t_cens = np.minimum(rng.uniform(0.3, 1.0, len(t_event)) * design.follow_up_months * 1.5,
                         design.follow_up_months)
@@ -367,7 +397,11 @@ def _expected_features(design: CohortDesign, spec: SubtypeSpec, attrs: Mapping[s
     dens = _densities(design, spec, attrs)
     surv = design.survival_effect
     if surv is not None and driver_fold != 1.0:
-        dens[surv.region][surv.phenotype] = dens[surv.region].get(surv.phenotype, 0.0) * driver_fold
+        # The other compartment follows the driver by the regression slope of its factor.
+        for region in _REGIONS:
+            fold = driver_fold ** (1.0 if region == surv.region else
+                                   design.compartment_correlation)
+            dens[region][surv.phenotype] = dens[region].get(surv.phenotype, 0.0) * fold
     overrides = _marker_overrides(design, attrs)
     # Tumour cells are removed where another cell lands within 5 µm (Poisson thinning).
     others = sum(d for p, d in dens["tumour"].items() if p != "tumour") * 1e-6
@@ -514,7 +548,7 @@ def _survival_truth(design: CohortDesign, levels: tuple[str, ...], feats: list[s
     eff = design.survival_effect
     assert eff is not None
     rows = []
-    beta = math.log(eff.hr_per_sd) / design.spread
+    beta = math.log(eff.hr_per_sd) / design.spread_of(eff.phenotype)
     for level, group, specs in _groups(design, levels):
         base: dict[str, float] = {}
         up: dict[str, float] = {}
