@@ -53,3 +53,25 @@ def test_corrupt_manifest_is_a_clear_error(tmp_path) -> None:
     path.write_text("[]")
     with pytest.raises(InputDataError, match="not a virtime run manifest"):
         RunManifest.load(path)
+
+
+def test_atomic_files_get_the_permissions_open_would_give(tmp_path) -> None:
+    """mkstemp makes 0600 files; a report or table written atomically must not stay private."""
+    import os
+    import stat
+
+    from virtime.report import ReportSection, build_report
+    from virtime.report.html import TextBlock
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+        report = build_report([ReportSection("S", [TextBlock("hello")])], tmp_path / "r.html")
+        plain = tmp_path / "plain"
+        plain.write_bytes(b"x")  # reference: what a plain open() creates under this umask
+    finally:
+        os.umask(mask)
+    want = stat.S_IMODE(plain.stat().st_mode)
+    assert want == 0o644
+    for path in (tmp_path / "a.bin", report):
+        assert stat.S_IMODE(path.stat().st_mode) == want, path

@@ -289,7 +289,7 @@ def _write_tables(out: Path, recovery: pd.DataFrame, fidelity: pd.DataFrame, res
             tables[f"survival_{name}.csv"] = res["surv"].summary
     if validation is not None:
         tables["cross_cohort.csv"] = validation.summary
+    from virtime.stats.io import write_table
+
     for name, df in tables.items():
-        tmp = out / f".{name}.tmp"
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, out / name)
+        write_table(df, out / name)

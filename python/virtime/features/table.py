@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -251,16 +250,10 @@ def features_from_outputs(
 def _atomic_write_table(table: Any, path: Path) -> None:
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from virtime.stitch.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, str(tmp))
 
 
 def write_features(

@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,17 +127,10 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes ``data`` to a temporary file in ``path``'s folder, then renames it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes ``data`` atomically (:func:`virtime.stitch.atomic.atomic_write_bytes`).
+
+    Imported lazily so loading a model card does not import the canvas writers.
+    """
+    from virtime.stitch.atomic import atomic_write_bytes as write
+
+    write(path, data)

@@ -13,8 +13,6 @@ import base64
 import datetime as _dt
 import html
 import io
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,16 +161,10 @@ def render_report(sections: list[ReportSection], title: str = "virtime report",
 def build_report(sections: list[ReportSection], path: str | Path, *, title: str = "virtime report",
                  subtitle: str = "") -> Path:
     """Writes the sections as one self-contained HTML file, atomically; returns the path."""
+    from virtime.stitch.atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = render_report(sections, title, subtitle)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path

@@ -126,9 +126,10 @@ def _slide_seed(seed: int, patient_index: int, slide_index: int) -> np.random.Ge
 
 
 def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    from virtime.stitch.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a handle: savez adds no suffix
+        np.savez_compressed(fh, **arrays)
 
 
 def simulate_cohort(
@@ -282,6 +283,6 @@ def truth_features_table(root: str | os.PathLike[str], slides: pd.DataFrame) -> 
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    from virtime.stats.io import write_table
+
+    write_table(frame, path)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -19,10 +17,9 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv", ".tsv"):
         raise InvalidArgumentError(f"{path}: table must end in .parquet, .csv or .tsv")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    from virtime.stitch.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
         if suffix in (".parquet", ".pq"):
             out = df.copy()
             for c in out.columns:  # categoricals → plain strings: portable Parquet
@@ -31,9 +28,4 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
             out.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False, sep="\t" if suffix == ".tsv" else ",")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
