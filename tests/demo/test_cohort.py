@@ -49,9 +49,13 @@ def test_planted_density_and_marker_effects_in_composition(big_cohort):
     log_cd8 = np.log([b.tumour["cd8_t"] for b in bio])
     scale = np.array([1.2 if b.subtype == "LUSC" else 1.0 for b in bio])
     resid = log_cd8 - np.log(150.0 * scale)
-    # MSI-high multiplies intratumoural CD8 T cells by 4; spread is N(0, 0.3) on the log scale.
+    # MSI-high multiplies intratumoural CD8 T cells by 4; spread is N(0, 0.6) on the log scale
+    # for CD8 T cells (the design's override) and 0.3 for the others.
     assert resid[msi].mean() - resid[~msi].mean() == pytest.approx(math.log(4), abs=0.1)
-    assert resid[~msi].std() == pytest.approx(0.3, abs=0.03)
+    assert resid[~msi].std() == pytest.approx(0.6, abs=0.04)
+    log_b = np.log([b.stroma["b_cell"] for b in bio])
+    b_scale = np.array([0.7 if b.subtype == "READ" else 1.0 for b in bio])
+    assert (log_b - np.log(180.0 * b_scale)).std() == pytest.approx(0.3, abs=0.03)
     # Stroma CD8 is untouched by MSI.
     s = np.log([b.stroma["cd8_t"] for b in bio])
     assert abs(s[msi].mean() - s[~msi].mean()) < 0.1
@@ -145,8 +149,19 @@ def test_compartment_correlation_is_drawn_with_the_spread_kept(corr):
     s = np.log([b.stroma["cd8_t"] for b in bio])[keep]
     r = np.corrcoef(t, s)[0, 1]
     assert abs(math.atanh(r) - math.atanh(corr)) < 4 / math.sqrt(keep.sum() - 3)
-    assert t.std() == pytest.approx(design.spread, rel=0.08)
-    assert s.std() == pytest.approx(design.spread, rel=0.08)
+    assert t.std() == pytest.approx(design.spread_of("cd8_t"), rel=0.08)
+    assert s.std() == pytest.approx(design.spread_of("cd8_t"), rel=0.08)
+
+
+def test_nest_scale_is_drawn_in_the_design_range():
+    design = replace(default_design(), nest_scale_um=(20.0, 30.0))
+    _, bio = draw_patients(300, design, seed=4)
+    scales = np.array([b.nest_scale_um for b in bio])
+    assert scales.min() >= 20.0 and scales.max() <= 30.0
+    # Uniform on [20, 30]: mean 25, SD 10 / sqrt(12); 4 standard errors.
+    assert abs(scales.mean() - 25.0) < 4 * (10 / math.sqrt(12)) / math.sqrt(len(scales))
+    with pytest.raises(InvalidArgumentError, match="nest_scale_um"):
+        replace(default_design(), nest_scale_um=(80.0, 40.0))
 
 
 def test_compartment_correlation_out_of_range_is_refused():

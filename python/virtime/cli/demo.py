@@ -23,7 +23,8 @@ def register(subparsers: Any) -> None:
                     "run associations, survival and cross-cohort validation, score recovery of "
                     "the planted effects and write an HTML report.")
     p.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--patients", type=int, default=200, help="patients in cohort A (200)")
+    p.add_argument("--patients", type=int, default=None,
+                   help="patients in cohort A (default: DemoConfig's, 300)")
     p.add_argument("--second-patients", type=int, default=None,
                    help="patients in cohort B, the second scanner (default: 40%% of --patients)")
     p.add_argument("--slide-px", type=int, default=512,
@@ -54,7 +55,8 @@ def _run(args: argparse.Namespace) -> int:
         if not Path(args.weights).is_file():
             raise CheckpointError(f"{args.weights}: weights file not found")
         model = load(args.weights)
-    cfg = DemoConfig(patients=args.patients, second_patients=args.second_patients,
+    sized = {} if args.patients is None else {"patients": args.patients}
+    cfg = DemoConfig(**sized, second_patients=args.second_patients,
                      slide_px=args.slide_px, seed=args.seed, backend=args.backend,
                      show_progress=not args.quiet)
     result = run_demo(args.output, cfg, model=model)

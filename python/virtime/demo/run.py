@@ -46,7 +46,7 @@ class DemoConfig:
     virtual and ground-truth maps' resolution for features; ``backend``/``window_batch``: engine.
     """
 
-    patients: int = 200
+    patients: int = 300
     second_patients: int | None = None
     slide_px: int = 512
     seed: int = 0
