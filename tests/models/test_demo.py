@@ -29,6 +29,8 @@ def test_demo_beats_baseline_on_held_out_tiles(tmp_path):
                           show_progress=False)
     result = evaluate(load_demo(), tmp_path, split="all", show_progress=False)
     s = result.summary.set_index("channel").drop(["TRITC", "Cy5"])
-    assert result.mean_pearson > np.nanmean(s.baseline_pearson) + 0.05
-    for channel in ("DAPI", "CK"):  # the most morphological channels are learnt
-        assert s.loc[channel, "pearson"] > 0.3
+    # The committed checkpoint scored 0.45 on these tiles (0.448 on its validation slides).
+    assert result.mean_pearson > np.nanmean(s.baseline_pearson) + 0.3
+    for channel in ("DAPI", "CK", "CD138", "CD3"):  # morphology-rich channels are learnt
+        assert s.loc[channel, "pearson"] > 0.5
+    assert s.loc["CD8", "pearson"] > 0.25  # the demo's survival and MSI-high channel
