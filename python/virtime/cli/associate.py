@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from virtime.cli._common import add_quiet_arg
 from virtime.cli.validate import add_cohort_args, cohort_from_args
 
 __all__ = ["register"]
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--correction", choices=["bh", "holm", "bonferroni"], default="bh")
     p.add_argument("--stage-test", choices=["spearman", "kruskal"], default="spearman")
     p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_quiet_arg(p)
     p.set_defaults(handler=_run)
 
 

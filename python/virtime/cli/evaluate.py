@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from virtime.cli._common import add_quiet_arg
+
 __all__ = ["register"]
 
 
@@ -25,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--update-card", action="store_true",
                    help="store the per-channel Pearson and tiers in the checkpoint's model card")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_arg(p)
     p.set_defaults(handler=_run)
 
 

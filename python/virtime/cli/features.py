@@ -10,6 +10,8 @@ import argparse
 import logging
 from typing import Any
 
+from virtime.cli._common import add_quiet_arg
+
 __all__ = ["register"]
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ def register(subparsers: Any) -> None:
                    help="positivity threshold on the probability (default 0.5)")
     p.add_argument("--plots", action="store_true",
                    help="also write features_bars.png and activation_panel.png per slide")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_quiet_arg(p)
     p.set_defaults(handler=_handle)
 
 

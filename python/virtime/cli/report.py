@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from virtime.cli._common import add_quiet_arg
 from virtime.cli.validate import add_cohort_args, cohort_from_args
 
 __all__ = ["register"]
@@ -22,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-patients", type=int, default=20)
     p.add_argument("--no-survival", action="store_true")
     p.add_argument("--title", default="virtime population report")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_quiet_arg(p)
     p.set_defaults(handler=_run)
 
 

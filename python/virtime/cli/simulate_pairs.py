@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from virtime.cli._common import add_quiet_arg
+
 __all__ = ["register"]
 
 
@@ -18,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mpp", type=float, default=0.5, help="microns per pixel (default 0.5)")
     p.add_argument("--tiles-per-slide", type=int, default=8, help="tiles per simulated slide")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_arg(p)
     p.set_defaults(handler=_run)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from virtime.cli._common import add_quiet_arg
 from virtime.cli.validate import add_cohort_args, cohort_from_args
 
 __all__ = ["register"]
@@ -26,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-events", type=int, default=10)
     p.add_argument("--no-signature", action="store_true", help="skip the combined signature")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_quiet_arg(p)
     p.set_defaults(handler=_run)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from virtime.cli._common import add_quiet_arg
+
 __all__ = ["register"]
 
 
@@ -32,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on GPU")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet_arg(p)
     p.set_defaults(handler=_run)
 
 
