@@ -1,7 +1,16 @@
 """virtime: virtual multiplex immunofluorescence from H&E whole-slide images, at population scale.
 
-Submodules are imported lazily so that ``import virtime`` stays fast and never requires optional
-backends (TensorRT, ONNX Runtime) or the compiled core until they are used.
+The main entry points are importable from the top::
+
+    import virtime
+    slide = virtime.open_slide("slide.svs")
+    model = virtime.load_model("model.pth")
+    result = virtime.translate(slide, model, "out", virtime.TranslateConfig())
+    features, meta = virtime.read_features("out/<slide_id>/features.parquet")
+
+Every subpackage (``virtime.demo``, ``virtime.cohort``, ``virtime.stats`` …) is reachable as an
+attribute. Submodules and entry points are imported lazily, so ``import virtime`` stays fast and
+never requires optional backends (TensorRT, ONNX Runtime) or the compiled core until they are used.
 """
 
 from __future__ import annotations
@@ -11,20 +20,58 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "errors", "channels", "translate"]
-
-_LAZY_SUBMODULES = {
-    "slide", "tissue", "tiling", "stain", "batcher", "simulate", "features", "stats", "report",
-    "models", "engines", "stitch", "cli", "translation",
+# Public name -> (module, attribute): the functions and classes a notebook user starts from.
+_ENTRY_POINTS: dict[str, tuple[str, str]] = {
+    "open_slide": ("virtime.slide", "open_slide"),
+    "Slide": ("virtime.slide", "Slide"),
+    "load_model": ("virtime.models", "load"),
+    "translate": ("virtime.translation", "translate"),
+    "TranslateConfig": ("virtime.translation", "TranslateConfig"),
+    "TranslateResult": ("virtime.translation", "TranslateResult"),
+    "read_features": ("virtime.features", "read_features"),
+    "join_features": ("virtime.stats", "join_features"),
+    "associate": ("virtime.stats", "associate"),
+    "survival_analysis": ("virtime.stats", "survival_analysis"),
+    "CHANNEL_NAMES": ("virtime.channels", "CHANNEL_NAMES"),
 }
+
+# Every subpackage and public module, reachable as ``virtime.<name>`` after ``import virtime``.
+_SUBMODULES: frozenset[str] = frozenset({
+    "batcher", "bench", "cells", "channels", "cli", "cohort", "demo", "embed", "engines",
+    "errors", "evaluation", "features", "io", "models", "report", "simulate", "slide",
+    "slide_ids", "slide_info", "stain", "stats", "stitch", "tile_export", "tiling", "tissue",
+    "training", "translation", "view",
+})
+
+__all__ = ["__version__", *sorted(_ENTRY_POINTS)]
+
+
+def _available_submodules() -> list[str]:
+    """The names in ``_SUBMODULES`` that exist in this installation (some are optional)."""
+    import importlib.util
+
+    return sorted(n for n in _SUBMODULES if importlib.util.find_spec(f"virtime.{n}") is not None)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "translate":  # the package's main job, as a function: virtime.translate(slide, ...)
-        return importlib.import_module("virtime.translation").translate
-    if name in _LAZY_SUBMODULES:
-        return importlib.import_module(f"virtime.{name}")
+    if name in _ENTRY_POINTS:
+        module, attr = _ENTRY_POINTS[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    if name in _SUBMODULES:
+        try:
+            return importlib.import_module(f"virtime.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"virtime.{name}":
+                raise  # a real import error inside the subpackage, not a missing subpackage
+            raise AttributeError(f"module 'virtime' has no attribute {name!r}") from None
     raise AttributeError(f"module 'virtime' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public surface only: entry points and subpackages (what tab completion should offer)."""
+    return sorted({*__all__, *_available_submodules()})
 
 
 from virtime import channels, errors  # noqa: E402  (light, pure Python)

@@ -72,7 +72,7 @@ def _popcount(typingctx, x):  # type: ignore[no-untyped-def]
     return x(x), codegen
 
 
-@numba.njit(cache=False, nogil=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
 def _band(prob, tissue, idx, thr, zero, r0, r1, segs, sums, cooc, binrow):
     """One band of rows [r0, r1): accumulate into this band's own output slices.
 
