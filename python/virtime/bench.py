@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from virtime.models.card import IMAGENET_MEAN, IMAGENET_STD  # the one definition of the constants
+
 __all__ = ["BenchResult", "run_bench", "reference_loop"]
 
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
+MEAN = np.array(IMAGENET_MEAN, np.float32)
+STD = np.array(IMAGENET_STD, np.float32)
 
 
 @dataclass
