@@ -35,11 +35,16 @@ def test_auto_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(base, "cuda_available", lambda: False)
     assert engines.resolve_backend("auto") == "onnxruntime"
     assert engines.resolve_backend("auto", precision="bf16") == "torch"
-    monkeypatch.setattr(base, "cuda_available", lambda: True)
-    monkeypatch.setattr(base, "tensorrt_installed", lambda: True)
+    from virtime.engines.selection import Capabilities
+
+    def machine(**caps):
+        fake = Capabilities(cuda_capability=(8, 0), **caps)
+        return lambda device: Capabilities() if (device or "").startswith("cpu") else fake
+
+    monkeypatch.setattr(base, "_machine_capabilities", machine(tensorrt=True))
     assert engines.resolve_backend("auto") == "tensorrt"
     assert engines.resolve_backend("auto", device="cpu") == "onnxruntime"
-    monkeypatch.setattr(base, "tensorrt_installed", lambda: False)
+    monkeypatch.setattr(base, "_machine_capabilities", machine())
     assert engines.resolve_backend("auto") == "torch"
     assert engines.resolve_backend("onnxruntime") == "onnxruntime"
     with pytest.raises(InvalidArgumentError, match="unknown backend"):

@@ -70,6 +70,11 @@ class Engine(Protocol):
     float32 logits ``(N, C, H, W)``. ``run_device`` does the same on device buffers the caller owns
     (``in_ptr``/``out_ptr`` raw CUDA pointers, ``stream`` a ``cudaStream_t`` as int) so the C++
     batcher can fill GPU memory directly; backends without it raise ``BackendUnavailableError``.
+
+    ``run_tensor`` is the device hot path: a ``torch.Tensor`` ``(N, 3, H, W)`` on the engine's
+    ``device`` in, float32 logits ``(N, C, H, W)`` on the same device out, queued on the current
+    torch stream with no host copy where the backend can (torch, TensorRT, ONNX Runtime I/O
+    binding); host-only backends copy through ``run``.
     """
 
     name: str
@@ -78,6 +83,8 @@ class Engine(Protocol):
     max_batch: int
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def run_tensor(self, x: Any) -> Any: ...
 
     def run_device(self, in_ptr: int, out_ptr: int, n: int, stream: int = 0) -> None: ...
 
@@ -212,6 +219,33 @@ class BaseEngine:
         """Device-buffer inference; only some backends support it."""
         raise BackendUnavailableError(f"the {self.name} engine does not run on device buffers")
 
+    def run_tensor(self, x: Any) -> Any:
+        """Float32 logits ``(N, C, H, W)`` for a ``torch.Tensor`` ``(N, 3, H, W)``, on ``x``'s device.
+
+        Generic form: an engine with device I/O on a CUDA device (TensorRT) runs
+        :meth:`run_device` between device tensors on the current torch stream, with no host copy
+        and no synchronization; any other engine goes through :meth:`run` (a host round trip, free
+        on CPU where numpy shares the tensor's memory). Backends override it where they can do
+        better (torch, ONNX Runtime I/O binding).
+        """
+        import torch
+
+        x = self._check_tensor(x)
+        if self.supports_device_io and str(self.device).startswith("cuda") and x.is_cuda:
+            n, _, h, w = (int(v) for v in x.shape)
+            want = torch.float16 if self.input_dtype == np.float16 else torch.float32
+            xin = x.to(dtype=want).contiguous()
+            out = torch.empty((n, int(self.out_channels or 0), h, w), dtype=torch.float32,
+                              device=x.device)
+            if n:
+                self.run_device(xin.data_ptr(), out.data_ptr(), n,
+                                torch.cuda.current_stream(x.device).cuda_stream)
+            return out
+        host = x.detach().to("cpu")
+        dtype = torch.float16 if self.input_dtype == np.float16 else torch.float32
+        y = self.run(host.to(dtype).contiguous().numpy())
+        return torch.from_numpy(y).to(x.device)
+
     def close(self) -> None:
         """Release backend resources (idempotent)."""
 
@@ -250,6 +284,23 @@ class BaseEngine:
 
     def _on_batch_change(self) -> None:
         """Hook for engines that cache per-batch-size state (CUDA graphs)."""
+
+    def _check_tensor(self, x: Any) -> Any:
+        torch = sys.modules.get("torch")
+        if torch is None or not isinstance(x, torch.Tensor):
+            raise InputDataError(f"run_tensor takes a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise InputDataError(f"batch must have shape (N, 3, H, W), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise InputDataError(f"batch must be a float tensor, got {x.dtype}")
+        if self._fixed_window and self.window is not None and tuple(x.shape[2:]) != (
+            self.window, self.window,
+        ):
+            raise InputDataError(
+                f"the {self.name} engine was built for {self.window}x{self.window} windows, "
+                f"got {x.shape[2]}x{x.shape[3]}"
+            )
+        return x
 
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
         if not isinstance(batch, np.ndarray):
@@ -293,17 +344,31 @@ def _backend_class(name: str) -> Any:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def _auto_candidates(device: str | None, precision: str) -> list[str]:
+def _machine_capabilities(device: str | None) -> Any:
+    """This machine's :class:`~virtime.engines.selection.Capabilities` (a seam for tests)."""
+    from virtime.engines.selection import Capabilities, detect_capabilities
+
+    if (device is not None and device.startswith("cpu")) or not cuda_available():
+        return Capabilities()
+    return detect_capabilities(device)
+
+
+def _auto_choice(device: str | None, precision: str, onnx_file: bool = False) -> Any:
+    from virtime.engines.selection import choose_backends
+
     on_cpu = device is not None and device.startswith("cpu")
-    if not on_cpu and cuda_available():
-        return (["tensorrt"] if tensorrt_installed() and precision != "bf16" else []) + ["torch"]
-    # ONNX Runtime has no bf16 kernels on CPU; torch does.
-    return ["torch"] if precision == "bf16" else ["onnxruntime", "torch"]
+    return choose_backends(_machine_capabilities(device), precision, on_cpu=on_cpu,
+                           onnx_file=onnx_file)
+
+
+def _auto_candidates(device: str | None, precision: str) -> list[str]:
+    return list(_auto_choice(device, precision).candidates)
 
 
 def resolve_backend(backend: str, device: str | None = None, precision: str = "fp32") -> str:
-    """The concrete backend ``auto`` stands for here (TensorRT on a GPU when installed, else torch
-    CUDA, else ONNX Runtime on CPU); other names are validated and returned as is."""
+    """The concrete backend ``auto`` stands for here (see :mod:`virtime.engines.selection`:
+    TensorRT on a GPU it supports, else torch CUDA, else ONNX Runtime on CPU); other names are
+    validated and returned as is."""
     if backend == "auto":
         return _auto_candidates(device, precision)[0]
     if backend not in _REGISTRY:
@@ -363,6 +428,10 @@ def create_engine(
             max_batch=max_batch, window=window, **opts,
         )
     candidates = _auto_candidates(device, precision)
+    choice = _auto_choice(device, precision)
+    if list(choice.candidates) == candidates:  # not replaced by a test seam: say why
+        logger.info("backend auto -> %s: %s", candidates[0], choice.reason)
+    first_opts = dict(choice.options) if list(choice.candidates) == candidates else {}
     if isinstance(model_or_onnx, (str, os.PathLike)):
         # An ONNX file cannot run on torch: ONNX Runtime stands in for it.
         candidates = [c for c in candidates if c != "torch"]
@@ -374,6 +443,8 @@ def create_engine(
             cls = _backend_class(name)
             # Under auto, options meant for another backend are dropped, not errors.
             mine = {k: v for k, v in opts.items() if k in cls.OPTIONS}
+            if i == 0:  # e.g. the TensorRT flavour the table chose for this GPU
+                mine = {**{k: v for k, v in first_opts.items() if k in cls.OPTIONS}, **mine}
             return cls.create(
                 model_or_onnx, precision=precision, device=device, cache_dir=cache_dir,
                 max_batch=max_batch, window=window, **mine,

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from virtime.engines.base import BaseEngine, cpu_threads, default_cache_dir
+from virtime.engines.base import BaseEngine, cpu_threads, default_cache_dir, is_out_of_memory
 from virtime.errors import BackendUnavailableError, InvalidArgumentError
 
 __all__ = ["OnnxRuntimeEngine"]
@@ -143,6 +143,53 @@ class OnnxRuntimeEngine(BaseEngine):
             x = x.astype(self.input_dtype)
         (y,) = self._session.run([self._output_name], {self._input_name: x})
         return np.asarray(y, dtype=np.float32)
+
+    # -- device tensors (I/O binding) -----------------------------------------------------------
+    def run_tensor(self, x: Any) -> Any:
+        """Float32 logits for a torch tensor through I/O binding: ONNX Runtime reads and writes
+        the tensors' own memory (device buffers with the CUDA execution provider, host memory on
+        CPU), so nothing is staged through numpy."""
+        import torch
+
+        x = self._check_tensor(x)
+        if self.out_channels is None:  # learn the channel count once through the host path
+            return super().run_tensor(x)
+        cuda = self.device.startswith("cuda")
+        dev = torch.device(self.device) if cuda else torch.device("cpu")
+        want = torch.float16 if self.input_dtype == np.float16 else torch.float32
+        out_t = torch.float16 if "float16" in self._session.get_outputs()[0].type else torch.float32
+        n, _, h, w = (int(v) for v in x.shape)
+        out = torch.empty((n, self.out_channels, h, w), dtype=torch.float32, device=dev)
+        i = 0
+        while i < n:
+            size = min(self.max_batch, n - i)
+            xin = x[i : i + size].to(device=dev, dtype=want).contiguous()
+            yout = out[i : i + size] if out_t == torch.float32 else torch.empty(
+                (size, self.out_channels, h, w), dtype=out_t, device=dev)
+            if cuda:  # ONNX Runtime runs on its own stream: the input must be written first
+                torch.cuda.current_stream(dev).synchronize()
+            try:
+                self._run_bound(xin, yout, "cuda" if cuda else "cpu", dev.index or 0)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                self._shrink_after_oom(size, exc)
+                continue
+            if yout.data_ptr() != out[i].data_ptr():
+                out[i : i + size].copy_(yout)
+            i += size
+        return out if x.device == dev else out.to(x.device)
+
+    def _run_bound(self, xin: Any, yout: Any, device_type: str, device_id: int) -> None:
+        import torch
+
+        np_of = {torch.float32: np.float32, torch.float16: np.float16}
+        binding = self._session.io_binding()
+        binding.bind_input(self._input_name, device_type, device_id, np_of[xin.dtype],
+                           tuple(xin.shape), xin.data_ptr())
+        binding.bind_output(self._output_name, device_type, device_id, np_of[yout.dtype],
+                            tuple(yout.shape), yout.data_ptr())
+        self._session.run_with_iobinding(binding)
 
     def close(self) -> None:
         self._session = None

@@ -1,10 +1,10 @@
-"""PyTorch engine: CPU or CUDA, fp32/fp16/bf16, channels_last, optional CUDA-graph replay.
+"""PyTorch engine: CPU or CUDA, fp32/TF32/fp16/bf16, channels_last, CUDA graphs, torch.compile.
 
 The reference backend: every other engine is checked against a plain ``model(x)`` in fp32.
 channels_last (the default) lets cuDNN use its NHWC tensor-core kernels on a GPU and oneDNN its
-faster kernels on CPU, and a CUDA graph captured at ``(max_batch, 3, window, window)`` removes the
-per-layer launch overhead that dominates small windows; shorter batches are zero-padded to the
-captured shape.
+faster kernels on CPU, and CUDA graphs (one per batch shape, up to ``_MAX_GRAPHS``, then shorter
+batches are zero-padded to the ``max_batch`` graph) remove the per-layer launch overhead that
+dominates small windows. :meth:`TorchEngine.run_tensor` runs device tensors without host copies.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ __all__ = ["TorchEngine"]
 logger = logging.getLogger(__name__)
 
 _NP_TO_TYPESTR = {np.dtype(np.float32): "<f4", np.dtype(np.float16): "<f2"}
+#: CUDA graphs kept per engine (one per batch shape); further shapes replay the padded max graph.
+_MAX_GRAPHS = 8
 
 
 class _DeviceArray:
@@ -61,15 +63,25 @@ class TorchEngine(BaseEngine):
         NHWC memory format (default on: cuDNN tensor-core kernels on CUDA; oneDNN measured
         1.2-1.9x faster than NCHW on CPU for GigaTIME, see benchmarks/RESULTS.md).
     cuda_graph
-        Capture one CUDA graph at ``(max_batch, 3, window, window)`` and replay it (CUDA only).
+        Capture a CUDA graph per batch shape and replay it (CUDA only; all graphs share one
+        memory pool).
     input_dtype
         dtype of the buffers given to ``run_device`` (float32 or float16).
+    tf32
+        fp32 convolutions and matmuls on TF32 tensor cores (True), strict IEEE fp32 (False), or
+        torch's defaults (None: cuDNN convolutions TF32, matmuls fp32). Set around each forward
+        only, restored afterwards (CUDA only; ignored on CPU).
+    compile
+        ``torch.compile`` the model: True, or a mode (``"max-autotune"``, ``"reduce-overhead"``).
+    compile_backend
+        ``torch.compile`` backend (default ``"inductor"``).
     """
 
     name: ClassVar[str] = "torch"
     supports_device_io: ClassVar[bool] = True
     OPTIONS: ClassVar[frozenset[str]] = frozenset(
-        {"channels_last", "cuda_graph", "input_dtype", "out_channels"}
+        {"channels_last", "cuda_graph", "input_dtype", "out_channels", "tf32", "compile",
+         "compile_backend"}
     )
 
     def __init__(
@@ -84,6 +96,9 @@ class TorchEngine(BaseEngine):
         cuda_graph: bool = False,
         input_dtype: Any = np.float32,
         out_channels: int | None = None,
+        tf32: bool | None = None,
+        compile: bool | str = False,  # noqa: A002  (torch's own name for it)
+        compile_backend: str = "inductor",
     ) -> None:
         import torch
 
@@ -133,10 +148,15 @@ class TorchEngine(BaseEngine):
         net = net.to(device=dev, dtype=self._dtype).eval()
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
+        self.tf32 = None if tf32 is None else bool(tf32)
+        self.compiled = bool(compile)
+        if compile:
+            mode = compile if isinstance(compile, str) else None
+            net = torch.compile(net, mode=mode, backend=compile_backend, dynamic=False)
         self._model = net
-        self._graph: Any = None
-        self._static_in: Any = None
-        self._static_out: Any = None
+        # CUDA graphs by input shape: (graph, static input, static output).
+        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+        self._graph_pool: Any = None
 
     @classmethod
     def create(
@@ -164,10 +184,38 @@ class TorchEngine(BaseEngine):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    @contextlib.contextmanager
+    def _precision_flags(self) -> Any:
+        """TF32 on or off around one forward (CUDA only), restored afterwards."""
+        if self.tf32 is None or self._dev.type != "cuda":
+            yield
+            return
+        torch = self._torch
+        value = "tf32" if self.tf32 else "ieee"
+        conv = getattr(torch.backends.cudnn, "conv", None)
+        if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+            targets = [(conv, "fp32_precision", value),
+                       (torch.backends.cuda.matmul, "fp32_precision", value)]
+        else:
+            targets = [(torch.backends.cudnn, "allow_tf32", self.tf32),
+                       (torch.backends.cuda.matmul, "allow_tf32", self.tf32)]
+        saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in targets]
+        try:
+            for obj, attr, v in targets:
+                setattr(obj, attr, v)
+            yield
+        finally:
+            for obj, attr, v in saved:
+                setattr(obj, attr, v)
+
     def _forward(self, x: Any) -> Any:
         """Logits in compute dtype for a prepared device tensor ``x``."""
+        with self._precision_flags():
+            return self._forward_inner(x)
+
+    def _forward_inner(self, x: Any) -> Any:
         torch = self._torch
-        if self.cuda_graph and tuple(x.shape[2:]) == (self.window, self.window):
+        if self.cuda_graph and x.shape[0] <= self.max_batch:
             return self._graph_forward(x)
         y = self._model(x)
         if not isinstance(y, torch.Tensor) or y.ndim != 4 or y.shape[0] != x.shape[0]:
@@ -177,9 +225,8 @@ class TorchEngine(BaseEngine):
             )
         return y
 
-    def _capture(self) -> None:
+    def _capture(self, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
         torch = self._torch
-        shape = (self.max_batch, 3, self.window, self.window)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         static_in = torch.zeros(shape, device=self._dev, dtype=self._dtype).contiguous(
             memory_format=fmt
@@ -190,21 +237,27 @@ class TorchEngine(BaseEngine):
             for _ in range(3):  # warm-up so cuDNN picks its algorithms outside the capture
                 self._model(static_in)
         torch.cuda.current_stream(self._dev).wait_stream(side)
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self._graph_pool):
             static_out = self._model(static_in)
-        self._graph, self._static_in, self._static_out = graph, static_in, static_out
         logger.info("captured a CUDA graph for batch %s", shape)
+        return graph, static_in, static_out
 
     def _graph_forward(self, x: Any) -> Any:
         n = x.shape[0]
-        if self._graph is None or self._static_in.shape[0] != self.max_batch:
-            self._capture()
-        self._static_in[:n].copy_(x)
-        if n < self.max_batch:
-            self._static_in[n:].zero_()
-        self._graph.replay()
-        return self._static_out[:n].clone()
+        shape = tuple(int(v) for v in x.shape)
+        if shape not in self._graphs and len(self._graphs) >= _MAX_GRAPHS:
+            shape = (self.max_batch, *shape[1:])  # replay the padded full-batch graph
+        if shape not in self._graphs:
+            self._graphs[shape] = self._capture(shape)
+        graph, static_in, static_out = self._graphs[shape]
+        static_in[:n].copy_(x)
+        if n < shape[0]:
+            static_in[n:].zero_()
+        graph.replay()
+        return static_out[:n].clone()  # the next replay overwrites the static output
 
     def _run_chunk(self, x: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -213,12 +266,49 @@ class TorchEngine(BaseEngine):
             return y.to(dtype=torch.float32).contiguous().cpu().numpy()
 
     def _release_memory(self) -> None:
-        self._graph = self._static_in = self._static_out = None
+        self._graphs.clear()
+        self._graph_pool = None
         if self._dev.type == "cuda":
             self._torch.cuda.empty_cache()
 
     def _on_batch_change(self) -> None:
-        self._graph = self._static_in = self._static_out = None
+        self._graphs = {k: v for k, v in self._graphs.items() if k[0] <= self.max_batch}
+
+    # -- device tensors -------------------------------------------------------------------------
+    def run_tensor(self, x: Any) -> Any:
+        """Float32 logits ``(N, C, H, W)`` on the engine's device for a tensor ``(N, 3, H, W)``.
+
+        ``x`` should already be on the engine's device (it is moved otherwise); any float dtype
+        and memory format. Runs under ``torch.inference_mode`` on the current stream, chunked by
+        ``max_batch`` with the same out-of-memory back-off as :meth:`run`; never synchronizes.
+        """
+        torch = self._torch
+        x = self._check_tensor(x)
+        n = int(x.shape[0])
+        if n == 0:
+            return torch.empty((0, self.out_channels or 0, *x.shape[2:]), dtype=torch.float32,
+                               device=self._dev)
+        with torch.inference_mode():
+            out: Any = None
+            i = 0
+            while i < n:
+                size = min(self.max_batch, n - i)
+                try:
+                    y = self._forward(self._prepare(x[i : i + size]))
+                except Exception as exc:  # only out-of-memory is handled; the rest propagates
+                    if not is_out_of_memory(exc):
+                        raise
+                    self._shrink_after_oom(size, exc)
+                    continue
+                y = y.to(dtype=torch.float32)
+                self.out_channels = int(y.shape[1])
+                if size == n:
+                    return y
+                if out is None:
+                    out = torch.empty((n, *y.shape[1:]), dtype=torch.float32, device=self._dev)
+                out[i : i + size].copy_(y)
+                i += size
+            return out
 
     # -- device buffers -------------------------------------------------------------------------
     def run_device(self, in_ptr: Any, out_ptr: Any, n: int, stream: int = 0) -> None:
@@ -278,5 +368,7 @@ class TorchEngine(BaseEngine):
         return torch.as_tensor(_DeviceArray(ptr, shape, dtype), device=self._dev)
 
     def close(self) -> None:
+        if self._model is None:
+            return
         self._release_memory()
         self._model = None
