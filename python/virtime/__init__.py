@@ -43,7 +43,11 @@ _SUBMODULES: frozenset[str] = frozenset({
     "training", "translation", "view",
 })
 
-__all__ = ["__version__", *sorted(_ENTRY_POINTS)]
+__all__ = [
+    "CHANNEL_NAMES", "Slide", "TranslateConfig", "TranslateResult", "__version__", "associate",
+    "channels", "errors", "join_features", "load_model", "open_slide", "read_features",
+    "survival_analysis", "translate",
+]
 
 
 def _available_submodules() -> list[str]:
@@ -74,4 +78,4 @@ def __dir__() -> list[str]:
     return sorted({*__all__, *_available_submodules()})
 
 
-from virtime import channels, errors  # noqa: E402  (light, pure Python)
+from virtime import channels, errors  # light, pure Python

@@ -83,6 +83,6 @@ def export_tiles(
 
 
 def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    from virtime.io import NO_MODEL, write_parquet
+
+    write_parquet(frame, path, model_hash=NO_MODEL)  # H&E tiles: no model made them

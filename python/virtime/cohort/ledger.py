@@ -213,14 +213,7 @@ def _jsonable(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from virtime.io import NO_MODEL, write_parquet
 
-    from virtime import __version__
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           b"virtime.version": __version__.encode()})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    hashes = frame["model_hash"].dropna().unique() if "model_hash" in frame.columns else []
+    write_parquet(frame, path, model_hash=";".join(sorted(map(str, hashes))) or NO_MODEL)

@@ -127,13 +127,10 @@ def encode_slide(
     return final, layers
 
 
-def _write_parquet(table: Any, path: Path) -> None:
-    import pyarrow.parquet as pq
+def _write_parquet(table: Any, path: Path, model_sha256: str) -> None:
+    from virtime.io import write_parquet
 
-    from virtime.stitch.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    write_parquet(table, path, model_hash=model_sha256)
 
 
 def _embedding_column(values: np.ndarray) -> Any:
@@ -240,7 +237,7 @@ def write_embeddings(
     table = pa.Table.from_pandas(tiles, preserve_index=False)
     table = table.append_column("embedding", _embedding_column(emb))
     _write_parquet(table.replace_schema_metadata({**(table.schema.metadata or {}), **meta}),
-                   out / "tile_embeddings.parquet")
+                   out / "tile_embeddings.parquet", meta[b"tile_encoder_sha256"].decode())
     manifest: dict[str, Any] = {
         "slide": slide_path, "n_tiles": len(emb), "n_failed": len(failures),
         "tile_encoder_sha256": meta[b"tile_encoder_sha256"].decode(),
@@ -257,7 +254,8 @@ def write_embeddings(
                 cols[f"layer_{i}"] = _embedding_column(row[None])
         slide_meta = {**meta, b"slide_encoder_sha256": model_hash(slide_encoder).encode()}
         _write_parquet(pa.table(cols).replace_schema_metadata(slide_meta),
-                       out / "slide_embedding.parquet")
+                       out / "slide_embedding.parquet",
+                       slide_meta[b"slide_encoder_sha256"].decode())
         manifest["slide_embedding"] = "slide_embedding.parquet"
         manifest["slide_encoder_sha256"] = slide_meta[b"slide_encoder_sha256"].decode()
     atomic_write_json(out / "embed_manifest.json", manifest)

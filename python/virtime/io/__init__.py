@@ -1,0 +1,21 @@
+"""virtime's one I/O layer: atomic writers, the Parquet writer that stamps provenance, the run
+manifest that makes interrupted work resumable.
+
+Everything virtime writes goes through here, so "a reader never sees half a file" and "every
+table carries the virtime version and the model hash" hold by construction.
+"""
+
+from __future__ import annotations
+
+from virtime.io.parquet import NO_MODEL, read_parquet_metadata, write_parquet
+from virtime.stitch.atomic import RunManifest, atomic_path, atomic_write_bytes, atomic_write_json
+
+__all__ = [
+    "NO_MODEL",
+    "RunManifest",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "read_parquet_metadata",
+    "write_parquet",
+]
