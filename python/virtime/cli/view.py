@@ -1,0 +1,57 @@
+"""``virtime view OUT/SLIDE_ID`` (or ``virtime view SLIDE.svs -o OUT``): the local slide viewer."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from virtime.cli._common import add_mpp_arg
+
+__all__ = ["register", "resolve_slide_dir"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "view", help="pan and zoom a translated slide: H&E with virtual mIF overlays",
+        description="Starts a viewer on 127.0.0.1 (a free port, a random token in the URL) and "
+                    "opens it in the browser. Ctrl-C stops it.")
+    p.add_argument("path", help="a slide's output folder OUT/SLIDE_ID, or the slide file with -o")
+    p.add_argument("-o", "--output", help="output root the slide was translated into")
+    p.add_argument("--slide", help="the H&E slide, if it moved since translation")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--no-browser", action="store_true", help="print the URL, open nothing")
+    add_mpp_arg(p)
+    p.set_defaults(handler=_run)
+
+
+def resolve_slide_dir(path: str, output: str | None) -> Path:
+    """The slide folder for ``path``: itself, or ``OUTPUT/<slide stem>`` for a slide file."""
+    p = Path(path)
+    if p.is_file():
+        if not output:
+            from virtime.errors import InvalidArgumentError
+
+            raise InvalidArgumentError(f"{p} is a slide file: give the output root with -o OUT")
+        return Path(output) / p.name.split(".")[0]
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    import sys
+    import webbrowser
+
+    from virtime.view import ViewServer, ViewSource
+
+    slide_dir = resolve_slide_dir(args.path, args.output)
+    source = ViewSource(slide_dir, slide_path=args.slide, mpp=args.mpp)
+    server = ViewServer(source, port=args.port)
+    print(f"virtime view: {source.slide_id} at {server.url}  (Ctrl-C stops)", flush=True)
+    if not args.no_browser:
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("virtime view: stopped", file=sys.stderr)
+    finally:
+        server.close()
+    return 0
