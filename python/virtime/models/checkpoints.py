@@ -13,6 +13,7 @@ mismatching keys are an error that lists them.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -27,7 +28,8 @@ from virtime.errors import CheckpointError
 from virtime.models.card import ModelCard, atomic_write_bytes, sha256_file
 from virtime.models.registry import build_model, detect_architecture, strip_module_prefix
 
-__all__ = ["load", "save", "read_state_dict", "save_official_layout", "card_path_for"]
+__all__ = ["load", "save", "read_state_dict", "read_source_config", "save_official_layout",
+           "card_path_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,27 +84,64 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in obj.items()}
 
 
+def _describe(missing: list[str], unexpected: list[str], bad_shape: list[str]) -> str:
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys: {few(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys: {few(unexpected)}")
+    if bad_shape:
+        parts.append(f"{len(bad_shape)} keys with wrong shapes: {few(bad_shape)}")
+    return "; ".join(parts)
+
+
 def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], architecture: str,
-               source: str) -> None:
+               source: str, strict: bool = True) -> list[str]:
+    """Fills ``model`` from ``state``; returns checkpoint keys loaded nowhere (reported)."""
     if architecture == "gigatime-flash":
         from virtime.models.flash import load_flash_state_dict
 
         try:
-            load_flash_state_dict(model, state, strict=True)  # type: ignore[arg-type]
+            report = load_flash_state_dict(model, state, strict=strict)  # type: ignore[arg-type]
         except CheckpointError as exc:
             raise CheckpointError(f"{source}: {exc}") from None
-        return
+        return report.ignored + report.unexpected
     state = strip_module_prefix(state)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+                    for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or shapes:
-        from virtime.models.flash import _describe
-
         raise CheckpointError(f"{source}: weights do not match {architecture}: "
                               f"{_describe(missing, unexpected, shapes)}")
     model.load_state_dict(state, strict=True)
+    return []
+
+
+def read_source_config(weights: Path) -> dict[str, Any] | None:
+    """The ``config.json`` published beside an official ``model.pth``, if there is one.
+
+    Read as plain JSON only (no code, no NaN/Infinity); CheckpointError naming the file if it is
+    not a JSON object.
+    """
+    path = weights.parent / "config.json"
+    if weights.suffix == ".safetensors" or not path.is_file():
+        return None
+
+    def _reject(token: str) -> Any:
+        raise ValueError(f"{token} is not plain JSON")
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable JSON config ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def load(
@@ -110,15 +149,21 @@ def load(
     *,
     architecture: str | None = None,
     device: str | torch.device = "cpu",
+    strict: bool = True,
 ) -> nn.Module:
     """A translator in eval mode from ``path``, with its :class:`ModelCard` as ``model.card``.
 
     Parameters
     ----------
     path
-        ``.safetensors`` (a card ``.json`` beside it is used if present) or ``.pth``/``.pt``.
+        ``.safetensors`` (a card ``.json`` beside it is used if present) or ``.pth``/``.pt``
+        (a ``config.json`` beside it, as published with GigaTIME-Flash, is recorded in the card).
     architecture
         Force ``"gigatime"`` or ``"gigatime-flash"`` instead of recognising it from the keys.
+    strict
+        GigaTIME-Flash only: with ``False`` checkpoint tensors the model has no place for are
+        logged and listed in ``model.card.training["unused_tensors"]`` instead of refused.
+        Missing tensors and wrong shapes are always an error.
     """
     path = Path(path)
     state = read_state_dict(path)
@@ -128,20 +173,32 @@ def load(
         card = ModelCard.load(card_file)
     detected, config = detect_architecture(state)
     arch = architecture or (card.architecture if card else detected)
+    if arch != detected:
+        config = {}
     if card is not None:
         config = {**config, **card.config}
     else:
         from virtime import __version__
 
+        training: dict[str, Any] = {"source": "external checkpoint"}
+        source_config = read_source_config(path)
+        if source_config is not None:
+            n = source_config.get("num_classes")
+            if isinstance(n, int) and n != config.get("num_classes", n):
+                raise CheckpointError(f"{path.parent / 'config.json'}: num_classes {n}, but the "
+                                      f"weights have {config['num_classes']} output channels")
+            training["source_config"] = source_config
         card = ModelCard(architecture=arch, config=config, virtime_version=__version__,
-                         training={"source": "external checkpoint"})
+                         training=training)
     card.weights_file = path.name
     card.sha256 = sha256_file(path)
     try:
         model = build_model(arch, config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot build {arch} with {config}: {exc}") from exc
-    _load_into(model, state, arch, str(path))
+    unused = _load_into(model, state, arch, str(path), strict=strict)
+    if unused:
+        card.training = {**card.training, "unused_tensors": unused}
     model.eval().to(device)
     model.card = card  # type: ignore[assignment]
     logger.info("loaded %s (%s) from %s, sha256 %s", arch, config, path, card.sha256[:12])
@@ -197,9 +254,16 @@ def save(
 
 
 def save_official_layout(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Writes a plain ``torch.save`` state dict, the layout of the official ``model.pth``."""
+    """Writes a plain ``torch.save`` state dict, the layout of the official ``model.pth``.
+
+    GigaTIME-Flash tensors get the official (peft) names, e.g.
+    ``encoder.base_model.model.blocks.0.attn.qkv.base_layer.weight``.
+    """
     import io
 
+    from virtime.models.flash import GigaTIMEFlash, official_key
+
+    rename = official_key if isinstance(model, GigaTIMEFlash) else (lambda k: k)
     buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    torch.save({rename(k): v.detach().cpu() for k, v in model.state_dict().items()}, buf)
     atomic_write_bytes(Path(path), buf.getvalue())

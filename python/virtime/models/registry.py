@@ -2,7 +2,9 @@
 
 A checkpoint is identified by what it contains rather than by its file name: UNet++ nodes
 (``conv0_0.conv1.weight`` ... ``final.weight``) mean GigaTIME, whose widths are read from the
-weight shapes; ViT tokens (``patch_embed``, ``blocks.N``) mean GigaTIME-Flash.
+weight shapes; a ViT encoder (``encoder.patch_embed.proj.weight`` in any layout the official
+notebook loads) means GigaTIME-Flash, whose decoder (``decoder4..1``, ``skip1..3``,
+``final_conv``) must be there too.
 """
 
 from __future__ import annotations
@@ -55,25 +57,10 @@ def detect_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, dict[st
             "num_classes": int(state["final.weight"].shape[0]),
             "filters": filters,
         }
-    if any("patch_embed.proj.weight" in k for k in state):
-        from virtime.models.flash import remap_flash_keys
+    from virtime.models.flash import flash_config_from_state, is_flash_state
 
-        s = remap_flash_keys(state)
-        proj = s.get("encoder.patch_embed.proj.weight")
-        if proj is None:
-            raise CheckpointError("ViT weights found but not under an 'encoder.' prefix")
-        depth = 1 + max(int(k.split(".")[2]) for k in s if k.startswith("encoder.blocks."))
-        dim, in_ch, patch = int(proj.shape[0]), int(proj.shape[1]), int(proj.shape[2])
-        grid = int(round((s["encoder.pos_embed"].shape[1] - 1) ** 0.5))
-        cfg: dict[str, Any] = {"in_channels": in_ch, "dim": dim, "depth": depth, "patch": patch,
-                               "img_size": grid * patch}
-        if "encoder.blocks.0.mlp.fc2.weight" in s:
-            cfg["mlp_hidden"] = int(s["encoder.blocks.0.mlp.fc2.weight"].shape[1])
-        if "encoder.blocks.0.attn.qkv.lora_A.weight" in s:
-            cfg["lora_r"] = int(s["encoder.blocks.0.attn.qkv.lora_A.weight"].shape[0])
-        if "head.weight" in s:
-            cfg["num_classes"] = int(s["head.weight"].shape[0])
-        return "gigatime-flash", cfg
+    if is_flash_state(state):
+        return "gigatime-flash", flash_config_from_state(state)
     sample = ", ".join(list(state)[:6])
     raise CheckpointError(
         f"state dict matches no known architecture ({', '.join(ARCHITECTURES)}); first keys: "
