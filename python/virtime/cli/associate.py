@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from virtime.stats import AssociationConfig, associate
-    from virtime.stats.io import write_table
+    from virtime.stats.io import features_model_hash, write_table
 
     cohort = cohort_from_args(args)
     cfg = AssociationConfig(levels=tuple(args.levels), min_patients=args.min_patients,
@@ -39,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
                             stage_test=args.stage_test, alpha=args.alpha,
                             show_progress=not args.quiet)
     res = associate(cohort, cfg)
-    write_table(res.summary, args.output)
+    write_table(res.summary, args.output, model_hash=features_model_hash(args.features))
     if args.plot:
         from virtime.stats.plots import bubble_grid
 

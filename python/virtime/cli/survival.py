@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from virtime.stats import SurvivalConfig, survival_analysis
-    from virtime.stats.io import write_table
+    from virtime.stats.io import features_model_hash, write_table
 
     cohort = cohort_from_args(args)
     cfg = SurvivalConfig(levels=tuple(args.levels), split=args.split, folds=args.folds,
@@ -42,9 +42,10 @@ def _run(args: argparse.Namespace) -> int:
                          signature_permutations=args.permutations, seed=args.seed,
                          show_progress=not args.quiet)
     res = survival_analysis(cohort, cfg)
-    write_table(res.summary, args.output)
+    write_table(res.summary, args.output, model_hash=features_model_hash(args.features))
     if args.scores:
-        write_table(res.signature_scores, args.scores)
+        write_table(res.signature_scores, args.scores,
+                    model_hash=features_model_hash(args.features))
     if args.plot:
         from virtime.stats.plots import survival_bar_plot
 

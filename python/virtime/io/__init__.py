@@ -8,11 +8,13 @@ table carries the virtime version and the model hash" hold by construction.
 from __future__ import annotations
 
 from virtime.io.parquet import NO_MODEL, read_parquet_metadata, write_parquet
+from virtime.io.slide_folder import SlideFolder
 from virtime.stitch.atomic import RunManifest, atomic_path, atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "NO_MODEL",
     "RunManifest",
+    "SlideFolder",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",

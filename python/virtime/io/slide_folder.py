@@ -1,0 +1,158 @@
+"""``SlideFolder``: one translated slide's output folder and every file in it, by name.
+
+The translation writes these files, ``virtime features``, ``virtime view``, the cohort merge and
+the report read them; naming them in one place keeps writers and readers from drifting apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from virtime.errors import InputDataError
+
+__all__ = ["SlideFolder"]
+
+
+@dataclass(frozen=True)
+class SlideFolder:
+    """``OUT/<slide_id>/`` of a translated slide.
+
+    ``summary.json`` is written last and says ``"status": "done"``; a folder without it is an
+    interrupted (resumable) run. Use :meth:`require_done` before trusting any other file.
+    """
+
+    path: Path
+
+    @classmethod
+    def of(cls, out_root: str | os.PathLike[str], slide_id: str) -> SlideFolder:
+        """The folder of ``slide_id`` under the output root ``out_root``."""
+        return cls(Path(out_root) / slide_id)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def slide_id(self) -> str:
+        return self.path.name
+
+    # The files, in the order the translation writes them.
+    @property
+    def lock(self) -> Path:
+        return self.path / ".virtime.lock"
+
+    @property
+    def zarr(self) -> Path:
+        """Virtual mIF, OME-Zarr (NGFF 0.4) multiscale, uint8 probability x 255, axes c, y, x."""
+        return self.path / "mif.ome.zarr"
+
+    @property
+    def zarr_manifest(self) -> Path:
+        """The canvas run manifest: settings and completed row bands (what makes resume work)."""
+        return self.path / "mif.ome.zarr.manifest.json"
+
+    @property
+    def partial_tiles(self) -> Path:
+        return self.path / ".tiles.partial.parquet"
+
+    @property
+    def tiles(self) -> Path:
+        """One row per tile: position, tissue fraction, per-channel positive fraction and mean."""
+        return self.path / "tiles.parquet"
+
+    @property
+    def tissue_mask(self) -> Path:
+        return self.path / "tissue_mask.npy"
+
+    @property
+    def failed_mask(self) -> Path:
+        """Tissue that failed tiles left without a prediction (only when a tile failed)."""
+        return self.path / "failed_mask.npy"
+
+    @property
+    def thumbnail(self) -> Path:
+        return self.path / "thumbnail.png"
+
+    @property
+    def ome_tiff(self) -> Path:
+        return self.path / "mif.ome.tiff"
+
+    @property
+    def features(self) -> Path:
+        return self.path / "features.parquet"
+
+    @property
+    def cells(self) -> Path:
+        return self.path / "cells.parquet"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.path / "embeddings"
+
+    @property
+    def page(self) -> Path:
+        """The self-contained per-slide HTML page."""
+        return self.path / "index.html"
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / "summary.json"
+
+    def is_done(self) -> bool:
+        """True when the summary says the translation finished (never raises)."""
+        try:
+            return self.summary().get("status") == "done"
+        except InputDataError:
+            return False
+
+    def summary(self) -> dict[str, Any]:
+        """``summary.json`` as a dict; InputDataError naming the file when missing or unreadable."""
+        path = self.summary_file
+        if not path.is_file():
+            raise InputDataError(f"{path}: missing; {self.path} is not a finished translation "
+                                 f"(run virtime translate)")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputDataError(f"{path}: unreadable ({exc})") from None
+        if not isinstance(data, dict):
+            raise InputDataError(f"{path}: not a virtime summary")
+        return data
+
+    def require_done(self) -> dict[str, Any]:
+        """The summary of a finished translation, or InputDataError saying why it is not one."""
+        if not self.path.is_dir():
+            raise InputDataError(f"{self.path}: no such output folder")
+        summary = self.summary()
+        if summary.get("status") != "done":
+            raise InputDataError(f"{self.summary_file}: the translation is not done "
+                                 f"(status {summary.get('status')!r}); rerun virtime translate")
+        return summary
+
+    @property
+    def slide_path(self) -> Path:
+        """The H&E slide this folder was translated from (recorded in the summary)."""
+        return Path(str(self.require_done()["slide"]))
+
+    def read_tiles(self) -> Any:
+        """The tile table as a DataFrame (after checking that the run finished)."""
+        import pandas as pd
+
+        self.require_done()
+        return pd.read_parquet(self.tiles)
+
+    def read_features(self) -> Any:
+        """The slide's features row as a DataFrame."""
+        from virtime.features.table import read_features
+
+        self.require_done()
+        return read_features(self.features)[0]
+
+    def load_outputs(self) -> Any:
+        """The verified probability pyramid, masks and metadata (``features.SlideOutputs``)."""
+        from virtime.features.table import load_slide_outputs
+
+        return load_slide_outputs(self.path)
