@@ -124,7 +124,8 @@ def test_many_groups_families_stay_separate(rng):
                          "TMB": rng.normal(size=n)})
     feats = pd.DataFrame({"patient_id": clin["patient_id"], "A.density": rng.normal(size=n),
                           "B.density": rng.normal(size=n)})
-    s = associate(join_features(feats, clin), levels=("subtype",), min_patients=10).summary
+    cohort = join_features(feats, clin, feature_names=["A.density", "B.density"])
+    s = associate(cohort, levels=("subtype",), min_patients=10).summary
     assert s.group.nunique() == n_sub
     for _, fam in list(s.groupby("group", observed=True))[-3:]:
         np.testing.assert_allclose(fam.q, multipletests(fam.p, method="fdr_bh")[1])

@@ -61,13 +61,13 @@ def test_clinical_errors(tables, mutate, match):
 def test_feature_errors(tables):
     feats, _ = tables
     bad = feats.copy()
-    bad.loc[3, "CD8.density"] = np.nan
-    with pytest.raises(InputDataError, match=r"NaN/inf feature value.*CD8\.density"):
+    bad.loc[3, "CD8.density"] = np.inf
+    with pytest.raises(InputDataError, match=r"infinite feature value.*CD8\.density"):
         load_features(bad)
     with pytest.raises(InputDataError, match="duplicate slide_id"):
         load_features(pd.concat([feats, feats.iloc[:2]]))
     with pytest.raises(InputDataError, match="missing required column.*patient_id"):
-        load_features(feats.drop(columns="patient_id"))
+        load_features(feats.drop(columns=["patient_id", "slide_id"]))
 
 
 def test_file_errors_name_the_file(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from virtime.cli._common import add_quiet_arg
 from virtime.cli.validate import add_cohort_args, cohort_from_args
@@ -29,17 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from virtime.errors import InputDataError
-    from virtime.report import write_report
+    from virtime.report import load_tiers, write_report
     from virtime.stats import associate, cross_cohort_validation, join_features, survival_analysis
 
+    tiers = load_tiers(args.tiers) if args.tiers else None  # before any work: fail fast
     cohort = cohort_from_args(args)
-    tiers = None
-    if args.tiers:
-        try:
-            with open(args.tiers, encoding="utf-8") as fh:
-                tiers = json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise InputDataError(f"{args.tiers}: cannot read tiers JSON: {exc}") from exc
     kw = dict(levels=tuple(args.levels), min_patients=args.min_patients,
               show_progress=not args.quiet)
     assoc = associate(cohort, **kw)
@@ -51,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InputDataError("--validation-features and --validation-clinical go together")
     if args.validation_features:
         other = join_features(args.validation_features, args.validation_clinical,
-                              aggregate=args.aggregate)
+                              aggregate=args.aggregate, feature_names=args.feature_columns)
         val = cross_cohort_validation(cohort, other, assoc, associate(other, **kw))
     path = write_report(args.output, cohort=cohort, associations=assoc, survival=surv,
                         validation=val, tiers=tiers, title=args.title)

@@ -18,6 +18,10 @@ def add_cohort_args(p: argparse.ArgumentParser, *, prefix: str = "", required: b
                        help="combine a patient's slides by (mean)")
         p.add_argument("--strict", action="store_true",
                        help="fail if the join loses any patient")
+        p.add_argument("--feature-columns", nargs="+", metavar="COLUMN", default=None,
+                       help="analyse exactly these columns of the features table (default: "
+                            "every known virtime feature; other dotted columns are ignored "
+                            "with a warning)")
 
 
 def cohort_from_args(args: argparse.Namespace, prefix: str = ""):
@@ -26,7 +30,8 @@ def cohort_from_args(args: argparse.Namespace, prefix: str = ""):
 
     key = prefix.replace("-", "_")
     return join_features(getattr(args, f"{key}features"), getattr(args, f"{key}clinical"),
-                         aggregate=args.aggregate, strict=args.strict)
+                         aggregate=args.aggregate, strict=args.strict,
+                         feature_names=args.feature_columns)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -25,6 +25,7 @@ from virtime.report.html import (
 from virtime.report.standard import (
     associations_section,
     cohort_section,
+    load_tiers,
     spectrum_section,
     standard_sections,
     survival_section,
@@ -43,6 +44,7 @@ __all__ = [
     "build_report",
     "cohort_section",
     "figure_block",
+    "load_tiers",
     "render_report",
     "spectrum_section",
     "standard_sections",

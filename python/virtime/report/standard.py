@@ -17,12 +17,46 @@ from virtime.report.html import ReportSection, TableBlock, TextBlock, build_repo
 __all__ = [
     "associations_section",
     "cohort_section",
+    "load_tiers",
     "spectrum_section",
     "standard_sections",
     "survival_section",
     "validation_section",
     "write_report",
 ]
+
+
+def load_tiers(path: str | Path) -> dict[str, str]:
+    """Channel → confidence tier from a JSON file, checked: one error naming the file and the
+    problem.
+
+    The file is an object ``{"CD8": "high", ...}`` or a model card (its ``confidence_tiers``);
+    keys must be channel names, values strings (or numbers).
+    """
+    import json
+
+    from virtime.channels import CHANNEL_NAMES
+    from virtime.errors import InputDataError
+
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # missing, a directory, unreadable, not UTF-8 or JSON
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InputDataError(f"{p}: cannot read tiers JSON: {reason}") from exc
+    if isinstance(data, dict) and isinstance(data.get("confidence_tiers"), dict):
+        data = data["confidence_tiers"]
+    if not isinstance(data, dict):
+        raise InputDataError(f"{p}: tiers JSON must be an object mapping channel to tier "
+                             f"(e.g. {{\"CD8\": \"high\"}}), got {type(data).__name__}")
+    unknown = [str(k) for k in data if k not in CHANNEL_NAMES]
+    if unknown:
+        raise InputDataError(f"{p}: tiers name unknown channel(s) {', '.join(unknown[:5])}")
+    bad = [k for k, v in data.items() if isinstance(v, bool) or not isinstance(v, (str, int, float))]
+    if bad:
+        raise InputDataError(f"{p}: tier of {', '.join(bad[:5])} must be a string such as "
+                             f"'high', got {type(data[bad[0]]).__name__}")
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def cohort_section(cohort) -> ReportSection:

@@ -117,6 +117,10 @@ def _groups(data: pd.DataFrame, level: str) -> list[tuple[str, np.ndarray]]:
     return [(str(names[k]), order[bounds[k]:bounds[k + 1]]) for k in range(len(names))]
 
 
+_NOTE_CONSTANT = "p undefined (constant feature); excluded from family"
+_NOTE_UNDEFINED = "feature undefined (NaN) on too many patients of the group; excluded from family"
+
+
 class _Collector:
     """Accumulates per-block arrays and builds one DataFrame at the end (cheap at 10^6 rows)."""
 
@@ -125,10 +129,11 @@ class _Collector:
         self.blocks: list[dict] = []
         self.skipped: list[tuple[str, str, str, int, str]] = []
 
-    def add(self, level: str, group: str, attribute: str, kind: str, test: str, n: int,
-            n_pos: float, effect: np.ndarray, p: np.ndarray) -> None:
+    def add(self, level: str, group: str, attribute: str, kind: str, test: str, n: np.ndarray,
+            n_pos: np.ndarray, effect: np.ndarray, p: np.ndarray, undefined: np.ndarray) -> None:
         self.blocks.append(dict(level=level, group=group, attribute=attribute, kind=kind,
-                                test=test, n=n, n_positive=n_pos, effect=effect, p=p))
+                                test=test, n=n, n_positive=n_pos, effect=effect, p=p,
+                                undefined=undefined))
 
     def skip(self, level: str, group: str, attribute: str, n: int, reason: str) -> None:
         self.skipped.append((level, group, attribute, n, reason))
@@ -144,10 +149,13 @@ class _Collector:
             cats, codes = np.unique(labels, return_inverse=True)
             return pd.Categorical.from_codes(np.repeat(codes, m), categories=cats)
 
-        effect = np.concatenate([b["effect"] for b in self.blocks])
-        p = np.concatenate([b["p"] for b in self.blocks])
+        def joined(key: str) -> np.ndarray:
+            return np.concatenate([b[key] for b in self.blocks])
+
+        effect, p = joined("effect"), joined("p")
         direction = np.where(effect > 0, "higher", np.where(effect < 0, "lower", "none"))
-        note = np.where(np.isnan(p), "p undefined (constant feature); excluded from family", "")
+        note = np.where(joined("undefined"), _NOTE_UNDEFINED,
+                        np.where(np.isnan(p), _NOTE_CONSTANT, ""))
         df = pd.DataFrame({
             "level": cat("level"),
             "group": cat("group"),
@@ -155,8 +163,8 @@ class _Collector:
             "attribute": cat("attribute"),
             "kind": cat("kind"),
             "test": cat("test"),
-            "n": np.repeat([b["n"] for b in self.blocks], m).astype(np.int64),
-            "n_positive": np.repeat([b["n_positive"] for b in self.blocks], m),
+            "n": joined("n").astype(np.int64),
+            "n_positive": joined("n_positive").astype(np.float64),
             "effect": effect,
             "direction": pd.Categorical(direction, categories=["higher", "lower", "none"]),
             "p": p,
@@ -165,42 +173,83 @@ class _Collector:
         return df
 
 
+def _column_subsets(fnan: np.ndarray, ok: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(feature indices, patient mask) blocks: features without NaN among ``ok`` patients share
+    one block; the others are grouped by where they are NaN (NaN is dropped per test)."""
+    bad = fnan[ok].any(axis=0)
+    out = []
+    clean = np.flatnonzero(~bad)
+    if clean.size:
+        out.append((clean, ok))
+    by_pattern: dict[bytes, list[int]] = {}
+    for j in np.flatnonzero(bad):
+        by_pattern.setdefault(np.packbits(fnan[:, j] & ok).tobytes(), []).append(int(j))
+    for cols in by_pattern.values():
+        out.append((np.asarray(cols), ok & ~fnan[:, cols[0]]))
+    return out
+
+
 def _test_group(col: _Collector, cfg: AssociationConfig, level: str, group: str, x: np.ndarray,
                 attrs: dict[str, str], yvals: dict[str, np.ndarray]) -> None:
     cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+    m = x.shape[1]
+    fnan = np.isnan(x)
+    any_nan = bool(fnan.any())
     for attr, kind in attrs.items():
         y = yvals[attr]
-        ok = ~np.isnan(y)
-        n = int(ok.sum())
-        if n < cfg.min_patients:
-            col.skip(level, group, attr, n, f"fewer than {cfg.min_patients} patients")
+        ok_attr = ~np.isnan(y)
+        n_attr = int(ok_attr.sum())
+        if n_attr < cfg.min_patients:
+            col.skip(level, group, attr, n_attr, f"fewer than {cfg.min_patients} patients")
             continue
-        yk = y[ok]
+        ya = y[ok_attr]
         if kind == "binary":
-            n1 = int((yk == 1).sum())
-            if min(n1, n - n1) < cfg.min_per_class:
-                col.skip(level, group, attr, n, f"fewer than {cfg.min_per_class} in a class")
+            n1 = int((ya == 1).sum())
+            if min(n1, n_attr - n1) < cfg.min_per_class:
+                col.skip(level, group, attr, n_attr, f"fewer than {cfg.min_per_class} in a class")
                 continue
-        elif np.unique(yk).size < 2:
-            col.skip(level, group, attr, n, "attribute constant in group")
+        elif np.unique(ya).size < 2:
+            col.skip(level, group, attr, n_attr, "attribute constant in group")
             continue
-        key = b"all" if ok.all() else np.packbits(ok).tobytes()
-        if key not in cache:
-            cache[key] = rank_columns(x if key == b"all" else x[ok])
-        ranks, tie = cache[key]
-        if kind == "binary":
-            _, p, eff = mannwhitney_from_ranks(ranks, tie, yk == 1, exact_max_n=cfg.exact_max_n)
-            col.add(level, group, attr, kind, "mann-whitney", n, float((yk == 1).sum()), eff, p)
-        elif kind == "stage" and cfg.stage_test == "kruskal":
-            h, p = kruskal_from_ranks(ranks, tie, yk)
-            # effect: ε² = H / (n − 1); direction from the Spearman trend's sign
-            rho, _ = spearman_from_ranks(ranks, rank_columns(yk)[0][:, 0])
-            eff = np.sign(rho) * h / (n - 1)
-            col.add(level, group, attr, kind, "kruskal-wallis", n, np.nan, eff, p)
-        else:
-            rho, p = spearman_from_ranks(ranks, rank_columns(yk)[0][:, 0])
-            test = "spearman-trend" if kind == "stage" else "spearman"
-            col.add(level, group, attr, kind, test, n, np.nan, rho, p)
+        eff_all, p_all = np.full(m, np.nan), np.full(m, np.nan)
+        n_all, npos_all = np.zeros(m, dtype=np.int64), np.full(m, np.nan)
+        undefined = np.zeros(m, dtype=bool)
+        test = {"binary": "mann-whitney", "stage": "spearman-trend"}.get(kind, "spearman")
+        if kind == "stage" and cfg.stage_test == "kruskal":
+            test = "kruskal-wallis"
+        blocks = _column_subsets(fnan, ok_attr) if any_nan else [(np.arange(m), ok_attr)]
+        for cols, ok in blocks:
+            n = int(ok.sum())
+            yk = y[ok]
+            n_all[cols] = n
+            if kind == "binary":
+                n1 = int((yk == 1).sum())
+                npos_all[cols] = n1
+                too_few = n < cfg.min_patients or min(n1, n - n1) < cfg.min_per_class
+            else:
+                too_few = n < cfg.min_patients or np.unique(yk).size < 2
+            if too_few:
+                undefined[cols] = True
+                continue
+            full = cols.size == m
+            key = (b"all" if ok.all() else np.packbits(ok).tobytes()) + (
+                b"" if full else cols.astype(np.int32).tobytes())
+            if key not in cache:
+                xs = x if ok.all() else x[ok]
+                cache[key] = rank_columns(xs if full else xs[:, cols])
+            ranks, tie = cache[key]
+            if kind == "binary":
+                _, p, eff = mannwhitney_from_ranks(ranks, tie, yk == 1,
+                                                   exact_max_n=cfg.exact_max_n)
+            elif kind == "stage" and cfg.stage_test == "kruskal":
+                h, p = kruskal_from_ranks(ranks, tie, yk)
+                # effect: ε² = H / (n − 1); direction from the Spearman trend's sign
+                rho, _ = spearman_from_ranks(ranks, rank_columns(yk)[0][:, 0])
+                eff = np.sign(rho) * h / (n - 1)
+            else:
+                eff, p = spearman_from_ranks(ranks, rank_columns(yk)[0][:, 0])
+            eff_all[cols], p_all[cols] = eff, p
+        col.add(level, group, attr, kind, test, n_all, npos_all, eff_all, p_all, undefined)
 
 
 def associate(cohort: Cohort, config: AssociationConfig | None = None, **overrides: object

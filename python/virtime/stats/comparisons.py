@@ -34,7 +34,10 @@ def metric_comparison(result: AssociationResult, alpha: float | None = None) -> 
     s = result.summary
     feats = pd.Series(s["feature"].cat.categories)
     parts = feats.map(split_feature)
-    single = ~feats.str.contains(r"[|&]", regex=True)
+    from virtime.channels import CHANNEL_NAMES
+
+    # single channels only: pairs, tumour.area_fraction and immune.phenotype=<c> are left out
+    single = pd.Series([c in CHANNEL_NAMES for c, _ in parts], index=feats.index)
     metric_of = pd.Series([m for _, m in parts], index=feats)[single.to_numpy()]
     sub = s[s["feature"].isin(metric_of.index)]
     metric = sub["feature"].astype(str).map(metric_of)

@@ -198,7 +198,7 @@ def km_feature_plot(cohort: Cohort, feature: str, *, level: str = "pan-cancer",
     """KM plot of one feature split at its median (or tertiles) in one group."""
     from virtime.stats.logrank import logrank, split_groups
 
-    d = cohort.data[cohort.data["os_time"].notna()]
+    d = cohort.data[cohort.data["os_time"].notna() & cohort.data[feature].notna()]
     if level != "pan-cancer":
         d = d[d[level] == group]
     t, e = d["os_time"].to_numpy(float), d["os_event"].to_numpy(float)

@@ -100,14 +100,20 @@ def default_survival_features(cohort: Cohort) -> list[str]:
 
 
 def _group_rows(level, group, d, feats, cfg, failures, scores):
-    t, e = d["os_time"].to_numpy(float), d["os_event"].to_numpy(float)
-    n, ev = len(t), int(e.sum())
+    t_all, e_all = d["os_time"].to_numpy(float), d["os_event"].to_numpy(float)
     rows = []
     x_all = d[feats].to_numpy(float)
     for j, f in enumerate(feats):
-        x = x_all[:, j]
+        defined = np.isfinite(x_all[:, j])  # NaN: undefined on that patient, dropped per test
+        x, t, e = x_all[defined, j], t_all[defined], e_all[defined]
+        n, ev = len(t), int(e.sum())
         row = dict(level=level, group=group, feature=f, kind="channel", n=n, events=ev,
                    split=cfg.split, status="ok")
+        if n < cfg.min_patients or ev < cfg.min_events:
+            row["status"] = (f"feature defined on {n} patients ({ev} events); needs "
+                             f"≥ {cfg.min_patients} and ≥ {cfg.min_events}")
+            rows.append(row)
+            continue
         labels = split_groups(x, cfg.split)
         if len(np.unique(labels)) < 2:
             row["status"] = "split failed: feature has too few distinct values"
@@ -125,20 +131,32 @@ def _group_rows(level, group, d, feats, cfg, failures, scores):
             failures.append((level, group, f, "cox", fit.message))
         rows.append(row)
     if cfg.signature:
-        sig = signature_risk(t, e, x_all, folds=cfg.folds, penalizer=cfg.signature_penalizer,
-                             seed=cfg.seed, n_permutations=cfg.signature_permutations)
+        # complete cases: the signature needs every channel of a patient
+        cc = np.isfinite(x_all).all(axis=1)
+        t, e = t_all[cc], e_all[cc]
+        risk, high = np.full(len(d), np.nan), np.zeros(len(d), dtype=bool)
         row = dict(level=level, group=group, feature=SIGNATURE, kind="signature",
-                   n=int(sig.scored.sum()), events=int(e[sig.scored].sum()), split="median",
-                   status="ok" if not sig.failed_folds else "; ".join(sig.failed_folds))
-        for msg in sig.failed_folds:
-            failures.append((level, group, SIGNATURE, "signature", msg))
-        if sig.logrank is not None:
-            row.update(logrank_chi2=sig.logrank.chi2, logrank_p=sig.logrank.p,
-                       permutation_p=sig.permutation_p)
+                   n=int(cc.sum()), events=int(e.sum()), split="median")
+        if cc.sum() < cfg.min_patients or e.sum() < cfg.min_events:
+            row["status"] = (f"{int(cc.sum())} patients with every channel defined "
+                             f"({int(e.sum())} events); too few for the signature")
+            failures.append((level, group, SIGNATURE, "signature", row["status"]))
+        else:
+            sig = signature_risk(t, e, x_all[cc], folds=cfg.folds,
+                                 penalizer=cfg.signature_penalizer, seed=cfg.seed,
+                                 n_permutations=cfg.signature_permutations)
+            row.update(n=int(sig.scored.sum()), events=int(e[sig.scored].sum()),
+                       status="ok" if not sig.failed_folds else "; ".join(sig.failed_folds))
+            for msg in sig.failed_folds:
+                failures.append((level, group, SIGNATURE, "signature", msg))
+            if sig.logrank is not None:
+                row.update(logrank_chi2=sig.logrank.chi2, logrank_p=sig.logrank.p,
+                           permutation_p=sig.permutation_p)
+            risk[cc], high[cc] = sig.risk, sig.high
         rows.append(row)
         scores.append(pd.DataFrame({"patient_id": d["patient_id"].to_numpy(), "level": level,
-                                    "group": group, "risk": sig.risk, "high": sig.high,
-                                    "os_time": t, "os_event": e}))
+                                    "group": group, "risk": risk, "high": high,
+                                    "os_time": t_all, "os_event": e_all}))
     return rows
 
 
@@ -147,7 +165,9 @@ def survival_analysis(cohort: Cohort, config: SurvivalConfig | None = None, **ov
     """Log-rank and Cox per channel, and the out-of-fold signature, for each level and group.
 
     Patients without survival (NaN ``os_time``) are left out; groups with fewer than
-    ``min_patients`` patients or ``min_events`` events are listed in ``skipped``.
+    ``min_patients`` patients or ``min_events`` events are listed in ``skipped``. A feature
+    undefined (NaN) on some patients is tested on the others (``n``/``events`` per row); the
+    signature uses the patients with every channel defined.
     """
     cfg = replace(config or SurvivalConfig(), **overrides)  # type: ignore[arg-type]
     if not cohort.has_survival:

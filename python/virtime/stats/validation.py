@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,7 @@ import pandas as pd
 from virtime.errors import InputDataError
 
 __all__ = [
+    "CATEGORICAL_FEATURES",
     "CLINICAL_REQUIRED",
     "ID_COLUMNS",
     "SURVIVAL_COLUMNS",
@@ -27,6 +29,8 @@ __all__ = [
     "ClinicalTable",
     "Cohort",
     "aggregate_slides",
+    "feature_columns",
+    "is_known_feature",
     "join_features",
     "load_clinical",
     "load_features",
@@ -59,23 +63,39 @@ def _shown(ids: list, limit: int = 10) -> str:
 
 
 def read_table(source: str | Path | pd.DataFrame, what: str = "table") -> tuple[pd.DataFrame, str]:
-    """A DataFrame from CSV/TSV/Parquet (or a DataFrame passed through) and its name for errors."""
+    """A DataFrame from CSV/TSV/Parquet (or a DataFrame passed through) and its name for errors.
+
+    Id columns (``patient_id``, ``slide_id``) are read as text, so ``007`` stays ``007``.
+    """
     if isinstance(source, pd.DataFrame):
         return source.copy(), f"<{what} DataFrame>"
     path = Path(source)
     if not path.is_file():
+        if path.is_dir():
+            raise InputDataError(f"{path}: is a directory, expected a {what} file")
         raise InputDataError(f"{path}: {what} file not found")
     suffix = path.suffix.lower()
+    ids_as_text = {c: str for c in ID_COLUMNS}
     try:
         if suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         elif suffix in (".tsv", ".txt"):
-            df = pd.read_csv(path, sep="\t")
+            df = pd.read_csv(path, sep="\t", dtype=ids_as_text)
         else:
-            df = pd.read_csv(path)
+            df = pd.read_csv(path, dtype=ids_as_text)
     except Exception as exc:  # pyarrow / csv parser errors vary; name the file once
         raise InputDataError(f"{path}: cannot read {what}: {exc}") from exc
     return df, str(path)
+
+
+def _ids_as_text(col: pd.Series) -> pd.Series:
+    """Ids as strings; integral floats (ints that went through NaN) lose their ``.0``."""
+    if pd.api.types.is_float_dtype(col):
+        vals = col.to_numpy(dtype=float)
+        ok = np.isfinite(vals)
+        if ok.all() and np.array_equal(vals, np.round(vals)):
+            return pd.Series(vals.astype(np.int64).astype(str), index=col.index, name=col.name)
+    return col.astype(str)
 
 
 def _require_columns(df: pd.DataFrame, cols: tuple[str, ...] | list[str], name: str) -> None:
@@ -94,51 +114,158 @@ def _check_unique(df: pd.DataFrame, col: str, name: str) -> None:
         raise InputDataError(f"{name}: {len(ids)} duplicate {col}(s): {_shown(ids)}")
 
 
-def feature_columns(df: pd.DataFrame) -> list[str]:
-    """Columns named ``<channel>.<metric>`` (anything with a dot that is not an id column)."""
-    return [c for c in df.columns if isinstance(c, str) and "." in c and c not in ID_COLUMNS]
+# What virtime's feature tables contain (virtime.features: partials.METRICS, pair_columns,
+# contexture), kept here as plain names so the statistics layer does not import numba.
+_CHANNEL_METRICS = frozenset({"density", "mean", "entropy", "snr", "sharpness",
+                              "tumour_density", "stroma_density", "infiltration_ratio"})
+_PAIR_METRICS = {"|": "or_density", "&": "and_density"}
+_OTHER_FEATURES = frozenset({"tumour.area_fraction"})
+#: Feature columns holding categories; analysed as one 0/1 indicator per category.
+CATEGORICAL_FEATURES = frozenset({"immune.phenotype"})
+# Category labels that mean "undefined on this slide" (missing, not a category of its own).
+_MISSING_CATEGORIES = frozenset({"", "nan", "na", "none", "undetermined"})
+_MAX_CATEGORIES = 20
+# Columns virtime writes that describe the slide rather than its biology: never analysed.
+_NON_FEATURE_PREFIXES = ("tissue.", "qc.")
 
 
-def load_features(source: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """Reads and validates a features table: ids present and unique, features numeric and finite.
+def is_known_feature(name: str) -> bool:
+    """Whether ``name`` is a feature virtime computes: ``<protein channel>.<metric>``, a channel
+    pair's ``A|B.or_density`` / ``A&B.and_density``, ``tumour.area_fraction`` or a categorical
+    feature (``immune.phenotype``)."""
+    from virtime.channels import PROTEIN_CHANNELS
 
-    Returns the table with ``patient_id`` as string and only id + feature columns.
+    if name in _OTHER_FEATURES or name in CATEGORICAL_FEATURES:
+        return True
+    channel, _, metric = name.rpartition(".")
+    if channel in PROTEIN_CHANNELS:
+        return metric in _CHANNEL_METRICS
+    for op, pair_metric in _PAIR_METRICS.items():
+        a, sep, b = channel.partition(op)
+        if sep and metric == pair_metric:
+            return a in PROTEIN_CHANNELS and b in PROTEIN_CHANNELS
+    return False
+
+
+def feature_columns(df: pd.DataFrame, features: list[str] | tuple[str, ...] | None = None
+                    ) -> list[str]:
+    """The feature columns of ``df``: ``features`` if given, else every known virtime feature.
+
+    Other columns with a dot in their name (``age.years``, ``FOO.density``) are not analysed —
+    testing them would dilute the FDR — and are named in one warning; ``tissue.*`` and ``qc.*``
+    (slide descriptors) are left out silently.
+    """
+    if features is not None:
+        return [c for c in features if c in df.columns]
+    cols = [c for c in df.columns if isinstance(c, str) and c not in ID_COLUMNS]
+    known = [c for c in cols if is_known_feature(c)]
+    ignored = [c for c in cols if "." in c and c not in known
+               and not c.startswith(_NON_FEATURE_PREFIXES)]
+    if ignored:
+        warnings.warn(
+            f"{len(ignored)} column(s) are not virtime features and are not analysed: "
+            f"{_shown(ignored, 5)} (name them explicitly, e.g. --feature-columns, to analyse them)",
+            UserWarning, stacklevel=3)
+    return known
+
+
+def _indicators(df: pd.DataFrame, col: str, name: str) -> tuple[pd.DataFrame, list[str]]:
+    """One 0/1 column ``<col>=<category>`` per category; NaN where the category is undefined."""
+    text = df[col].astype("string").str.strip()
+    missing = text.isna() | text.str.lower().isin(_MISSING_CATEGORIES).fillna(True)
+    cats = sorted(set(text[~missing].astype(str)))
+    if len(cats) > _MAX_CATEGORIES:
+        warnings.warn(f"{name}: categorical feature {col!r} has {len(cats)} categories (more "
+                      f"than {_MAX_CATEGORIES}); not analysed", UserWarning, stacklevel=4)
+        return pd.DataFrame(index=df.index), []
+    out = {}
+    for cat in cats:
+        v = (text == cat).astype(float).to_numpy()
+        v[missing.to_numpy()] = np.nan
+        out[f"{col}={cat}"] = v
+    return pd.DataFrame(out, index=df.index), list(out)
+
+
+def load_features(source: str | Path | pd.DataFrame,
+                  features: list[str] | tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Reads and validates a features table: ids present and unique, features numeric.
+
+    ``features`` names the columns to analyse (default: every known virtime feature, see
+    :func:`feature_columns`). A categorical feature (``immune.phenotype``, or any non-numeric
+    column named in ``features``) becomes one 0/1 column ``<name>=<category>`` per category
+    (NaN where undefined), so a patient's value is the share of their slides in that category.
+    NaN means "undefined on this slide" and is handled per test; an all-NaN feature is left out
+    with a warning; ±inf is an error. Returns the table with ids as strings and only id +
+    feature columns (``patient_id`` may be absent; :func:`join_features` then maps slides).
     """
     df, name = read_table(source, "features")
-    _require_columns(df, ("patient_id",), name)
-    feats = feature_columns(df)
+    if "patient_id" not in df.columns and "slide_id" not in df.columns:
+        _require_columns(df, ("patient_id",), name)
+    if features is not None:
+        absent = [c for c in features if c not in df.columns]
+        if absent:
+            raise InputDataError(f"{name}: requested feature column(s) not in the table: "
+                                 f"{_shown(list(absent), 5)}")
+    feats = feature_columns(df, features)
     if not feats:
         raise InputDataError(f"{name}: no feature columns named '<channel>.<metric>'")
+    for col in ID_COLUMNS:
+        if col in df.columns:
+            if df[col].isna().any():
+                raise InputDataError(f"{name}: {int(df[col].isna().sum())} rows without {col}")
+            df[col] = _ids_as_text(df[col])
     if "slide_id" in df.columns:
         _check_unique(df, "slide_id", name)
     elif df["patient_id"].duplicated().any():
         raise InputDataError(f"{name}: several rows per patient_id but no slide_id column")
-    if df["patient_id"].isna().any():
-        raise InputDataError(f"{name}: {int(df['patient_id'].isna().sum())} rows without patient_id")
-    df["patient_id"] = df["patient_id"].astype(str)
-    bad_type = [c for c in feats if not pd.api.types.is_numeric_dtype(df[c])]
-    if bad_type:
-        raise InputDataError(f"{name}: non-numeric feature column(s) {_shown(bad_type)}")
-    values = df[feats].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        cols = [feats[j] for j in np.flatnonzero(bad.any(axis=0))]
-        row_ids = df["slide_id" if "slide_id" in df.columns else "patient_id"].astype(str)
-        rows = list(row_ids[bad.any(axis=1)])
+    numeric: list[str] = []
+    parts = [df[[c for c in ID_COLUMNS if c in df.columns]]]
+    for col in feats:
+        series = df[col]
+        if pd.api.types.is_bool_dtype(series):
+            series = series.astype(float)
+        if pd.api.types.is_numeric_dtype(series):
+            parts.append(series.astype(float).to_frame(col))
+            numeric.append(col)
+        elif col in CATEGORICAL_FEATURES or features is not None:
+            ind, names = _indicators(df, col, name)
+            parts.append(ind)
+            numeric.extend(names)
+        else:
+            raise InputDataError(f"{name}: non-numeric feature column {col!r}")
+    out = pd.concat(parts, axis=1)
+    values = out[numeric].to_numpy(dtype=np.float64)
+    inf = np.isinf(values)
+    if inf.any():
+        cols = [numeric[j] for j in np.flatnonzero(inf.any(axis=0))]
+        row_ids = out["slide_id" if "slide_id" in out.columns else "patient_id"]
         raise InputDataError(
-            f"{name}: {int(bad.sum())} NaN/inf feature value(s) in column(s) {_shown(cols)} "
-            f"(rows {_shown(rows)})"
-        )
-    keep = [c for c in ID_COLUMNS if c in df.columns] + feats
-    return df[keep].reset_index(drop=True)
+            f"{name}: {int(inf.sum())} infinite feature value(s) in column(s) {_shown(cols)} "
+            f"(rows {_shown(list(row_ids[inf.any(axis=1)]))})")
+    empty = [numeric[j] for j in np.flatnonzero(np.isnan(values).all(axis=0))]
+    if empty:
+        warnings.warn(f"{name}: {len(empty)} feature(s) undefined (NaN) on every slide, left "
+                      f"out: {_shown(empty, 5)}", UserWarning, stacklevel=2)
+        out = out.drop(columns=empty)
+    if len(empty) == len(numeric):
+        raise InputDataError(f"{name}: every feature is NaN on every slide")
+    partial = int(np.isnan(values).any(axis=0).sum()) - len(empty)
+    if partial:
+        log.info("%s: %d feature(s) undefined on some slides; each test uses the patients where "
+                 "the feature is defined", name, partial)
+    return out.reset_index(drop=True)
 
 
 def aggregate_slides(features: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
-    """One row per patient: slides of the same patient combined by ``how`` (mean, median, max)."""
+    """One row per patient: slides of the same patient combined by ``how`` (mean, median, max).
+
+    ``features`` is a table from :func:`load_features` (ids + feature columns); NaN slides of a
+    feature are skipped, so a patient is NaN only where none of their slides defines it.
+    """
     if how not in ("mean", "median", "max", "min"):
         raise InputDataError(f"unknown aggregation {how!r}; use mean, median, max or min")
-    feats = feature_columns(features)
-    out = features.groupby("patient_id", sort=False)[feats].agg(how)
+    feats = [c for c in features.columns if c not in ID_COLUMNS and c != "n_slides"]
+    out = features.groupby("patient_id", sort=False)[feats].agg(how)  # NaN skipped per feature
     out.insert(0, "n_slides", features.groupby("patient_id", sort=False).size())
     return out.reset_index()
 
@@ -243,7 +370,7 @@ def load_clinical(
     _require_columns(df, CLINICAL_REQUIRED, name)
     if df["patient_id"].isna().any():
         raise InputDataError(f"{name}: {int(df['patient_id'].isna().sum())} rows without patient_id")
-    df["patient_id"] = df["patient_id"].astype(str)
+    df["patient_id"] = _ids_as_text(df["patient_id"])
     _check_unique(df, "patient_id", name)
     for col in ("cancer_type", "subtype"):
         if df[col].isna().any():
@@ -319,35 +446,82 @@ class Cohort:
         return all(c in self.data.columns for c in SURVIVAL_COLUMNS)
 
 
+def _mismatch_hint(a: list[str], b: list[str]) -> str:
+    """A hint when the two id sets differ only in leading zeros or surrounding spaces."""
+    def norm(x: str) -> str:
+        return x.strip().lstrip("0") or "0"
+
+    nb = {norm(x): x for x in b}
+    pairs = [(x, nb[norm(x)]) for x in a if norm(x) in nb]
+    if not pairs:
+        return ""
+    ex = ", ".join(f"{x!r} vs {y!r}" for x, y in pairs[:3])
+    return (f"; {len(pairs)} of them differ only in leading zeros or spaces (e.g. {ex}): "
+            "write the ids the same way in both tables")
+
+
+def _patients_of_slides(feats: pd.DataFrame, clin: ClinicalTable) -> pd.DataFrame:
+    """Adds ``patient_id`` to a slide table without one: from the clinical ``slide_id`` column,
+    else each slide is its own patient (``patient_id = slide_id``), as ``features --merge``
+    tables of one slide per patient are joined."""
+    if "slide_id" in clin.table.columns:
+        known = clin.table.dropna(subset=["slide_id"])
+        mapping = dict(zip(_ids_as_text(known["slide_id"]), known["patient_id"]))
+        pid = feats["slide_id"].map(mapping)
+        unmatched = list(feats["slide_id"][pid.isna()])
+        if unmatched:
+            log.warning("features have no patient_id and %d slide(s) are not in the clinical "
+                        "slide_id column: %s", len(unmatched), _shown(unmatched, 5))
+        feats = feats[pid.notna()].copy()
+        feats.insert(1, "patient_id", pid[pid.notna()].astype(str))
+        return feats
+    log.warning("features table has no patient_id: each slide is taken as its own patient "
+                "(patient_id = slide_id); add a patient_id column (or a slide_id column to the "
+                "clinical table) for patients with several slides")
+    feats = feats.copy()
+    feats.insert(1, "patient_id", feats["slide_id"])
+    return feats
+
+
 def join_features(
     features: str | Path | pd.DataFrame,
     clinical: str | Path | pd.DataFrame | ClinicalTable,
     *,
     aggregate: str = "mean",
     strict: bool = False,
+    feature_names: list[str] | tuple[str, ...] | None = None,
 ) -> Cohort:
     """Validates both tables, aggregates slides per patient and joins them on ``patient_id``.
 
-    Patients present in only one table are logged (how many and which) and recorded on the
-    cohort; ``strict=True`` makes any loss an error. An empty join is always an error.
+    Patients present in only one table are logged (how many and a few ids, with a hint when
+    ids differ only in leading zeros) and recorded on the cohort; ``strict=True`` makes any
+    loss an error. An empty join is always an error. ``feature_names`` restricts the analysis
+    to those columns (default: every known virtime feature, see :func:`feature_columns`). A
+    features table without ``patient_id`` is mapped to patients by the clinical ``slide_id``
+    column when there is one, else each slide is its own patient.
     """
-    feats_df = load_features(features)
+    feats_df = load_features(features, feature_names)
     clin = clinical if isinstance(clinical, ClinicalTable) else load_clinical(clinical)
+    if "patient_id" not in feats_df.columns:
+        feats_df = _patients_of_slides(feats_df, clin)
     per_patient = aggregate_slides(feats_df, aggregate)
-    fnames = feature_columns(per_patient)
+    fnames = [c for c in per_patient.columns if c not in ("patient_id", "n_slides")]
     f_ids, c_ids = set(per_patient["patient_id"]), set(clin.table["patient_id"])
     features_only, clinical_only = sorted(f_ids - c_ids), sorted(c_ids - f_ids)
     for ids, where, other in ((features_only, "features", "clinical"),
                               (clinical_only, "clinical", "features")):
         if ids:
-            msg = f"join loses {len(ids)} patient(s) present in {where} but not in {other}: {_shown(ids)}"
+            msg = (f"join loses {len(ids)} patient(s) present in {where} but not in {other}: "
+                   f"{_shown(ids, 5)}")
+            msg += _mismatch_hint(ids, clinical_only if where == "features" else features_only)
             if strict:
                 raise InputDataError(msg)
             log.warning(msg)
     data = clin.table.merge(per_patient, on="patient_id", how="inner", validate="one_to_one")
     if data.empty:
         raise InputDataError(
-            f"no patient_id in common between features ({len(f_ids)} patients) and clinical "
-            f"{clin.source} ({len(c_ids)} patients)"
+            f"no patient_id in common between features ({len(f_ids)} patients, e.g. "
+            f"{_shown(sorted(f_ids), 3)}) and clinical {clin.source} ({len(c_ids)} patients, "
+            f"e.g. {_shown(sorted(c_ids), 3)})" + _mismatch_hint(sorted(f_ids), sorted(c_ids))
         )
     return Cohort(data, fnames, dict(clin.attributes), features_only, clinical_only)

@@ -116,13 +116,15 @@ def cross_cohort_validation(
     pts = []
     for f in features:
         a, b = ma.loc[shared, f].to_numpy(), mb.loc[shared, f].to_numpy()
-        rho, p, method = spearman_small_sample(a, b, n_permutations=n_permutations, seed=seed)
+        ok = np.isfinite(a) & np.isfinite(b)  # a feature undefined on a whole subtype
+        rho, p, method = spearman_small_sample(a[ok], b[ok], n_permutations=n_permutations,
+                                               seed=seed)
         rows.append(dict(feature=f, n_subtypes=len(shared), rho=rho, p=p, method=method))
         pts.append(pd.DataFrame({"feature": f, "subtype": shared, "mean_a": a, "mean_b": b,
                                  "n_a": ma.loc[shared, "n"].to_numpy(),
                                  "n_b": mb.loc[shared, "n"].to_numpy()}))
     per_channel = pd.DataFrame(rows)
-    points = pd.concat(pts, ignore_index=True)
+    points = pd.concat(pts, ignore_index=True).dropna(subset=["mean_a", "mean_b"])
     summary_rows = []
     if len(points) >= 3:
         rho, p, method = spearman_small_sample(points["mean_a"], points["mean_b"],
