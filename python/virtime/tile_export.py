@@ -38,10 +38,21 @@ def export_tiles(
     normalize: str = "none",
     threads: int = 0,
     limit: int | None = None,
-    progress: bool = True,
+    show_progress: bool = True,
+    progress: bool | None = None,
 ) -> TileExportResult:
-    """Tiles the slide's tissue and writes ``tiles/<col>_<row>.png`` and ``tiles.parquet``."""
+    """Tiles the slide's tissue and writes ``tiles/<col>_<row>.png`` and ``tiles.parquet``.
+
+    ``progress`` is the deprecated spelling of ``show_progress``.
+    """
     from PIL import Image
+
+    if progress is not None:
+        import warnings
+
+        warnings.warn("export_tiles(progress=...) is deprecated; use show_progress=...",
+                      DeprecationWarning, stacklevel=2)
+        show_progress = progress
 
     slide = Slide(slide_path, mpp=mpp)
     grid = make_tile_grid(slide, tiling, detect_tissue(slide))
@@ -57,7 +68,7 @@ def export_tiles(
     rows: list[dict] = []
     failed: list[dict] = []
     total = len(subset) if subset is not None else len(grid)
-    with progress_bar(total=total, desc="tiles", unit="tile", enabled=progress) as bar:
+    with progress_bar(total=total, desc="tiles", unit="tile", enabled=show_progress) as bar:
         for batch in iter_batches(
             slide, grid, normalizer=normalizer, threads=threads, pack="none", tiles=subset
         ):

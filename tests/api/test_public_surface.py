@@ -59,3 +59,12 @@ def test_import_virtime_stays_light() -> None:
             "'lifelines', 'onnxruntime') if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_one_progress_switch_old_spelling_warns() -> None:
+    from virtime.embed import EmbedConfig
+
+    assert EmbedConfig(show_progress=False).show_progress is False
+    with pytest.warns(DeprecationWarning, match="show_progress"):
+        old = EmbedConfig(progress=False)
+    assert old.show_progress is False and old == EmbedConfig(show_progress=False)

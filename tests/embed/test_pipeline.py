@@ -40,7 +40,7 @@ def test_embed_slide_matches_direct_model_run(slide_path, encoders, tmp_path):
 
     tile, slide_enc = encoders
     res = embed_slide(slide_path, tile, tmp_path / "out",
-                      EmbedConfig(backend="torch", device="cpu", all_layers=True, progress=False,
+                      EmbedConfig(backend="torch", device="cpu", all_layers=True, show_progress=False,
                                   batch_size=4), slide_enc)
     table = pd.read_parquet(tmp_path / "out" / "tile_embeddings.parquet")
     assert len(table) == len(res.tile_embeddings) > 0
@@ -71,7 +71,7 @@ def test_billion_parameter_encoder_is_refused_on_cpu(slide_path, monkeypatch):
     with torch.device("meta"):
         big = TileEncoder()  # the real size, never materialised
     with pytest.raises(InvalidArgumentError, match=r"1\.13 B-parameter.*--allow-slow"):
-        embed_slide(slide_path, big, None, EmbedConfig(device="cpu", progress=False))
+        embed_slide(slide_path, big, None, EmbedConfig(device="cpu", show_progress=False))
 
 
 def test_cli_embed_and_probe_errors(slide_path, encoders, tmp_path, capsys):

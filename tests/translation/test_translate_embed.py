@@ -37,7 +37,7 @@ def test_joint_pass_equals_separate_embedding(small_slide, tiny_model, fast_conf
     tile, slide = encoders
     # The tiny translator reads at 0.5 um/px, so 256-px tiles are exactly the encoder's tiles.
     cfg = dataclasses.replace(fast_config, tile_size=256, features=False)
-    embed_cfg = EmbedConfig(backend="torch", progress=False)
+    embed_cfg = EmbedConfig(backend="torch", show_progress=False)
     result = virtime.translate(small_slide, tiny_model, tmp_path, cfg,
                                embedder=TileEmbedder(tile, embed_cfg, slide))
     joint = pd.read_parquet(result.output_dir / "embeddings" / "tile_embeddings.parquet")
@@ -57,7 +57,7 @@ def test_joint_pass_refuses_tiles_of_another_size(small_slide, tiny_model, fast_
     tile, _ = encoders
     with pytest.raises(errors.InvalidArgumentError, match="--tile-size 256"):
         virtime.translate(small_slide, tiny_model, tmp_path, fast_config,
-                          embedder=TileEmbedder(tile, EmbedConfig(backend="torch", progress=False)))
+                          embedder=TileEmbedder(tile, EmbedConfig(backend="torch", show_progress=False)))
 
 
 def test_cli_translate_embed(small_slide, tiny_weights, encoders, tmp_path):

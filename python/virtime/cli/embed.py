@@ -42,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from virtime.embed import EmbedConfig, embed_slide, load_slide_encoder, load_tile_encoder
     from virtime.slide import Slide
+    from virtime.slide_ids import check_unique_ids
 
+    ids = check_unique_ids(args.slides)  # before any work: one folder per slide, same ids as translate
     tile = load_tile_encoder(args.tile_weights)
     slide_enc = load_slide_encoder(args.slide_weights) if args.slide_weights else None
     if slide_enc is None:
@@ -50,13 +52,12 @@ def _run(args: argparse.Namespace) -> int:
     config = EmbedConfig(
         backend=args.backend, precision=args.precision, device=args.device,
         batch_size=args.batch_size, threads=args.threads, min_tissue=args.min_tissue,
-        all_layers=args.all_layers, allow_slow=args.allow_slow, progress=not args.quiet,
+        all_layers=args.all_layers, allow_slow=args.allow_slow, show_progress=not args.quiet,
     )
     if slide_enc is not None and args.device:
         slide_enc = slide_enc.to(args.device)
     root = Path(args.output)
-    for path in args.slides:
-        result = embed_slide(Slide(path, mpp=args.mpp), tile, root / Path(path).stem, config,
-                             slide_enc)
+    for path, slide_id in zip(args.slides, ids):
+        result = embed_slide(Slide(path, mpp=args.mpp), tile, root / slide_id, config, slide_enc)
         log.info("%s: %d tiles embedded -> %s", path, len(result.tile_embeddings), result.out_dir)
     return 0

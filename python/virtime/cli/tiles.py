@@ -30,7 +30,8 @@ def _run(args: argparse.Namespace) -> int:
 
     result = export_tiles(
         args.slide, args.output, mpp=args.mpp, tiling=tiling_config_from_args(args),
-        normalize=args.normalize, threads=args.threads, limit=args.limit, progress=not args.quiet,
+        normalize=args.normalize, threads=args.threads, limit=args.limit,
+        show_progress=not args.quiet,
     )
     print(f"{result.written} tiles written to {result.folder} ({result.failed} failed)")
     return 0

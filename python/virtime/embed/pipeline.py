@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from virtime.errors import InputDataError, InvalidArgumentError
+from virtime.slide_ids import slide_id_from_path
 
 __all__ = ["CPU_GFLOPS_ESTIMATE", "EmbedConfig", "EmbedResult", "check_cpu_allowed", "embed_slide",
            "encode_slide", "make_engine", "write_embeddings"]
@@ -50,7 +51,17 @@ class EmbedConfig:
     all_layers: bool = False
     allow_slow: bool = False
     cache_dir: str | None = None
-    progress: bool = True
+    show_progress: bool = True
+    progress: bool | None = None  # deprecated spelling of show_progress (kept for old callers)
+
+    def __post_init__(self) -> None:
+        if self.progress is not None:
+            import warnings
+
+            warnings.warn("EmbedConfig(progress=...) is deprecated; use show_progress=... (the "
+                          "name every virtime config uses)", DeprecationWarning, stacklevel=3)
+            object.__setattr__(self, "show_progress", bool(self.progress))
+            object.__setattr__(self, "progress", None)
 
 
 @dataclass
@@ -178,7 +189,7 @@ def embed_slide(
     embeds, index, failures = [], [], []
     try:
         with progress(total=len(grid), desc=f"embed {Path(str(slide.path)).name}", unit="tile",
-                      enabled=config.progress) as bar:
+                      enabled=config.show_progress) as bar:
             for batch in iter_batches(slide, grid, batch_size=config.batch_size,
                                       threads=config.threads, emit_uint8=False, pack="float32"):
                 failures.extend(batch.failures)
@@ -246,7 +257,7 @@ def write_embeddings(
     }
     if slide_emb is not None:
         cols: dict[str, Any] = {
-            "slide": pa.array([Path(slide_path).stem]), "n_tiles": pa.array([len(emb)]),
+            "slide": pa.array([slide_id_from_path(slide_path)]), "n_tiles": pa.array([len(emb)]),
             "embedding": _embedding_column(slide_emb[None]),
         }
         if layers is not None:
