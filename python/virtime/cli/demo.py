@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = DemoConfig(**sized, second_patients=args.second_patients,
                      slide_px=args.slide_px, seed=args.seed, backend=args.backend,
                      show_progress=not args.quiet)
-    result = run_demo(args.output, cfg, model=model)
+    result = run_demo(model, args.output, cfg)
     out = sys.stdout
     out.write("Recovery of planted effects (power: planted found / testable; "
               "fdp: unplanted / discoveries)\n")

@@ -183,22 +183,33 @@ def _analyse(features: pd.DataFrame, clinical: pd.DataFrame, feats: list[str], c
     return {"cohort": cohort, "assoc": assoc, "surv": surv}
 
 
-def run_demo(out_dir: str | os.PathLike[str] = "demo_out", config: DemoConfig | None = None, *,
-             model: Any = None) -> DemoResult:
+def run_demo(model: Any = None, out_dir: str | os.PathLike[str] = "demo_out",
+             config: DemoConfig | None = None) -> DemoResult:
     """Runs the whole demo into ``out_dir`` (resumable) and returns the recovery table.
+
+    The argument order is virtime's ``(what, model, out, config)`` (the demo makes its own
+    slides, so there is no "what"). The earlier order ``run_demo(out_dir, config, model=...)``
+    still works, with a DeprecationWarning.
 
     Parameters
     ----------
+    model
+        Any translator with a model card (default: the bundled demo checkpoint).
     out_dir
         Output folder (``demo_out`` by default).
     config
         :class:`DemoConfig`; the default is the README's demo.
-    model
-        Any translator with a model card (default: the bundled demo checkpoint).
     """
     from virtime.demo.recovery import recovery_table
     from virtime.simulate.cohort_render import simulate_cohort
 
+    if isinstance(model, (str, os.PathLike)):  # the pre-0.2 order: run_demo(out_dir, config)
+        import warnings
+
+        warnings.warn("run_demo(out_dir, config, model=...) is deprecated; call "
+                      "run_demo(model, out_dir, config)", DeprecationWarning, stacklevel=2)
+        legacy_config = out_dir if isinstance(out_dir, DemoConfig) else config
+        model, out_dir, config = None, model, legacy_config
     cfg = config or DemoConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
