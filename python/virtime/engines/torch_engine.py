@@ -97,7 +97,7 @@ class TorchEngine(BaseEngine):
         input_dtype: Any = np.float32,
         out_channels: int | None = None,
         tf32: bool | None = None,
-        compile: bool | str = False,  # noqa: A002  (torch's own name for it)
+        compile: bool | str = False,
         compile_backend: str = "inductor",
     ) -> None:
         import torch

@@ -39,6 +39,10 @@ class TranslateConfig:
     log_json: str | None = None
     cache_dir: str | None = None
     engine_options: dict[str, Any] = field(default_factory=dict)
+    # The device path (uint8 tiles up, post-processing on the engine's device, pooled uint8 down;
+    # translation/device_path.py): None = when the engine is not on the CPU; True forces it (on
+    # CPU too, with torch CPU tensors), False keeps the fused C++ CPU path.
+    device_path: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -236,6 +236,12 @@ def _run_tiles(slide, grid, todo, engine, normalizer, canvas, config, origins, w
                tile_xy_model, timings, rows, out, jlog, slide_id, embedder):  # noqa: ANN001, ANN202
     """The hot loop: batches in, windows through the engine, canvas and tile rows out."""
     from virtime.batcher import iter_batches
+    from virtime.translation.device_path import run_tiles_device, use_device_path
+
+    if use_device_path(engine, config):  # engine on a GPU (or forced): translation/device_path.py
+        return run_tiles_device(slide, grid, todo, engine, normalizer, canvas, config, origins,
+                                weight, stride, tile_xy_model, timings, rows, out, jlog,
+                                slide_id, embedder)
 
     failures: list[dict[str, Any]] = []
     window = weight.shape[0]
@@ -344,6 +350,7 @@ def _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failur
             timings, model_hash, engine, t_start) -> TranslateResult:  # noqa: ANN001
     """Tile table, tissue mask, thumbnail, optional OME-TIFF and features; summary last."""
     from virtime.stitch.atomic import atomic_write_json
+    from virtime.translation.timeline import cpu_timeline
 
     t0 = time.perf_counter()
     table = pd.DataFrame(rows)
@@ -385,7 +392,8 @@ def _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failur
         "tiles_failed": len(failures),
         "failed_tiles": failures,
         "tissue_fraction": tissue.fraction,
-        "timings_seconds": {k: round(v, 4) for k, v in timings.items()},
+        "timings_seconds": {k: round(v, 4) for k, v in timings.items() if k != "timeline"},
+        "timeline": timings.get("timeline") or cpu_timeline(timings),  # per stage: busy, overlap
         "seconds": round(seconds, 3),
         "config": config.as_dict(),
     }

@@ -1,0 +1,437 @@
+"""The device path of the translation loop: uint8 tiles up, pooled uint8 blocks and tile statistics down.
+
+When the engine runs on a GPU, the CPU should only read and decode: the C++ batcher hands out
+uint8 RGB tiles ``(N, T, T, 3)`` (no float packing), which are copied into a bounded ring of pinned
+host buffers and uploaded asynchronously on a copy stream. On the device, with torch ops:
+
+1. the split into model windows (uint8 slices, a reshape for the official non-overlapping layout),
+   ImageNet normalization with the C++ packer's constants (``v·scale + bias``, two roundings, as
+   ``pp_pack_f32``), NHWC data handed to the engine as an NCHW ``channels_last`` view (or
+   contiguous NCHW);
+2. ``engine.run_tensor`` (float32 logits on the device);
+3. sigmoid, blend weight, per-tile statistics of the blended tile (positive fraction and mean
+   probability over the tile's core, as the fused C++ pass: windows accumulated in order, divided
+   by the clamped weight sum), pooling of every window to the canvas grid (off-grid windows are
+   zero-padded to the grid like :func:`~virtime.stitch.windows.pool_weighted`), and quantization
+   of each window's pooled ratio ``Σw·p / Σw`` to ``floor(255·r + ½)``;
+4. download of the uint8 blocks (``C·(h/f)²`` bytes per window, 23 KB for GigaTIME at 2 µm/px
+   instead of 6 MB of logits) and the statistics, on a second copy stream.
+
+The host adds ``(q/255)·Σw`` and ``Σw`` to the canvas, so the canvas matches the CPU path within one
+grey level (each window's ratio is rounded once before blending), overlap and off-grid windows
+included. Batch ``k+1`` is uploaded and computed while batch ``k``'s results are consumed; the only
+waits are on a batch's download event (where its results are used) and on a ring slot's upload
+event before it is refilled. With torch CPU tensors the same code runs synchronously (tests and
+``TranslateConfig(device_path=True)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from virtime.errors import InvalidArgumentError
+from virtime.translation.timeline import Timeline
+
+__all__ = ["DeviceBatchResult", "DeviceTranslator", "run_tiles_device", "use_device_path"]
+
+log = logging.getLogger(__name__)
+
+# ImageNet constants as float32, exactly as cpp/src/image.cpp computes its packing constants.
+_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+PACK_SCALE = (np.float32(1.0) / (np.float32(255.0) * _STD)).astype(np.float32)
+PACK_BIAS = (-_MEAN / _STD).astype(np.float32)
+
+
+def use_device_path(engine: Any, config: Any) -> bool:
+    """The device path runs when the engine's device is not the CPU, or when forced by
+    ``config.device_path`` (True: always; False: never; None: by the engine's device)."""
+    forced = getattr(config, "device_path", None)
+    if forced is not None:
+        return bool(forced)
+    return not str(getattr(engine, "device", "cpu")).startswith("cpu")
+
+
+@dataclass
+class DeviceBatchResult:
+    """Host results of one batch.
+
+    Attributes
+    ----------
+    blocks
+        One entry per window, in tile-major window order: ``(q, ox, oy, ws)`` with ``q`` the
+        ``(C, hb, wb)`` uint8 pooled ratio, ``(ox, oy)`` its canvas origin and ``ws`` the
+        ``(hb, wb)`` float32 pooled weight of that grid phase.
+    positive_fraction, mean_probability
+        ``(n, C)`` float64 tile statistics.
+    """
+
+    blocks: list[tuple[NDArray[np.uint8], int, int, NDArray[np.float32]]]
+    positive_fraction: NDArray[np.float64]
+    mean_probability: NDArray[np.float64]
+
+
+class _Pending:
+    """A submitted batch: device work queued; :meth:`result` waits for its download only."""
+
+    def __init__(self, done: Any, fetch: Any) -> None:
+        self._done, self._fetch = done, fetch
+
+    def result(self) -> DeviceBatchResult:
+        if self._done is not None:
+            self._done.synchronize()  # the one wait: these results are consumed now
+        return self._fetch()
+
+
+class DeviceTranslator:
+    """Uploads uint8 tiles, runs the engine and post-processes on the engine's device.
+
+    Parameters
+    ----------
+    engine
+        An engine with ``run_tensor`` (see :class:`virtime.engines.Engine`).
+    weight, factor, origins, tile_size, core, threshold
+        As :class:`~virtime.translation.postprocess.WindowPostprocessor`.
+    ring
+        Pinned host staging buffers (CUDA only): bounds host memory and the batches in flight.
+    channels_last
+        Hand the engine NHWC data as a ``channels_last`` view (True, no copy) or contiguous NCHW.
+    timeline
+        Where stage times go (a fresh one by default).
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        weight: NDArray[Any],
+        factor: int,
+        origins: Sequence[tuple[int, int]],
+        tile_size: int,
+        core: int,
+        threshold: float = 0.5,
+        *,
+        ring: int = 3,
+        channels_last: bool = True,
+        timeline: Timeline | None = None,
+    ) -> None:
+        import torch
+
+        self._torch = torch
+        self.engine = engine
+        self.device = torch.device(str(getattr(engine, "device", "cpu")))
+        self.cuda = self.device.type == "cuda"
+        self.weight = np.ascontiguousarray(weight, dtype=np.float32)
+        self.h, self.w = self.weight.shape
+        self.factor = int(factor)
+        self.origins = np.asarray(origins, dtype=np.int64).reshape(-1, 2)
+        self.k = len(self.origins)
+        self.tile_size, self.core, self.threshold = int(tile_size), int(core), float(threshold)
+        if self.factor < 1 or not 1 <= self.core <= self.tile_size or int(ring) < 1:
+            raise InvalidArgumentError(
+                f"bad device-path geometry: factor {factor}, core {core}, ring {ring}")
+        if ((self.origins < 0).any() or (self.origins[:, 0] + self.w > self.tile_size).any()
+                or (self.origins[:, 1] + self.h > self.tile_size).any()):
+            raise InvalidArgumentError(f"windows {self.origins.tolist()} do not fit the tile")
+        self.channels_last = bool(channels_last)
+        self.timeline = timeline if timeline is not None else Timeline(self.device)
+        dev = self.device
+        self._weight = torch.from_numpy(self.weight).to(dev)
+        self._scale = torch.from_numpy(PACK_SCALE).to(dev)
+        self._bias = torch.from_numpy(PACK_BIAS).to(dev)
+        self._wsum_core = torch.from_numpy(self._core_weight_sum()).to(dev)
+        self._ws_phase: dict[tuple[int, int], tuple[NDArray[np.float32], Any]] = {}
+        self._grid_split = self._official_split()
+        self._ring_size = int(ring)
+        self._ring: list[Any] = []
+        self._ring_free: list[Any] = []
+        self._slot = 0
+        if self.cuda:
+            self._up = torch.cuda.Stream(dev)
+            self._down = torch.cuda.Stream(dev)
+
+    # -- geometry -------------------------------------------------------------------------------
+    def _core_weight_sum(self) -> NDArray[np.float32]:
+        """Σ_k w over the tile's core, accumulated in window order and clamped as the C++ pass."""
+        t, c = self.tile_size, self.core
+        wsum = np.zeros((t, t), dtype=np.float32)
+        for ox, oy in self.origins:
+            wsum[oy : oy + self.h, ox : ox + self.w] += self.weight
+        return np.maximum(wsum, np.float32(1e-12))[:c, :c].copy()
+
+    def _official_split(self) -> tuple[int, int] | None:
+        """``(ny, nx)`` when the windows tile the tile exactly (a reshape splits them)."""
+        t, h, w = self.tile_size, self.h, self.w
+        if t % h or t % w:
+            return None
+        ny, nx = t // h, t // w
+        grid = [(x * w, y * h) for y in range(ny) for x in range(nx)]
+        return (ny, nx) if [tuple(o) for o in self.origins.tolist()] == grid else None
+
+    def phase_weight(self, px: int, py: int) -> tuple[NDArray[np.float32], Any]:
+        """Pooled weight ``Σw`` of a window at grid phase ``(px, py)`` (host and device copies)."""
+        key = (int(px), int(py))
+        if key not in self._ws_phase:
+            from virtime.stitch.windows import pool_weighted
+
+            one = np.zeros((1, self.h, self.w), dtype=np.float32)
+            _, ws, _, _ = pool_weighted(one, self.weight, self.factor, key[0], key[1])
+            ws = np.ascontiguousarray(ws, dtype=np.float32)
+            self._ws_phase[key] = (ws, self._torch.from_numpy(ws).to(self.device))
+        return self._ws_phase[key]
+
+    # -- staging --------------------------------------------------------------------------------
+    def _stage(self, rgb: NDArray[np.uint8]) -> Any:
+        """uint8 tiles on the device; on CUDA through a pinned ring slot on the copy stream."""
+        torch = self._torch
+        host = torch.from_numpy(np.ascontiguousarray(rgb))
+        if not self.cuda:
+            return host
+        n = host.shape[0]
+        if len(self._ring) < self._ring_size:
+            self._ring.append(None)
+            self._ring_free.append(None)
+        i = self._slot
+        self._slot = (self._slot + 1) % self._ring_size
+        slot, free = self._ring[i], self._ring_free[i]
+        if free is not None:
+            free.synchronize()  # the slot's previous upload has read it
+        if slot is None or slot.shape[0] < n or slot.shape[1:] != host.shape[1:]:
+            slot = torch.empty(tuple(host.shape), dtype=torch.uint8).pin_memory()
+            self._ring[i] = slot
+        with self.timeline.host("read"):  # host copy into pinned memory (part of staging)
+            slot[:n].copy_(host)
+        with torch.cuda.stream(self._up), self.timeline.span("upload", self._up):
+            dev = slot[:n].to(self.device, non_blocking=True)
+            ev = torch.cuda.Event()
+            ev.record(self._up)
+        self._ring_free[i] = ev
+        torch.cuda.current_stream(self.device).wait_event(ev)
+        dev.record_stream(torch.cuda.current_stream(self.device))
+        return dev
+
+    def prepare(self, u8: Any) -> Any:
+        """Model input ``(n·k, 3, h, w)`` float32 from uint8 tiles ``(n, T, T, 3)`` on the device."""
+        torch = self._torch
+        n = u8.shape[0]
+        h, w = self.h, self.w
+        if self._grid_split is not None:
+            ny, nx = self._grid_split
+            win = u8.view(n, ny, h, nx, w, 3).permute(0, 1, 3, 2, 4, 5).reshape(n * self.k, h, w, 3)
+        else:
+            win = torch.stack([u8[:, oy : oy + h, ox : ox + w, :] for ox, oy in self.origins.tolist()],
+                              dim=1).reshape(n * self.k, h, w, 3)
+        x = win.to(torch.float32)
+        x.mul_(self._scale).add_(self._bias)  # two roundings, like the C++ packer
+        x = x.permute(0, 3, 1, 2)  # NCHW view of NHWC memory: channels_last
+        return x if self.channels_last else x.contiguous()
+
+    # -- post-processing ------------------------------------------------------------------------
+    def postprocess(self, logits: Any, tile_xy: NDArray[np.int64]) -> tuple[list[Any], Any, Any]:
+        """Device tensors: per grid phase ``(window indices, (px, py), uint8 blocks)``, and the
+        tile statistics ``pos`` (int64) and ``psum`` (float64), each ``(n, C)``."""
+        with self._torch.inference_mode():
+            return self._postprocess(logits, np.asarray(tile_xy, dtype=np.int64).reshape(-1, 2))
+
+    def _postprocess(self, logits: Any, tile_xy: NDArray[np.int64]) -> tuple[list[Any], Any, Any]:
+        import torch.nn.functional as F
+
+        torch = self._torch
+        n = len(tile_xy)
+        k, h, w, f = self.k, self.h, self.w, self.factor
+        c = int(logits.shape[1])
+        p = torch.sigmoid_(logits) if logits.dtype == torch.float32 else torch.sigmoid(logits.float())
+        p.mul_(self._weight)  # w·σ(l), in place: the logits are ours
+        # Blended core of every tile: windows added in order, divided by the clamped Σw.
+        core = self.core
+        acc = torch.zeros((n, c, core, core), dtype=torch.float32, device=p.device)
+        pv = p.view(n, k, c, h, w)
+        for j, (ox, oy) in enumerate(self.origins.tolist()):
+            y1, x1 = min(oy + h, core), min(ox + w, core)
+            if oy < core and ox < core:
+                acc[:, :, oy:y1, ox:x1] += pv[:, j, :, : y1 - oy, : x1 - ox]
+        acc.div_(self._wsum_core)
+        pos = (acc > self.threshold).sum(dim=(2, 3))
+        psum = acc.sum(dim=(2, 3), dtype=torch.float64)
+        # Pooling by grid phase, then each window's ratio quantized to the canvas' uint8.
+        xy = tile_xy[:, None, :] + self.origins[None, :, :]  # (n, k, 2) model pixels
+        phase = (xy % f).reshape(-1, 2)
+        keys = phase[:, 0] * f + phase[:, 1]
+        groups = []
+        for key in np.unique(keys):
+            idx = np.flatnonzero(keys == key)
+            px, py = int(phase[idx[0], 0]), int(phase[idx[0], 1])
+            sel = p if len(idx) == n * k else p.index_select(
+                0, torch.from_numpy(idx).to(p.device))
+            hh, ww = -(-(py + h) // f) * f, -(-(px + w) // f) * f
+            if (px, py, hh, ww) != (0, 0, h, w):
+                sel = F.pad(sel, (px, ww - w - px, py, hh - h - py))
+            if f > 1:
+                sel = sel.view(len(idx), c, hh // f, f, ww // f, f).sum(dim=(3, 5))
+            _, ws_dev = self.phase_weight(px, py)
+            q = torch.floor(sel.div_(ws_dev).mul_(255.0).add_(0.5)).nan_to_num_(0.0)
+            groups.append((idx, (px, py), q.clamp_(0.0, 255.0).to(torch.uint8)))
+        return groups, pos, psum
+
+    # -- one batch ------------------------------------------------------------------------------
+    def submit(self, rgb: NDArray[np.uint8], tile_xy: NDArray[np.int64]) -> _Pending:
+        """Queue one batch of uint8 tiles ``(n, T, T, 3)`` at model-pixel origins ``(n, 2)``."""
+        torch = self._torch
+        tile_xy = np.asarray(tile_xy, dtype=np.int64).reshape(-1, 2)
+        if rgb.ndim != 4 or rgb.shape[1:] != (self.tile_size, self.tile_size, 3) or \
+                rgb.dtype != np.uint8 or len(rgb) != len(tile_xy):
+            raise InvalidArgumentError(
+                f"tiles must be uint8 (n, {self.tile_size}, {self.tile_size}, 3) with n origins, "
+                f"got {rgb.dtype} {rgb.shape} and {len(tile_xy)} origins")
+        stream = torch.cuda.current_stream(self.device) if self.cuda else None
+        with torch.inference_mode():
+            u8 = self._stage(rgb)
+            with self.timeline.span("compute", stream):
+                logits = self.engine.run_tensor(self.prepare(u8))
+            with self.timeline.span("postprocess", stream):
+                groups, pos, psum = self.postprocess(logits, tile_xy)
+            del logits
+            return self._download(groups, pos, psum, tile_xy)
+
+    def _download(self, groups: list[Any], pos: Any, psum: Any,
+                  tile_xy: NDArray[np.int64]) -> _Pending:
+        torch = self._torch
+        done = None
+        if self.cuda:
+            compute = torch.cuda.current_stream(self.device)
+            self._down.wait_stream(compute)
+            host_groups = []
+            with torch.cuda.stream(self._down), self.timeline.span("download", self._down):
+                for idx, ph, q in groups:
+                    q.record_stream(self._down)
+                    hq = torch.empty(tuple(q.shape), dtype=q.dtype, pin_memory=True)
+                    hq.copy_(q, non_blocking=True)
+                    host_groups.append((idx, ph, hq))
+                hpos = torch.empty(tuple(pos.shape), dtype=pos.dtype, pin_memory=True)
+                hpsum = torch.empty(tuple(psum.shape), dtype=psum.dtype, pin_memory=True)
+                for src, dst in ((pos, hpos), (psum, hpsum)):
+                    src.record_stream(self._down)
+                    dst.copy_(src, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record(self._down)
+            groups, pos, psum = host_groups, hpos, hpsum
+        return _Pending(done, lambda: self._assemble(groups, pos, psum, tile_xy))
+
+    def _assemble(self, groups: list[Any], pos: Any, psum: Any,
+                  tile_xy: NDArray[np.int64]) -> DeviceBatchResult:
+        n, k, f = len(tile_xy), self.k, self.factor
+        area = float(self.core * self.core)
+        blocks: list[Any] = [None] * (n * k)
+        for idx, (px, py), q in groups:
+            qn = q.numpy()
+            ws, _ = self.phase_weight(px, py)
+            for row, flat in enumerate(idx.tolist()):
+                i, j = divmod(flat, k)
+                x = int(tile_xy[i, 0] + self.origins[j, 0])
+                y = int(tile_xy[i, 1] + self.origins[j, 1])
+                blocks[flat] = (qn[row], x // f, y // f, ws)
+        return DeviceBatchResult(blocks, pos.numpy().astype(np.float64) / area,
+                                 psum.numpy().astype(np.float64) / area)
+
+
+def add_blocks(canvas: Any, result: DeviceBatchResult) -> None:
+    """Add a batch's quantized blocks to the host canvas as ``((q/255)·Σw, Σw)`` sums."""
+    for q, ox, oy, ws in result.blocks:
+        canvas.add_pooled(q.astype(np.float32) * (ws / np.float32(255.0)), ws, ox, oy)
+
+
+def run_tiles_device(slide, grid, todo, engine, normalizer, canvas, config, origins, weight,
+                     stride, tile_xy_model, timings, rows, out, jlog, slide_id, embedder,
+                     depth: int = 2):
+    """The translation hot loop on the device path (same arguments and results as the CPU
+    loop ``pipeline._run_tiles``): batch ``k+1`` is in flight while batch ``k`` is written.
+
+    Stores the per-stage timeline in ``timings["timeline"]``.
+    """
+    from virtime._progress import progress
+    from virtime.batcher import iter_batches
+    from virtime.translation import pipeline
+
+    tile_row, save_partial = pipeline._tile_row, pipeline._save_partial_tiles
+    failure_row = getattr(pipeline, "_failure_row", None)  # failed tiles in the partial table
+
+    failures: list[dict[str, Any]] = []
+    translator = DeviceTranslator(
+        engine, weight, canvas.factor, origins, config.tile_size, stride,
+        channels_last=bool(getattr(engine, "channels_last", True)),
+    )
+    tl = translator.timeline
+    t_start = time.perf_counter()
+    position = {int(t): i for i, t in enumerate(todo)}
+    done = 0
+    with progress(total=len(todo), desc=f"translate {slide_id}", unit="tile",
+                  enabled=config.show_progress) as bar:
+        if len(todo) == 0:
+            timings["timeline"] = tl.summary(0.0)
+            return rows, failures
+        batches = iter(iter_batches(slide, grid, normalizer=normalizer,
+                                    batch_size=config.batch_size, threads=config.threads,
+                                    emit_uint8=True, pack="none", tiles=todo))
+        pending: deque[tuple[Any, _Pending | None]] = deque()
+
+        def consume(batch: Any, ticket: _Pending | None) -> None:
+            nonlocal done
+            if ticket is not None:
+                t0 = time.perf_counter()
+                res = ticket.result()
+                with tl.host("write"):
+                    add_blocks(canvas, res)
+                    for i, tile in enumerate(batch.tile_index):
+                        rows.append(tile_row(int(tile), grid, res.positive_fraction[i],
+                                              res.mean_probability[i]))
+                timings["postprocess"] += time.perf_counter() - t0
+            last = position[int(batch.tile_index[-1] if len(batch) else
+                                batch.failures[-1].tile_index)]
+            t0 = time.perf_counter()
+            nxt = todo[last + 1] if last + 1 < len(todo) else None
+            with tl.host("write"):
+                if canvas.flush_until(int(tile_xy_model[nxt, 1]) if nxt is not None else
+                                      canvas.shape_yx[0] * canvas.factor):
+                    save_partial(out, rows)
+            timings["write"] += time.perf_counter() - t0
+            done += len(batch) + len(batch.failures)
+            bar.update(len(batch) + len(batch.failures))
+            rate = done / max(time.perf_counter() - t_start, 1e-9)
+            jlog.emit(event="progress", slide_id=slide_id, tiles_done=done, tiles_total=len(todo),
+                      tiles_per_s=round(rate, 3))
+
+        while True:
+            with tl.host("read"):  # waiting for the batcher's worker threads
+                batch = next(batches, None)
+            if batch is not None:
+                timings["read_cpu"] += batch.read_seconds
+                timings["normalize_cpu"] += batch.normalize_seconds
+                tl.add_busy("read_workers_busy_s", batch.read_seconds + batch.normalize_seconds)
+                new = [{"tile": f.tile_index, "x": f.x, "y": f.y, "reason": f.reason}
+                       for f in batch.failures]
+                failures += new
+                if failure_row is not None:  # so a resume counts them, as the CPU loop does
+                    rows += [failure_row(f) for f in new]
+                ticket = None
+                if len(batch):
+                    if embedder is not None:
+                        t0 = time.perf_counter()
+                        embedder.add(batch.rgb, batch.tile_index)
+                        timings["embed"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    ticket = translator.submit(batch.rgb, tile_xy_model[batch.tile_index])
+                    timings["engine"] += time.perf_counter() - t0  # host time to queue the batch
+                pending.append((batch, ticket))
+            while pending and (batch is None or len(pending) >= depth):
+                consume(*pending.popleft())
+            if batch is None:
+                break
+    timings["timeline"] = tl.summary(time.perf_counter() - t_start)
+    return rows, failures
