@@ -60,3 +60,29 @@ def reference(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def ref():
     return reference
+
+
+def _alter_one_weight(path) -> None:
+    """Add 1 to one bias of the head conv in the ONNX file: still a valid graph."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    for i, init in enumerate(proto.graph.initializer):
+        arr = numpy_helper.to_array(init)
+        if arr.ndim == 1 and arr.shape[0] == 23:  # the head's bias
+            arr = arr.copy()
+            arr[5] += 1.0
+            proto.graph.initializer[i].CopyFrom(numpy_helper.from_array(arr, init.name))
+            break
+    else:
+        raise AssertionError("no 23-channel bias found")
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+@pytest.fixture
+def alter_one_weight():
+    """``f(onnx_path)``: change one weight of an ONNX file, leaving a valid graph."""
+    return _alter_one_weight

@@ -86,3 +86,53 @@ def test_other_gpu_entry_is_reported(tmp_path, caplog) -> None:
         cache.get_or_build(KEY, build)
     assert build.calls == 3
     assert caplog.text.count("was built for") == 1 and "NVIDIA A100|sm_80" in caplog.text
+
+
+# -- #15 defect 3: derived files in the cache are verified, not trusted ---------------------------
+def test_altered_cached_onnx_is_rebuilt(tiny_model, batch, ref, tmp_path, caplog,
+                                        alter_one_weight) -> None:
+    import numpy as np
+
+    from virtime.engines import create_engine
+
+    expected = ref(tiny_model, batch)
+    with create_engine(tiny_model, backend="onnxruntime", cache_dir=tmp_path, window=32) as eng:
+        np.testing.assert_allclose(eng.run(batch), expected, rtol=1e-4, atol=1e-4)
+        cached = eng.onnx_path
+    alter_one_weight(cached)
+    with caplog.at_level(logging.WARNING, logger="virtime.engines.engine_cache"):
+        eng = create_engine(tiny_model, backend="onnxruntime", cache_dir=tmp_path, window=32)
+    with eng:
+        np.testing.assert_allclose(eng.run(batch), expected, rtol=1e-4, atol=1e-4)
+    assert cached.name in caplog.text and "sha256" in caplog.text
+
+
+def test_truncated_fp16_entry_is_rebuilt(tiny_model, batch, ref, tmp_path, caplog) -> None:
+    import numpy as np
+
+    from virtime.engines import create_engine
+
+    kw = {"backend": "onnxruntime", "precision": "fp16", "cache_dir": tmp_path, "window": 32}
+    with create_engine(tiny_model, **kw) as eng:
+        first = eng.run(batch)
+        entry = eng.onnx_path
+    assert entry.name.endswith("-fp16.onnx")
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING, logger="virtime.engines.engine_cache"):
+        eng = create_engine(tiny_model, **kw)
+    with eng:
+        again = eng.run(batch)
+    np.testing.assert_array_equal(again, first)  # the same conversion, rebuilt
+    expected = ref(tiny_model, batch)
+    assert np.abs(again - expected).max() / np.abs(expected).max() < 2e-2
+    assert entry.name in caplog.text and "truncated" in caplog.text
+
+
+def test_plan_from_other_weights_is_rebuilt(tmp_path, caplog) -> None:
+    cache, build = EngineCache(tmp_path), FakeBuilder()
+    plan, _ = cache.get_or_build(KEY, build, {"weights_sha256": "11" * 32})
+    assert cache.load(KEY, {"weights_sha256": "11" * 32}) == plan
+    with caplog.at_level(logging.WARNING, logger="virtime.engines.engine_cache"):
+        new, cached = cache.get_or_build(KEY, build, {"weights_sha256": "22" * 32})
+    assert not cached and build.calls == 2 and "other weights" in caplog.text
+    assert json.loads(cache.paths(KEY)[1].read_text())["built_from"] == {"weights_sha256": "22" * 32}

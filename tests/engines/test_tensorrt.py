@@ -161,7 +161,8 @@ def test_gpu_refused_plan_is_rebuilt(tiny_model, batch, ref, tmp_path, caplog) -
     key = eng.key
     eng.close()
     cache = EngineCache(tmp_path)
-    cache.store(key, b"\0" * 4096)  # a consistent entry whose plan the runtime refuses
+    built_from = _meta(cache.paths(key)[0])["built_from"]
+    cache.store(key, b"\0" * 4096, built_from)  # a consistent entry whose plan the runtime refuses
     with caplog.at_level(logging.WARNING):
         eng = _gpu_engine(tiny_model, cache_dir=tmp_path, max_batch=2, window=W)
     assert "another GPU or version" in caplog.text
@@ -200,9 +201,29 @@ def test_refused_plan_rebuilt_without_gpu(tiny_model, tmp_path, monkeypatch, cap
     eng = LoadDouble.create(tiny_model, **kw)
     engine_path = EngineCache(tmp_path).paths(eng.key)[0]
     assert loaded == [engine_path.read_bytes()]
-    EngineCache(tmp_path).store(eng.key, b"\0" * 512)  # consistent entry, unloadable plan
+    built_from = _meta(engine_path)["built_from"]  # the weights the plan was built from
+    EngineCache(tmp_path).store(eng.key, b"\0" * 512, built_from)  # consistent, unloadable
     with caplog.at_level(logging.WARNING, logger="virtime.engines.engine_cache"):
         LoadDouble.create(tiny_model, **kw)
     assert "another GPU or version" in caplog.text
     assert len(loaded) == 2 and loaded[1][:1] != b"\0"
     assert engine_path.read_bytes() == loaded[1]
+
+
+def test_altered_onnx_export_does_not_change_the_plan(tiny_model, tmp_path, counted_builds,
+                                                        caplog, alter_one_weight) -> None:
+    """#15: a cached ONNX export with one weight changed is re-exported from the real weights,
+    so the plan found for the model is the one built from them (no build from the altered graph)."""
+    from virtime.engines.hashing import model_hash
+
+    kw = {"cache_dir": tmp_path, "precision": "fp32", "max_batch": 2, "window": W,
+          "flavour": "tensorrt-rtx"}
+    path = te.build_engine(tiny_model, **kw)
+    plan = path.read_bytes()
+    (export,) = (tmp_path / "onnx").glob("*-w32-op17.onnx")
+    alter_one_weight(export)
+    with caplog.at_level(logging.WARNING, logger="virtime.engines.engine_cache"):
+        again = te.build_engine(tiny_model, **kw)
+    assert export.name in caplog.text
+    assert again == path and again.read_bytes() == plan and len(counted_builds) == 1
+    assert _meta(path)["built_from"]["weights_sha256"] == model_hash(tiny_model)

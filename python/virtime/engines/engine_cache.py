@@ -6,6 +6,13 @@ window and GPU it was built for. Each entry is two files: ``<stem>.engine`` (the
 its sidecar repeats the requested key exactly and the plan's bytes match the recorded hash; anything
 else (truncated copy, file renamed or copied from another machine, other version) is logged as a
 warning, removed and rebuilt.
+
+The same rule holds for the other derived files in the cache (ONNX exports, fp16 conversions):
+:func:`cached_file` keeps each beside a sidecar ``<file>.json`` that records what it was built from
+(the hash of the weights or of the source graph) and the sha256 of its own bytes, both checked on
+every load. Entry and sidecar are written to temporary names and renamed entry first, so a crash or
+a concurrent writer can only leave an entry that fails verification (and is rebuilt), never one
+that is trusted wrongly.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["EngineCache", "EngineKey"]
+__all__ = ["EngineCache", "EngineKey", "cached_file", "sidecar_path", "verify_entry"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +85,99 @@ def _atomic_write(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def _file_digest(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """The sidecar ``<file>.json`` of a cached file."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def verify_entry(path: str | os.PathLike[str], built_from: dict[str, object]) -> str | None:
+    """Why the cached ``path`` cannot be trusted for ``built_from``, or None when it can.
+
+    Returns ``"missing"`` when neither the file nor its sidecar exists (a plain cache miss).
+    """
+    path = Path(path)
+    meta_path = sidecar_path(path)
+    if not path.exists() and not meta_path.exists():
+        return "missing"
+    if not path.is_file():
+        return "the file is missing (its sidecar is left)"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        return f"it has no sidecar {meta_path.name} (written by an older virtime, or interrupted)"
+    except (OSError, ValueError) as exc:
+        return f"unreadable sidecar {meta_path.name} ({exc})"
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        return f"sidecar {meta_path.name} has an unknown format"
+    if meta.get("built_from") != built_from:
+        return f"it was built from something else ({_key_diff(meta.get('built_from'), built_from)})"
+    try:
+        size, digest = _file_digest(path)
+    except OSError as exc:
+        return f"unreadable file ({exc})"
+    if size != meta.get("size") or digest != meta.get("sha256"):
+        return (f"its bytes do not match the recorded sha256 (altered, corrupt or truncated: "
+                f"{size} bytes, expected {meta.get('size')})")
+    return None
+
+
+def _store_file(
+    path: Path, write: Callable[[Path], object], built_from: dict[str, object], kind: str
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        size, digest = _file_digest(tmp)
+        meta = {"format": _FORMAT, "kind": kind, "built_from": built_from, "size": size,
+                "sha256": digest}
+        meta_bytes = json.dumps(meta, indent=1, sort_keys=True).encode()
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache folder is often shared
+        # Entry first, then its sidecar: an interruption in between leaves an entry whose
+        # sidecar does not vouch for it, which the next load rebuilds.
+        os.replace(tmp, path)
+        _atomic_write(sidecar_path(path), meta_bytes)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def cached_file(
+    path: str | os.PathLike[str],
+    built_from: dict[str, object],
+    write: Callable[[Path], object],
+    *,
+    kind: str,
+) -> Path:
+    """``path``, verified against its sidecar, or rebuilt by ``write(tmp_path)`` and stored.
+
+    ``built_from`` names what the file is derived from (e.g. ``{"weights_sha256": ...}``); an
+    entry whose sidecar records anything else, whose bytes do not match the recorded sha256, or
+    that has no readable sidecar is logged as a warning naming the file and the reason, and
+    rebuilt. ``kind`` is a readable name used in the messages ("ONNX export").
+    """
+    path = Path(path)
+    reason = verify_entry(path, built_from)
+    if reason is None:
+        return path
+    if reason != "missing":
+        logger.warning("cached %s %s is invalid: %s; rebuilding it", kind, path, reason)
+    _store_file(path, write, built_from, kind)
+    return path
+
+
 class EngineCache:
     """A folder of verified serialized engines (``<cache_dir>/tensorrt``)."""
 
@@ -88,8 +188,12 @@ class EngineCache:
         """``(engine_path, sidecar_path)`` of ``key``'s entry."""
         return self.root / f"{key.stem}.engine", self.root / f"{key.stem}.json"
 
-    def load(self, key: EngineKey) -> bytes | None:
-        """The plan for ``key`` if present and verified, else ``None`` (bad entries are removed)."""
+    def load(self, key: EngineKey, built_from: dict[str, object] | None = None) -> bytes | None:
+        """The plan for ``key`` if present and verified, else ``None`` (bad entries are removed).
+
+        ``built_from`` (e.g. ``{"weights_sha256": ...}``), when given, must equal what the
+        sidecar records the plan was built from.
+        """
         engine_path, meta_path = self.paths(key)
         if not engine_path.exists() and not meta_path.exists():
             return None
@@ -101,6 +205,10 @@ class EngineCache:
         if meta.get("format") != _FORMAT or meta.get("key") != key.as_dict():
             diff = _key_diff(meta.get("key"), key.as_dict())
             self.invalidate(key, f"the entry was built for a different configuration ({diff})")
+            return None
+        if built_from is not None and meta.get("built_from") != built_from:
+            diff = _key_diff(meta.get("built_from"), built_from)
+            self.invalidate(key, f"the entry was built from other weights ({diff})")
             return None
         try:
             data = engine_path.read_bytes()
@@ -115,7 +223,9 @@ class EngineCache:
             return None
         return data
 
-    def store(self, key: EngineKey, data: bytes) -> Path:
+    def store(
+        self, key: EngineKey, data: bytes, built_from: dict[str, object] | None = None
+    ) -> Path:
         """Write the plan and its sidecar atomically (plan first, so a sidecar implies a plan)."""
         self.root.mkdir(parents=True, exist_ok=True)
         engine_path, meta_path = self.paths(key)
@@ -126,6 +236,8 @@ class EngineCache:
             "size": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
         }
+        if built_from is not None:
+            meta["built_from"] = built_from
         _atomic_write(meta_path, json.dumps(meta, indent=1, sort_keys=True).encode())
         return engine_path
 
@@ -151,9 +263,12 @@ class EngineCache:
                 found.append(other)
         return found
 
-    def get_or_build(self, key: EngineKey, build: Callable[[], bytes]) -> tuple[bytes, bool]:
+    def get_or_build(
+        self, key: EngineKey, build: Callable[[], bytes],
+        built_from: dict[str, object] | None = None,
+    ) -> tuple[bytes, bool]:
         """``(plan, from_cache)``: the verified cached plan, or ``build()`` stored under ``key``."""
-        data = self.load(key)
+        data = self.load(key, built_from)
         if data is not None:
             logger.info("using cached TensorRT engine %s", self.paths(key)[0])
             return data, True
@@ -164,7 +279,7 @@ class EngineCache:
                 key.flavour, key.trt_version, key.target,
             )
         data = bytes(build())
-        self.store(key, data)
+        self.store(key, data, built_from)
         return data, False
 
 

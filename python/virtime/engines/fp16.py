@@ -22,7 +22,7 @@ from virtime.errors import ModelMismatchError
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["convert_onnx_file_fp16", "convert_to_fp16"]
+__all__ = ["cached_fp16_onnx", "convert_onnx_file_fp16", "convert_to_fp16"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,3 +134,22 @@ def convert_onnx_file_fp16(
     finally:
         Path(tmp).unlink(missing_ok=True)
     return dst
+
+
+def cached_fp16_onnx(src: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> Path:
+    """The fp16 conversion of the ONNX file ``src``, kept in ``cache_dir/onnx`` and verified.
+
+    The entry's sidecar records the sha256 of the source graph it was converted from and of its
+    own bytes; a truncated, altered or unvouched entry is converted again with a warning (see
+    :func:`virtime.engines.engine_cache.cached_file`), so a damaged cache never crashes a run.
+    """
+    from virtime.engines.engine_cache import cached_file
+    from virtime.engines.hashing import file_sha256
+
+    digest = file_sha256(src)
+    dst = Path(cache_dir) / "onnx" / f"{digest[:16]}-fp16.onnx"
+    return cached_file(
+        dst, {"source_sha256": digest, "keep_io_float32": True},
+        lambda tmp: convert_onnx_file_fp16(src, tmp),
+        kind="fp16 ONNX conversion",
+    )

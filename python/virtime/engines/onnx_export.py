@@ -3,7 +3,9 @@
 The TorchScript-based exporter (``dynamo=False``) is used because the dynamo exporter needs
 ``onnxscript``, which virtime does not depend on; its deprecation warning is silenced here on
 purpose. The file carries the weights' hash and the window in its metadata so caches built from it
-can be traced back to the model.
+can be traced back to the model. Models with a ``fold_position_embedding(window)`` method
+(GigaTIME-Flash) have their position-grid resize computed once for the window before tracing, so
+the graph holds it as a constant (no bicubic ``Resize`` for TensorRT to support).
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cpu_model = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
+    fold = getattr(cpu_model, "fold_position_embedding", None)
+    if callable(fold):  # GigaTIME-Flash: the bicubic position-grid resize becomes a constant
+        fold(window)
     example = torch.zeros(1, 3, window, window, dtype=torch.float32)
     with torch.inference_mode():
         out = cpu_model(example)
@@ -111,10 +116,13 @@ def ensure_onnx(
     """An ONNX path for ``model_or_onnx``: the path itself, or a cached export keyed by the weights.
 
     The export lands in ``cache_dir/onnx/<hash16>-w<window>-op<opset>.onnx`` and is reused on the
-    next call with the same weights; a file that fails ``onnx.checker`` is exported again.
+    next call with the same weights, after checking its sidecar: the full hash of the weights it
+    was exported from and the sha256 of its bytes. An altered, truncated or unvouched file is
+    exported again, with a warning (see :func:`virtime.engines.engine_cache.cached_file`).
     """
     import onnx
 
+    from virtime.engines.engine_cache import cached_file
     from virtime.engines.hashing import model_hash
 
     if isinstance(model_or_onnx, (str, os.PathLike)):
@@ -126,12 +134,11 @@ def ensure_onnx(
         except Exception as exc:  # onnx raises several unrelated types for a bad file
             raise CheckpointError(f"{path}: not a valid ONNX model ({exc})") from exc
         return path
-    digest = model_hash(model_or_onnx)[:16]
-    path = Path(cache_dir) / "onnx" / f"{digest}-w{window}-op{opset}.onnx"
-    if path.is_file():
-        try:
-            onnx.checker.check_model(str(path))
-            return path
-        except Exception as exc:  # noqa: BLE001  (corrupt cache entry of any kind: export again)
-            logger.warning("cached ONNX export %s is invalid (%s); exporting again", path, exc)
-    return export_onnx(model_or_onnx, path, window=window, opset=opset)
+    digest = model_hash(model_or_onnx)
+    path = Path(cache_dir) / "onnx" / f"{digest[:16]}-w{window}-op{opset}.onnx"
+    built_from = {"weights_sha256": digest, "window": int(window), "opset": int(opset)}
+    return cached_file(
+        path, built_from,
+        lambda tmp: export_onnx(model_or_onnx, tmp, window=window, opset=opset),
+        kind="ONNX export",
+    )

@@ -89,14 +89,9 @@ class OnnxRuntimeEngine(BaseEngine):
             window=model_window or window, fixed_window=model_window is not None,
         )
         if precision == "fp16":
-            from virtime.engines.fp16 import convert_onnx_file_fp16
-            from virtime.engines.hashing import file_sha256
+            from virtime.engines.fp16 import cached_fp16_onnx
 
-            cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-            dst = cache / "onnx" / f"{file_sha256(path)[:16]}-fp16.onnx"
-            if not dst.is_file():
-                convert_onnx_file_fp16(path, dst)
-            path = dst
+            path = cached_fp16_onnx(path, cache_dir if cache_dir is not None else default_cache_dir())
 
         opts = ort.SessionOptions()
         self.threads = int(threads) if threads else cpu_threads()

@@ -205,23 +205,23 @@ def build_serialized_engine(
 
 def _prepare_onnx(
     model_or_onnx: Any, cache: Path, *, flavour: str, precision: str, window: int
-) -> tuple[Path, str, str]:
-    """``(onnx to build from, model hash, input dtype)``; converted to fp16 for strong typing."""
-    from virtime.engines.hashing import file_sha256
+) -> tuple[Path, str, str, str]:
+    """``(onnx to build from, graph hash, weights hash, input dtype)``; converted to fp16 for
+    strong typing. Both cached ONNX files are verified against their sidecars on the way."""
+    from virtime.engines.hashing import file_sha256, model_hash
     from virtime.engines.onnx_export import ensure_onnx
 
     src = ensure_onnx(model_or_onnx, cache, window=window)
     digest = file_sha256(src)
+    is_file = isinstance(model_or_onnx, (str, os.PathLike))
+    weights = digest if is_file else model_hash(model_or_onnx)
     if flavour == "tensorrt-rtx" and precision == "bf16":
         raise InvalidArgumentError("the tensorrt-rtx flavour builds fp32 or fp16 engines, not bf16")
     if flavour == "tensorrt-rtx" and precision == "fp16":
-        from virtime.engines.fp16 import convert_onnx_file_fp16
+        from virtime.engines.fp16 import cached_fp16_onnx
 
-        dst = cache / "onnx" / f"{digest[:16]}-fp16.onnx"
-        if not dst.is_file():
-            convert_onnx_file_fp16(src, dst)
-        return dst, digest, "float32"
-    return src, digest, "float32"
+        return cached_fp16_onnx(src, cache), digest, weights, "float32"
+    return src, digest, weights, "float32"
 
 
 def _key_and_builder(
@@ -237,7 +237,7 @@ def _key_and_builder(
     compute_capabilities: Sequence[str] | None,
 ) -> tuple[EngineKey, Any]:
     trt, flavour = import_tensorrt(flavour)
-    onnx_path, digest, in_dtype = _prepare_onnx(
+    onnx_path, digest, weights, in_dtype = _prepare_onnx(
         model_or_onnx, cache, flavour=flavour, precision=precision, window=window
     )
     key = EngineKey(
@@ -260,7 +260,9 @@ def _key_and_builder(
             compute_capabilities=compute_capabilities,
         )
 
-    return key, (trt, build)
+    # The plan's sidecar records the weights (and verified graph) it was built from.
+    built_from = {"weights_sha256": weights, "graph_sha256": digest}
+    return key, (trt, build, built_from)
 
 
 def build_engine(
@@ -282,13 +284,13 @@ def build_engine(
     copied to GPU machines that share the cache folder.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key, (_, build) = _key_and_builder(
+    key, (_, build, built_from) = _key_and_builder(
         model_or_onnx, cache=cache, flavour=flavour, precision=precision, min_batch=min_batch,
         opt_batch=opt_batch, max_batch=max_batch, window=window,
         compute_capabilities=compute_capabilities,
     )
     store = EngineCache(cache)
-    store.get_or_build(key, build)
+    store.get_or_build(key, build, built_from)
     return store.paths(key)[0]
 
 
@@ -374,20 +376,20 @@ class TensorRTEngine(BaseEngine):
         )
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         with torch.cuda.device(index):
-            key, (trt, build) = _key_and_builder(
+            key, (trt, build, built_from) = _key_and_builder(
                 model_or_onnx, cache=cache, flavour=flavour, precision=precision,
                 min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, window=window,
                 compute_capabilities=compute_capabilities,
             )
             store = EngineCache(cache)
-            plan, cached = store.get_or_build(key, build)
+            plan, cached = store.get_or_build(key, build, built_from)
             try:
                 return cls(trt, plan, key=key, device_index=index)
             except _StalePlanError as exc:
                 if not cached:
                     raise BackendUnavailableError(str(exc)) from exc
                 store.invalidate(key, f"{exc} (built for another GPU or version)")
-                plan, _ = store.get_or_build(key, build)
+                plan, _ = store.get_or_build(key, build, built_from)
                 try:
                     return cls(trt, plan, key=key, device_index=index)
                 except _StalePlanError as again:
