@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from typing import Any
 
 from virtime.cli.translate import add_model_args, add_translation_args, translate_config_from_args
 
@@ -28,7 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="GPUs each worker owns; tasks use cuda:0..K-1 (0 = CPU or dask-cuda)")
     g.add_argument("--max-attempts", type=int, default=3,
                    help="tries per slide after crashes or dead workers (3)")
-    g.add_argument("--dashboard-address", default=":8787", help="local dashboard (:8787)")
+    g.add_argument("--host", default="127.0.0.1",
+                   help="interface the local scheduler, workers and dashboard listen on "
+                        "(127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    g.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
+                   help="start the local Dask dashboard (default: on, on --host)")
+    g.add_argument("--dashboard-address", default=":8787", metavar="[HOST]:PORT",
+                   help="local dashboard address; without HOST it listens on --host (:8787)")
     g.add_argument("--no-prefetch", action="store_true", help="do not pre-read queued slides")
     g.add_argument("--no-merge", action="store_true", help="skip the cohort features table")
     add_model_args(run)
@@ -55,14 +62,15 @@ def _run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker,
         gpus_per_worker=args.gpus_per_worker, max_attempts=args.max_attempts,
         prefetch_bytes=0 if args.no_prefetch else CohortOptions.prefetch_bytes,
-        dashboard_address=args.dashboard_address, merge=not args.no_merge,
-        show_progress=not args.quiet,
+        host=args.host, dashboard=args.dashboard, dashboard_address=args.dashboard_address,
+        merge=not args.no_merge, show_progress=not args.quiet, quiet=args.quiet,
     )
 
-    def announce(client: object) -> None:
-        workers = client.scheduler_info().get("workers", {})  # type: ignore[attr-defined]
-        print(f"Dask dashboard: {client.dashboard_link}  ({len(workers)} workers)",  # type: ignore[attr-defined]
-              flush=True)
+    def announce(client: Any) -> None:
+        workers = client.scheduler_info().get("workers", {})
+        where = (f"Dask dashboard: {client.dashboard_link}" if args.dashboard or args.scheduler
+                 else f"Dask scheduler: {client.scheduler.address} (dashboard off)")
+        print(f"{where}  ({len(workers)} workers)", flush=True)
 
     result = run_cohort(args.manifest, args.output, weights=args.weights, config=config,
                         options=options, on_client=announce)

@@ -41,7 +41,9 @@ def merge_cohort_features(
     ledger
         The ledger table (read from ``out_root`` when not given).
 
-    Raises InputDataError when no finished slide has features.
+    Raises InputDataError (one line naming the path) when ``out_root`` is not a cohort output
+    folder, its ledger cannot be read, ``output`` is a folder (e.g. a slide folder named like
+    the cohort table) or no finished slide has features; nothing is written then.
     """
     import json
 
@@ -49,7 +51,24 @@ def merge_cohort_features(
     from virtime.features.table import FEATURES_FILE, read_features, write_features
 
     root = Path(out_root)
-    table = read_ledger(root) if ledger is None else ledger
+    if ledger is None:
+        if not root.is_dir():
+            raise InputDataError(f"{root}: not a cohort output folder "
+                                 f"({'not found' if not root.exists() else 'not a directory'})")
+        try:
+            table = read_ledger(root)
+        except FileNotFoundError as exc:
+            raise InputDataError(f"{root}: not a cohort output folder (no cohort ledger; run "
+                                 f"`virtime cohort run` first)") from exc
+        except Exception as exc:  # a damaged ledger: pyarrow/json errors vary
+            raise InputDataError(f"{root}: cannot read the cohort ledger: "
+                                 f"{' '.join(str(exc).split())[:200]}") from exc
+    else:
+        table = ledger
+    target = Path(output) if output is not None else root / COHORT_FEATURES_NAME
+    if target.is_dir():
+        raise InputDataError(f"{target}: is a directory (a slide folder with this name?); "
+                             f"write the cohort table elsewhere with -o")
     finished = table[table["status"].isin(["done", "skipped"])]
     frames, hashes, settings, missing = [], [], [], []
     for sid, patient in zip(finished["slide_id"], finished["patient_id"]):
@@ -74,7 +93,10 @@ def merge_cohort_features(
     if len(uniq) > 1:
         warnings.warn(f"cohort: merging slides from {len(uniq)} different models", UserWarning,
                       stacklevel=2)
-    target = Path(output) if output is not None else root / COHORT_FEATURES_NAME
     log.info("cohort: merged features of %d slides into %s", len(cohort), target)
-    return write_features(cohort.to_dict("records"), target, model_hash=";".join(uniq),
-                          settings=json.loads(settings[0]) if len(set(settings)) == 1 else {})
+    try:
+        return write_features(cohort.to_dict("records"), target, model_hash=";".join(uniq),
+                              settings=json.loads(settings[0]) if len(set(settings)) == 1 else {})
+    except OSError as exc:  # read-only folder, full disk, missing parent: the write is atomic
+        raise InputDataError(f"{target}: cannot write the cohort table: "
+                             f"{exc.strerror or exc}") from exc

@@ -36,7 +36,7 @@ from virtime.cohort.worker import (
     count_attempts,
     translate_slide_task,
 )
-from virtime.errors import CheckpointError, InvalidArgumentError
+from virtime.errors import CheckpointError, InputDataError, InvalidArgumentError
 from virtime.translation import TranslateConfig
 
 __all__ = ["CohortOptions", "CohortResult", "open_client", "run_cohort", "slide_is_complete"]
@@ -50,7 +50,11 @@ class CohortOptions:
 
     ``max_attempts`` bounds both exception retries and worker deaths per slide (Dask's
     ``retries = max_attempts - 1``; the local scheduler's ``allowed-failures`` likewise).
-    ``workers`` / ``threads_per_worker`` / ``dashboard_address`` only shape a local cluster.
+    ``workers`` / ``threads_per_worker`` / ``host`` / ``dashboard`` / ``dashboard_address`` only
+    shape a local cluster: its scheduler, nannies, workers and dashboard listen on ``host``
+    (``127.0.0.1``: this machine only, unless you ask for another interface), a dashboard address
+    without a host (``:8787``) on ``host`` too; ``dashboard=False`` starts no dashboard.
+    ``quiet`` silences distributed's INFO logs in the driver and the worker processes.
     ``gpus_per_worker`` is how many GPUs each worker owns: tasks then take a device slot each
     (``cuda:0`` ... ``cuda:K-1``) and request one ``GPU`` resource where workers advertise it.
     """
@@ -61,9 +65,12 @@ class CohortOptions:
     gpus_per_worker: int = 0
     max_attempts: int = 3
     prefetch_bytes: int = 1 << 30
-    dashboard_address: str = ":8787"
+    host: str = "127.0.0.1"
+    dashboard: bool = True
+    dashboard_address: str = "127.0.0.1:8787"
     merge: bool = True
     show_progress: bool = True
+    quiet: bool = False
     ledger_flush_seconds: float = 5.0
 
 
@@ -95,18 +102,59 @@ def _gpu_count() -> int:
         return 0
 
 
+def _listen_kwargs(options: CohortOptions) -> dict[str, Any]:
+    """LocalCluster arguments that put the scheduler, nannies, workers and dashboard on
+    ``options.host``; a dashboard address without a host (``:8787``) means that host too.
+
+    With the dashboard off the scheduler still serves its small HTTP endpoint (health, metrics;
+    distributed always starts it): on ``options.host`` and a free port, never on 8787.
+    """
+    if not options.dashboard:
+        return dict(host=options.host, dashboard_address=f"{options.host}:0",
+                    scheduler_kwargs={"dashboard": False})
+    address = options.dashboard_address.strip()
+    return dict(host=options.host,
+                dashboard_address=f"{options.host}{address}" if address.startswith(":")
+                else address)
+
+
+@contextlib.contextmanager
+def _quiet_distributed(quiet: bool) -> Iterator[dict[str, Any]]:
+    """Distributed's loggers at WARNING in this process while the context lasts, and the dask
+    config that makes worker processes start at WARNING too (they configure logging on import,
+    so the setting travels as an environment variable set before they are spawned)."""
+    if not quiet:
+        yield {}
+        return
+    logger = logging.getLogger("distributed")
+    before = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield {"distributed.nanny.pre-spawn-environ": {"DASK_LOGGING__DISTRIBUTED": "warning"}}
+    finally:
+        logger.setLevel(before)
+
+
 @contextlib.contextmanager
 def open_client(options: CohortOptions | None = None) -> Iterator[Any]:
     """A ``distributed.Client``: connected to ``options.scheduler``, or on a new local cluster.
 
     The local cluster has one worker per GPU via ``dask-cuda`` when GPUs are present (a warning
     and a single GPU worker when dask-cuda is not installed), else ``options.workers`` CPU worker
-    processes (default: one per two cores). Closing the context closes what it started.
+    processes (default: one per two cores); everything it starts listens on ``options.host``
+    (loopback by default). Closing the context closes what it started.
     """
+    options = options if options is not None else CohortOptions()
+    with _quiet_distributed(options.quiet) as quiet_config:
+        with _client(options, quiet_config) as client:
+            yield client
+
+
+@contextlib.contextmanager
+def _client(options: CohortOptions, extra_config: dict[str, Any]) -> Iterator[Any]:
     import dask
     from distributed import Client, LocalCluster
 
-    options = options if options is not None else CohortOptions()
     if options.scheduler:
         client = Client(options.scheduler)
         try:
@@ -116,7 +164,9 @@ def open_client(options: CohortOptions | None = None) -> Iterator[Any]:
         return
     from virtime.engines.base import cpu_threads
 
-    settings = {"distributed.scheduler.allowed-failures": max(0, options.max_attempts - 1)}
+    settings = {"distributed.scheduler.allowed-failures": max(0, options.max_attempts - 1),
+                **extra_config}
+    where = _listen_kwargs(options)
     with dask.config.set(settings):
         gpus = _gpu_count()
         cluster: Any
@@ -126,15 +176,14 @@ def open_client(options: CohortOptions | None = None) -> Iterator[Any]:
             except ImportError:
                 log.warning("%d GPU(s) found but dask-cuda is not installed (pip install "
                             "dask-cuda): starting one worker on the first GPU", gpus)
-                cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                       dashboard_address=options.dashboard_address)
+                cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, **where)
             else:
                 cluster = LocalCUDACluster(n_workers=options.workers or gpus, threads_per_worker=1,
-                                           dashboard_address=options.dashboard_address)
+                                           **where)
         else:
             n = options.workers or max(1, cpu_threads() // 2)
             cluster = LocalCluster(n_workers=n, threads_per_worker=options.threads_per_worker,
-                                   processes=True, dashboard_address=options.dashboard_address)
+                                   processes=True, **where)
         client = Client(cluster)
     try:
         yield client
@@ -181,11 +230,14 @@ def run_cohort(
         raise InvalidArgumentError(f"max_attempts must be >= 1, got {options.max_attempts}")
     if weights is not None:
         weights = os.path.abspath(weights)
+        if os.path.isdir(weights):
+            raise CheckpointError(f"{weights}: is a directory, expected a checkpoint file")
         if not os.path.isfile(weights):
             raise CheckpointError(f"{weights}: weights file not found (workers need a path they "
                                   f"can read: use a shared file system)")
     table = (validate_manifest(manifest) if isinstance(manifest, pd.DataFrame)
              else read_manifest(manifest))
+    _check_reserved_ids(table)
     out = Path(out_root).absolute()
     out.mkdir(parents=True, exist_ok=True)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -212,6 +264,22 @@ def run_cohort(
 
         features_path = merge_cohort_features(out, ledger=frame)
     return CohortResult(out, frame, ledger_summary(frame), len(todo), features_path)
+
+
+def _check_reserved_ids(table: pd.DataFrame) -> None:
+    """Refuses slide ids that name the cohort's own files (``OUT/<slide_id>/`` would collide)."""
+    from virtime.cohort.ledger import JOURNAL_NAME, LEDGER_NAME
+    from virtime.cohort.merge import COHORT_FEATURES_NAME
+    from virtime.cohort.worker import ATTEMPTS_DIR
+
+    reserved = {n.lower(): n for n in (LEDGER_NAME, JOURNAL_NAME, COHORT_FEATURES_NAME,
+                                       ATTEMPTS_DIR)}
+    for sid, path in zip(table["slide_id"], table["path"]):
+        if str(sid).lower() in reserved:
+            raise InputDataError(
+                f"{path}: slide id {sid!r} is the name of the cohort file "
+                f"OUT/{reserved[str(sid).lower()]}; give this slide another slide_id in the "
+                f"manifest")
 
 
 def _mark_skipped(ledger: Ledger, out: Path, slide_ids: list[str]) -> None:
