@@ -185,7 +185,9 @@ class ViTEncoder(nn.Module):
         n = x.shape[0]
         gh, gw = x.shape[2] // self.patch, x.shape[3] // self.patch
         tokens = self.patch_embed(x)
-        if not self.training and (gh, gw) == self.folded:
+        # While tracing for export the window is the folded one (export_onnx folds it first)
+        # and traced sizes must not be compared in Python.
+        if not self.training and (_tracing() or (gh, gw) == self.folded):
             pos = self.pos_grid
         else:
             pos = self.resize_pos(gh, gw)
@@ -313,10 +315,15 @@ class GigaTIMEFlash(nn.Module):
         y = self.decoder2(y + self.skip2(f2))
         y = self.decoder1(y + self.skip1(f1))
         y = self.final_conv(y)
-        if self.output_size is not None and y.shape[-1] != self.output_size:
+        width = self.encoder.folded[1] * 16 if _tracing() else y.shape[-1]
+        if self.output_size is not None and width != self.output_size:
             y = F.interpolate(y, size=(self.output_size, self.output_size), mode="bilinear",
                               align_corners=True)
         return y
+
+
+def _tracing() -> bool:
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
 
 def _refold_after_load(module: nn.Module, incompatible: Any) -> None:
