@@ -144,9 +144,13 @@ def test_reads_what_the_stitcher_writes(tmp_path, blobs, rng):
     with canvas.StreamingCanvas(d / "mif.ome.zarr", (64, 80), factor=1, mpp=0.5, chunk=32,
                                 extra_metadata={"model_hash": "h7"}) as c:
         c.add(prob, 0, 0)
+    tissue = rng.random((64, 80)) > 0.3
+    np.save(d / "tissue_mask.npy", tissue)
+    with pytest.raises(InputDataError, match="summary.json: missing"):  # a run that never ended
+        load_slide_outputs(d)
+    (d / "summary.json").write_text('{"status": "done", "tiles_failed": 0, "failed_tiles": []}')
     out = load_slide_outputs(d)
     assert (out.mpp, out.channels, out.model_hash) == (0.5, CHANNEL_NAMES, "h7")
     stored = np.asarray(out.prob[:])
     assert stored.dtype == np.uint8 and stored.shape == (23, 64, 80)
-    tissue = stored[CHANNEL_NAMES.index("DAPI")] > 0
     assert features_from_outputs(d, write=False)["CD8.snr"] == _whole(stored, tissue)["CD8.snr"]

@@ -34,6 +34,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--bin-um", type=float, default=64.0, help="spatial bin side, µm (default 64)")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="positivity threshold on the probability (default 0.5)")
+    p.add_argument("--max-failed-share", type=float, default=0.05, metavar="SHARE",
+                   help="flag a slide (qc_failed_share_exceeded, with a warning) when failed "
+                   "tiles cover more than this share of its tissue (default %(default)s)")
     p.add_argument("--plots", action="store_true",
                    help="also write features_bars.png and activation_panel.png per slide")
     add_quiet_arg(p)
@@ -56,7 +59,9 @@ def _handle(args: argparse.Namespace) -> int:
         raise InvalidArgumentError("give at least one slide folder (or --merge OUT)")
     for slide_dir in args.slide_dirs:
         row = features_from_outputs(slide_dir, mpp=args.mpp, bin_um=args.bin_um,
-                                    threshold=args.threshold, show_progress=not args.quiet)
+                                    threshold=args.threshold,
+                                    max_failed_share=args.max_failed_share,
+                                    show_progress=not args.quiet)
         if args.plots:
             _plots(Path(slide_dir), row)
         log.info("%s: features written", slide_dir)

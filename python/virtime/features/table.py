@@ -28,14 +28,16 @@ from virtime.features.contexture import ContextureConfig
 from virtime.features.partials import SlideFeatureAccumulator
 
 __all__ = [
+    "FAILED_FILE",
+    "FEATURES_FILE",
+    "TISSUE_FILE",
     "SlideOutputs",
     "compute_slide_features",
-    "load_slide_outputs",
     "features_from_outputs",
-    "write_features",
-    "read_features",
+    "load_slide_outputs",
     "merge_cohort",
-    "FEATURES_FILE",
+    "read_features",
+    "write_features",
 ]
 
 log = logging.getLogger(__name__)
@@ -135,7 +137,12 @@ def compute_slide_features(
 
 @dataclass
 class SlideOutputs:
-    """What :func:`load_slide_outputs` found for one slide."""
+    """What :func:`load_slide_outputs` found for one slide.
+
+    ``tissue`` is the stored tissue mask (without what failed tiles covered); ``failed`` the
+    tissue pixels that failed tiles left without a prediction (None when no tile failed) and
+    ``summary`` the run's ``summary.json`` (None for a map virtime did not translate).
+    """
 
     slide_id: str
     prob: Any
@@ -145,6 +152,8 @@ class SlideOutputs:
     model_hash: str
     attrs: dict[str, Any] = field(default_factory=dict)
     levels: list[Any] = field(default_factory=list)
+    failed: np.ndarray | None = None
+    summary: dict[str, Any] | None = None
 
     def overview(self, max_px: int = 1024) -> np.ndarray:
         """The finest pyramid level whose larger side is at most ``max_px`` (else the coarsest)."""
@@ -162,25 +171,83 @@ def _multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]]:
     return [m for m in ms if isinstance(m, dict)] if isinstance(ms, list) else []
 
 
-def load_slide_outputs(slide_dir: str | os.PathLike[str]) -> SlideOutputs:
-    """Reads a translated slide's stored outputs (layout may change: adapt here only).
+SUMMARY_FILE = "summary.json"
+TISSUE_FILE = "tissue_mask.npy"
+FAILED_FILE = "failed_mask.npy"
+_MANIFEST = "mif.ome.zarr.manifest.json"
+
+
+def _read_summary(d: Path, require_done: bool) -> dict[str, Any] | None:
+    """``summary.json`` when present (it must say done); absent only where allowed."""
+    path = d / SUMMARY_FILE
+    if not path.is_file():
+        if require_done and (d / _MANIFEST).is_file():  # a virtime run that never finished
+            raise InputDataError(f"{path}: missing; the translation did not finish "
+                                 f"(rerun virtime translate)")
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(summary, dict) or summary.get("status") != "done":
+        status = summary.get("status") if isinstance(summary, dict) else None
+        raise InputDataError(f"{path}: the translation is not done (status {status!r}); "
+                             f"rerun virtime translate")
+    return summary
+
+
+def _check_manifest(store: Path) -> None:
+    """The canvas' run manifest, when there is one, must say the map was finished."""
+    path = store.with_name(store.name + ".manifest.json")
+    if not path.exists():
+        return
+    from virtime.stitch.atomic import RunManifest
+
+    if not RunManifest.load(path).finished:
+        raise InputDataError(f"{path}: the map is unfinished (an interrupted translation); "
+                             f"rerun virtime translate")
+
+
+def _load_mask(path: Path, what: str) -> np.ndarray:
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputDataError(f"{path}: unreadable {what} ({exc})") from None
+    if mask.ndim != 2:
+        raise InputDataError(f"{path}: {what} must be 2-D, got shape {mask.shape}")
+    return mask
+
+
+def load_slide_outputs(
+    slide_dir: str | os.PathLike[str], *, require_done: bool = True
+) -> SlideOutputs:
+    """Reads a translated slide's stored outputs, refusing unfinished or damaged ones.
 
     Expects ``<slide_dir>/mif.ome.zarr`` (OME-Zarr multiscale, level ``0`` the finest, axes
-    c, y, x, uint8 probability x 255) and optionally ``<slide_dir>/tissue_mask.npy``; without it
-    the tissue is derived from DAPI > 0. mpp comes from the level-0 scale transform (µm), channel
-    names from the ``omero`` metadata and the model hash from a ``model_hash`` attribute
+    c, y, x, uint8 probability x 255) and ``<slide_dir>/tissue_mask.npy``, plus
+    ``failed_mask.npy`` when tiles failed. mpp comes from the level-0 scale transform (µm),
+    channel names from the ``omero`` metadata and the model hash from a ``model_hash`` attribute
     (top level or under ``virtime``).
+
+    Every chunk of every pyramid level must be on disk and whole (a missing chunk would read as
+    zeros); the canvas manifest, when present, and ``summary.json`` must say the run finished
+    (``require_done=False`` accepts a missing summary: translation computes features before it
+    writes one). Any of these failing raises InputDataError naming the file.
     """
     import zarr
+
+    from virtime.stitch.omezarr import VerifiedArray, verify_array
 
     d = Path(slide_dir)
     store = d / "mif.ome.zarr"
     if not store.exists():
-        raise InputDataError(f"features: {store} not found (expected the slide's OME-Zarr map)")
+        raise InputDataError(f"{store}: not found (expected the slide's OME-Zarr map)")
+    summary = _read_summary(d, require_done)
+    _check_manifest(store)
     try:
         group = zarr.open_group(str(store), mode="r")
     except Exception as exc:  # zarr raises several types for a bad store
-        raise InputDataError(f"features: cannot open {store}: {exc}") from exc
+        raise InputDataError(f"{store}: cannot open ({exc})") from exc
     attrs: dict[str, Any] = dict(group.attrs)
     ms = _multiscales(attrs)
     level_path = "0"
@@ -193,11 +260,13 @@ def load_slide_outputs(slide_dir: str | os.PathLike[str]) -> SlideOutputs:
             if tr.get("type") == "scale" and "y" in axes:
                 mpp = float(tr["scale"][axes.index("y")])
     try:
-        prob: Any = group[level_path]
+        raw: Any = group[level_path]
     except KeyError:
-        raise InputDataError(f"features: {store} has no level {level_path!r}") from None
-    if len(getattr(prob, "shape", ())) != 3:
-        raise InputDataError(f"features: {store}/{level_path} is not a (c, y, x) array")
+        raise InputDataError(f"{store / level_path}: level missing") from None
+    if len(getattr(raw, "shape", ())) != 3:
+        raise InputDataError(f"{store / level_path}: not a (c, y, x) array")
+    verify_array(raw, store / level_path)
+    prob: Any = VerifiedArray(raw)
     ome: Any = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else {}
     omero: Any = attrs.get("omero") or ome.get("omero") or {}
     chans: Any = omero.get("channels", []) if isinstance(omero, dict) else []
@@ -205,21 +274,45 @@ def load_slide_outputs(slide_dir: str | os.PathLike[str]) -> SlideOutputs:
     if len(labels) != prob.shape[0] or not all(labels):
         labels = CHANNEL_NAMES if prob.shape[0] == len(CHANNEL_NAMES) else ()
     if not labels:
-        raise InputDataError(f"features: {store}: {prob.shape[0]} channels and no channel names")
+        raise InputDataError(f"{store}: {prob.shape[0]} channels and no channel names")
     vt: Any = attrs.get("virtime") if isinstance(attrs.get("virtime"), dict) else {}
     model_hash = str(attrs.get("model_hash") or vt.get("model_hash") or vt.get("model_sha256")
                      or "")
-    tissue_path = d / "tissue_mask.npy"
-    tissue = np.load(tissue_path) if tissue_path.exists() else None
-    if tissue is not None and tissue.ndim != 2:
-        raise InputDataError(f"features: {tissue_path} must be 2-D, got shape {tissue.shape}")
-    levels = []
-    for ds in (ms[0].get("datasets", []) if ms else []):
+    tissue_path = d / TISSUE_FILE
+    if not tissue_path.is_file():
+        raise InputDataError(f"{tissue_path}: missing (the tissue mask; without it every "
+                             f"feature's denominator is unknown); rerun virtime translate")
+    tissue = _load_mask(tissue_path, "tissue mask")
+    failed_path = d / FAILED_FILE
+    failed = _load_mask(failed_path, "failed-tile mask") if failed_path.is_file() else None
+    if failed is not None and failed.shape != tissue.shape:
+        raise InputDataError(f"{failed_path}: shape {failed.shape} differs from the tissue "
+                             f"mask's {tissue.shape}")
+    levels = [prob]
+    for ds in (ms[0].get("datasets", [])[1:] if ms else []):
+        path = str(ds.get("path"))
         try:
-            levels.append(group[str(ds.get("path"))])
+            arr = group[path]
         except KeyError:
-            break
-    return SlideOutputs(d.name, prob, tissue, mpp, labels, model_hash, attrs, levels)
+            raise InputDataError(f"{store / path}: pyramid level missing") from None
+        verify_array(arr, store / path)
+        levels.append(VerifiedArray(arr))
+    return SlideOutputs(d.name, prob, tissue, mpp, labels, model_hash, attrs, levels, failed,
+                        summary)
+
+
+def _failure_count(out: SlideOutputs, failures: Sequence[dict[str, Any]] | None,
+                   slide_dir: Path) -> int:
+    """Failed tiles of the run: given by translation, else recorded in summary.json."""
+    if failures is None:
+        recorded = (out.summary or {}).get("failed_tiles", [])
+        failures = recorded if isinstance(recorded, list) else []
+    n = len({int(f["tile"]) if isinstance(f, dict) and "tile" in f else i
+             for i, f in enumerate(failures)})
+    if n and out.failed is None:
+        raise InputDataError(f"{slide_dir / FAILED_FILE}: missing, but {n} tile(s) failed; "
+                             f"their area cannot be left out (rerun virtime translate --force)")
+    return n
 
 
 def features_from_outputs(
@@ -228,22 +321,62 @@ def features_from_outputs(
     mpp: float | None = None,
     bin_um: float = 64.0,
     threshold: float = 0.5,
+    max_failed_share: float = 0.05,
+    failures: Sequence[dict[str, Any]] | None = None,
     write: bool = True,
     show_progress: bool = False,
 ) -> dict[str, Any]:
-    """Recomputes a slide's features from its stored outputs; writes ``features.parquet``."""
-    out = load_slide_outputs(slide_dir)
+    """Recomputes a slide's features from its stored outputs; writes ``features.parquet``.
+
+    Tissue under failed tiles (``failed_mask.npy``) is left out of every feature's denominator.
+    The row carries ``tiles_failed``, ``tissue_mm2_failed``, ``failed_tissue_share`` (failed
+    tissue over all tissue) and ``qc_failed_share_exceeded`` (share above ``max_failed_share``;
+    a UserWarning says so).
+
+    Parameters
+    ----------
+    failures : list of dict, optional
+        Failed-tile records of a translation that is finishing (it computes features before it
+        writes ``summary.json``); by default they come from ``summary.json``, which must say done.
+    """
+    if not 0.0 <= max_failed_share <= 1.0:
+        raise InputDataError(f"max_failed_share must be in [0, 1], got {max_failed_share}")
+    d = Path(slide_dir)
+    out = load_slide_outputs(d, require_done=failures is None)
+    n_failed = _failure_count(out, failures, d)
     use_mpp = mpp if mpp is not None else out.mpp
     if use_mpp is None:
-        raise MissingMppError(f"features: {slide_dir}: no mpp in the OME-Zarr metadata; pass --mpp")
-    feats = compute_slide_features(out.prob, out.tissue, use_mpp, bin_um=bin_um,
+        raise MissingMppError(f"{d}: no mpp in the OME-Zarr metadata; pass --mpp")
+    tissue = out.tissue
+    failed_px = 0
+    mask_px_um2 = 0.0
+    if tissue is not None:
+        H, W = out.prob.shape[1:]
+        mask_px_um2 = (use_mpp * H / tissue.shape[0]) * (use_mpp * W / tissue.shape[1])
+        if out.failed is not None:
+            lost = out.failed != 0
+            failed_px = int(lost.sum())
+            tissue = (tissue != 0) & ~lost  # idempotent: translation already left them out
+    feats = compute_slide_features(out.prob, tissue, use_mpp, bin_um=bin_um,
                                    threshold=threshold, channels=out.channels,
                                    show_progress=show_progress)
-    row: dict[str, Any] = {"slide_id": out.slide_id, **feats}
+    failed_mm2 = failed_px * mask_px_um2 / 1e6
+    kept_mm2 = float(feats.get("tissue.area_mm2", 0.0))
+    share = failed_mm2 / (failed_mm2 + kept_mm2) if failed_mm2 + kept_mm2 > 0 else 0.0
+    exceeded = bool(share > max_failed_share)
+    if exceeded:
+        warnings.warn(
+            f"{d}: {n_failed} failed tile(s) cover {share:.1%} of the tissue "
+            f"({failed_mm2:.3g} mm²), more than {max_failed_share:.1%}; their area is left out "
+            f"of the features, and the slide is flagged (qc_failed_share_exceeded)",
+            UserWarning, stacklevel=2)
+    row: dict[str, Any] = {"slide_id": out.slide_id, "tiles_failed": n_failed,
+                           "tissue_mm2_failed": failed_mm2, "failed_tissue_share": share,
+                           "qc_failed_share_exceeded": exceeded, **feats}
     if write:
-        settings = {"mpp": use_mpp, "bin_um": bin_um, "threshold": threshold}
-        write_features([row], Path(slide_dir) / FEATURES_FILE, model_hash=out.model_hash,
-                       settings=settings)
+        settings = {"mpp": use_mpp, "bin_um": bin_um, "threshold": threshold,
+                    "max_failed_share": max_failed_share}
+        write_features([row], d / FEATURES_FILE, model_hash=out.model_hash, settings=settings)
     return row
 
 

@@ -15,6 +15,7 @@ fits in one chunk. Every level is built band by band from the one above, so memo
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from virtime.errors import InputDataError
 
 __all__ = [
     "NGFF_VERSION",
+    "VerifiedArray",
     "build_level",
     "create_pyramid",
     "downsample_2x",
@@ -37,6 +39,8 @@ __all__ = [
     "open_ome_zarr",
     "pyramid_shapes",
     "read_channel_names",
+    "verify_array",
+    "writable_level",
     "write_ngff_metadata",
 ]
 
@@ -194,3 +198,131 @@ def read_channel_names(group: Any) -> list[str]:
         return [c["label"] for c in group.attrs["omero"]["channels"]]
     except (KeyError, TypeError) as exc:
         raise InputDataError(f"{group.store}: no omero channel labels in metadata") from exc
+
+
+def writable_level(group: Any, level: int) -> Any:
+    """Level ``level`` of ``group`` for writing, with every chunk stored, empty ones too.
+
+    zarr leaves an all-``fill_value`` chunk out by default, and then a missing chunk (deleted,
+    lost in a copy) cannot be told from background; with every chunk written,
+    :func:`verify_array` can demand each expected chunk file.
+    """
+    return group[str(level)].with_config({"write_empty_chunks": True})
+
+
+_BLOSC_HEADER = 16
+
+
+def _chunk_file(array: Any, coords: tuple[int, ...]) -> Path:
+    store = array.store
+    root = Path(getattr(store, "root", ""))
+    return root / array.path / array.metadata.encode_chunk_key(coords)
+
+
+def _chunk_grid(array: Any) -> tuple[int, ...]:
+    stored = getattr(array, "shards", None) or array.chunks
+    return tuple(-(-int(n) // int(c)) for n, c in zip(array.shape, stored))
+
+
+def _blosc_problem(head: bytes, size: int, nbytes: int) -> str | None:
+    """Why a Blosc chunk of ``size`` bytes starting with ``head`` is not whole (None if it is)."""
+    if len(head) < _BLOSC_HEADER:
+        return f"truncated ({size} bytes, shorter than the Blosc header)"
+    stored = int.from_bytes(head[12:16], "little")
+    raw = int.from_bytes(head[4:8], "little")
+    if stored != size:
+        return f"truncated or corrupt ({size} bytes on disk, its header says {stored})"
+    if raw != nbytes:
+        return f"corrupt (decodes to {raw} bytes, a chunk holds {nbytes})"
+    return None
+
+
+def verify_array(array: Any, where: str | os.PathLike[str] | None = None) -> None:
+    """Check that every chunk of a Zarr array in a local store is on disk and whole.
+
+    virtime writes every chunk (:func:`writable_level`), so a chunk file that is absent was lost,
+    and reading it would silently give ``fill_value``. Each expected chunk key must exist and be
+    non-empty; for Zarr-v2 Blosc chunks the 16-byte header must agree with the file size and the
+    chunk size (a truncated chunk). Chunks that decode badly anyway are caught on reading by
+    :class:`VerifiedArray`.
+
+    Raises
+    ------
+    InputDataError
+        Naming the first bad chunk file, the problem and how many chunks are affected.
+    """
+    label = Path(where) if where is not None else Path(getattr(array.store, "root", "")) / array.path
+    if not getattr(array.store, "root", None):
+        return  # not a local store: nothing to list
+    meta = array.metadata
+    compressor = getattr(meta, "compressor", None)
+    blosc = getattr(compressor, "codec_id", None) == "blosc" or (
+        isinstance(compressor, dict) and compressor.get("id") == "blosc")
+    nbytes = int(np.prod(array.chunks)) * np.dtype(array.dtype).itemsize
+    missing: list[Path] = []
+    broken: list[tuple[Path, str]] = []
+    for coords in np.ndindex(*_chunk_grid(array)):
+        path = _chunk_file(array, coords)
+        try:
+            size = path.stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            missing.append(path)
+            continue
+        if size == 0:
+            broken.append((path, "empty (0 bytes)"))
+        elif blosc:
+            with open(path, "rb") as fh:
+                problem = _blosc_problem(fh.read(_BLOSC_HEADER), size, nbytes)
+            if problem:
+                broken.append((path, problem))
+    total = int(np.prod(_chunk_grid(array)))
+    if missing:
+        raise InputDataError(
+            f"{missing[0]}: chunk missing ({len(missing)} of {total} chunks of {label} absent); "
+            f"the map is incomplete, rerun virtime translate --force"
+        )
+    if broken:
+        path, problem = broken[0]
+        more = f" ({len(broken)} of {total} chunks of {label} damaged)" if len(broken) > 1 else ""
+        raise InputDataError(f"{path}: chunk {problem}{more}; rerun virtime translate --force")
+
+
+class VerifiedArray:
+    """A Zarr array whose reads turn a chunk that fails to decode into an InputDataError.
+
+    Wraps what :func:`verify_array` checked; a read that fails (a corrupt chunk whose header looks
+    whole) names the chunk file rather than surfacing a codec's RuntimeError.
+    """
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.chunks = tuple(array.chunks)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self.array[key]
+        except InputDataError:
+            raise
+        except Exception as exc:  # codecs raise RuntimeError, ValueError, ...
+            raise InputDataError(f"{self._culprit(key)}: chunk cannot be decoded ({exc}); "
+                                 f"rerun virtime translate --force") from exc
+
+    def _culprit(self, key: Any) -> Path:
+        """The first chunk file of the failed read that fails on its own."""
+        keys = key if isinstance(key, tuple) else (key,)
+        ranges = []
+        for d, n in enumerate(self.shape):
+            k = keys[d] if d < len(keys) else slice(None)
+            start, stop, _ = (k if isinstance(k, slice) else slice(int(k), int(k) + 1)).indices(n)
+            c = self.chunks[d]
+            ranges.append(range(start // c, max(start // c + 1, -(-stop // c))))
+        for coords in itertools.product(*ranges):
+            sel = tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, self.chunks))
+            try:
+                self.array[sel]
+            except Exception:  # noqa: BLE001 - any failure marks the culprit
+                return _chunk_file(self.array, coords)
+        return Path(getattr(self.array.store, "root", "")) / self.array.path
