@@ -303,7 +303,7 @@ class StreamingCanvas:
         self._pending.append(self._writer.submit(self._write_band, band, y0, out))
 
     def _write_band(self, band: int, y0: int, out: NDArray[np.uint8]) -> None:
-        self._group["0"][:, y0 : y0 + out.shape[1], :] = out
+        omezarr.writable_level(self._group, 0)[:, y0 : y0 + out.shape[1], :] = out  # empty too
         self._manifest.mark_complete(_BANDS, band)
 
     def _raise_writer_errors(self, wait: bool = False) -> None:
@@ -331,7 +331,8 @@ class StreamingCanvas:
         for k in range(1, n_levels):
             if k in done_levels:
                 continue
-            omezarr.build_level(self._group[str(k - 1)], self._group[str(k)], self.chunk)
+            omezarr.build_level(self._group[str(k - 1)], omezarr.writable_level(self._group, k),
+                                self.chunk)
             self._manifest.mark_complete(_LEVELS, k)
         omezarr.write_ngff_metadata(
             self._group,

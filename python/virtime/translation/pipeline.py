@@ -38,6 +38,8 @@ ZARR_NAME = "mif.ome.zarr"
 SUMMARY_NAME = "summary.json"
 TILES_NAME = "tiles.parquet"
 PARTIAL_TILES_NAME = ".tiles.partial.parquet"
+FAILED_MASK_NAME = "failed_mask.npy"
+FAILURE_COLUMN = "failure_reason"  # marks a failed tile's row in the partial tile table
 
 
 @dataclass
@@ -261,8 +263,10 @@ def _run_tiles(slide, grid, todo, engine, normalizer, canvas, config, origins, w
             timings["read_cpu"] += batch.read_seconds
             timings["normalize_cpu"] += batch.normalize_seconds
             timings["pack_cpu"] += batch.pack_seconds
-            failures += [{"tile": f.tile_index, "x": f.x, "y": f.y, "reason": f.reason}
-                         for f in batch.failures]
+            new = [{"tile": f.tile_index, "x": f.x, "y": f.y, "reason": f.reason}
+                   for f in batch.failures]
+            failures += new
+            rows += [_failure_row(f) for f in new]  # in the partial table: a resume counts them
             if len(batch) and embedder is not None:
                 t0 = time.perf_counter()
                 embedder.add(batch.rgb, batch.tile_index)
@@ -353,15 +357,19 @@ def _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failur
     from virtime.translation.timeline import cpu_timeline
 
     t0 = time.perf_counter()
-    table = pd.DataFrame(rows)
-    if len(table):
-        table = table.sort_values("tile").drop_duplicates("tile", keep="last")
+    table, failures = _split_failures(pd.DataFrame(rows), failures)
     meta = {"virtime.version": __version__, "virtime.model_hash": model_hash}
     _atomic_parquet(table, out / TILES_NAME, meta)
     mask = _mask_on_canvas(tissue.mask, canvas.shape_yx)
-    tmp = out / ".tissue_mask.tmp.npy"
-    np.save(tmp, mask)
-    os.replace(tmp, out / "tissue_mask.npy")
+    # Tissue under failed tiles has no prediction (zeros in the map): it leaves the mask, so no
+    # feature counts it in its denominator, and is kept apart for the failed-tile columns.
+    lost = mask & _failed_on_canvas(grid, failures, table, canvas, config.tile_size)
+    mask &= ~lost
+    _save_mask(out / "tissue_mask.npy", mask)
+    if failures:
+        _save_mask(out / FAILED_MASK_NAME, lost)
+    else:
+        (out / FAILED_MASK_NAME).unlink(missing_ok=True)
     _write_thumbnail(slide, out, config)
     if config.ome_tiff:
         from virtime.stitch.ometiff import export_ome_tiff
@@ -372,7 +380,7 @@ def _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failur
         from virtime.features import features_from_outputs
 
         t0 = time.perf_counter()
-        features_from_outputs(out)
+        features_from_outputs(out, failures=failures)
         timings["features"] = time.perf_counter() - t0
     (out / PARTIAL_TILES_NAME).unlink(missing_ok=True)
     seconds = time.perf_counter() - t_start
@@ -391,6 +399,7 @@ def _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failur
         "tiles_done": int(len(table)),
         "tiles_failed": len(failures),
         "failed_tiles": failures,
+        "tissue_px_failed": int(lost.sum()),  # canvas pixels, in failed_mask.npy
         "tissue_fraction": tissue.fraction,
         "timings_seconds": {k: round(v, 4) for k, v in timings.items() if k != "timeline"},
         "timeline": timings.get("timeline") or cpu_timeline(timings),  # per stage: busy, overlap
@@ -399,6 +408,76 @@ def _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failur
     }
     atomic_write_json(out / SUMMARY_NAME, summary)
     return TranslateResult(slide_id, out, False, int(len(table)), len(failures), seconds, summary)
+
+
+def _failure_row(failure: dict[str, Any]) -> dict[str, Any]:
+    """A failed tile's row in the partial tile table (so an interrupted run's failures survive)."""
+    return {"tile": failure["tile"], "x": failure["x"], "y": failure["y"],
+            FAILURE_COLUMN: failure["reason"]}
+
+
+def _split_failures(
+    table: pd.DataFrame, failures: list[dict[str, Any]]
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Tile rows and every failure of the run: this part's and those an earlier, interrupted
+    part recorded in the partial table (a tile that later succeeded is no failure)."""
+    found: dict[int, dict[str, Any]] = {}
+    if FAILURE_COLUMN in table.columns:
+        bad = table[FAILURE_COLUMN].notna()
+        for r in table[bad].to_dict("records"):
+            found[int(r["tile"])] = {"tile": int(r["tile"]), "x": int(r["x"]), "y": int(r["y"]),
+                                     "reason": str(r[FAILURE_COLUMN])}
+        table = table[~bad].drop(columns=[FAILURE_COLUMN])
+    for f in failures:
+        found[int(f["tile"])] = {**f, "tile": int(f["tile"])}
+    if len(table):
+        table = table.sort_values("tile", kind="stable").drop_duplicates("tile", keep="last")
+        for t in table["tile"].astype(int):
+            found.pop(int(t), None)
+        for col in ("tile", "x", "y"):
+            table[col] = table[col].astype(np.int64)
+    return table.reset_index(drop=True), [found[t] for t in sorted(found)]
+
+
+def _failed_on_canvas(grid: Any, failures: list[dict[str, Any]], table: pd.DataFrame,
+                      canvas: Any, tile_size: int) -> np.ndarray:
+    """Canvas pixels that failed tiles cover and no finished tile does (so without prediction).
+
+    A tile's footprint is ``tile_size`` model pixels from its origin, the origin being its
+    level-0 position times the grid's model-per-level-0 scale (as the tile loop places it);
+    a canvas pixel is ``factor`` model pixels. With overlap a neighbour still predicts the
+    shared margin, so only what no finished tile reaches is failed.
+    """
+    h, w = canvas.shape_yx
+    out = np.zeros((h, w), dtype=bool)
+    if not failures:
+        return out
+    scale = grid.tile_size / grid.tile_size_level0  # model pixels per level-0 pixel
+    f = canvas.factor
+
+    def rect(x0: float, y0: float) -> tuple[int, int, int, int]:
+        tx, ty = int(np.rint(x0 * scale)), int(np.rint(y0 * scale))
+        return (max(0, ty // f), min(h, -(-(ty + tile_size) // f)),
+                max(0, tx // f), min(w, -(-(tx + tile_size) // f)))
+
+    done = table[["x", "y"]].to_numpy(dtype=np.float64) if len(table) else np.zeros((0, 2))
+    near = np.zeros(len(done), dtype=bool)  # finished tiles that may share pixels with a failed one
+    reach = grid.tile_size_level0
+    for fail in failures:
+        r0, r1, c0, c1 = rect(fail["x"], fail["y"])
+        out[r0:r1, c0:c1] = True
+        near |= (np.abs(done[:, 0] - fail["x"]) < reach) & (np.abs(done[:, 1] - fail["y"]) < reach)
+    for x, y in done[near]:
+        q0, q1, p0, p1 = rect(x, y)
+        out[q0:q1, p0:p1] = False
+    return out
+
+
+def _save_mask(path: Path, mask: np.ndarray) -> None:
+    from virtime.stitch.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # unique name, removed on failure
+        np.save(fh, mask)
 
 
 def _mask_on_canvas(mask: np.ndarray, shape_yx: tuple[int, int]) -> np.ndarray:
