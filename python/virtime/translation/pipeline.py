@@ -382,6 +382,9 @@ def _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failur
         t0 = time.perf_counter()
         features_from_outputs(out, failures=failures)
         timings["features"] = time.perf_counter() - t0
+    from virtime.view.page import write_slide_page  # OUT/SLIDE_ID/index.html, no server needed
+
+    write_slide_page(out, slide=slide)
     (out / PARTIAL_TILES_NAME).unlink(missing_ok=True)
     seconds = time.perf_counter() - t_start
     summary = {

@@ -230,7 +230,8 @@ def _tile_summary(d: Path) -> tuple[str, dict[str, tuple[float, float]]]:
 def _features_html(d: Path) -> str:
     import pandas as pd
 
-    from virtime.features import FEATURES_FILE, read_features
+    from virtime.features import read_features
+    from virtime.features.table import FEATURES_FILE
 
     path = d / FEATURES_FILE
     if not path.is_file():
