@@ -23,6 +23,9 @@ __all__ = [
     "ModelMismatchError",
     "InputDataError",
     "BackendUnavailableError",
+    "SlideIdError",
+    "OutputLockedError",
+    "OutputError",
 ]
 
 
@@ -80,3 +83,28 @@ class InputDataError(VirtimeError, ValueError):
 
 class BackendUnavailableError(VirtimeError, RuntimeError):
     """An inference backend was requested but its library or device is not available."""
+
+
+class SlideIdError(VirtimeError, ValueError):
+    """A slide id is unusable (empty, hidden, a path) or shared by two slides, or an output
+    folder belongs to a different slide file than the one given."""
+
+
+class OutputLockedError(VirtimeError, RuntimeError):
+    """Another run holds the lock of a slide's output folder."""
+
+
+class OutputError(VirtimeError, OSError):
+    """An output cannot be written: read-only folder, full disk, a file where a folder must be.
+
+    ``str(exc)`` is ``"<path>: <problem>"``; ``errno`` is kept from the OS error.
+    """
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, path: object = None) -> OutputError:
+        """Wrap ``exc``, naming its file (or ``path`` when the OS did not say which)."""
+        where = exc.filename if exc.filename is not None else path
+        problem = exc.strerror or str(exc) or type(exc).__name__
+        err = cls(f"{where}: {problem}" if where is not None else problem)
+        err.errno = exc.errno
+        return err

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_mpp_arg", "add_tiling_args", "add_quiet_arg", "tiling_config_from_args"]
+__all__ = ["add_allow_mpp_arg", "add_mpp_arg", "add_quiet_arg", "add_tiling_args",
+           "tiling_config_from_args"]
 
 
 def add_mpp_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mpp", type=float, default=None,
         help="level-0 microns per pixel, for slides whose metadata lacks it (e.g. 0.25 for 40x)",
+    )
+
+
+def add_allow_mpp_arg(parser: argparse.ArgumentParser) -> None:
+    """``--allow-mpp``: accept a slide mpp outside 0.1-2 um/px or too coarse for the model."""
+    parser.add_argument(
+        "--allow-mpp", action="store_true",
+        help="translate a slide whose mpp is outside 0.1-2 um/px, or more than 4x coarser than "
+             "the model's, anyway (refused by default: usually a resolution tag in the wrong "
+             "unit; an explicit --mpp already skips the range check)",
     )
 
 

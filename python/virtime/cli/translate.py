@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from virtime.cli._common import add_mpp_arg, add_quiet_arg
+from virtime.cli._common import add_allow_mpp_arg, add_mpp_arg, add_quiet_arg
 
 __all__ = [
     "add_model_args", "add_translation_args", "load_model_from_args", "register",
@@ -63,7 +63,9 @@ def add_translation_args(p: argparse.ArgumentParser, title: str = "geometry and 
     g.add_argument("--threads", type=int, default=0, help="reader threads (0 = all cores)")
     g.add_argument("--ome-tiff", action="store_true", help="also write mif.ome.tiff")
     g.add_argument("--no-features", action="store_true", help="skip slide features")
-    g.add_argument("--force", action="store_true", help="redo slides already translated")
+    g.add_argument("--force", action="store_true",
+                   help="redo slides already translated (and replace a folder of another slide "
+                        "with the same id)")
     add_mpp_arg(p)
     add_quiet_arg(p)
 
@@ -81,6 +83,7 @@ def translate_config_from_args(args: argparse.Namespace, **overrides: object):  
         "features": not args.no_features, "force": args.force, "show_progress": not args.quiet,
     }
     return TranslateConfig(**{**fields, **overrides})
+    add_allow_mpp_arg(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -96,18 +99,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also write tile embeddings from these tile-encoder weights")
     e.add_argument("--embed-slide-weights", default=None, metavar="SLIDE_WEIGHTS",
                    help="and the slide embedding from these slide-encoder weights")
+        "allow_mpp": args.allow_mpp,
     e.add_argument("--allow-slow", action="store_true",
                    help="run a billion-parameter tile encoder on CPU anyway")
     p.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from virtime.errors import VirtimeError
+    from virtime.errors import OutputError, VirtimeError
+    from virtime.slide_ids import check_unique_ids
     from virtime.translation import translate
 
     model = load_model_from_args(args)
-    config = translate_config_from_args(args, log_json=args.log_json)
+    config = translate_config_from_args(args, log_json=args.log_json,
+                                        lock_timeout=None if args.wait < 0 else args.wait)
     embedder = _embedder_from_args(args)
+    p.add_argument("--wait", nargs="?", type=float, const=-1.0, default=0.0, metavar="SECONDS",
+                   help="when another run holds a slide's folder, wait for it (for ever, or up "
+                        "to SECONDS) instead of stopping with a message naming it")
     failed = 0
     for slide in args.slides:
         try:
@@ -121,7 +130,11 @@ def _run(args: argparse.Namespace) -> int:
         else:
             print(f"{result.slide_id}: {result.tiles_done} tiles ({result.tiles_failed} failed) "
                   f"in {result.seconds:.1f} s -> {result.output_dir}")
+    from virtime.translation.pipeline import check_output_root
     return 2 if failed else 0
+    # Before any work: every slide gets its own folder, and the output root can be one.
+    check_unique_ids(args.slides)
+    check_output_root(args.output)
 
 
 def _embedder_from_args(args: argparse.Namespace):  # noqa: ANN202 - TileEmbedder or None

@@ -32,7 +32,9 @@ def resolve_slide_dir(path: str, output: str | None) -> Path:
             from virtime.errors import InvalidArgumentError
 
             raise InvalidArgumentError(f"{p} is a slide file: give the output root with -o OUT")
-        return Path(output) / p.name.split(".")[0]
+        from virtime.slide_ids import slide_id_from_path
+
+        return Path(output) / slide_id_from_path(p)
     return p
 
 

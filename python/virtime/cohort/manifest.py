@@ -2,8 +2,9 @@
 
 A manifest is a CSV or Parquet table. ``path`` (alias ``slide_path``) is required; relative paths
 are taken relative to the manifest's folder so a manifest can travel with its slides. ``slide_id``
-defaults to the file stem (as ``virtime translate`` names folders) and must be unique and usable as
-a folder name, because each slide writes ``OUT/<slide_id>/``. ``patient_id`` is required (the
+defaults to :func:`virtime.slide_ids.slide_id_from_path` (the rule ``virtime translate`` names
+folders by: the file name minus its slide extension) and must be unique (case-insensitively) and
+usable as a folder name, because each slide writes ``OUT/<slide_id>/``. ``patient_id`` is required (the
 statistics aggregate per patient). ``mpp`` overrides a slide's level-0 microns per pixel where the
 file lacks it; empty means "from the file".
 
@@ -14,20 +15,18 @@ ledger and the other slides go on.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from virtime.errors import InputDataError
+from virtime.errors import InputDataError, SlideIdError
+from virtime.slide_ids import check_unique_ids, slide_id_from_path, validate_slide_id
 
 __all__ = ["MANIFEST_COLUMNS", "read_manifest", "validate_manifest"]
 
 #: Columns of a validated manifest, in order.
 MANIFEST_COLUMNS = ("slide_id", "patient_id", "path", "mpp", "size_bytes")
-
-_BAD_ID = re.compile(r"[/\\\x00]|^\.|^$")
 
 
 def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -78,19 +77,20 @@ def validate_manifest(
                              f"without a path")
     base = Path(base_dir) if base_dir is not None else None
     paths = paths.map(lambda p: str(base / p) if base is not None and not os.path.isabs(p) else p)
-    if "slide_id" in df.columns:
-        ids = df["slide_id"].astype(str).str.strip()
-        blank = (ids == "") | df["slide_id"].isna()
-        ids[blank] = paths[blank].map(lambda p: Path(p).name.split(".")[0])
-    else:
-        ids = paths.map(lambda p: Path(p).name.split(".")[0])
-    bad = [i for i in ids if _BAD_ID.search(i)]
-    if bad:
-        raise InputDataError(f"{name}: slide_id must be a plain folder name (no '/', not starting "
-                             f"with '.'); bad: {bad[:5]}")
-    dup = sorted(set(ids[ids.duplicated()]))
-    if dup:
-        raise InputDataError(f"{name}: slide_id repeated: {dup[:5]}")
+    try:
+        if "slide_id" in df.columns:
+            ids = df["slide_id"].astype(str).str.strip()
+            blank = (ids == "") | df["slide_id"].isna()
+            ids[~blank] = [validate_slide_id(i) for i in ids[~blank]]
+            ids[blank] = paths[blank].map(slide_id_from_path)
+        else:
+            ids = paths.map(slide_id_from_path)
+    except SlideIdError as exc:
+        raise InputDataError(f"{name}: slide_id must be a plain folder name: {exc}") from None
+    try:
+        check_unique_ids(paths.tolist(), ids.tolist())
+    except SlideIdError as exc:
+        raise InputDataError(f"{name}: slide_id repeated: {exc}") from None
     patients = df["patient_id"]
     if patients.isna().any() or (patients.astype(str).str.strip() == "").any():
         raise InputDataError(f"{name}: {int((patients.isna() | (patients.astype(str).str.strip() == '')).sum())} "

@@ -44,7 +44,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    # Unique per process and call (pid + mkstemp's random suffix, created O_EXCL), so concurrent
+    # writers of the same target never share a temporary file.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial",
+                                    dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

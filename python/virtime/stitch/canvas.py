@@ -19,14 +19,19 @@ Resume: bands are written in order and each is recorded only after its chunks ar
 (zarr's LocalStore writes each chunk to a temporary name and renames it), so after a ``kill -9``
 the complete bands are a prefix. Reopening with ``resume=True`` ignores contributions to them and
 reports :attr:`StreamingCanvas.resume_y`, the first model row the pipeline must revisit.
+A canvas made with a ``fingerprint`` (everything that determines its values: model, engine,
+normalization, geometry ...) resumes only a partial canvas with the same fingerprint and shape;
+with ``restart_on_mismatch`` any other partial canvas is discarded with a warning naming the
+differing fields (:attr:`StreamingCanvas.restarted_because`), otherwise resuming it is an error.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from virtime.channels import CHANNELS, Channel, get_channel
-from virtime.errors import InvalidArgumentError
+from virtime.errors import InputDataError, InvalidArgumentError
 from virtime.stitch import omezarr
 from virtime.stitch.atomic import RunManifest
 from virtime.stitch.windows import pool_weighted
@@ -46,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MANIFEST_SUFFIX",
     "StreamingCanvas",
+    "canvas_fingerprint",
     "canvas_finished",
     "canvas_shape",
     "manifest_path",
@@ -81,6 +87,18 @@ def canvas_finished(path: str | os.PathLike[str]) -> bool:
     if not manifest.is_file() or not (Path(path) / ".zgroup").is_file():
         return False
     return RunManifest.load(manifest).finished
+
+
+def canvas_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The fingerprint recorded in the manifest of the canvas at ``path`` (None: none there)."""
+    manifest = manifest_path(path)
+    if not manifest.is_file():
+        return None
+    try:
+        fp = RunManifest.load(manifest).params.get("fingerprint")
+    except InputDataError:
+        return None
+    return fp if isinstance(fp, dict) else None
 
 
 def to_uint8(ratio: NDArray[np.floating]) -> NDArray[np.uint8]:
@@ -125,6 +143,12 @@ class StreamingCanvas:
         Image name in the metadata.
     extra_metadata
         JSON-serialisable dict stored as ``.zattrs["virtime"]`` (model hash, overlap ...).
+    fingerprint
+        JSON-serialisable dict of everything that determines the canvas values; stored in the
+        manifest and compared on resume.
+    restart_on_mismatch
+        On resume, discard (with a warning) a partial canvas whose settings or fingerprint
+        differ, instead of raising :class:`~virtime.errors.InvalidArgumentError`.
     """
 
     def __init__(
@@ -139,6 +163,8 @@ class StreamingCanvas:
         resume: bool = False,
         name: str = "virtual mIF",
         extra_metadata: dict[str, Any] | None = None,
+        fingerprint: Mapping[str, Any] | None = None,
+        restart_on_mismatch: bool = False,
     ) -> None:
         h, w = (int(shape_yx[0]), int(shape_yx[1]))
         if h <= 0 or w <= 0:
@@ -161,8 +187,19 @@ class StreamingCanvas:
             "chunk": self.chunk,
             "channels": [c.name for c in self.channels],
         }
+        if fingerprint is not None:
+            params["fingerprint"] = json.loads(json.dumps(dict(fingerprint)))
         mpath = manifest_path(self.path)
         can_resume = resume and mpath.is_file() and (self.path / ".zgroup").is_file()
+        #: Fields in which a discarded earlier partial canvas differed (empty: none discarded).
+        self.restarted_because: list[str] = []
+        if can_resume and restart_on_mismatch:
+            diff = _resume_diff(mpath, params)
+            if diff:
+                log.warning("%s: not resuming the earlier partial run, it differs in %s; "
+                            "starting fresh", self.path, _describe_diff(diff))
+                self.restarted_because = [k for k, _, _ in diff]
+                can_resume = False
         if can_resume:
             self._manifest = RunManifest.open(mpath, params, resume=True)
             self._group = omezarr.open_ome_zarr(self.path, mode="r+")
@@ -182,6 +219,7 @@ class StreamingCanvas:
         self._bands: dict[int, tuple[NDArray[np.float32], NDArray[np.float32]]] = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="canvas-writer")
         self._pending: list[Future[None]] = []
+        self._writer_failed = False
         if self._first_open:
             log.info("%s: resuming at band %d of %d", self.path, self._first_open, self.n_bands)
 
@@ -308,10 +346,16 @@ class StreamingCanvas:
 
     def _raise_writer_errors(self, wait: bool = False) -> None:
         """Re-raise a failed background write; with ``wait``, block until all writes are done."""
-        still = []
-        for fut in self._pending:
+        still: list[Future[None]] = []
+        pending, self._pending = self._pending, []
+        for i, fut in enumerate(pending):
             if wait or fut.done():
-                fut.result()
+                try:
+                    fut.result()
+                except BaseException:
+                    self._pending = still + pending[i + 1 :]  # this one is reported by raising
+                    self._writer_failed = True
+                    raise
             else:
                 still.append(fut)
         self._pending = still
@@ -360,9 +404,36 @@ class StreamingCanvas:
         self._bands.clear()
         self._writer.shutdown(wait=True)
         for fut in self._pending:
-            if fut.exception() is not None:
-                log.error("%s: a band write failed: %s", self.path, fut.exception())
+            if fut.exception() is not None:  # after a raised write error: its echoes, not news
+                level = logging.DEBUG if self._writer_failed else logging.ERROR
+                log.log(level, "%s: a band write failed: %s", self.path, fut.exception())
         self._pending = []
+
+
+def _flat_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    flat = {k: v for k, v in params.items() if k != "fingerprint"}
+    fp = params.get("fingerprint")
+    flat.update(fp if isinstance(fp, dict) else {"fingerprint": fp})
+    return flat
+
+
+def _resume_diff(mpath: Path, params: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(field, earlier, now)`` for every setting in which the manifest at ``mpath`` differs."""
+    try:
+        old = RunManifest.load(mpath).params
+    except InputDataError:
+        return [("manifest", "unreadable", "new")]
+    was, now = _flat_params(old), _flat_params(json.loads(json.dumps(dict(params))))
+    return [(k, was.get(k), now.get(k)) for k in sorted(set(was) | set(now))
+            if was.get(k) != now.get(k)]
+
+
+def _describe_diff(diff: list[tuple[str, Any, Any]]) -> str:
+    def short(v: Any) -> str:
+        s = repr(v)
+        return s if len(s) <= 24 else s[:22] + "…"
+
+    return ", ".join(f"{k} ({short(a)} -> {short(b)})" for k, a, b in diff)
 
 
 def _remove_partials(path: Path) -> None:

@@ -16,6 +16,13 @@ class TranslateConfig:
     split into the model's windows (256 for GigaTIME). ``overlap`` (model pixels, at most half a
     window) makes neighbouring tiles and windows overlap and blends them with cosine ramps;
     ``overlap=0`` is the official non-overlapping layout.
+
+    Safety: ``lock_timeout`` is how long to wait for another run that holds the slide folder's
+    lock (0: stop at once with a message naming it; None: wait for ever). A slide whose level-0
+    mpp (from its metadata) lies outside ``mpp_range`` is refused, as is a slide coarser than
+    ``max_upsample`` times the model's mpp (upsampled tiles invent detail, and the tile count
+    explodes); an explicit ``mpp`` skips the range check (the user vouches for the value), and
+    ``allow_mpp`` skips both.
     """
 
     backend: str = "auto"
@@ -35,6 +42,10 @@ class TranslateConfig:
     thumbnail_channels: tuple[str, ...] = ("DAPI", "CD8", "CK")
     features: bool = True
     force: bool = False
+    lock_timeout: float | None = 0.0  # seconds to wait for another run's lock (None: for ever)
+    mpp_range: tuple[float, float] = (0.1, 2.0)  # plausible level-0 um/px from slide metadata
+    max_upsample: float = 4.0  # largest slide mpp / model mpp accepted
+    allow_mpp: bool = False  # skip both mpp checks
     show_progress: bool = True
     log_json: str | None = None
     cache_dir: str | None = None
@@ -48,3 +59,4 @@ class TranslateConfig:
         d = asdict(self)
         d["thumbnail_channels"] = list(self.thumbnail_channels)
         return d
+        d["mpp_range"] = list(self.mpp_range)

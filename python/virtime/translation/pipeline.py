@@ -26,11 +26,19 @@ import pandas as pd
 from virtime import __version__
 from virtime._progress import progress
 from virtime.channels import CHANNEL_NAMES
-from virtime.errors import InvalidArgumentError, ModelMismatchError
+from virtime.errors import (
+    InvalidArgumentError,
+    InvalidMppError,
+    ModelMismatchError,
+    OutputError,
+    SlideIdError,
+    VirtimeError,
+)
 from virtime.translation.config import TranslateConfig
 from virtime.translation.postprocess import WindowPostprocessor
 
-__all__ = ["TranslateResult", "translate", "slide_output_dir", "is_translated"]
+__all__ = ["TranslateResult", "check_output_root", "check_slide_mpp", "is_translated",
+           "slide_output_dir", "translate"]
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +67,23 @@ def slide_output_dir(out_root: str | os.PathLike[str], slide_id: str) -> Path:
     return Path(out_root) / slide_id
 
 
-def is_translated(out_dir: str | os.PathLike[str]) -> bool:
-    """True when ``out_dir`` holds a finished translation (its summary says so)."""
-    summary = Path(out_dir) / SUMMARY_NAME
-    if not summary.is_file():
+def is_translated(out_dir: str | os.PathLike[str],
+                  slide_path: str | os.PathLike[str] | None = None) -> bool:
+    """True when ``out_dir`` holds a finished translation (its summary says so).
+
+    With ``slide_path``, only a translation of that slide file (same size and header hash, as
+    recorded in the summary) counts.
+    """
+    summary = _read_summary(Path(out_dir))
+    if summary is None or summary.get("status") != "done":
         return False
+    if slide_path is None:
+        return True
+    from virtime.slide_ids import same_source, slide_source
+
     try:
-        return json.loads(summary.read_text()).get("status") == "done"
-    except (OSError, json.JSONDecodeError):
+        return same_source(summary.get("source"), slide_source(slide_path))
+    except OSError:
         return False
 
 
@@ -126,7 +143,7 @@ def translate(
     model
         A translator from :func:`virtime.models.load` (its card gives mpp, window, channels).
     out_root
-        Output root; the slide's folder is ``out_root/<slide_id>`` (default: the file stem).
+        Output root; the slide's folder is ``out_root/<slide_id>`` (default: :func:`virtime.slide_ids.slide_id_from_path`).
     config
         See :class:`TranslateConfig`.
     engine
@@ -135,24 +152,171 @@ def translate(
         A :class:`virtime.embed.joint.TileEmbedder`: Prov-GigaPath tile embeddings from the same
         tile reads, written to ``<slide folder>/embeddings``. The slide is then translated from
         the start (embeddings of an interrupted run's tiles are not kept).
+
+    Notes
+    -----
+    The slide id is :func:`virtime.slide_ids.slide_id_from_path` unless given. The slide folder
+    is locked for the run (:mod:`virtime.translation.lock`). A finished folder is skipped only
+    when it was made from the same slide file (size and header hash) with the same fingerprint
+    (:mod:`virtime.translation.fingerprint`); another fingerprint is redone with a warning, and
+    another slide file is a :class:`~virtime.errors.SlideIdError` unless ``force``. An
+    interrupted run resumes only with an identical fingerprint; otherwise it starts fresh, with a
+    warning naming the fields that differ. A slide mpp outside ``config.mpp_range`` or too coarse
+    for the model is refused (see :class:`TranslateConfig`). Errors writing the outputs (read-only
+    folder, full disk) are :class:`~virtime.errors.OutputError` naming the path.
     """
     from virtime.slide import Slide
+    from virtime.slide_ids import slide_id_from_path, slide_source, validate_slide_id
+    from virtime.stitch.windows import output_factor
+    from virtime.translation.lock import SlideLock
+
+    t_start = time.perf_counter()
+    slide_path = Path(slide_path)
+    slide_id = (validate_slide_id(slide_id, slide_path) if slide_id is not None
+                else slide_id_from_path(slide_path))
+    out = slide_output_dir(out_root, slide_id)
+    model_mpp, _, _ = _check_model(model, config)
+    output_factor(model_mpp, config.output_mpp)  # refuse bad geometry before writing anything
+    slide = Slide(slide_path, mpp=config.mpp)
+    check_slide_mpp(slide, config, model_mpp)
+    try:
+        source = slide_source(slide_path)
+        check_output_root(out_root)
+        out.mkdir(parents=True, exist_ok=True)
+        lock = SlideLock(out, str(slide_path)).acquire(config.lock_timeout)
+    except OSError as exc:
+        if isinstance(exc, VirtimeError):
+            raise
+        raise OutputError.from_os_error(exc, out) from exc
+    try:
+        return _translate_locked(slide, slide_path, slide_id, model, out, config, engine,
+                                 embedder, source, t_start)
+    except OSError as exc:
+        if isinstance(exc, VirtimeError):
+            raise
+        raise OutputError.from_os_error(exc, out) from exc
+    finally:
+        lock.release()
+
+
+def check_output_root(out_root: str | os.PathLike[str]) -> None:
+    """Refuse an output root that exists and is not a folder (``-o`` naming a file)."""
+    root = Path(out_root)
+    if root.exists() and not root.is_dir():
+        raise OutputError(f"{root}: exists and is not a folder (the output root must be a folder)")
+    for parent in root.absolute().parents:  # a file further up: mkdir would fail obscurely
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{parent}: is a file, not a folder (in the output path {root})")
+            break
+
+
+def check_slide_mpp(slide: Any, config: TranslateConfig, model_mpp: float) -> float:
+    """The slide's level-0 mpp, refused when implausible or too coarse for the model.
+
+    A value from the slide's metadata must lie in ``config.mpp_range`` (an explicit
+    ``config.mpp`` is the user's word and skips this check); the upsampling factor
+    ``slide mpp / model mpp`` must not exceed ``config.max_upsample``. ``config.allow_mpp``
+    skips both. Raises :class:`~virtime.errors.InvalidMppError` naming the value and its source.
+    """
+    mpp = float(slide.mpp)
+    if config.allow_mpp:
+        return mpp
+    given = config.mpp is not None
+    source = "given with --mpp" if given else "from the slide metadata (openslide.mpp-x)"
+    lo, hi = config.mpp_range
+    if not given and not (lo <= mpp <= hi):
+        raise InvalidMppError(
+            f"{slide.path}: mpp {mpp:g} um/px {source} is outside the plausible range "
+            f"{lo:g}-{hi:g} um/px for a slide scan (a resolution tag in the wrong unit?); pass "
+            f"the true value with --mpp, or --allow-mpp to use it anyway"
+        )
+    factor = mpp / float(model_mpp)
+    if factor > config.max_upsample:
+        raise InvalidMppError(
+            f"{slide.path}: mpp {mpp:g} um/px {source} is {factor:.3g}x coarser than the "
+            f"model's {model_mpp:g} um/px (limit {config.max_upsample:g}x): tiles would be "
+            f"upsampled {factor:.3g}x, inventing detail and multiplying the tile count by "
+            f"{factor * factor:.3g}; pass --allow-mpp to translate anyway"
+        )
+    return mpp
+
+
+def _already_done(out: Path, slide_path: Path, slide_id: str, source: dict[str, Any],
+                  requested: dict[str, Any],
+                  config: TranslateConfig) -> tuple[TranslateResult | None, bool]:
+    """``(skipped result, None)`` when ``out`` already holds this translation, else ``(None,
+    fresh)``: ``fresh`` when a finished folder made with other settings is to be redone.
+
+    Raises :class:`~virtime.errors.SlideIdError` when ``out`` (finished or partial) belongs to
+    a different slide file, unless ``config.force``.
+    """
+    from virtime.slide_ids import same_source
+    from virtime.stitch.canvas import canvas_fingerprint
+    from virtime.translation.fingerprint import fingerprint_diff, format_diff
+
+    summary = _read_summary(out)
+    if summary is not None:
+        recorded = summary.get("source")
+    else:
+        fp = canvas_fingerprint(out / ZARR_NAME) or {}
+        recorded = ({"path": None, "size": fp.get("slide_size"),
+                     "head_sha256": fp.get("slide_head_sha256")} if fp.get("slide_head_sha256")
+                    else None)
+    if recorded and not same_source(recorded, source) and not config.force:
+        what = recorded.get("path") or (f"a different slide file ({recorded.get('size')} bytes, "
+                                        f"partial output)")
+        raise SlideIdError(
+            f"{out}: holds the output of {what}, not of {slide_path} (a different file with the "
+            f"same slide id {slide_id!r}); use another output folder or an explicit slide id, "
+            f"or --force to replace it"
+        )
+    if summary is None or summary.get("status") != "done" or config.force:
+        return None, False
+    fields = fingerprint_diff(summary.get("fingerprint"), requested, requested=True)
+    if fields or not recorded:
+        log.warning("%s: redoing the finished translation in %s, it was made with other settings: "
+                    "%s", slide_path, out,
+                    format_diff(summary.get("fingerprint"), requested, fields))
+        return None, True
+    log.info("%s: already translated in %s; skipping (use force to redo)", slide_path, out)
+    return TranslateResult(slide_id, out, skipped=True, summary=summary), False
+
+
+def _read_summary(out: Path) -> dict[str, Any] | None:
+    try:
+        summary = json.loads((out / SUMMARY_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, embedder, source,
+                      t_start) -> TranslateResult:
+    """:func:`translate` once the slide folder is locked."""
     from virtime.stitch.canvas import StreamingCanvas, canvas_shape
     from virtime.stitch.windows import output_factor, plan_windows, tile_stride, window_weight
     from virtime.tiling import TilingConfig, make_tile_grid
     from virtime.tissue import detect_tissue
+    from virtime.translation.fingerprint import translation_fingerprint
 
-    t_start = time.perf_counter()
-    slide_path = Path(slide_path)
-    slide_id = slide_id or slide_path.name.split(".")[0]
-    out = slide_output_dir(out_root, slide_id)
-    if is_translated(out) and not config.force:
-        log.info("%s: already translated in %s; skipping (use force to redo)", slide_path, out)
-        return TranslateResult(slide_id, out, skipped=True,
-                               summary=json.loads((out / SUMMARY_NAME).read_text()))
     model_mpp, window, model_hash = _check_model(model, config)
     factor = output_factor(model_mpp, config.output_mpp)
-    slide = Slide(slide_path, mpp=config.mpp)
+    normalizer = None
+    if config.normalize != "none":
+        from virtime.stain import get_normalizer
+
+        normalizer = get_normalizer(config.normalize)
+    identity = {"slide_size": source["size"], "slide_head_sha256": source["head_sha256"]}
+
+    def fingerprint(eng: Any) -> dict[str, Any]:
+        return {**translation_fingerprint(model_hash=model_hash, engine=eng, config=config,
+                                          normalizer=normalizer, window=window,
+                                          model_mpp=model_mpp, slide_mpp=slide.mpp), **identity}
+
+    done, redo = _already_done(out, slide_path, slide_id, source, fingerprint(engine), config)
+    if done is not None:
+        return done
     tissue = detect_tissue(slide)
     tiling = TilingConfig(target_mpp=model_mpp, tile_size=config.tile_size, overlap=config.overlap,
                           min_tissue=config.min_tissue)
@@ -166,20 +330,9 @@ def translate(
     scale = slide.mpp / model_mpp  # model pixels per level-0 pixel
     w0, h0 = slide.dimensions
     shape = canvas_shape((int(np.ceil(h0 * scale)), int(np.ceil(w0 * scale))), factor)
-    fresh = config.force or embedder is not None
-    canvas = StreamingCanvas(
-        out / ZARR_NAME, shape, factor=factor, mpp=config.output_mpp, resume=not fresh,
-        name=slide_id,
-        extra_metadata={"model_hash": model_hash, "slide": str(slide_path), "overlap": config.overlap,
-                        "virtime_version": __version__},
-    )
-    tile_xy_model = np.rint(grid.xy * scale).astype(np.int64)
-    # Resume: tiles whose whole footprint lies in finished bands were done by an earlier run.
-    todo = np.flatnonzero(tile_xy_model[:, 1] + config.tile_size > canvas.resume_y)
-    previous = _load_partial_tiles(out, fresh)
-    jlog = _JsonLog(config.log_json)
-    jlog.emit(event="start", slide=str(slide_path), slide_id=slide_id, tiles=len(grid),
-              todo=int(len(todo)))
+    fresh = config.force or redo or embedder is not None
+    if redo:
+        (out / SUMMARY_NAME).unlink(missing_ok=True)  # no longer a finished folder of this request
     owns_engine = engine is None
     if owns_engine:
         from virtime.engines import create_engine
@@ -188,11 +341,28 @@ def translate(
                                device=config.device, cache_dir=config.cache_dir,
                                max_batch=config.window_batch, window=window,
                                **config.engine_options)
-    normalizer = None
-    if config.normalize != "none":
-        from virtime.stain import get_normalizer
-
-        normalizer = get_normalizer(config.normalize)
+    try:  # the canvas resumes only a partial run with this fingerprint (engine included)
+        fp = fingerprint(engine)
+        canvas = StreamingCanvas(
+            out / ZARR_NAME, shape, factor=factor, mpp=config.output_mpp, resume=not fresh,
+            name=slide_id,
+            extra_metadata={"model_hash": model_hash, "slide": str(slide_path),
+                            "overlap": config.overlap, "virtime_version": __version__,
+                            "fingerprint": fp},
+            fingerprint=fp, restart_on_mismatch=True,
+        )
+        fresh = fresh or bool(canvas.restarted_because)  # discard the other run's tile rows too
+        tile_xy_model = np.rint(grid.xy * scale).astype(np.int64)
+        # Resume: tiles whose whole footprint lies in finished bands were done by an earlier run.
+        todo = np.flatnonzero(tile_xy_model[:, 1] + config.tile_size > canvas.resume_y)
+        previous = _load_partial_tiles(out, fresh)
+        jlog = _JsonLog(config.log_json)
+    except BaseException:
+        if owns_engine:
+            engine.close()
+        raise
+    jlog.emit(event="start", slide=str(slide_path), slide_id=slide_id, tiles=len(grid),
+              todo=int(len(todo)))
     timings = {"read_cpu": 0.0, "normalize_cpu": 0.0, "pack_cpu": 0.0, "engine": 0.0,
                "postprocess": 0.0, "write": 0.0}
     if embedder is not None:
@@ -231,7 +401,7 @@ def translate(
             embedder.close()
         jlog.close()
     return _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failures, config,
-                   timings, model_hash, engine, t_start)
+                   timings, model_hash, engine, t_start, {"fingerprint": fp, "source": source})
 
 
 def _run_tiles(slide, grid, todo, engine, normalizer, canvas, config, origins, weight, stride,
@@ -345,13 +515,15 @@ def _atomic_parquet(frame: pd.DataFrame, path: Path, metadata: dict[str, str] | 
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                **{k.encode(): v.encode() for k, v in metadata.items()}})
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    from virtime.stitch.atomic import atomic_path
+
+    with atomic_path(path) as tmp:  # a unique temporary name, removed if the write fails
+        pq.write_table(table, tmp)
 
 
 def _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failures, config,
-            timings, model_hash, engine, t_start) -> TranslateResult:  # noqa: ANN001
+            timings, model_hash, engine, t_start,
+            provenance=None) -> TranslateResult:  # noqa: ANN001
     """Tile table, tissue mask, thumbnail, optional OME-TIFF and features; summary last."""
     from virtime.stitch.atomic import atomic_write_json
     from virtime.translation.timeline import cpu_timeline
@@ -408,6 +580,7 @@ def _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failur
         "timeline": timings.get("timeline") or cpu_timeline(timings),  # per stage: busy, overlap
         "seconds": round(seconds, 3),
         "config": config.as_dict(),
+        **(provenance or {}),  # fingerprint and source slide: what a rerun compares
     }
     atomic_write_json(out / SUMMARY_NAME, summary)
     return TranslateResult(slide_id, out, False, int(len(table)), len(failures), seconds, summary)

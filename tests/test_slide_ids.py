@@ -1,0 +1,96 @@
+"""Slide ids: one rule (file name minus its slide extension), refused when unusable, unique per run."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+import pytest
+
+from virtime import errors
+from virtime.slide_ids import (
+    check_unique_ids,
+    same_source,
+    slide_id_from_path,
+    slide_source,
+    validate_slide_id,
+)
+
+UUID = "0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    # TCGA diagnostic slides: the barcode and the uuid stay together (the old rule kept only the
+    # barcode, so two scans of one case collided and did not join with embeddings).
+    (f"/data/TCGA-AA-3512-01Z-00-DX1.{UUID}.svs", f"TCGA-AA-3512-01Z-00-DX1.{UUID}"),
+    (f"TCGA-AA-3512-01Z-00-DX2.{UUID}.svs", f"TCGA-AA-3512-01Z-00-DX2.{UUID}"),
+    ("case.A.svs", "case.A"),
+    ("case.B.SVS", "case.B"),
+    ("scan.ome.tiff", "scan"),
+    ("scan.ome.tif", "scan"),
+    ("CMU-1.mrxs", "CMU-1"),
+    ("OS-2.ndpi", "OS-2"),
+    ("slide.tif", "slide"),
+    ("a/b/slide.tiff", "slide"),
+    ("Leica-1.scn", "Leica-1"),
+    ("image.jpg", "image.jpg"),  # not a slide extension: the name is kept whole
+    ("noext", "noext"),
+])
+def test_slide_id_keeps_everything_but_the_slide_extension(path, expected):
+    assert slide_id_from_path(path) == expected
+
+
+@pytest.mark.parametrize("path", [".hidden.svs", ".svs", "..svs", "dir/.x.tif"])
+def test_unusable_ids_are_refused_naming_the_file(path):
+    with pytest.raises(errors.SlideIdError, match=r"slide id") as info:
+        slide_id_from_path(path)
+    assert path in str(info.value)
+
+
+@pytest.mark.parametrize("sid", ["", ".", "..", "../up", "a/b", "a\\b", "x\x00y"])
+def test_explicit_ids_are_validated(sid):
+    with pytest.raises(errors.SlideIdError):
+        validate_slide_id(sid)
+
+
+def test_collisions_name_both_files(tmp_path):
+    with pytest.raises(errors.SlideIdError) as info:
+        check_unique_ids(["d1/slide.svs", "d2/slide.svs"])
+    assert "d1/slide.svs" in str(info.value) and "d2/slide.svs" in str(info.value)
+    # Case-insensitive, as the output folders are on macOS and Windows.
+    with pytest.raises(errors.SlideIdError, match="A.svs and a.svs"):
+        check_unique_ids(["A.svs", "a.svs"])
+    with pytest.raises(errors.SlideIdError, match="given twice"):
+        check_unique_ids([tmp_path / "x.svs", tmp_path / "x.svs"])
+    assert check_unique_ids(["case.A.svs", "case.B.svs"]) == ["case.A", "case.B"]
+
+
+def test_slide_source_is_size_and_header_hash(tmp_path):
+    a = tmp_path / "a.svs"
+    a.write_bytes(b"x" * 3_000_000)
+    src = slide_source(a)
+    assert src == {"path": str(a.resolve()), "size": 3_000_000,
+                   "head_sha256": hashlib.sha256(b"x" * (1 << 20)).hexdigest()}
+    copy = tmp_path / "copy" / "a.svs"
+    copy.parent.mkdir()
+    copy.write_bytes(a.read_bytes())
+    assert same_source(src, slide_source(copy))  # a moved or copied slide is the same slide
+    other = tmp_path / "b.svs"
+    other.write_bytes(b"y" + b"x" * 2_999_999)
+    assert not same_source(src, slide_source(other))
+    assert not same_source(None, src)
+
+
+def test_cohort_manifest_uses_the_same_rule(tmp_path):
+    from virtime.cohort.manifest import validate_manifest
+
+    frame = pd.DataFrame({"path": [f"TCGA-AA-3512-01Z-00-DX1.{UUID}.svs", "case.A.svs",
+                                   "case.B.svs"], "patient_id": ["p1", "p2", "p2"]})
+    table = validate_manifest(frame, base_dir=tmp_path)
+    assert list(table["slide_id"]) == [f"TCGA-AA-3512-01Z-00-DX1.{UUID}", "case.A", "case.B"]
+    clash = pd.DataFrame({"path": ["d1/slide.svs", "d2/slide.svs"], "patient_id": ["1", "2"]})
+    with pytest.raises(errors.InputDataError, match="repeated") as info:
+        validate_manifest(clash)
+    assert "d1/slide.svs" in str(info.value) and "d2/slide.svs" in str(info.value)
+    with pytest.raises(errors.InputDataError, match="plain folder name"):
+        validate_manifest(pd.DataFrame({"path": [".hidden.svs"], "patient_id": ["1"]}))
