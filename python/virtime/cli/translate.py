@@ -117,10 +117,15 @@ def _run(args: argparse.Namespace) -> int:
     p.add_argument("--wait", nargs="?", type=float, const=-1.0, default=0.0, metavar="SECONDS",
                    help="when another run holds a slide's folder, wait for it (for ever, or up "
                         "to SECONDS) instead of stopping with a message naming it")
+    from virtime.translation.prefetch import SlidePrefetcher
+
+    # The next slide is opened and its tissue detected while one runs (its thread ends with it).
+    ahead = SlidePrefetcher(args.slides, mpp=config.mpp)
     failed = 0
     for slide in args.slides:
         try:
-            result = translate(slide, model, args.output, config, embedder=embedder)
+            result = translate(slide, model, args.output, config, embedder=embedder,
+                               prepared=ahead.take(slide))
         except VirtimeError as exc:  # a bad slide is recorded and the others go on
             failed += 1
             print(f"virtime translate: error: {exc}", file=sys.stderr)

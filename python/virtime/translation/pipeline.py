@@ -133,6 +133,7 @@ def translate(
     slide_id: str | None = None,
     engine: Any | None = None,
     embedder: Any | None = None,
+    prepared: Any | None = None,
 ) -> TranslateResult:
     """Translates one slide into ``out_root/<slide_id>/``.
 
@@ -152,6 +153,10 @@ def translate(
         A :class:`virtime.embed.joint.TileEmbedder`: Prov-GigaPath tile embeddings from the same
         tile reads, written to ``<slide folder>/embeddings``. The slide is then translated from
         the start (embeddings of an interrupted run's tiles are not kept).
+    prepared
+        This slide opened and its tissue detected ahead of time by a
+        :class:`virtime.translation.prefetch.SlidePrefetcher` (used only when it is this path
+        opened with ``config.mpp``), so the GPU does not wait between slides.
 
     Notes
     -----
@@ -177,7 +182,9 @@ def translate(
     out = slide_output_dir(out_root, slide_id)
     model_mpp, _, _ = _check_model(model, config)
     output_factor(model_mpp, config.output_mpp)  # refuse bad geometry before writing anything
-    slide = Slide(slide_path, mpp=config.mpp)
+    if prepared is not None and not prepared.fits(slide_path, config.mpp):
+        prepared = None
+    slide = prepared.slide if prepared is not None else Slide(slide_path, mpp=config.mpp)
     check_slide_mpp(slide, config, model_mpp)
     try:
         source = slide_source(slide_path)
@@ -190,7 +197,8 @@ def translate(
         raise OutputError.from_os_error(exc, out) from exc
     try:
         return _translate_locked(slide, slide_path, slide_id, model, out, config, engine,
-                                 embedder, source, t_start)
+                                 embedder, source, t_start,
+                                 None if prepared is None else prepared.tissue)
     except OSError as exc:
         if isinstance(exc, VirtimeError):
             raise
@@ -292,7 +300,7 @@ def _read_summary(out: Path) -> dict[str, Any] | None:
 
 
 def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, embedder, source,
-                      t_start) -> TranslateResult:
+                      t_start, tissue=None) -> TranslateResult:
     """:func:`translate` once the slide folder is locked."""
     from virtime.stitch.canvas import StreamingCanvas, canvas_shape
     from virtime.stitch.windows import output_factor, plan_windows, tile_stride, window_weight
@@ -317,7 +325,7 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
     done, redo = _already_done(out, slide_path, slide_id, source, fingerprint(engine), config)
     if done is not None:
         return done
-    tissue = detect_tissue(slide)
+    tissue = tissue if tissue is not None else detect_tissue(slide)  # prefetched, or now
     tiling = TilingConfig(target_mpp=model_mpp, tile_size=config.tile_size, overlap=config.overlap,
                           min_tissue=config.min_tissue)
     origins = plan_windows(config.tile_size, window, config.overlap)
