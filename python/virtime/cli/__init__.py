@@ -37,6 +37,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "virtime.cli.embed",
     "virtime.cli.probe",
     "virtime.cli.demo",
+    "virtime.cli.cells",
     "virtime.cli.view",
 )
 
