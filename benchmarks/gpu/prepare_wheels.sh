@@ -23,7 +23,9 @@ try: print(m.version(sys.argv[1]))
 except m.PackageNotFoundError: print('')" "$n")
   spec=$n${v:+==$v}
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    "${plat[@]}" -d "$dest" "$spec" || echo "prepare_wheels.sh: could not fetch $spec" >&2
+    "${plat[@]}" -d "$dest" "$spec" \
+    || "$PY" -m pip wheel -q --no-deps -w "$dest" "$spec" \
+    || echo "prepare_wheels.sh: could not fetch $spec" >&2  # pip wheel: sdist-only (pure Python)
 done
 du -sh "$dest"
 total=$(du -sm "$dest" | cut -f1)
