@@ -42,16 +42,18 @@ def canvas_truth() -> np.ndarray:
     return probs
 
 
-def make_output(root: Path, slide_id: str = "S1") -> Path:
+def make_output(root: Path, slide_id: str = "S1", *, out_name: str = "out",
+                features: dict | None = None, slide: Path | None = None) -> Path:
     """Writes OUT/S1 as virtime translate would (summary last)."""
     from virtime.features import write_features
     from virtime.simulate.slides import make_slide
     from virtime.stitch.atomic import atomic_write_json
     from virtime.stitch.canvas import StreamingCanvas
 
-    (root / "slides").mkdir(parents=True, exist_ok=True)
-    slide = make_slide(root / "slides" / f"{slide_id}.svs", *SLIDE_WH, mpp=SLIDE_MPP, seed=5)
-    out = root / "out" / slide_id
+    if slide is None:  # several outputs may share one H&E (rendering it is the slow part)
+        (root / "slides").mkdir(parents=True, exist_ok=True)
+        slide = make_slide(root / "slides" / f"{slide_id}.svs", *SLIDE_WH, mpp=SLIDE_MPP, seed=5)
+    out = root / out_name / slide_id
     out.mkdir(parents=True)
     canvas = StreamingCanvas(out / "mif.ome.zarr", CANVAS, factor=1, mpp=OUT_MPP, chunk=64,
                              name=slide_id)
@@ -68,8 +70,8 @@ def make_output(root: Path, slide_id: str = "S1") -> Path:
             row[f"{n}.mean_probability"] = 0.0
         rows.append(row)
     pd.DataFrame(rows).to_parquet(out / "tiles.parquet")
-    write_features([{"slide_id": slide_id, "CD8.density": 0.25, "CK.density": 0.4,
-                     "CD8.tumour_density": 0.3}], out / "features.parquet", model_hash="test")
+    feats = features or {"CD8.density": 0.25, "CK.density": 0.4, "CD8.tumour_density": 0.3}
+    write_features([{"slide_id": slide_id, **feats}], out / "features.parquet", model_hash="test")
     # tile_size 64 at the canvas's model mpp (factor 1 -> 2 µm/px) = 256 level-0 pixels
     atomic_write_json(out / "summary.json", {
         "status": "done", "slide": str(slide), "slide_id": slide_id, "slide_mpp": SLIDE_MPP,

@@ -22,6 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-patients", type=int, default=20)
     p.add_argument("--no-survival", action="store_true")
     p.add_argument("--title", default="virtime population report")
+    p.add_argument("--gallery-feature", help="show the slides with the highest and lowest value "
+                                             "of this feature (e.g. CD8.tumour_density)")
+    p.add_argument("--slides-dir", help="translation output root OUT (one folder per slide), "
+                                        "for --gallery-feature")
+    p.add_argument("--gallery-n", type=int, default=1, help="slides at each end (1)")
     add_quiet_arg(p)
     p.set_defaults(handler=_run)
 
@@ -46,7 +51,14 @@ def _run(args: argparse.Namespace) -> int:
         other = join_features(args.validation_features, args.validation_clinical,
                               aggregate=args.aggregate, feature_names=args.feature_columns)
         val = cross_cohort_validation(cohort, other, assoc, associate(other, **kw))
+    extra = []
+    if args.gallery_feature:
+        from virtime.report.gallery import gallery_section
+
+        if not args.slides_dir:
+            raise InputDataError("--gallery-feature needs the slide folders: --slides-dir OUT")
+        extra.append(gallery_section(args.slides_dir, args.gallery_feature, n=args.gallery_n))
     path = write_report(args.output, cohort=cohort, associations=assoc, survival=surv,
-                        validation=val, tiers=tiers, title=args.title)
+                        validation=val, tiers=tiers, title=args.title, extra_sections=extra)
     print(f"report written to {path}")
     return 0

@@ -5,11 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from virtime.report import ReportSection, TableBlock, TextBlock, build_report, standard_sections
 
-__all__ = ["demo_report", "recovery_text"]
+# Planted groups shown in the gallery: (title, positive class, negative class, feature, channels).
+_GROUPS: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
+    ("MSI-high vs MSS", "`MSI-high` == 1", "`MSI-high` == 0", "CD8.tumour_density", ("CD8", "CK")),
+    ("KRAS-mutant vs wild-type LUAD", "subtype == 'LUAD' and KRAS == 1",
+     "subtype == 'LUAD' and KRAS == 0", "CD138.density", ("CD138",)),
+    ("stage IV vs stage I", "stage == 'IV'", "stage == 'I'", "Ki67.density", ("Ki67", "CK")),
+)
+
+__all__ = ["demo_gallery", "demo_report", "recovery_text"]
 
 _TITLE = "virtime demo: a virtual population with planted biology"
 
@@ -78,15 +87,83 @@ def _fidelity(fidelity: pd.DataFrame) -> ReportSection:
     return sec
 
 
+def _median_slide(frame: pd.DataFrame, feature: str) -> pd.Series | None:
+    """The row whose ground-truth ``feature`` is nearest its class median (a typical slide)."""
+    frame = frame[np.isfinite(frame[f"{feature}.truth"].to_numpy(float))]
+    if not len(frame):
+        return None
+    gap = (frame[f"{feature}.truth"] - frame[f"{feature}.truth"].median()).abs()
+    return frame.loc[gap.sort_values(kind="stable").index[0]]
+
+
+def demo_gallery(cohort_root: str | Path, *, max_px: int = 160) -> ReportSection:
+    """One typical slide per planted group: H&E, ground-truth mIF and virtual mIF side by side.
+
+    For each planted contrast (MSI-high vs not, KRAS-mutant vs wild-type LUAD, stage IV vs I) the
+    slide of each class whose ground-truth feature is nearest the class median, with the
+    feature's ground-truth and virtual values.
+    """
+    from virtime.features import read_features
+    from virtime.report.gallery import GalleryRow, gallery_block
+
+    root = Path(cohort_root)
+    sec = ReportSection("Gallery: ground truth, virtual mIF and H&E", anchor="gallery")
+    try:
+        clinical = pd.read_csv(root / "clinical.csv")
+        slides = pd.read_csv(root / "slides.csv")[["slide_id", "patient_id"]]
+    except OSError as exc:
+        return sec.add(TextBlock(f"No gallery: cannot read the cohort tables in {root} ({exc})."))
+    table = slides.merge(clinical, on="patient_id")
+    rows = []
+    for sid in table["slide_id"]:
+        t_path, v_path = root / "truth_features" / f"{sid}.parquet", root / "virtual" / sid
+        if not t_path.is_file() or not (v_path / "features.parquet").is_file():
+            rows.append({})
+            continue
+        t, _ = read_features(t_path)
+        v, _ = read_features(v_path / "features.parquet")
+        rows.append({**{f"{c}.truth": t[c].iloc[0] for c in t.columns if c not in table},
+                     **{f"{c}.virtual": v[c].iloc[0] for c in v.columns if c not in table}})
+    table = pd.concat([table.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+    sec.add(TextBlock(
+        "For each planted contrast, the slide of each class whose ground-truth feature is nearest "
+        "its class median. Per slide: H&E, the ground-truth mIF composite, the virtual mIF "
+        "composite, then each relevant channel as ground truth and as the translator paints it "
+        "(colour = channel, brightness = positive share or predicted probability). Where the "
+        "two differ, the translator is wrong."))
+    for title, pos, neg, feature, channels in _GROUPS:
+        if f"{feature}.truth" not in table:
+            sec.add(TextBlock(f"{title}: no {feature} in the features."))
+            continue
+        picked = []
+        for cls_name, query in ((title.split(" vs ")[0], pos), (title.split(" vs ")[1], neg)):
+            row = _median_slide(table.query(query), feature)
+            if row is None:
+                continue
+            gt = np.load(root / "truth_mif" / f"{row['slide_id']}.npz")["prob"]
+            picked.append(GalleryRow(
+                root / "virtual" / str(row["slide_id"]), f"{title}: {cls_name}",
+                {f"{feature} ground truth": float(row[f"{feature}.truth"]),
+                 f"{feature} virtual": float(row.get(f"{feature}.virtual", np.nan))}, truth=gt))
+        if picked:
+            sec.add(TextBlock(f"{title} — {feature}; channels {', '.join(channels)}."))
+            sec.add(gallery_block(picked, channels, max_px=max_px))
+    return sec
+
+
 def demo_report(path: str | Path, *, cfg: Any, model: Any, truth: pd.DataFrame,
                 recovery: pd.DataFrame, fidelity: pd.DataFrame, res_truth: dict,
-                res_virtual: dict, validation: Any, n_patients: dict[str, int]) -> Path:
-    """Writes the demo report: overview, recovery, fidelity, then the standard sections
-    (cohort, spectrum, associations, survival on the virtual mIF of cohort A; validation A vs B)
-    and the ground-truth association counts for comparison."""
+                res_virtual: dict, validation: Any, n_patients: dict[str, int],
+                cohort_root: str | Path | None = None) -> Path:
+    """Writes the demo report: overview, recovery, a gallery of planted groups, fidelity, then
+    the standard sections (cohort, spectrum, associations, survival on the virtual mIF of cohort
+    A; validation A vs B) and the ground-truth association counts for comparison.
+
+    ``cohort_root`` is cohort A's folder (default: ``cohort_a`` beside the report)."""
     tiers = getattr(model.card, "confidence_tiers", None) or None
+    root = Path(cohort_root) if cohort_root is not None else Path(path).parent / "cohort_a"
     sections = [_overview(cfg, model, n_patients, truth), _recovery(recovery, truth, cfg.alpha),
-                _fidelity(fidelity)]
+                demo_gallery(root), _fidelity(fidelity)]
     sections += standard_sections(cohort=res_virtual["cohort"], associations=res_virtual["assoc"],
                                   survival=res_virtual["surv"], validation=validation, tiers=tiers)
     gt = ReportSection("Ground-truth mIF associations (for comparison)", anchor="ground-truth")

@@ -11,6 +11,7 @@ makes the usual ones from statistics results, and :func:`write_report` does both
 
 from __future__ import annotations
 
+from virtime.report.gallery import GalleryRow, gallery_block, gallery_section
 from virtime.report.html import (
     Block,
     FigureBlock,
@@ -36,6 +37,7 @@ from virtime.report.standard import (
 __all__ = [
     "Block",
     "FigureBlock",
+    "GalleryRow",
     "HtmlBlock",
     "ReportSection",
     "TableBlock",
@@ -44,6 +46,8 @@ __all__ = [
     "build_report",
     "cohort_section",
     "figure_block",
+    "gallery_block",
+    "gallery_section",
     "load_tiers",
     "render_report",
     "spectrum_section",
