@@ -21,7 +21,7 @@ import numpy as np
 
 from virtime.models.card import IMAGENET_MEAN, IMAGENET_STD  # the one definition of the constants
 
-__all__ = ["BenchResult", "run_bench", "reference_loop"]
+__all__ = ["BenchResult", "CompareResult", "compare_bench", "run_bench", "reference_loop"]
 
 MEAN = np.array(IMAGENET_MEAN, np.float32)
 STD = np.array(IMAGENET_STD, np.float32)
@@ -88,12 +88,14 @@ def reference_loop(slide_path: Path, model: Any, xy: np.ndarray, tile: int, wind
 
 
 def run_bench(model: Any, *, size: int = 4096, config: Any = None, reference_tiles: int = 8,
-              workdir: str | None = None, seed: int = 0) -> BenchResult:
+              workdir: str | None = None, seed: int = 0,
+              slide: str | Path | None = None) -> BenchResult:
     """Times the pipeline, the engine alone and the reference loop on one synthetic slide.
 
     The slide is ``size`` x ``size`` pixels at the model's input mpp, all tissue-covered tiles
     translated; the reference loop runs on the first ``reference_tiles`` of the same tiles (it is
-    slow) and its per-tile rate is compared.
+    slow) and its per-tile rate is compared. ``slide`` reuses a slide made before (at the
+    model's mpp) instead of making one.
     """
     from virtime.engines import create_engine
     from virtime.simulate.slides import make_slide
@@ -104,7 +106,8 @@ def run_bench(model: Any, *, size: int = 4096, config: Any = None, reference_til
     mpp = float(model.card.input_mpp)
     window = int(model.card.window)
     folder = Path(workdir or tempfile.mkdtemp(prefix="virtime-bench-"))
-    slide_path = make_slide(folder / "bench.svs", size, size, mpp=mpp, seed=seed)
+    slide_path = (Path(slide) if slide is not None
+                  else make_slide(folder / "bench.svs", size, size, mpp=mpp, seed=seed))
     engine = create_engine(model, backend=cfg.backend, precision=cfg.precision, device=cfg.device,
                            max_batch=cfg.window_batch, window=window)
     try:
@@ -148,3 +151,74 @@ def run_bench(model: Any, *, size: int = 4096, config: Any = None, reference_til
                   "tile_size": cfg.tile_size, "window": window,
                   "window_batch": cfg.window_batch, "reference_tiles": len(xy)},
     )
+
+
+@dataclass
+class CompareResult:
+    """Several translators benchmarked on one slide and engine, runs interleaved (A B, B A ...)."""
+
+    runs: dict[str, list[BenchResult]]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.runs)
+
+    @property
+    def summary(self) -> Any:
+        """Medians per model (engine windows/s, pipeline and tile-loop tiles/s) and their ratio
+        to the first model's, one row per model."""
+        import pandas as pd
+
+        rows = []
+        for name, runs in self.runs.items():
+            per_tile = (runs[0].settings["tile_size"] // runs[0].settings["window"]) ** 2
+            rows.append({
+                "model": name,
+                "runs": len(runs),
+                "engine_windows_per_s": float(np.median([r.engine_tiles_per_s * per_tile
+                                                         for r in runs])),
+                "pipeline_tiles_per_s": float(np.median([r.pipeline_tiles_per_s for r in runs])),
+                "tile_loop_tiles_per_s": float(np.median([r.tile_loop_tiles_per_s
+                                                          for r in runs])),
+                "reference_tiles_per_s": float(np.median([r.reference_tiles_per_s
+                                                          for r in runs])),
+            })
+        df = pd.DataFrame(rows).set_index("model")
+        for col in ("engine_windows_per_s", "pipeline_tiles_per_s", "tile_loop_tiles_per_s"):
+            df[col.replace("_per_s", "_ratio")] = df[col] / df[col].iloc[0]
+        return df
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary.reset_index().to_dict(orient="records"),
+                "runs": {k: [r.as_dict() for r in v] for k, v in self.runs.items()}}
+
+
+def compare_bench(models: dict[str, Any], *, size: int = 4096, config: Any = None,
+                  repeats: int = 3, reference_tiles: int = 2, workdir: str | None = None,
+                  seed: int = 0) -> CompareResult:
+    """:func:`run_bench` for each model on the same synthetic slide, engine and settings.
+
+    Runs are interleaved with the order reversed every round (A B, B A, A B ...) so that a change
+    of machine load falls on every model alike; :attr:`CompareResult.summary` gives medians and
+    ratios to the first model. The models must share input mpp and window (one slide for all).
+    """
+    from virtime.errors import InvalidArgumentError
+    from virtime.simulate.slides import make_slide
+
+    if not models or repeats < 1:
+        raise InvalidArgumentError("compare_bench needs at least one model and one repeat")
+    geometry = {(float(m.card.input_mpp), int(m.card.window)) for m in models.values()}
+    if len(geometry) != 1:
+        raise InvalidArgumentError(
+            f"models differ in input mpp / window {sorted(geometry)}: no common slide to compare on")
+    mpp = geometry.pop()[0]
+    folder = Path(workdir or tempfile.mkdtemp(prefix="virtime-bench-"))
+    slide = make_slide(folder / "bench.svs", size, size, mpp=mpp, seed=seed)
+    names = list(models)
+    runs: dict[str, list[BenchResult]] = {n: [] for n in names}
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            runs[name].append(run_bench(models[name], size=size, config=config,
+                                        reference_tiles=reference_tiles, seed=seed,
+                                        workdir=str(folder / f"{name}-{r}"), slide=slide))
+    return CompareResult(runs=runs)

@@ -1,0 +1,132 @@
+"""``virtime translate --weights flash_model.pth`` end to end: the outputs GigaTIME's run writes,
+with values equal to a direct run of the Flash model on the same tiles."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import openslide
+import pandas as pd
+import pytest
+import torch
+import zarr
+
+from virtime.channels import CHANNEL_NAMES
+from virtime.cli import main
+from virtime.models import GigaTIME, GigaTIMEFlash, load
+from virtime.models.checkpoints import save_official_layout
+
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+
+
+def _files(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def _direct_probs(slide_path, model, x, y, size=512, window=256):
+    """openslide-python read, numpy normalization, the model per window, sigmoid."""
+    with openslide.OpenSlide(str(slide_path)) as osr:
+        rgba = np.asarray(osr.read_region((int(x), int(y)), 0, (size, size))).astype(float)
+    rgb = rgba[..., :3] * (rgba[..., 3:] / 255) + 255 * (1 - rgba[..., 3:] / 255)
+    tensor = torch.from_numpy(((np.rint(rgb) / 255 - MEAN) / STD).transpose(2, 0, 1)).float()
+    probs = np.zeros((23, size, size), np.float32)
+    with torch.inference_mode():
+        for wy in range(0, size, window):
+            for wx in range(0, size, window):
+                logit = model(tensor[None, :, wy:wy + window, wx:wx + window])[0]
+                probs[:, wy:wy + window, wx:wx + window] = torch.sigmoid(logit).numpy()
+    return probs
+
+
+@pytest.mark.slow
+def test_translate_with_flash_weights(tmp_path):
+    from virtime.simulate.slides import make_slide
+
+    slide = make_slide(tmp_path / "slide.svs", 1024, 1024, mpp=0.25, seed=4)
+    torch.manual_seed(0)
+    flash = GigaTIMEFlash(dim=64, heads=1, mlp_hidden=64, lora_r=4, decoder=(16, 8, 8, 8))
+    with torch.no_grad():
+        for name, p in flash.named_parameters():
+            if "lora_B" in name or name.endswith("gamma"):
+                p.normal_(0, 0.1)
+        flash.final_conv.bias.copy_(torch.linspace(-2, 2, 23))
+    save_official_layout(flash, tmp_path / "flash_model.pth")
+    save_official_layout(GigaTIME(filters=(4, 8, 16, 32, 64)), tmp_path / "gigatime.pth")
+    for name in ("flash_model", "gigatime"):
+        rc = main(["translate", str(slide), "-o", str(tmp_path / name), "--weights",
+                   str(tmp_path / f"{name}.pth"), "--backend", "onnxruntime", "--threads", "1",
+                   "-q", "--no-features"])
+        assert rc == 0
+    out_f, out_g = tmp_path / "flash_model" / "slide", tmp_path / "gigatime" / "slide"
+    assert _files(out_f) == _files(out_g)
+    z_f, z_g = (zarr.open_group(str(o / "mif.ome.zarr"), mode="r") for o in (out_f, out_g))
+    assert z_f["0"].shape == z_g["0"].shape == (23, 1024 // 8, 1024 // 8)
+    assert json.dumps(dict(z_f.attrs), sort_keys=True) != ""  # readable metadata
+    names = [c["label"] for c in z_f.attrs["omero"]["channels"]]
+    assert names == [c["label"] for c in z_g.attrs["omero"]["channels"]] == list(CHANNEL_NAMES)
+    tiles_f, tiles_g = (pd.read_parquet(o / "tiles.parquet") for o in (out_f, out_g))
+    assert list(tiles_f.columns) == list(tiles_g.columns)
+    assert tiles_f[["x", "y"]].equals(tiles_g[["x", "y"]]) and len(tiles_f) > 0
+    summary = json.loads((out_f / "summary.json").read_text())
+    model = load(tmp_path / "flash_model.pth")
+    assert model.card.sha256 in json.dumps(summary)
+    row = tiles_f.iloc[len(tiles_f) // 2]
+    probs = _direct_probs(slide, model, row["x"], row["y"])
+    for c in (0, 11, 22):
+        assert row[f"{CHANNEL_NAMES[c]}.mean_probability"] == pytest.approx(probs[c].mean(),
+                                                                            abs=1e-4)
+
+
+def test_compare_bench_interleaves_on_one_slide(monkeypatch, tmp_path):
+    import virtime.bench as bench
+    from virtime.models.card import ModelCard
+
+    calls = []
+
+    def fake_run_bench(model, **kw):
+        calls.append((model.name, kw["slide"]))
+        rate = {"a": 2.0, "b": 6.0}[model.name] * (1 + len(calls) / 10)
+        return bench.BenchResult(tiles=3, pipeline_tiles_per_s=rate / 2, reference_tiles_per_s=1.0,
+                                 engine_tiles_per_s=rate, stage_seconds={"tile_loop_wall": 1.0},
+                                 settings={"tile_size": 512, "window": 256})
+
+    class M:
+        def __init__(self, name):
+            self.name, self.card = name, ModelCard(architecture=name, config={})
+
+    monkeypatch.setattr(bench, "run_bench", fake_run_bench)
+    r = bench.compare_bench({"a": M("a"), "b": M("b")}, size=512, repeats=3,
+                            workdir=str(tmp_path))
+    assert [c[0] for c in calls] == ["a", "b", "b", "a", "a", "b"]
+    assert len({c[1] for c in calls}) == 1 and calls[0][1].is_file()
+    df = r.summary
+    a = np.median([2.0 * (1 + k / 10) * 4 for k in (1, 4, 5)])
+    b = np.median([6.0 * (1 + k / 10) * 4 for k in (2, 3, 6)])
+    assert df.loc["a", "engine_windows_per_s"] == pytest.approx(a)
+    assert df.loc["b", "engine_windows_ratio"] == pytest.approx(b / a)
+    odd = M("c")
+    odd.card.input_mpp = 0.5
+    with pytest.raises(Exception, match="no common slide"):
+        bench.compare_bench({"a": M("a"), "c": odd}, workdir=str(tmp_path))
+
+
+@pytest.mark.slow
+def test_bench_cli_compares_flash_with_gigatime(tmp_path, capsys):
+    torch.manual_seed(0)
+    save_official_layout(GigaTIMEFlash(dim=64, heads=1, mlp_hidden=64, lora_r=4,
+                                       decoder=(16, 8, 8, 8)), tmp_path / "flash_model.pth")
+    save_official_layout(GigaTIME(filters=(4, 8, 16, 32, 64)), tmp_path / "gigatime.pth")
+    assert main(["bench", "--weights", str(tmp_path / "flash_model.pth"), "--compare",
+                 str(tmp_path / "gigatime.pth"), "--size", "512", "--repeats", "1",
+                 "--reference-tiles", "1", "--backend", "onnxruntime", "--window-batch", "4",
+                 "--batch-size", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["model"]: r for r in out["summary"]}
+    assert set(rows) == {"gigatime-flash", "gigatime"}
+    assert rows["gigatime-flash"]["engine_windows_ratio"] == 1.0
+    ratio = rows["gigatime"]["engine_windows_per_s"] / rows["gigatime-flash"]["engine_windows_per_s"]
+    assert rows["gigatime"]["engine_windows_ratio"] == pytest.approx(ratio)
+    tiles = {name: [r["tiles"] for r in runs] for name, runs in out["runs"].items()}
+    assert tiles["gigatime"] == tiles["gigatime-flash"] and tiles["gigatime"][0] > 0  # one slide
