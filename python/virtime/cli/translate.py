@@ -32,6 +32,20 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: GPU if present)")
     g.add_argument("--batch-size", type=int, default=8, help="tiles per batch (8)")
     g.add_argument("--window-batch", type=int, default=32, help="windows per engine call (32)")
+    g.add_argument("--memory-budget", type=_memory_size, default=None, metavar="SIZE",
+                   help="peak memory to fit, e.g. 2GiB or 1500MB: batch sizes are chosen from "
+                        "the model's measured activation size, at most the two above (default: "
+                        "a quarter of RAM, at most 4GiB)")
+
+
+def _memory_size(text: str) -> int:
+    from virtime.engines.memory import parse_bytes
+    from virtime.errors import InvalidArgumentError
+
+    try:
+        return parse_bytes(text)
+    except InvalidArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def load_model_from_args(args: argparse.Namespace):  # noqa: ANN201 - torch module
@@ -77,6 +91,7 @@ def translate_config_from_args(args: argparse.Namespace, **overrides: object):  
     fields = {
         "backend": args.backend, "precision": args.precision, "device": args.device,
         "batch_size": args.batch_size, "window_batch": args.window_batch,
+        "memory_budget": getattr(args, "memory_budget", None),
         "threads": args.threads, "tile_size": args.tile_size, "overlap": args.overlap,
         "min_tissue": args.min_tissue, "output_mpp": args.output_mpp,
         "normalize": args.normalize, "mpp": args.mpp, "ome_tiff": args.ome_tiff,

@@ -50,6 +50,9 @@ class TranslateConfig:
     log_json: str | None = None
     cache_dir: str | None = None
     engine_options: dict[str, Any] = field(default_factory=dict)
+    # Peak memory (bytes) the batch sizes are chosen to fit (virtime.engines.memory); None: a
+    # quarter of RAM, at most 4 GiB. batch_size / window_batch are then upper bounds.
+    memory_budget: int | None = None
     # The device path (uint8 tiles up, post-processing on the engine's device, pooled uint8 down;
     # translation/device_path.py): None = when the engine is not on the CPU; True forces it (on
     # CPU too, with torch CPU tensors), False keeps the fused C++ CPU path.

@@ -385,9 +385,16 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
         if embedder is not None:
             embedder.start(config.tile_size, model_mpp, len(todo),
                            str(getattr(engine, "device", "cpu")))
+        run_config = config
+        if len(todo):  # batch sizes for the memory budget (engines/memory.py); outputs unchanged
+            from virtime.engines.memory import fit_memory_budget
+
+            run_config = fit_memory_budget(engine, config, window=window,
+                                           windows_per_tile=len(origins),
+                                           emit_uint8=embedder is not None)
         t_loop = time.perf_counter()
         rows, failures = _run_tiles(
-            slide, grid, todo, engine, normalizer, canvas, config, origins, weight, stride,
+            slide, grid, todo, engine, normalizer, canvas, run_config, origins, weight, stride,
             tile_xy_model, timings, rows, out, jlog, slide_id, embedder,
         )
         timings["tile_loop_wall"] = time.perf_counter() - t_loop
@@ -673,10 +680,9 @@ def _mask_on_canvas(mask: np.ndarray, shape_yx: tuple[int, int]) -> np.ndarray:
 
 
 def _write_thumbnail(slide: Any, out: Path, config: TranslateConfig) -> None:
-    from virtime.stitch.thumbnail import thumbnail_from_zarr
+    from virtime.stitch.thumbnail import slide_he_reader, thumbnail_from_zarr
 
-    level = slide.level_count - 1
-    w, h = slide.level_dimensions[level]
-    he = slide.read_region(0, 0, level, w, h)
-    thumbnail_from_zarr(out / ZARR_NAME, he, config.thumbnail_channels,
+    # The coarsest level, read in strips and area-averaged onto the thumbnail grid as it goes:
+    # a single-level slide never has its whole level in memory.
+    thumbnail_from_zarr(out / ZARR_NAME, slide_he_reader(slide), config.thumbnail_channels,
                         png_path=out / "thumbnail.png")
