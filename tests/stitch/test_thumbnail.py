@@ -58,3 +58,69 @@ def test_png_from_zarr_round_trip(tmp_path, rng) -> None:
         "again.png",
         "thumb.png",
     ]
+
+
+# -- #15 defect 7b: the slide's H&E is read in strips, downsampled as it goes ----------------------
+class _ArraySlide:
+    """A one-level 'slide' over an array that records the height of every read."""
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.rgb = rgb
+        self.level_count = 1
+        self.level_dimensions = [(rgb.shape[1], rgb.shape[0])]
+        self.level_downsamples = [1.0]
+        self.reads: list[int] = []
+
+    def read_region(self, x, y, level, w, h):
+        self.reads.append(h)
+        return self.rgb[y : y + h, x : x + w].copy()
+
+
+def _area_mean(rgb: np.ndarray, shape_out: tuple[int, int]) -> np.ndarray:
+    """Exact area average by numpy: repeat each pixel to a common multiple grid, then block-mean."""
+    h, w = rgb.shape[:2]
+    ho, wo = shape_out
+    ly, lx = np.lcm(h, ho), np.lcm(w, wo)
+    big = np.repeat(np.repeat(rgb.astype(np.float64), ly // h, axis=0), lx // w, axis=1)
+    return big.reshape(ho, ly // ho, wo, lx // wo, 3).mean(axis=(1, 3))
+
+
+@pytest.mark.parametrize("shape_out", [(25, 30), (21, 17), (130, 70)])  # integer, odd, upsampling
+def test_strip_thumbnail_equals_whole_image_mean(rng, shape_out) -> None:
+    from virtime.stitch.thumbnail import slide_he_reader
+
+    rgb = rng.integers(0, 256, (100, 120, 3), dtype=np.uint8)
+    slide = _ArraySlide(rgb)
+    strip_bytes = 7 * 120 * 3  # seven rows at a time
+    got = slide_he_reader(slide, strip_bytes=strip_bytes)(shape_out)
+    assert max(slide.reads) == 7 and sum(slide.reads) == 100
+    if shape_out == (25, 30):  # whole 4x4 blocks: the plain block mean
+        expected = np.floor(rgb.reshape(25, 4, 30, 4, 3).mean(axis=(1, 3)) + 0.5).astype(np.uint8)
+        np.testing.assert_array_equal(got, expected)
+    # rounded to nearest (a tie may go either way)
+    assert np.abs(got - _area_mean(rgb, shape_out)).max() <= 0.5 + 1e-9
+
+
+def test_translation_thumbnail_uses_strips(tmp_path, rng, monkeypatch) -> None:
+    """_write_thumbnail never asks the slide for more than one strip of rows at a time."""
+    from virtime.stitch import thumbnail
+    from virtime.stitch.thumbnail import slide_he_reader
+    from virtime.translation import pipeline
+
+    probs = rng.random((len(CHANNEL_NAMES), 20, 24), dtype=np.float32)
+    canvas = StreamingCanvas(tmp_path / pipeline.ZARR_NAME, (20, 24), factor=1, mpp=2.0, chunk=8)
+    canvas.add(probs, 0, 0)
+    canvas.close()
+    rgb = rng.integers(0, 256, (400, 480, 3), dtype=np.uint8)
+    slide = _ArraySlide(rgb)
+    monkeypatch.setattr(thumbnail.slide_he_reader, "__kwdefaults__", {"strip_bytes": 480 * 3 * 50})
+    config = pipeline.TranslateConfig(thumbnail_channels=("CD8", "CK"))
+    pipeline._write_thumbnail(slide, tmp_path, config)
+    assert max(slide.reads) == 50 and sum(slide.reads) == 400
+    png = np.asarray(Image.open(tmp_path / "thumbnail.png"))
+    he = slide_he_reader(_ArraySlide(rgb))((20, 24))
+    assert np.abs(he - _area_mean(rgb, (20, 24))).max() <= 0.5 + 1e-9
+    expected = render_thumbnail(he, np.asarray(
+        __import__("zarr").open_group(str(tmp_path / pipeline.ZARR_NAME), mode="r")["0"])[
+        [channel_index("CD8"), channel_index("CK")]], ("CD8", "CK"))
+    np.testing.assert_array_equal(png, expected)

@@ -100,6 +100,12 @@ class OnnxRuntimeEngine(BaseEngine):
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        # No CPU arena: it grows by powers of two and keeps its peak for the session's life (12 GiB
+        # for the official GigaTIME at 32 windows a call); without it each call's memory (one
+        # block, planned by the memory pattern) is returned when the call ends. Same speed
+        # measured (benchmarks/RESULTS.md, "memory budget").
+        opts.enable_cpu_mem_arena = False
+        opts.enable_mem_pattern = True
         self.onnx_path = path
         self._session = ort.InferenceSession(str(path), opts, providers=providers)
         inp = self._session.get_inputs()[0]

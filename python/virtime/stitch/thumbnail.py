@@ -8,12 +8,16 @@ Each channel has its registry colour ``col_c``; with ``p_c`` the probability (ui
     out = (1 - alpha·m)·H + alpha·m·L                 (rounded to uint8)
 
 so tissue with no predicted marker shows as plain H&E and a confident marker shows in its colour.
+
+The H&E of a slide is read in strips of bounded height and area-averaged onto the thumbnail grid
+as it goes (:func:`slide_he_reader`, :func:`downsample_strips`), so a single-level 50k x 50k TIFF
+needs tens of MiB, not the whole level in memory.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +29,95 @@ from virtime.errors import InputDataError, InvalidArgumentError
 from virtime.stitch import omezarr
 from virtime.stitch.atomic import atomic_path
 
-__all__ = ["DEFAULT_THUMBNAIL_CHANNELS", "render_thumbnail", "thumbnail_from_zarr", "write_png"]
+__all__ = [
+    "DEFAULT_THUMBNAIL_CHANNELS", "box_weights", "downsample_strips", "render_thumbnail",
+    "slide_he_reader", "thumbnail_from_zarr", "write_png",
+]
 
 DEFAULT_THUMBNAIL_CHANNELS: tuple[str, ...] = ("DAPI", "CD8", "CK")
+#: Largest strip of H&E (uint8 bytes) read at once for a thumbnail.
+STRIP_BYTES = 8 << 20
+
+
+def box_weights(n_in: int, n_out: int) -> Any:
+    """Sparse ``(n_out, n_in)`` area-averaging matrix: output pixel ``o`` covers
+    ``[o * n_in / n_out, (o + 1) * n_in / n_out)`` of the input axis, and each input pixel counts
+    by the length it overlaps (rows sum to 1). Exact for any ratio, up- or downsampling."""
+    from scipy import sparse
+
+    if n_in < 1 or n_out < 1:
+        raise InvalidArgumentError(f"axis sizes must be >= 1, got {n_in} -> {n_out}")
+    s = n_in / n_out
+    o = np.arange(n_out)
+    lo, hi = o * s, (o + 1) * s
+    first = np.floor(lo).astype(np.int64)
+    rows, cols, vals = [], [], []
+    for k in range(int(np.ceil(s)) + 2):  # input pixels overlapping each output pixel
+        j = first + k
+        ok = j < n_in
+        overlap = np.minimum(j + 1, hi) - np.maximum(j, lo)
+        ok &= overlap > 1e-12
+        rows.append(o[ok])
+        cols.append(j[ok])
+        vals.append(overlap[ok] / s)
+    return sparse.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_out, n_in)
+    )
+
+
+def downsample_strips(
+    read_rows: Callable[[int, int], NDArray[np.uint8]],
+    shape_in: tuple[int, int],
+    shape_out: tuple[int, int],
+    *,
+    strip_bytes: int = STRIP_BYTES,
+) -> NDArray[np.uint8]:
+    """Area-average an ``(H, W, 3)`` uint8 image to ``shape_out``, reading it in row strips.
+
+    ``read_rows(y, n)`` returns rows ``y .. y + n`` as ``(n, W, 3)`` uint8; at most
+    ``strip_bytes`` of them are asked for at once (at least one row), and each strip is reduced
+    across columns before the next is read, so memory is a few strips plus the output.
+    """
+    h_in, w_in = (int(v) for v in shape_in)
+    h_out, w_out = (int(v) for v in shape_out)
+    wx = box_weights(w_in, w_out)  # (w_out, W)
+    wy = box_weights(h_in, h_out)  # (h_out, H)
+    acc = np.zeros((h_out, w_out * 3), np.float64)
+    step = max(1, int(strip_bytes) // max(1, w_in * 3))
+    for y in range(0, h_in, step):
+        n = min(step, h_in - y)
+        strip = np.asarray(read_rows(y, n))
+        if strip.shape != (n, w_in, 3) or strip.dtype != np.uint8:
+            raise InputDataError(
+                f"a strip of rows {y}..{y + n} came back as {strip.shape} {strip.dtype}, "
+                f"expected ({n}, {w_in}, 3) uint8"
+            )
+        # columns first: (w_out, W) @ (W, n*3) -> (n, w_out, 3); float64 temporaries of one strip
+        cols = (wx @ strip.transpose(1, 0, 2).reshape(w_in, n * 3).astype(np.float64)).T
+        cols = cols.reshape(n, 3, w_out).transpose(0, 2, 1).reshape(n, w_out * 3)
+        # only the output rows these input rows reach
+        r0 = (y * h_out) // h_in
+        r1 = min(h_out, -(-((y + n) * h_out) // h_in) + 1)
+        acc[r0:r1] += wy[r0:r1][:, y : y + n] @ cols
+    return np.floor(np.clip(acc, 0.0, 255.0) + 0.5).astype(np.uint8).reshape(h_out, w_out, 3)
+
+
+def slide_he_reader(
+    slide: Any, level: int | None = None, *, strip_bytes: int = STRIP_BYTES
+) -> Callable[[tuple[int, int]], NDArray[np.uint8]]:
+    """``f(shape_yx)``: the slide's H&E at ``level`` (default the coarsest) area-averaged to
+    ``shape_yx``, read in strips of at most ``strip_bytes`` (see :func:`downsample_strips`)."""
+    level = slide.level_count - 1 if level is None else int(level)
+    w, h = slide.level_dimensions[level]
+    ds = float(slide.level_downsamples[level])
+
+    def read_rows(y: int, n: int) -> NDArray[np.uint8]:
+        return slide.read_region(0, int(round(y * ds)), level, w, n)
+
+    def he(shape_yx: tuple[int, int]) -> NDArray[np.uint8]:
+        return downsample_strips(read_rows, (h, w), shape_yx, strip_bytes=strip_bytes)
+
+    return he
 
 
 def _hex_to_rgb(color: str) -> NDArray[np.float64]:
@@ -114,7 +204,7 @@ def write_png(path: str | os.PathLike[str], rgb: NDArray[np.uint8]) -> Path:
 
 def thumbnail_from_zarr(
     zarr_path: str | os.PathLike[str],
-    he_rgb: NDArray[np.uint8],
+    he_rgb: NDArray[np.uint8] | Callable[[tuple[int, int]], NDArray[np.uint8]],
     channels: Sequence[str] = DEFAULT_THUMBNAIL_CHANNELS,
     *,
     alpha: float = 0.7,
@@ -123,7 +213,9 @@ def thumbnail_from_zarr(
 ) -> NDArray[np.uint8]:
     """Thumbnail from the finest pyramid level whose longer side is ``<= max_size``.
 
-    Reads only the selected channels of that level; writes ``png_path`` when given.
+    Reads only the selected channels of that level; writes ``png_path`` when given. ``he_rgb``
+    is the H&E as an array, or a function of the thumbnail's ``(h, w)`` that returns it at that
+    size (:func:`slide_he_reader`: read in strips).
     """
     group = omezarr.open_ome_zarr(zarr_path)
     names = omezarr.read_channel_names(group)
@@ -139,7 +231,8 @@ def thumbnail_from_zarr(
             arr = group[p]
             break
     probs = np.stack([np.asarray(arr[i]) for i in idx])
-    rgb = render_thumbnail(he_rgb, probs, channels, alpha)
+    he = he_rgb(tuple(probs.shape[1:])) if callable(he_rgb) else he_rgb
+    rgb = render_thumbnail(he, probs, channels, alpha)
     if png_path is not None:
         write_png(png_path, rgb)
     return rgb
