@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 from virtime.errors import InvalidArgumentError
 from virtime.translation.timeline import Timeline
 
-__all__ = ["DeviceBatchResult", "DeviceTranslator", "run_tiles_device", "use_device_path"]
+__all__ = ["DeviceBatchResult", "DeviceTranslator", "add_blocks", "run_tiles_device", "use_device_path"]
 
 log = logging.getLogger(__name__)
 
