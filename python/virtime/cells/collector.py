@@ -41,7 +41,8 @@ from virtime.cells.region import cells_in_region
 from virtime.cells.table import CELLS_FILE, CellTableWriter, cell_frame
 from virtime.errors import InvalidArgumentError
 
-__all__ = ["CellCollector", "CellSummary", "cells_from_map", "tile_probabilities"]
+__all__ = ["CellCollector", "CellSummary", "cells_from_map", "start_translation_cells",
+           "tile_probabilities"]
 
 log = logging.getLogger(__name__)
 
@@ -367,3 +368,26 @@ def cells_from_map(probs: NDArray[np.floating], mpp: float, *, tile_size: int = 
         tile[:, : part.shape[1], : part.shape[2]] = part
         col.add(np.array([t]), tile[None])
     return col.finish()
+
+
+def start_translation_cells(grid: Any, todo: NDArray[np.integer], tile_xy_model: NDArray[np.integer],
+                            tile_size: int, stride: int, origins: Any, weight: NDArray[np.floating],
+                            model_mpp: float, scale: float, out_dir: str | os.PathLike[str],
+                            model_hash: str, config: CellConfig = CellConfig(),
+                            gating: GatingTable | None = None) -> CellCollector:
+    """A started :class:`CellCollector` for one slide's translation (the ``--cells`` hook).
+
+    The tile blend weight is the sum of its windows' weights, so overlapping tiles are blended
+    as the canvas blends them; uniform in the official layout (``overlap == 0``).
+    """
+    tile_weight = None
+    if stride != tile_size or len(origins) > 1 and np.ptp(weight) > 0:
+        w = np.asarray(weight, np.float32)
+        tile_weight = np.zeros((tile_size, tile_size), np.float32)
+        for x, y in origins:
+            tile_weight[y : y + w.shape[0], x : x + w.shape[1]] += w
+    col = CellCollector(config, gating)
+    col.start(colrow=grid.colrow, xy_model=tile_xy_model, tile_size=tile_size, stride=stride,
+              model_mpp=model_mpp, scale=scale, todo=todo, tile_weight=tile_weight,
+              out_dir=out_dir, model_hash=model_hash)
+    return col

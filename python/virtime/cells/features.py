@@ -22,7 +22,9 @@ coordinates and the labels, O(cells).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numba
@@ -30,7 +32,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-__all__ = ["cell_features", "pair_counts", "nearest_distances", "colocalisation_z",
+__all__ = ["cell_features", "slide_cell_features", "pair_counts", "nearest_distances", "colocalisation_z",
            "IMMUNE_PHENOTYPES"]
 
 IMMUNE_PHENOTYPES: tuple[str, ...] = ("cd8_t", "cd4_t", "b_cell", "plasma", "macrophage")
@@ -199,3 +201,38 @@ def cell_features(cells: pd.DataFrame, tissue_mm2: float, tumour_mm2: float | No
             v = z[i, j]
             row[f"cells.{a}~{names[j]}.coloc_z"] = float(v) if math.isfinite(v) else nan
     return row
+
+
+def slide_cell_features(slide_dir: str | os.PathLike[str], tissue_mm2: float,
+                        **kwargs: Any) -> dict[str, Any]:
+    """:func:`cell_features` of a translated slide folder; ``{}`` when it has no cell table.
+
+    The hook through which :func:`virtime.features.features_from_outputs` adds the ``cells.*``
+    columns to a slide's feature row (tumour area from the table's metadata).
+    """
+    from virtime.cells.table import CELLS_FILE, read_cells, read_cells_metadata
+
+    path = Path(slide_dir) / CELLS_FILE
+    if not path.is_file():
+        return {}
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(path).names)
+    meta = read_cells_metadata(path)
+    tumour = meta.get("cells.tumour_mm2")
+    want = ["x_um", "y_um", "phenotype", "compartment"]
+    want += [c for c in names if c not in want and not c.endswith((".mean", ".positive"))
+             and c in {"proliferating", "pdl1_tumour"} | _flag_columns(meta)]
+    cells = read_cells(path, columns=[c for c in want if c in names])
+    return cell_features(cells, tissue_mm2, float(tumour) if tumour else None, **kwargs)
+
+
+def _flag_columns(meta: dict[str, str]) -> set[str]:
+    """Flag names of the gating table stored with a cell table."""
+    import io
+
+    text = meta.get("cells.gating")
+    if not text:
+        return set()
+    g = pd.read_csv(io.StringIO(text))
+    return set(g.loc[g["kind"] == "flag", "name"].astype(str))

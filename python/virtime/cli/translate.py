@@ -77,6 +77,9 @@ def add_translation_args(p: argparse.ArgumentParser, title: str = "geometry and 
     g.add_argument("--threads", type=int, default=0, help="reader threads (0 = all cores)")
     g.add_argument("--ome-tiff", action="store_true", help="also write mif.ome.tiff")
     g.add_argument("--no-features", action="store_true", help="skip slide features")
+    g.add_argument("--cells", action="store_true",
+                   help="also segment virtual single cells: cells.parquet and cells.* features "
+                        "(see virtime cells export)")
     g.add_argument("--force", action="store_true",
                    help="redo slides already translated (and replace a folder of another slide "
                         "with the same id)")
@@ -96,6 +99,7 @@ def translate_config_from_args(args: argparse.Namespace, **overrides: object):  
         "min_tissue": args.min_tissue, "output_mpp": args.output_mpp,
         "normalize": args.normalize, "mpp": args.mpp, "ome_tiff": args.ome_tiff,
         "features": not args.no_features, "force": args.force, "show_progress": not args.quiet,
+        "cells": getattr(args, "cells", False),
     }
     return TranslateConfig(**{**fields, **overrides})
     add_allow_mpp_arg(p)

@@ -373,6 +373,9 @@ def features_from_outputs(
     row: dict[str, Any] = {"slide_id": out.slide_id, "tiles_failed": n_failed,
                            "tissue_mm2_failed": failed_mm2, "failed_tissue_share": share,
                            "qc_failed_share_exceeded": exceeded, **feats}
+    from virtime.cells.features import slide_cell_features  # cells.* when cells.parquet exists
+
+    row.update(slide_cell_features(d, kept_mm2))
     if write:
         settings = {"mpp": use_mpp, "bin_um": bin_um, "threshold": threshold,
                     "max_failed_share": max_failed_share}

@@ -50,6 +50,9 @@ class TranslateConfig:
     log_json: str | None = None
     cache_dir: str | None = None
     engine_options: dict[str, Any] = field(default_factory=dict)
+    # Virtual single cells (virtime.cells): segment every tile's full-resolution probabilities and
+    # write cells.parquet (+ cells.* slide features). An interrupted run is redone from the start.
+    cells: bool = False
     # Peak memory (bytes) the batch sizes are chosen to fit (virtime.engines.memory); None: a
     # quarter of RAM, at most 4 GiB. batch_size / window_batch are then upper bounds.
     memory_budget: int | None = None

@@ -281,6 +281,9 @@ def _already_done(out: Path, slide_path: Path, slide_id: str, source: dict[str, 
         )
     if summary is None or summary.get("status") != "done" or config.force:
         return None, False
+    if config.cells and not (out / "cells.parquet").is_file():  # done, but without cells
+        log.warning("%s: redoing %s to add the cell table (--cells)", slide_path, out)
+        return None, True
     fields = fingerprint_diff(summary.get("fingerprint"), requested, requested=True)
     if fields or not recorded:
         log.warning("%s: redoing the finished translation in %s, it was made with other settings: "
@@ -338,7 +341,8 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
     scale = slide.mpp / model_mpp  # model pixels per level-0 pixel
     w0, h0 = slide.dimensions
     shape = canvas_shape((int(np.ceil(h0 * scale)), int(np.ceil(w0 * scale))), factor)
-    fresh = config.force or redo or embedder is not None
+    # Embeddings and cells of an interrupted run's tiles are not kept: redo the slide from the start.
+    fresh = config.force or redo or embedder is not None or config.cells
     if redo:
         (out / SUMMARY_NAME).unlink(missing_ok=True)  # no longer a finished folder of this request
     owns_engine = engine is None
@@ -381,10 +385,16 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
     rows: list[dict[str, Any]] = [] if previous is None else [
         r for r in previous.to_dict("records") if int(r["tile"]) not in redo]
     failures: list[dict[str, Any]] = []
+    cells = None
     try:
         if embedder is not None:
             embedder.start(config.tile_size, model_mpp, len(todo),
                            str(getattr(engine, "device", "cpu")))
+        if config.cells:  # virtual single cells from each tile's full-resolution probabilities
+            from virtime.cells.collector import start_translation_cells
+
+            cells = start_translation_cells(grid, todo, tile_xy_model, config.tile_size, stride,
+                                            origins, weight, model_mpp, scale, out, model_hash)
         run_config = config
         if len(todo):  # batch sizes for the memory budget (engines/memory.py); outputs unchanged
             from virtime.engines.memory import fit_memory_budget
@@ -395,9 +405,12 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
         t_loop = time.perf_counter()
         rows, failures = _run_tiles(
             slide, grid, todo, engine, normalizer, canvas, run_config, origins, weight, stride,
-            tile_xy_model, timings, rows, out, jlog, slide_id, embedder,
+            tile_xy_model, timings, rows, out, jlog, slide_id, embedder, cells=cells,
         )
         timings["tile_loop_wall"] = time.perf_counter() - t_loop
+        if cells is not None:  # before _finish: the slide features read cells.parquet
+            cells.finish()
+            timings["cells"] = cells.seconds
         if embedder is not None:
             t0 = time.perf_counter()
             embedder.finish(out / "embeddings", str(slide_path), grid, slide.mpp)
@@ -414,18 +427,22 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
             engine.close()
         if embedder is not None:
             embedder.close()
+        if cells is not None:
+            cells.close()  # drops an unfinished cell table; a no-op after finish
         jlog.close()
     return _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failures, config,
                    timings, model_hash, engine, t_start, {"fingerprint": fp, "source": source})
 
 
 def _run_tiles(slide, grid, todo, engine, normalizer, canvas, config, origins, weight, stride,
-               tile_xy_model, timings, rows, out, jlog, slide_id, embedder):  # noqa: ANN001, ANN202
+               tile_xy_model, timings, rows, out, jlog, slide_id, embedder,
+               cells=None):  # noqa: ANN001, ANN202
     """The hot loop: batches in, windows through the engine, canvas and tile rows out."""
     from virtime.batcher import iter_batches
     from virtime.translation.device_path import run_tiles_device, use_device_path
 
-    if use_device_path(engine, config):  # engine on a GPU (or forced): translation/device_path.py
+    # --cells reads each tile's full-resolution probabilities: the host path (logits on the host).
+    if cells is None and use_device_path(engine, config):  # engine on a GPU (or forced):
         return run_tiles_device(slide, grid, todo, engine, normalizer, canvas, config, origins,
                                 weight, stride, tile_xy_model, timings, rows, out, jlog,
                                 slide_id, embedder)
@@ -451,6 +468,8 @@ def _run_tiles(slide, grid, todo, engine, normalizer, canvas, config, origins, w
             new = [{"tile": f.tile_index, "x": f.x, "y": f.y, "reason": f.reason}
                    for f in batch.failures]
             failures += new
+            if cells is not None and new:
+                cells.fail([f["tile"] for f in new])
             rows += [_failure_row(f) for f in new]  # in the partial table: a resume counts them
             if len(batch) and embedder is not None:
                 t0 = time.perf_counter()
@@ -463,6 +482,8 @@ def _run_tiles(slide, grid, todo, engine, normalizer, canvas, config, origins, w
                 t0 = time.perf_counter()
                 logits = engine.run(windows.reshape(n * k, *windows.shape[2:]))
                 timings["engine"] += time.perf_counter() - t0
+                if cells is not None:  # blended tile probabilities, segmented with a halo
+                    cells.add_windows(batch.tile_index, logits, origins, weight)
                 t0 = time.perf_counter()
                 # Fused C++ pass: sigmoid, weight, pooling to the canvas grid, blended tile stats.
                 res = post.process(logits)
