@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from virtime._openslide import ensure_openslide
-from virtime.errors import InvalidMppError, MissingMppError
+from virtime.errors import InvalidMppError, MissingMppError, SlideFormatError
 
 __all__ = ["Slide", "open_slide", "MPP_RANGE"]
 
@@ -41,7 +41,13 @@ class Slide:
         from virtime import _core
 
         self.path = Path(path)
-        self._core = _core.Slide(str(self.path))
+        try:
+            self._core = _core.Slide(str(self.path))
+        except SlideFormatError:
+            reason = _damage_reason(self.path)
+            if reason is None:
+                raise
+            raise SlideFormatError(f"{self.path}: {reason}") from None
         self._mpp_override = None if mpp is None else _check_mpp(float(mpp), self.path, "given")
 
     # -- pyramid -------------------------------------------------------------------------------
@@ -135,3 +141,35 @@ def _check_mpp(mpp: float, path: Path, where: str) -> float:
             "(a resolution tag in the wrong unit?); pass the right value with --mpp"
         )
     return mpp
+
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _damage_reason(path: Path) -> str | None:
+    """Why a TIFF-based slide OpenSlide refused is damaged, or None when it is not a TIFF.
+
+    OpenSlide reports a truncated SVS/TIFF as "unsupported format", which sends users looking
+    for a converter when the file is an incomplete copy. A TIFF header with image data that ends
+    past the end of the file is a truncation; a TIFF that does not parse is corrupt.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return None
+    if head not in _TIFF_MAGIC:
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            for page in tif.pages:
+                ends = [int(o) + int(n) for o, n in zip(page.dataoffsets, page.databytecounts)]
+                if ends and max(ends) > size:
+                    return (f"truncated: a TIFF of {size:,} bytes whose image data runs to byte "
+                            f"{max(ends):,} (an incomplete copy or download?)")
+    except Exception as exc:  # noqa: BLE001 - any parse failure of a TIFF header means damage
+        return f"a TIFF file that cannot be parsed: truncated or corrupt ({exc})"
+    return None

@@ -78,6 +78,17 @@ def test_truncated_slide(slide_dir, tmp_path):
         s.read_region(0, 0, 0, w, h)
 
 
+@pytest.mark.parametrize("keep", [0.05, 0.5, 0.9])
+def test_truncated_tiff_is_called_truncated_not_unsupported(slide_dir, tmp_path, keep):
+    """OpenSlide calls a cut SVS "unsupported"; the error must say the file is truncated."""
+    data = (slide_dir / "aperio.svs").read_bytes()
+    cut = tmp_path / "cut.svs"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(errors.SlideFormatError, match=r"cut\.svs: truncated") as info:
+        Slide(cut)
+    assert f"{len(data[: int(len(data) * keep)]):,} bytes" in str(info.value)
+
+
 def test_missing_mpp_is_an_error_unless_given(slide_dir):
     slide = Slide(slide_dir / "nompp.tif")
     assert not slide.has_mpp
