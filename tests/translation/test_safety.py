@@ -49,6 +49,26 @@ class _FailingEngine:
         self.engine.close()
 
 
+class _StopAfterFirstBand(_FailingEngine):
+    """Dies at the first engine call after the canvas recorded a finished band."""
+
+    def __init__(self, engine, manifest):
+        super().__init__(engine, calls=0)
+        self.manifest = manifest
+
+    def run(self, batch):
+        if self.manifest.is_file() and json.loads(self.manifest.read_text())["stages"].get(
+                "level0_bands"):
+            raise _Interrupt
+        return self.engine.run(batch)
+
+
+@pytest.fixture
+def fast_config(fast_config):
+    """The shared fast configuration without slide features (not what these tests check)."""
+    return dataclasses.replace(fast_config, features=False)
+
+
 @pytest.fixture(scope="module")
 def other_weights(tmp_path_factory):
     """A second tiny GigaTIME (other seed, other biases): the "other --weights" of a rerun."""
@@ -86,7 +106,8 @@ def tall_reference_b(tall, other_model, tmp_path_factory):
     from virtime.translation import TranslateConfig
 
     cfg = TranslateConfig(tile_size=128, output_mpp=2.0, backend="onnxruntime",
-                          show_progress=False, batch_size=4, window_batch=16, threads=2)
+                          show_progress=False, batch_size=4, window_batch=16, threads=2,
+                          features=False)
     return virtime.translate(tall, other_model, tmp_path_factory.mktemp("ref_b"), cfg).output_dir
 
 
@@ -109,11 +130,12 @@ def test_resume_with_other_weights_starts_fresh(tall, tiny_model, other_model, f
     from virtime.engines import create_engine
 
     engine = create_engine(tiny_model, backend=fast_config.backend, max_batch=16, window=64)
+    mpath = tmp_path / "tall" / "mif.ome.zarr.manifest.json"
     with pytest.raises(_Interrupt):
         virtime.translate(tall, tiny_model, tmp_path, fast_config,
-                          engine=_FailingEngine(engine, calls=6))
-    manifest = json.loads((tmp_path / "tall" / "mif.ome.zarr.manifest.json").read_text())
-    assert manifest["stages"]["level0_bands"]  # finished bands of model A are on disk
+                          engine=_StopAfterFirstBand(engine, mpath))
+    manifest = json.loads(mpath.read_text())
+    assert manifest["stages"]["level0_bands"] and not manifest["finished"]  # model A's bands
     with caplog.at_level(logging.WARNING):
         resumed = virtime.translate(tall, other_model, tmp_path, fast_config)
     assert not resumed.skipped
@@ -124,6 +146,7 @@ def test_resume_with_other_weights_starts_fresh(tall, tiny_model, other_model, f
     assert resumed.summary["fingerprint"]["model_hash"] == other_model.card.sha256
 
 
+@pytest.mark.slow
 def test_finished_folder_with_other_settings_is_redone(small_slide, tiny_model, other_model,
                                                        fast_config, tmp_path, caplog):
     """Old code reported the first run "already done" whatever the new weights or overlap."""
@@ -185,6 +208,7 @@ def test_hidden_name_gets_no_empty_id(small_slide, tiny_model, fast_config, tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_other_slide_with_the_same_id_is_never_already_done(small_slide, tiny_model, fast_config,
                                                             tmp_path):
     """Old code skipped the second slide: same folder name, "already done"."""
@@ -229,19 +253,21 @@ def test_a_held_lock_stops_the_second_run(small_slide, tiny_model, fast_config, 
     assert sorted(p.name for p in folder.iterdir()) == [LOCK_NAME]  # nothing written
 
 
-def test_a_stale_lock_is_taken_over_and_released(small_slide, tiny_model, fast_config, tmp_path,
-                                                 caplog):
-    folder = tmp_path / "small"
-    folder.mkdir()
+def test_a_stale_lock_is_taken_over_and_released(tmp_path, caplog):
     dead = _dead_pid()
-    (folder / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": dead,
-                                                "started": time.time() - 60}))
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": dead,
+                                                  "started": time.time() - 60}))
     with caplog.at_level(logging.WARNING):
-        result = virtime.translate(small_slide, tiny_model, tmp_path, fast_config)
-    assert result.summary["status"] == "done"
+        lock = SlideLock(tmp_path, "a.svs").acquire()
     assert any("stale lock" in r.getMessage() and f"pid {dead}" in r.getMessage()
                for r in caplog.records)
-    assert not (folder / LOCK_NAME).exists()
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (tmp_path / LOCK_NAME).exists()
+    # A lock from another host cannot be checked: it is reported, not taken over.
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"host": "elsewhere", "pid": dead}))
+    with pytest.raises(errors.OutputLockedError, match=f"pid {dead} on elsewhere"):
+        SlideLock(tmp_path, "a.svs").acquire()
 
 
 def test_lock_is_released_when_the_run_fails(small_slide, tiny_model, fast_config, tmp_path):
@@ -372,7 +398,7 @@ def test_full_disk_is_one_line_and_resumes_byte_identical(tall, other_weights, t
 
     args = ["translate", str(tall), "-o", str(tmp_path), "--weights", str(other_weights), "-q",
             "--backend", "onnxruntime", "--tile-size", "128", "--batch-size", "4",
-            "--window-batch", "16", "--threads", "2"]
+            "--window-batch", "16", "--threads", "2", "--no-features"]
     monkeypatch.setattr(StreamingCanvas, "_write_band", full_disk)
     rc = main(args)
     err = capsys.readouterr().err.strip().splitlines()
