@@ -104,17 +104,17 @@ def check_unique_ids(
     Raises :class:`~virtime.errors.SlideIdError` naming both files of the first collision (ids
     compared case-insensitively), before any work is done.
     """
-    paths = [Path(p) for p in paths]
-    id_list = [slide_id_from_path(p) for p in paths] if ids is None else [str(i) for i in ids]
+    files = [Path(p) for p in paths]
+    id_list = [slide_id_from_path(p) for p in files] if ids is None else [str(i) for i in ids]
     seen: dict[str, int] = {}
     for i, sid in enumerate(id_list):
         key = sid.casefold()
         if key in seen:
             j = seen[key]
-            same = _resolved(paths[j]) == _resolved(paths[i])
+            same = _resolved(files[j]) == _resolved(files[i])
             what = "is given twice" if same else "give the same slide id"
             raise SlideIdError(
-                f"{paths[j]} and {paths[i]} {what} ({id_list[j]!r}"
+                f"{files[j]} and {files[i]} {what} ({id_list[j]!r}"
                 + ("" if id_list[j] == sid else f" / {sid!r}")
                 + "): each slide needs its own output folder; rename one, give explicit ids, or "
                 "translate them into different output folders"

@@ -357,8 +357,8 @@ def test_output_root_that_is_a_file(small_slide, tiny_weights, tmp_path, capsys)
     rc = main(["translate", str(small_slide), "-o", str(target), "--weights", str(tiny_weights),
                "-q"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and err == [f"virtime translate: error: {target}: exists and is not a folder "
-                               f"(the output root must be a folder)"]
+    assert rc == 2 and err == [(f"virtime translate: error: {target}: exists and is not a folder "
+                                "(the output root must be a folder)")]
     assert target.read_text() == "keep me"
 
 
@@ -403,8 +403,7 @@ def test_full_disk_is_one_line_and_resumes_byte_identical(tall, other_weights, t
     rc = main(args)
     err = capsys.readouterr().err.strip().splitlines()
     zpath = tmp_path / "tall" / "mif.ome.zarr"
-    assert rc == 2 and err == [f"virtime translate: error: {zpath / '0' / 'c'}: "
-                               f"No space left on device"]
+    assert rc == 2 and err == [f"virtime translate: error: {zpath / '0' / 'c'}: No space left on device"]
     left = [p.name for p in (tmp_path / "tall").rglob("*")
             if p.name.endswith((".partial", ".tmp", ".tmp.npy")) or p.name == LOCK_NAME]
     assert left == [] and not (tmp_path / "tall" / "summary.json").exists()
