@@ -410,3 +410,15 @@ def test_full_disk_is_one_line_and_resumes_byte_identical(tall, other_weights, t
     monkeypatch.setattr(StreamingCanvas, "_write_band", real)
     assert main(args) == 0
     _assert_same_outputs(tall_reference_b, tmp_path / "tall")
+
+
+def test_unwritable_output_root_is_refused_before_work(tmp_path, monkeypatch):
+    from virtime.translation.pipeline import check_output_root
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == ro else real(p, mode))
+    with pytest.raises(errors.OutputError, match=r"ro: Permission denied"):
+        check_output_root(ro / "out")  # not there yet: its nearest existing folder is checked
+    check_output_root(tmp_path / "fine")

@@ -208,14 +208,18 @@ def translate(
 
 
 def check_output_root(out_root: str | os.PathLike[str]) -> None:
-    """Refuse an output root that exists and is not a folder (``-o`` naming a file)."""
+    """Refuse an output root that exists and is not a folder (``-o`` naming a file), or that
+    cannot be written (the folder, or the nearest existing one above it, is read-only)."""
     root = Path(out_root)
     if root.exists() and not root.is_dir():
         raise OutputError(f"{root}: exists and is not a folder (the output root must be a folder)")
-    for parent in root.absolute().parents:  # a file further up: mkdir would fail obscurely
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(f"{parent}: is a file, not a folder (in the output path {root})")
+    for folder in (root.absolute(), *root.absolute().parents):  # nearest existing folder
+        if folder.exists():
+            if not folder.is_dir():
+                raise OutputError(f"{folder}: is a file, not a folder (in the output path {root})")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise OutputError(f"{folder}: Permission denied (the output folder is not "
+                                  f"writable)")
             break
 
 
