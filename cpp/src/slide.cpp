@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <type_traits>
 
 #include "virtime/errors.hpp"
 
@@ -21,6 +22,50 @@ std::optional<double> parse_positive(const std::map<std::string, std::string>& p
   if (errno != 0 || end == it->second.c_str() || !std::isfinite(v) || v <= 0) return std::nullopt;
   return v;
 }
+
+// The one choke point for OpenSlide calls on a handle. OpenSlide's errors are sticky: once a call
+// fails, the handle answers every later call with nothing and keeps its first message, so the
+// error state must be read after every call. Every call below goes through `call`, which does it.
+class CheckedHandle {
+ public:
+  CheckedHandle(const OpenSlideApi& api, void* handle, const std::string& path)
+      : api_(api), handle_(handle), path_(path) {}
+
+  // The handle's error message, or nullptr when it is healthy.
+  const char* error() const { return handle_ ? api_.get_error(handle_) : "no handle"; }
+
+  // Throws SlideRead naming the file and the step when the handle is in its error state.
+  void require(const std::string& what) const {
+    if (const char* err = error()) throw Error(ErrorKind::SlideRead, path_, what + " failed: " + err);
+  }
+
+  // Runs fn(api, handle) and checks the error state after it; returns what fn returns.
+  template <class Fn>
+  auto call(const std::string& what, Fn&& fn) const {
+    using R = decltype(fn(api_, handle_));
+    if constexpr (std::is_void_v<R>) {
+      fn(api_, handle_);
+      require(what);
+    } else {
+      R result = fn(api_, handle_);
+      require(what);
+      return result;
+    }
+  }
+
+  // Like call, but reports failure instead of throwing (for reads that are retried).
+  template <class Fn>
+  bool try_call(Fn&& fn) const {
+    if (error()) return false;
+    fn(api_, handle_);
+    return error() == nullptr;
+  }
+
+ private:
+  const OpenSlideApi& api_;
+  void* handle_;
+  const std::string& path_;
+};
 
 }  // namespace
 
@@ -40,28 +85,31 @@ Slide::Slide(const std::string& path) : path_(path) {
   }
   vendor_ = vendor ? vendor : "unknown";
   try {
-    auto check = [&](const char* what) {
-      if (const char* err = api.get_error(h)) {
-        throw Error(ErrorKind::SlideRead, path, std::string(what) + " failed: " + err);
-      }
-    };
-    check("open");
-    const int32_t n = api.get_level_count(h);
-    check("level count");
+    const CheckedHandle osr(api, h, path);
+    osr.require("open");
+    const int32_t n = osr.call("level count", [](const OpenSlideApi& a, void* o) {
+      return a.get_level_count(o);
+    });
     if (n <= 0) throw Error(ErrorKind::SlideFormat, path, "slide has no pyramid levels");
     for (int32_t i = 0; i < n; ++i) {
       LevelInfo info{};
-      api.get_level_dimensions(h, i, &info.width, &info.height);
-      info.downsample = api.get_level_downsample(h, i);
+      osr.call("level dimensions", [&](const OpenSlideApi& a, void* o) {
+        a.get_level_dimensions(o, i, &info.width, &info.height);
+      });
+      info.downsample = osr.call("level downsample", [&](const OpenSlideApi& a, void* o) {
+        return a.get_level_downsample(o, i);
+      });
       levels_.push_back(info);
     }
-    check("level dimensions");
-    const char* const* names = api.get_property_names(h);
+    const char* const* names = osr.call("properties", [](const OpenSlideApi& a, void* o) {
+      return a.get_property_names(o);
+    });
     for (int i = 0; names && names[i]; ++i) {
-      const char* value = api.get_property_value(h, names[i]);
+      const char* value = osr.call("properties", [&](const OpenSlideApi& a, void* o) {
+        return a.get_property_value(o, names[i]);
+      });
       properties_[names[i]] = value ? value : "";
     }
-    check("properties");
   } catch (...) {
     api.close(h);  // the destructor does not run for a throwing constructor
     throw;
@@ -83,7 +131,7 @@ void* Slide::reopen_after_failure(void* failed) const {
   void* current = osr_.load();
   if (current != failed) return current;  // another thread already replaced it
   void* fresh = openslide_api().open(path_.c_str());
-  if (!fresh || openslide_api().get_error(fresh)) {
+  if (!fresh || CheckedHandle(openslide_api(), fresh, path_).error()) {
     if (fresh) retired_.push_back(fresh);
     return failed;
   }
@@ -112,18 +160,19 @@ void Slide::read_region_into(int64_t x, int64_t y, int level, int64_t w, int64_t
   scratch.resize(static_cast<size_t>(w * h));
   const OpenSlideApi& api = openslide_api();
   void* handle = osr_.load();
-  api.read_region(handle, scratch.data(), x, y, level, w, h);
-  if (const char* err = api.get_error(handle)) {
-    const std::string first_error = err;
+  auto read = [&](const OpenSlideApi& a, void* o) {
+    a.read_region(o, scratch.data(), x, y, level, w, h);
+  };
+  const CheckedHandle shared(api, handle, path_);
+  if (!shared.try_call(read)) {
+    const char* err = shared.error();
+    const std::string first_error = err ? err : "unknown error";
     // The shared handle is failed for good: replace it for later reads. The retry runs on a
     // private handle, so a region that is really corrupt cannot poison another thread's retry.
     reopen_after_failure(handle);
     bool ok = false;
     if (void* own = api.open(path_.c_str())) {
-      if (!api.get_error(own)) {
-        api.read_region(own, scratch.data(), x, y, level, w, h);
-        ok = api.get_error(own) == nullptr;
-      }
+      ok = CheckedHandle(api, own, path_).try_call(read);
       api.close(own);
     }
     if (!ok) {
