@@ -64,3 +64,20 @@ def tiny_model(tiny_weights):
     from virtime.models import load
 
     return load(tiny_weights)
+
+
+@pytest.fixture(scope="session")
+def small_slide(tmp_path_factory):
+    """A 768 x 512 Aperio-like slide at 0.5 um/px for whole-slide translation tests."""
+    from virtime.simulate.slides import make_slide
+
+    return make_slide(tmp_path_factory.mktemp("tslides") / "small.svs", 768, 512, mpp=0.5, seed=11)
+
+
+@pytest.fixture
+def fast_config():
+    """A translation configuration that keeps whole-slide tests to seconds (tiny tiles, ORT)."""
+    from virtime.translation import TranslateConfig
+
+    return TranslateConfig(tile_size=128, output_mpp=2.0, backend="onnxruntime", show_progress=False,
+                           batch_size=4, window_batch=16, threads=2, min_tissue=0.1)
