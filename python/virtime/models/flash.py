@@ -167,17 +167,18 @@ class ViTEncoder(nn.Module):
         self.register_buffer("pos_grid", torch.zeros(0), persistent=False)
         self.fold(window // patch, window // patch)
 
-    def resize_pos(self, gh: int, gw: int) -> torch.Tensor:
+    def resize_pos(self, gh: int, gw: int, table: torch.Tensor | None = None) -> torch.Tensor:
         """Position grid for ``gh x gw`` patches, ``(1, gh*gw, dim)``: bicubic, class slot dropped."""
-        table = self.pos_embed[:, 1:]
+        table = (self.pos_embed if table is None else table)[:, 1:]
         grid = table.reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
         grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
         return grid.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)
 
     def fold(self, gh: int, gw: int) -> None:
         """Stores the resized grid for ``gh x gw`` patches as the constant ``pos_grid``."""
-        with torch.no_grad(), torch.inference_mode(False):
-            self.pos_grid = self.resize_pos(gh, gw).detach().clone()
+        with torch.no_grad(), torch.inference_mode(False):  # in float32 whatever the dtype
+            grid = self.resize_pos(gh, gw, self.pos_embed.detach().float())
+            self.pos_grid = grid.to(self.pos_embed.dtype).clone()
         self.folded = (gh, gw)
 
     def forward(self, x: torch.Tensor, take: Sequence[int]) -> list[torch.Tensor]:
