@@ -93,6 +93,9 @@ def signature_risk(time: np.ndarray, event: np.ndarray, x: np.ndarray, *, folds:
             continue
         mu, sd = x[train].mean(axis=0), x[train].std(axis=0, ddof=1)
         use = sd > 0
+        if not use.any():
+            failed.append(f"fold {f}: every channel constant in training")
+            continue
         z_train = (x[train][:, use] - mu[use]) / sd[use]
         fit = cox_fit(time[train], event[train], z_train, penalizer=penalizer)
         if not fit.ok:
