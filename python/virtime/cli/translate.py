@@ -60,6 +60,8 @@ def load_model_from_args(args: argparse.Namespace):  # noqa: ANN201 - torch modu
                     "tissue; for real slides %s", OFFICIAL_WEIGHTS_HINT)
         return load_demo()
     path = Path(args.weights)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found; {OFFICIAL_WEIGHTS_HINT}")
     return load(path)
