@@ -85,12 +85,57 @@ class CohortResult:
     features_path: Path | None = None
 
 
-def slide_is_complete(out_dir: str | os.PathLike[str], features: bool) -> bool:
-    """True when a slide folder is finished (summary done, features there when wanted)."""
+#: Settings that change the output; a finished folder made with other values is not "complete".
+_OUTPUT_SETTINGS = ("tile_size", "overlap", "min_tissue", "output_mpp", "normalize", "precision")
+
+
+def slide_is_complete(out_dir: str | os.PathLike[str], features: bool,
+                      slide_path: str | os.PathLike[str] | None = None,
+                      model_hash: str | None = None, config: Any = None) -> bool:
+    """True when a slide folder is finished and a rerun of it would change nothing.
+
+    Finished means the summary says done and the features are there when wanted. With
+    ``slide_path`` the folder must come from that slide file (size and header hash); with
+    ``model_hash`` from that model; with ``config`` (a TranslateConfig) from the same
+    output-determining settings. Anything else is left to ``translate``, which redoes the slide
+    and says why, instead of being skipped by the cohort runner unseen.
+    """
+    import json
+
     from virtime.features.table import FEATURES_FILE
     from virtime.translation import is_translated
 
-    return is_translated(out_dir) and (not features or (Path(out_dir) / FEATURES_FILE).is_file())
+    out = Path(out_dir)
+    if not is_translated(out, slide_path):
+        return False
+    if features and not (out / FEATURES_FILE).is_file():
+        return False
+    if model_hash is None and config is None:
+        return True
+    try:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if model_hash is not None and summary.get("model_hash") != model_hash:
+        return False
+    if config is not None:
+        recorded = summary.get("config") or {}
+        if any(recorded.get(k) != getattr(config, k) for k in _OUTPUT_SETTINGS):
+            return False
+        if getattr(config, "cells", False) and not (out / "cells.parquet").is_file():
+            return False
+    return True
+
+
+def _weights_hash(weights: str | os.PathLike[str] | None) -> str:
+    """The model hash translate records for these weights (the bundled demo model without)."""
+    if weights is None:
+        from virtime.models import load_demo
+
+        return str(load_demo().card.sha256)
+    from virtime.models.card import sha256_file
+
+    return sha256_file(weights)
 
 
 def _gpu_count() -> int:
@@ -242,8 +287,10 @@ def run_cohort(
     out.mkdir(parents=True, exist_ok=True)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     ledger = Ledger.open(out, table, run_id, flush_seconds=options.ledger_flush_seconds)
-    complete = [sid for sid in table["slide_id"]
-                if not config.force and slide_is_complete(out / sid, config.features)]
+    wanted_hash = _weights_hash(weights)
+    complete = [sid for sid, path in zip(table["slide_id"], table["path"])
+                if not config.force and slide_is_complete(out / sid, config.features, path,
+                                                          wanted_hash, config)]
     _mark_skipped(ledger, out, complete)
     todo = table[~table["slide_id"].isin(set(complete))]
     todo = todo.sort_values("size_bytes", ascending=False, kind="stable")
