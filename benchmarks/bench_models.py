@@ -167,7 +167,7 @@ def test_demo_window(benchmark, batch, timings):
 
 
 def test_render_2048(benchmark, timings):
-    rgb, t, cells = benchmark.pedantic(
+    rgb, _, cells = benchmark.pedantic(
         render_tissue, args=((2048, 2048),), kwargs={"mpp": 0.5, "rng": np.random.default_rng(0)},
         rounds=2, iterations=1)
     assert rgb.shape == (2048, 2048, 3) and len(cells) > 1000

@@ -21,7 +21,7 @@ import numpy as np
 
 from virtime.models.card import IMAGENET_MEAN, IMAGENET_STD  # the one definition of the constants
 
-__all__ = ["BenchResult", "CompareResult", "compare_bench", "run_bench", "reference_loop"]
+__all__ = ["BenchResult", "CompareResult", "compare_bench", "reference_loop", "run_bench"]
 
 MEAN = np.array(IMAGENET_MEAN, np.float32)
 STD = np.array(IMAGENET_STD, np.float32)

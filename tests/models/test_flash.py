@@ -25,7 +25,7 @@ from virtime.models.lora import LoRALinear
 
 ENC = "encoder.base_model.model."
 #: Reduced widths with the official key pattern (12 blocks, 4 decoders, 3 skips); heads = dim/64.
-SMALL = dict(dim=64, hidden=64, r=4, decoder=(16, 8, 8, 8))
+SMALL = {"dim": 64, "hidden": 64, "r": 4, "decoder": (16, 8, 8, 8)}
 
 
 def _official_state(seed=0, dim=384, depth=12, hidden=1024, r=8, decoder=(192, 96, 48, 24),
@@ -75,7 +75,7 @@ def _official_state(seed=0, dim=384, depth=12, hidden=1024, r=8, decoder=(192, 9
 
 def _reference_forward(s, x, heads=6, take=(3, 5, 8, 11), lora_alpha=16.0):
     """The published forward from the official tensors, with functional ops only."""
-    e = lambda k: s[ENC + k]  # noqa: E731
+    e = lambda k: s[ENC + k]
     t = F.conv2d(x, e("patch_embed.proj.weight"), e("patch_embed.proj.bias"), stride=16)
     n, d, gh, gw = t.shape
     t = t.flatten(2).transpose(1, 2)

@@ -44,7 +44,7 @@ def _direct_probs(slide_path, model, x, y, size=512, window=256):
 def test_translate_with_flash_weights(tmp_path):
     from virtime.simulate.slides import make_slide
 
-    slide = make_slide(tmp_path / "slide.svs", 1024, 1024, mpp=0.25, seed=4)
+    slide = make_slide(tmp_path / "slide.svs", 768, 512, mpp=0.25, seed=4)
     torch.manual_seed(0)
     flash = GigaTIMEFlash(dim=64, heads=1, mlp_hidden=64, lora_r=4, decoder=(16, 8, 8, 8))
     with torch.no_grad():
@@ -57,12 +57,12 @@ def test_translate_with_flash_weights(tmp_path):
     for name in ("flash_model", "gigatime"):
         rc = main(["translate", str(slide), "-o", str(tmp_path / name), "--weights",
                    str(tmp_path / f"{name}.pth"), "--backend", "onnxruntime", "--threads", "1",
-                   "-q", "--no-features"])
+                   "--tile-size", "256", "--window-batch", "8", "-q", "--no-features"])
         assert rc == 0
     out_f, out_g = tmp_path / "flash_model" / "slide", tmp_path / "gigatime" / "slide"
     assert _files(out_f) == _files(out_g)
     z_f, z_g = (zarr.open_group(str(o / "mif.ome.zarr"), mode="r") for o in (out_f, out_g))
-    assert z_f["0"].shape == z_g["0"].shape == (23, 1024 // 8, 1024 // 8)
+    assert z_f["0"].shape == z_g["0"].shape == (23, 512 // 8, 768 // 8)
     assert json.dumps(dict(z_f.attrs), sort_keys=True) != ""  # readable metadata
     names = [c["label"] for c in z_f.attrs["omero"]["channels"]]
     assert names == [c["label"] for c in z_g.attrs["omero"]["channels"]] == list(CHANNEL_NAMES)
@@ -73,14 +73,14 @@ def test_translate_with_flash_weights(tmp_path):
     model = load(tmp_path / "flash_model.pth")
     assert model.card.sha256 in json.dumps(summary)
     row = tiles_f.iloc[len(tiles_f) // 2]
-    probs = _direct_probs(slide, model, row["x"], row["y"])
+    probs = _direct_probs(slide, model, row["x"], row["y"], size=256)
     for c in (0, 11, 22):
         assert row[f"{CHANNEL_NAMES[c]}.mean_probability"] == pytest.approx(probs[c].mean(),
                                                                             abs=1e-4)
 
 
 def test_compare_bench_interleaves_on_one_slide(monkeypatch, tmp_path):
-    import virtime.bench as bench
+    from virtime import bench
     from virtime.models.card import ModelCard
 
     calls = []
@@ -112,21 +112,30 @@ def test_compare_bench_interleaves_on_one_slide(monkeypatch, tmp_path):
         bench.compare_bench({"a": M("a"), "c": odd}, workdir=str(tmp_path))
 
 
-@pytest.mark.slow
-def test_bench_cli_compares_flash_with_gigatime(tmp_path, capsys):
-    torch.manual_seed(0)
-    save_official_layout(GigaTIMEFlash(dim=64, heads=1, mlp_hidden=64, lora_r=4,
-                                       decoder=(16, 8, 8, 8)), tmp_path / "flash_model.pth")
+def test_bench_cli_compares_flash_with_gigatime(monkeypatch, tmp_path, capsys):
+    """CLI wiring of --compare (the real measurement is benchmarks/bench_models.py's job)."""
+    from virtime import bench
+
+    def fake_run_bench(model, **kw):
+        rate = 8.0 if model.card.architecture == "gigatime-flash" else 2.0
+        return bench.BenchResult(tiles=5, pipeline_tiles_per_s=rate / 2, reference_tiles_per_s=1.0,
+                                 engine_tiles_per_s=rate, stage_seconds={"tile_loop_wall": 1.0},
+                                 settings={"tile_size": 512, "window": 256, "backend": "onnxruntime",
+                                           "precision": "fp32", "device": "cpu"})
+
+    monkeypatch.setattr(bench, "run_bench", fake_run_bench)
+    save_official_layout(GigaTIMEFlash(dim=64, heads=1, mlp_hidden=64, decoder=(16, 8, 8, 8)),
+                         tmp_path / "flash_model.pth")
     save_official_layout(GigaTIME(filters=(4, 8, 16, 32, 64)), tmp_path / "gigatime.pth")
-    assert main(["bench", "--weights", str(tmp_path / "flash_model.pth"), "--compare",
-                 str(tmp_path / "gigatime.pth"), "--size", "512", "--repeats", "1",
-                 "--reference-tiles", "1", "--backend", "onnxruntime", "--window-batch", "4",
-                 "--batch-size", "1", "--json"]) == 0
+    argv = ["bench", "--weights", str(tmp_path / "gigatime.pth"), "--compare",
+            str(tmp_path / "flash_model.pth"), "--size", "512", "--repeats", "2",
+            "--backend", "onnxruntime"]
+    assert main(argv + ["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     rows = {r["model"]: r for r in out["summary"]}
-    assert set(rows) == {"gigatime-flash", "gigatime"}
-    assert rows["gigatime-flash"]["engine_windows_ratio"] == 1.0
-    ratio = rows["gigatime"]["engine_windows_per_s"] / rows["gigatime-flash"]["engine_windows_per_s"]
-    assert rows["gigatime"]["engine_windows_ratio"] == pytest.approx(ratio)
-    tiles = {name: [r["tiles"] for r in runs] for name, runs in out["runs"].items()}
-    assert tiles["gigatime"] == tiles["gigatime-flash"] and tiles["gigatime"][0] > 0  # one slide
+    assert rows["gigatime"]["engine_windows_ratio"] == 1.0 and rows["gigatime"]["runs"] == 2
+    assert rows["gigatime-flash"]["engine_windows_per_s"] == 32.0
+    assert rows["gigatime-flash"]["engine_windows_ratio"] == pytest.approx(4.0)
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "medians of 2 interleaved runs" in text and "4.00x" in text

@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare(args: argparse.Namespace, model, config) -> int:  # noqa: ANN001 - torch module
+def _compare(args: argparse.Namespace, model, config) -> int:
     from virtime.bench import compare_bench
 
     other = load_model_from_args(argparse.Namespace(weights=args.compare))

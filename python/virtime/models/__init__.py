@@ -17,21 +17,21 @@ from virtime.models.preprocess import to_model_input
 from virtime.models.registry import ARCHITECTURES, build_model, detect_architecture
 
 __all__ = [
-    "GigaTIME",
-    "GigaTIMEFlash",
-    "GIGATIME_FILTERS",
-    "ModelCard",
     "ARCHITECTURES",
     "DEMO_WEIGHTS",
+    "GIGATIME_FILTERS",
+    "GigaTIME",
+    "GigaTIMEFlash",
+    "ModelCard",
     "build_model",
+    "confidence_tier",
+    "confidence_tiers",
     "detect_architecture",
     "load",
     "load_demo",
+    "read_state_dict",
     "save",
     "save_official_layout",
-    "read_state_dict",
-    "confidence_tier",
-    "confidence_tiers",
     "to_model_input",
 ]
 

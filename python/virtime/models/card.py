@@ -25,14 +25,14 @@ from virtime.channels import CHANNEL_NAMES
 from virtime.errors import CheckpointError
 
 __all__ = [
-    "ModelCard",
-    "TIER_CUTOFFS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "TIER_CUTOFFS",
+    "ModelCard",
+    "atomic_write_bytes",
     "confidence_tier",
     "confidence_tiers",
     "sha256_file",
-    "atomic_write_bytes",
 ]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -81,7 +81,7 @@ class ModelCard:
     sha256: str = ""
     format: int = CARD_FORMAT
 
-    def with_evaluation(self, pearson: dict[str, float], **extra: Any) -> "ModelCard":
+    def with_evaluation(self, pearson: dict[str, float], **extra: Any) -> ModelCard:
         """This card with per-channel Pearson stored and tiers derived from it."""
         clean = {k: (float(v) if v is not None and math.isfinite(v) else None)
                  for k, v in pearson.items()}
@@ -99,14 +99,14 @@ class ModelCard:
         atomic_write_bytes(Path(path), (self.to_json() + "\n").encode())
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "ModelCard":
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> ModelCard:
         known = {f for f in cls.__dataclass_fields__}
         if "architecture" not in data or "config" not in data:
             raise CheckpointError(f"{source}: model card lacks 'architecture' or 'config'")
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "ModelCard":
+    def load(cls, path: str | os.PathLike[str]) -> ModelCard:
         """Reads a card; CheckpointError naming the file if it is not valid JSON."""
         try:
             data = json.loads(Path(path).read_text())

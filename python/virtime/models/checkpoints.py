@@ -28,8 +28,14 @@ from virtime.errors import CheckpointError
 from virtime.models.card import ModelCard, atomic_write_bytes, sha256_file
 from virtime.models.registry import build_model, detect_architecture, strip_module_prefix
 
-__all__ = ["load", "save", "read_state_dict", "read_source_config", "save_official_layout",
-           "card_path_for"]
+__all__ = [
+    "card_path_for",
+    "load",
+    "read_source_config",
+    "read_state_dict",
+    "save",
+    "save_official_layout",
+]
 
 logger = logging.getLogger(__name__)
 

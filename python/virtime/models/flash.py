@@ -268,12 +268,12 @@ class GigaTIMEFlash(nn.Module):
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         if img_size % patch or window % patch:
             raise ValueError(f"img_size {img_size} and window {window} must be multiples of {patch}")
-        self._config: dict[str, Any] = dict(
-            in_channels=in_channels, num_classes=num_classes, img_size=img_size, window=window,
-            patch=patch, dim=dim, depth=depth, heads=heads, mlp_hidden=mlp_hidden, lora_r=lora_r,
-            lora_alpha=float(lora_alpha), decoder=list(decoder), take=list(take),
-            output_size=output_size,
-        )
+        self._config: dict[str, Any] = {
+            "in_channels": in_channels, "num_classes": num_classes, "img_size": img_size,
+            "window": window, "patch": patch, "dim": dim, "depth": depth, "heads": heads,
+            "mlp_hidden": mlp_hidden, "lora_r": lora_r, "lora_alpha": float(lora_alpha),
+            "decoder": list(decoder), "take": list(take), "output_size": output_size,
+        }
         self.take = take
         self.num_classes = num_classes
         self.output_size = output_size
@@ -302,7 +302,7 @@ class GigaTIMEFlash(nn.Module):
             raise ValueError(f"window {window} is not a multiple of the patch {self.encoder.patch}")
         self.encoder.fold(window // self.encoder.patch, window // self.encoder.patch)
 
-    def train(self, mode: bool = True) -> "GigaTIMEFlash":
+    def train(self, mode: bool = True) -> GigaTIMEFlash:
         super().train(mode)
         if not mode:  # weights may have changed since the last fold
             self.encoder.fold(*self.encoder.folded)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["VGGBlock", "GigaTIME", "GIGATIME_FILTERS", "node_names"]
+__all__ = ["GIGATIME_FILTERS", "GigaTIME", "VGGBlock", "node_names"]
 
 #: Widths of the five resolution levels of the official GigaTIME model.
 GIGATIME_FILTERS: tuple[int, ...] = (32, 64, 128, 256, 512)
