@@ -209,3 +209,23 @@ def test_open_client_starts_a_local_cpu_cluster_with_the_retry_limit():
         limit = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures)
         assert limit == 3  # max_attempts - 1 worker deaths tolerated per slide
         assert client.dashboard_link
+
+
+def test_cohort_features_are_valid_statistics_input(first_run, tmp_path, capsys):
+    """cohort_features.parquet (immune.phenotype, undefined .snr) goes through validate and
+    associate as it is (issue 15, defect 4)."""
+    _, result = first_run
+    table = pd.read_parquet(result.features_path)
+    patients = sorted(set(table["patient_id"]))
+    clin = pd.DataFrame({"patient_id": patients, "cancer_type": "LUNG", "subtype": "LUAD",
+                         "KRAS": [i % 2 for i in range(len(patients))]})
+    clin.to_csv(tmp_path / "clinical.csv", index=False)
+    common = ["--features", str(result.features_path), "--clinical", str(tmp_path / "clinical.csv")]
+    with pytest.warns(UserWarning, match="undefined"):
+        assert main(["validate", *common]) == 0
+    assert f"ok: {len(patients)} patients" in capsys.readouterr().out
+    with pytest.warns(UserWarning, match="undefined"):
+        assert main(["associate", *common, "-o", str(tmp_path / "a.csv"), "--min-patients", "3",
+                     "--min-per-class", "1", "--levels", "pan-cancer", "-q"]) == 0
+    assoc = pd.read_csv(tmp_path / "a.csv")
+    assert len(assoc) and assoc["feature"].str.startswith("immune.phenotype=").any()
