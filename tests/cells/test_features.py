@@ -83,3 +83,14 @@ def test_cell_features_against_hand_counts(rng):
     assert np.isnan(f["cells.b_cell.tumour_nn_median_um"])  # no B cells
     assert "cells.cd8_t~tumour.coloc_z" in f and "cells.tumour~cd8_t.coloc_z" not in f
     assert all(k.startswith("cells.") for k in f)
+
+
+def test_every_cell_feature_is_known_to_the_statistics(rng):
+    from virtime.stats.validation import is_known_feature
+
+    cells = pd.DataFrame({"x_um": rng.random(50) * 100, "y_um": rng.random(50) * 100,
+                          "phenotype": rng.choice(["tumour", "cd8_t"], 50),
+                          "compartment": "tumour", "proliferating": False, "pdl1_tumour": False})
+    names = list(cell_features(cells, 1.0, 0.5, n_perm=3))
+    assert names and all(is_known_feature(n) for n in names)
+    assert not is_known_feature("cells.cd8_t.unknown_metric")

@@ -27,7 +27,7 @@ def test_demo_cli_end_to_end_and_resume(tmp_path, tiny_demo_weights, capsys):
     printed = capsys.readouterr().out
     assert "Recovery of planted effects" in printed and "ground-truth" in printed
     rec = pd.read_csv(out / "recovery.csv")
-    assert set(rec["source"]) == {"ground-truth", "virtual"}
+    assert set(rec["source"]) == {"ground-truth", "virtual", "virtual-cells"}  # cells (#19)
     assert set(rec["level"]) >= {"pan-cancer", "cancer_type"}
     # Recovery counts agree with the association table and the truth table written beside it.
     truth = pd.read_csv(out / "cohort_a" / "truth.csv")

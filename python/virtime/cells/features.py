@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,20 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-__all__ = ["cell_features", "slide_cell_features", "pair_counts", "nearest_distances", "colocalisation_z",
+__all__ = ["cell_features", "slide_cell_features", "is_cell_feature", "pair_counts", "nearest_distances", "colocalisation_z",
            "IMMUNE_PHENOTYPES"]
 
 IMMUNE_PHENOTYPES: tuple[str, ...] = ("cd8_t", "cd4_t", "b_cell", "plasma", "macrophage")
 _TUMOUR = "tumour"
+_NAME = r"[A-Za-z0-9_+-]+"
+_CELL_FEATURE = re.compile(
+    rf"cells\.(?:{_NAME}\.(?:density|density_tumour|density_stroma|tumour_nn_median_um"
+    rf"|tumour_within_\d+(?:\.\d+)?um)|{_NAME}/{_NAME}\.ratio|{_NAME}~{_NAME}\.coloc_z)")
+
+
+def is_cell_feature(name: str) -> bool:
+    """Whether ``name`` is a column :func:`cell_features` writes (for the statistics commands)."""
+    return _CELL_FEATURE.fullmatch(name) is not None
 
 
 @numba.njit(cache=True, nogil=True)

@@ -20,7 +20,22 @@ import pandas as pd
 
 from virtime.errors import InputDataError
 
-__all__ = ["RECOVERY_COLUMNS", "recovery_table", "score_associations", "score_survival"]
+__all__ = ["CELL_FEATURES", "RECOVERY_COLUMNS", "cell_truth", "recovery_table",
+           "score_associations", "score_survival"]
+
+#: Pixel feature of the truth table -> the cell feature that measures the same planted biology
+#: (a phenotype's cells per mm², in tissue, nests or stroma).
+CELL_FEATURES: dict[str, str] = {
+    "CD8.density": "cells.cd8_t.density",
+    "CD8.tumour_density": "cells.cd8_t.density_tumour",
+    "CD8.stroma_density": "cells.cd8_t.density_stroma",
+    "CD4.density": "cells.cd4_t.density",
+    "CD20.density": "cells.b_cell.density",
+    "CD138.density": "cells.plasma.density",
+    "CD68.density": "cells.macrophage.density",
+    "CK.density": "cells.tumour.density",
+    "Ki67.density": "cells.proliferating.density",
+}
 
 _KEYS = ["level", "group", "feature", "attribute"]
 RECOVERY_COLUMNS = ["source", "analysis", "level", "planted", "tested", "found", "power",
@@ -88,6 +103,18 @@ def score_survival(summary: pd.DataFrame, truth: pd.DataFrame, *, alpha: float =
         "q": ch["cox_q"].to_numpy(float),
     })
     return _score(tests, truth[truth["attribute"] == attribute], alpha, list(levels))
+
+
+def cell_truth(truth: pd.DataFrame) -> pd.DataFrame:
+    """The truth table's rows that a cell feature measures, renamed to it (:data:`CELL_FEATURES`).
+
+    Scoring cell-feature tests against it gives power and FDP of the planted effects recovered
+    through cells; rows of other features (CD3, or channels no phenotype stands for) are dropped.
+    """
+    _check(truth, ["feature"], "truth table")
+    keep = truth[truth["feature"].isin(list(CELL_FEATURES))].copy()
+    keep["feature"] = keep["feature"].map(CELL_FEATURES)
+    return keep.reset_index(drop=True)
 
 
 def recovery_table(truth: pd.DataFrame, *, alpha: float = 0.05, **results: object

@@ -43,7 +43,9 @@ class DemoConfig:
 
     ``slide_px``: slide side at the model's input mpp (one slide per patient);
     ``second_patients``: size of cohort B (default 40% of ``patients``); ``output_mpp``: the
-    virtual and ground-truth maps' resolution for features; ``backend``/``window_batch``: engine.
+    virtual and ground-truth maps' resolution for features; ``backend``/``window_batch``: engine;
+    ``cells``: also segment virtual cells (``translate --cells``) and test the cell densities
+    (source ``virtual-cells`` in the recovery table).
     """
 
     patients: int = 300
@@ -57,6 +59,7 @@ class DemoConfig:
     threads: int = 0
     show_progress: bool = True
     design: CohortDesign | None = None
+    cells: bool = True
 
     def __post_init__(self) -> None:
         if self.patients < 4:
@@ -117,7 +120,7 @@ def _translate_all(slides: pd.DataFrame, model: Any, out: Path, cfg: DemoConfig,
 
     tcfg = TranslateConfig(backend=cfg.backend, window_batch=cfg.window_batch, threads=cfg.threads,
                            tile_size=tile, output_mpp=cfg.output_mpp, show_progress=False,
-                           thumbnail_channels=("DAPI", "CD8", "CK"))
+                           thumbnail_channels=("DAPI", "CD8", "CK"), cells=cfg.cells)
     done = 0
     with progress(slides.itertuples(index=False), total=len(slides), desc=desc, unit="slide",
                   enabled=cfg.show_progress) as bar:
@@ -181,6 +184,24 @@ def _analyse(features: pd.DataFrame, clinical: pd.DataFrame, feats: list[str], c
     log.info("%s: %d tests, %d significant", label, len(assoc.summary),
              int((assoc.summary["q"] < cfg.alpha).sum()))
     return {"cohort": cohort, "assoc": assoc, "surv": surv}
+
+
+def _analyse_cells(cohort: Any, cfg: DemoConfig) -> dict[str, Any] | None:
+    """Associations and survival on the cell densities of cohort A (None without cell features)."""
+    from virtime.demo.recovery import CELL_FEATURES
+
+    feats = _virtual_features(cohort.slides, cohort.root / "virtual")
+    wanted = [f for f in CELL_FEATURES.values() if f in feats.columns]
+    if not wanted:
+        log.info("demo: no cell features (translated without cells); cell analysis skipped")
+        return None
+    with warnings.catch_warnings():  # auxiliary: omissions are logged, not warned
+        warnings.simplefilter("ignore", UserWarning)
+        table, usable = prepare_features(feats, wanted, "virtual cells")
+    if not usable:
+        log.info("demo: no usable cell features (too few cells); cell analysis skipped")
+        return None
+    return _analyse(table, cohort.clinical, usable, cfg, "virtual cells")
 
 
 def run_demo(model: Any = None, out_dir: str | os.PathLike[str] = "demo_out",
@@ -264,6 +285,7 @@ def run_demo(model: Any = None, out_dir: str | os.PathLike[str] = "demo_out",
                                                  features=[f for f in shared if
                                                            f.split(".")[1] == "density"],
                                                  alpha=cfg.alpha)
+    res_cells = _analyse_cells(cohorts["A"], cfg) if cfg.cells else None
     timings["analyse"] = time.perf_counter() - t0
     truth = cohorts["A"].truth
     recovery = recovery_table(truth, alpha=cfg.alpha,
@@ -271,9 +293,15 @@ def run_demo(model: Any = None, out_dir: str | os.PathLike[str] = "demo_out",
                               virtual_assoc=res_virtual["assoc"],
                               ground_truth_surv=res_truth["surv"],
                               virtual_surv=res_virtual["surv"])
+    if res_cells is not None:  # planted effects recovered through cell densities
+        from virtime.demo.recovery import cell_truth
+
+        recovery = pd.concat([recovery, recovery_table(
+            cell_truth(truth), alpha=cfg.alpha, virtual_cells_assoc=res_cells["assoc"],
+            virtual_cells_surv=res_cells["surv"])], ignore_index=True)
     fidelity = _fidelity(truth_a, virt["A"][0], wanted)
     t0 = time.perf_counter()
-    _write_tables(out, recovery, fidelity, res_truth, res_virtual, validation)
+    _write_tables(out, recovery, fidelity, res_truth, res_virtual, validation, res_cells)
     from virtime.demo.report import demo_report
 
     report = demo_report(out / "report.html", cfg=cfg, model=model, truth=truth,
@@ -287,13 +315,15 @@ def run_demo(model: Any = None, out_dir: str | os.PathLike[str] = "demo_out",
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     return DemoResult(out, recovery, report, timings,
                       {"truth": res_truth, "virtual": res_virtual, "validation": validation,
+                       "virtual_cells": res_cells,
                        "fidelity": fidelity, "truth_table": truth})
 
 
 def _write_tables(out: Path, recovery: pd.DataFrame, fidelity: pd.DataFrame, res_truth: dict,
-                  res_virtual: dict, validation: Any) -> None:
+                  res_virtual: dict, validation: Any, res_cells: dict | None = None) -> None:
     tables = {"recovery.csv": recovery, "fidelity.csv": fidelity}
-    for name, res in (("ground_truth", res_truth), ("virtual", res_virtual)):
+    for name, res in (("ground_truth", res_truth), ("virtual", res_virtual),
+                      ("virtual_cells", res_cells or {"assoc": None, "surv": None})):
         if res["assoc"] is not None:
             tables[f"associations_{name}.csv"] = res["assoc"].summary
         if res["surv"] is not None:

@@ -131,12 +131,16 @@ _NON_FEATURE_PREFIXES = ("tissue.", "qc.")
 
 def is_known_feature(name: str) -> bool:
     """Whether ``name`` is a feature virtime computes: ``<protein channel>.<metric>``, a channel
-    pair's ``A|B.or_density`` / ``A&B.and_density``, ``tumour.area_fraction`` or a categorical
-    feature (``immune.phenotype``)."""
+    pair's ``A|B.or_density`` / ``A&B.and_density``, ``tumour.area_fraction``, a categorical
+    feature (``immune.phenotype``) or a cell feature (``cells.cd8_t.density``, ...)."""
     from virtime.channels import PROTEIN_CHANNELS
 
     if name in _OTHER_FEATURES or name in CATEGORICAL_FEATURES:
         return True
+    if name.startswith("cells."):  # cell-level features of virtime.cells (#19)
+        from virtime.cells.features import is_cell_feature
+
+        return is_cell_feature(name)
     channel, _, metric = name.rpartition(".")
     if channel in PROTEIN_CHANNELS:
         return metric in _CHANNEL_METRICS
