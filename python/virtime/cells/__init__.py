@@ -19,11 +19,11 @@ from virtime.cells.table import CELLS_FILE, CellTableWriter, read_cells, read_ce
 
 __all__ = [
     "CELLS_FILE",
+    "EXPANSION_UM",
     "CellCollector",
     "CellConfig",
     "CellSummary",
     "CellTableWriter",
-    "EXPANSION_UM",
     "GatingTable",
     "cell_features",
     "cells_from_map",

@@ -18,7 +18,7 @@ _INF = 1e30
 
 
 @numba.njit(cache=True, nogil=True)
-def _transform(feature, want_index):  # noqa: ANN001, ANN202
+def _transform(feature, want_index):
     h, w = feature.shape
     g = np.empty((h, w), np.float64)
     gy = np.empty((h, w) if want_index else (1, 1), np.int32)
@@ -99,7 +99,7 @@ def edt(mask: NDArray[np.bool_]) -> NDArray[np.float32]:
 
 
 @numba.njit(cache=True, nogil=True)
-def _grow(labels, d2, iy, ix, r2):  # noqa: ANN001, ANN202
+def _grow(labels, d2, iy, ix, r2):
     h, w = labels.shape
     out = np.zeros((h, w), np.int32)
     for y in range(h):

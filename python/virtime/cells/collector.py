@@ -71,7 +71,7 @@ def tile_probabilities(logits: NDArray[np.floating], origins: Any, weight: NDArr
 
     lg = torch.as_tensor(np.asarray(logits, np.float32) if not torch.is_tensor(logits) else logits)
     p = torch.sigmoid(lg.float()).cpu().numpy()
-    k, c, wh, ww = p.shape
+    _, c, wh, ww = p.shape
     wt = np.asarray(weight, np.float32)
     if len(origins) == 1 and wh == tile_size:
         return p[0]

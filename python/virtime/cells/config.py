@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from virtime.errors import InvalidArgumentError
 
-__all__ = ["CellConfig", "EXPANSION_UM"]
+__all__ = ["EXPANSION_UM", "CellConfig"]
 
 #: Growth of the nucleus that gives the cell (µm). GigaTIME's targets for non-nuclear channels live
 #: on an "expanded-nucleus" mask; our simulator draws that mask 2 µm around each nucleus

@@ -19,7 +19,7 @@ from virtime.cells.gating import GatingTable
 from virtime.cells.table import read_cells, read_cells_metadata
 from virtime.channels import PROTEIN_CHANNELS
 
-__all__ = ["to_anndata", "export_anndata"]
+__all__ = ["export_anndata", "to_anndata"]
 
 
 def to_anndata(cells_path: str | os.PathLike[str], gating: GatingTable | None = None) -> Any:
@@ -60,7 +60,7 @@ def to_anndata(cells_path: str | os.PathLike[str], gating: GatingTable | None = 
 def export_anndata(cells_path: str | os.PathLike[str], output: str | os.PathLike[str],
                    gating: GatingTable | None = None) -> Path:
     """Writes :func:`to_anndata` to ``output`` (``.h5ad``) atomically; returns the path."""
-    from virtime.stitch.atomic import atomic_path
+    from virtime.io import atomic_path
 
     adata = to_anndata(cells_path, gating)
     out = Path(output)

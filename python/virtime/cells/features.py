@@ -33,8 +33,15 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-__all__ = ["cell_features", "slide_cell_features", "is_cell_feature", "pair_counts", "nearest_distances", "colocalisation_z",
-           "IMMUNE_PHENOTYPES"]
+__all__ = [
+    "IMMUNE_PHENOTYPES",
+    "cell_features",
+    "colocalisation_z",
+    "is_cell_feature",
+    "nearest_distances",
+    "pair_counts",
+    "slide_cell_features",
+]
 
 IMMUNE_PHENOTYPES: tuple[str, ...] = ("cd8_t", "cd4_t", "b_cell", "plasma", "macrophage")
 _TUMOUR = "tumour"
@@ -50,7 +57,7 @@ def is_cell_feature(name: str) -> bool:
 
 
 @numba.njit(cache=True, nogil=True)
-def _pair_counts(x, y, labels, n_labels, radius):  # noqa: ANN001, ANN202
+def _pair_counts(x, y, labels, n_labels, radius):
     n_perm, n = labels.shape
     counts = np.zeros((n_perm, n_labels, n_labels), np.int64)
     if n == 0:

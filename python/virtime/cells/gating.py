@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from virtime.channels import CHANNEL_NAMES
 from virtime.errors import InvalidArgumentError
 
-__all__ = ["GatingRule", "GatingTable", "default_gating", "OTHER"]
+__all__ = ["OTHER", "GatingRule", "GatingTable", "default_gating"]
 
 OTHER = "other"
 _Term = tuple[str, str, bool]  # ("channel" | "phenotype", name, wanted)
@@ -91,7 +91,7 @@ class GatingTable:
                              if w == "channel"}))
 
     @classmethod
-    def from_csv(cls, path: str | os.PathLike[str]) -> "GatingTable":
+    def from_csv(cls, path: str | os.PathLike[str]) -> GatingTable:
         """Reads a table with columns ``kind,name,rule[,description]`` (``#`` lines are comments)."""
         import csv
 

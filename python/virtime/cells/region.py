@@ -20,7 +20,7 @@ from virtime.cells.measure import measure_cells
 from virtime.cells.segment import expand_to_cells, segment_nuclei
 from virtime.channels import channel_index
 
-__all__ = ["cells_in_region", "OwnRule"]
+__all__ = ["OwnRule", "cells_in_region"]
 
 #: ``owns(x, y) -> bool array``: which global model-pixel positions this region reports.
 OwnRule = Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.bool_]]

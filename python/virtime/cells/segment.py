@@ -27,7 +27,7 @@ from scipy import ndimage
 from virtime.cells._distance import edt, nearest_label
 from virtime.cells.config import CellConfig
 
-__all__ = ["segment_nuclei", "expand_to_cells"]
+__all__ = ["expand_to_cells", "segment_nuclei"]
 
 
 def segment_nuclei(dapi: NDArray[np.floating], mpp: float, config: CellConfig = CellConfig(),
