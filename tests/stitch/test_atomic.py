@@ -7,7 +7,7 @@ import json
 import pytest
 
 from virtime.errors import InputDataError, InvalidArgumentError
-from virtime.stitch.atomic import RunManifest, atomic_path, atomic_write_bytes, atomic_write_json
+from virtime.io import RunManifest, atomic_path, atomic_write_bytes, atomic_write_json
 
 
 def test_atomic_write_replaces_and_leaves_no_temporaries(tmp_path) -> None:
@@ -75,3 +75,16 @@ def test_atomic_files_get_the_permissions_open_would_give(tmp_path) -> None:
     assert want == 0o644
     for path in (tmp_path / "a.bin", report):
         assert stat.S_IMODE(path.stat().st_mode) == want, path
+
+
+def test_old_module_path_reexports_with_a_deprecation_warning() -> None:
+    import importlib
+    import sys
+
+    import virtime.io
+
+    sys.modules.pop("virtime.stitch.atomic", None)
+    with pytest.warns(DeprecationWarning, match="virtime.io"):
+        old = importlib.import_module("virtime.stitch.atomic")
+    assert old.atomic_path is virtime.io.atomic_path
+    assert old.RunManifest is virtime.io.RunManifest

@@ -47,7 +47,7 @@ def make_output(root: Path, slide_id: str = "S1", *, out_name: str = "out",
     """Writes OUT/S1 as virtime translate would (summary last)."""
     from virtime.features import write_features
     from virtime.simulate.slides import make_slide
-    from virtime.stitch.atomic import atomic_write_json
+    from virtime.io import atomic_write_json
     from virtime.stitch.canvas import StreamingCanvas
 
     if slide is None:  # several outputs may share one H&E (rendering it is the slow part)

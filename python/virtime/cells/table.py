@@ -101,7 +101,7 @@ class CellTableWriter:
     def __init__(self, path: str | os.PathLike[str], *, model_hash: str = "",
                  config: CellConfig = CellConfig(), gating: GatingTable | None = None) -> None:
         from virtime.cells.gating import default_gating
-        from virtime.stitch.atomic import atomic_path
+        from virtime.io import atomic_path
 
         self.path = Path(path)
         self._gating = gating or default_gating()

@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     text = result.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}")
     sys.stdout.write(text + "\n")
     if args.output:
-        from virtime.stitch.atomic import atomic_write_bytes
+        from virtime.io import atomic_write_bytes
 
         atomic_write_bytes(args.output, result.summary.to_csv(index=False).encode())
     return 0

@@ -234,7 +234,7 @@ def write_embeddings(
 
     from virtime import __version__
     from virtime.engines.hashing import model_hash
-    from virtime.stitch.atomic import atomic_write_json
+    from virtime.io import atomic_write_json
 
     emb, tiles, failures = result.tile_embeddings, result.tiles, result.failures
     slide_emb, layers = result.slide_embedding, result.layer_embeddings

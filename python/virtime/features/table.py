@@ -201,7 +201,7 @@ def _check_manifest(store: Path) -> None:
     path = store.with_name(store.name + ".manifest.json")
     if not path.exists():
         return
-    from virtime.stitch.atomic import RunManifest
+    from virtime.io import RunManifest
 
     if not RunManifest.load(path).finished:
         raise InputDataError(f"{path}: the map is unfinished (an interrupted translation); "
@@ -386,7 +386,7 @@ def features_from_outputs(
 def _atomic_write_table(table: Any, path: Path) -> None:
     import pyarrow.parquet as pq
 
-    from virtime.stitch.atomic import atomic_path
+    from virtime.io import atomic_path
 
     with atomic_path(path) as tmp:
         pq.write_table(table, str(tmp))

@@ -45,7 +45,7 @@ def write_parquet(
     import pyarrow.parquet as pq
 
     from virtime import __version__
-    from virtime.stitch.atomic import atomic_path
+    from virtime.io.atomic import atomic_path
 
     if isinstance(data, pd.DataFrame):
         frame = data.copy()

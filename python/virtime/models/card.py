@@ -127,10 +127,10 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes ``data`` atomically (:func:`virtime.stitch.atomic.atomic_write_bytes`).
+    """Writes ``data`` atomically (:func:`virtime.io.atomic_write_bytes`).
 
     Imported lazily so loading a model card does not import the canvas writers.
     """
-    from virtime.stitch.atomic import atomic_write_bytes as write
+    from virtime.io import atomic_write_bytes as write
 
     write(path, data)

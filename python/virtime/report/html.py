@@ -161,7 +161,7 @@ def render_report(sections: list[ReportSection], title: str = "virtime report",
 def build_report(sections: list[ReportSection], path: str | Path, *, title: str = "virtime report",
                  subtitle: str = "") -> Path:
     """Writes the sections as one self-contained HTML file, atomically; returns the path."""
-    from virtime.stitch.atomic import atomic_path
+    from virtime.io import atomic_path
 
     path = Path(path)
     text = render_report(sections, title, subtitle)

@@ -126,7 +126,7 @@ def _slide_seed(seed: int, patient_index: int, slide_index: int) -> np.random.Ge
 
 
 def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
-    from virtime.stitch.atomic import atomic_path
+    from virtime.io import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a handle: savez adds no suffix
         np.savez_compressed(fh, **arrays)

@@ -21,7 +21,7 @@ def write_table(df: pd.DataFrame, path: str | Path, *, model_hash: str | None = 
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv", ".tsv"):
         raise InvalidArgumentError(f"{path}: table must end in .parquet, .csv or .tsv")
-    from virtime.stitch.atomic import atomic_path
+    from virtime.io import atomic_path
 
     if suffix in (".parquet", ".pq"):
         from virtime.io import NO_MODEL, write_parquet

@@ -1,13 +1,13 @@
 """Seam-free stitching of model windows into a bounded-memory OME-Zarr canvas, and its exports.
 
 ``windows`` plans windows and blend weights, ``canvas`` accumulates them band by band into
-``omezarr``; ``ometiff`` and ``thumbnail`` export the finished canvas; ``atomic`` holds the atomic
-writers and the run manifest that makes a killed run resumable.
+``omezarr``; ``ometiff`` and ``thumbnail`` export the finished canvas; the atomic writers and the
+run manifest that makes a killed run resumable live in :mod:`virtime.io` (re-exported here).
 """
 
 from __future__ import annotations
 
-from virtime.stitch.atomic import RunManifest, atomic_path, atomic_write_bytes, atomic_write_json
+from virtime.io import RunManifest, atomic_path, atomic_write_bytes, atomic_write_json
 from virtime.stitch.canvas import StreamingCanvas, canvas_finished, canvas_shape
 from virtime.stitch.ometiff import export_ome_tiff
 from virtime.stitch.thumbnail import render_thumbnail, thumbnail_from_zarr, write_png

@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 from virtime.channels import CHANNELS, Channel, get_channel
 from virtime.errors import InputDataError, InvalidArgumentError
 from virtime.stitch import omezarr
-from virtime.stitch.atomic import RunManifest
+from virtime.io import RunManifest
 from virtime.stitch.windows import pool_weighted
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from virtime.errors import InputDataError
 from virtime.stitch import omezarr
-from virtime.stitch.atomic import atomic_path
+from virtime.io import atomic_path
 
 __all__ = ["export_ome_tiff", "ome_color"]
 

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from virtime.channels import CHANNEL_NAMES, channel_index, get_channel
 from virtime.errors import InputDataError, InvalidArgumentError
 from virtime.stitch import omezarr
-from virtime.stitch.atomic import atomic_path
+from virtime.io import atomic_path
 
 __all__ = [
     "DEFAULT_THUMBNAIL_CHANNELS", "box_weights", "downsample_strips", "render_thumbnail",

@@ -555,7 +555,7 @@ def _atomic_parquet(frame: pd.DataFrame, path: Path, metadata: dict[str, str] | 
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                **{k.encode(): v.encode() for k, v in metadata.items()}})
-    from virtime.stitch.atomic import atomic_path
+    from virtime.io import atomic_path
 
     with atomic_path(path) as tmp:  # a unique temporary name, removed if the write fails
         pq.write_table(table, tmp)
@@ -565,7 +565,7 @@ def _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failur
             timings, model_hash, engine, t_start,
             provenance=None) -> TranslateResult:  # noqa: ANN001
     """Tile table, tissue mask, thumbnail, optional OME-TIFF and features; summary last."""
-    from virtime.stitch.atomic import atomic_write_json
+    from virtime.io import atomic_write_json
     from virtime.translation.timeline import cpu_timeline
 
     t0 = time.perf_counter()
@@ -690,7 +690,7 @@ def _failed_on_canvas(grid: Any, failures: list[dict[str, Any]], table: pd.DataF
 
 
 def _save_mask(path: Path, mask: np.ndarray) -> None:
-    from virtime.stitch.atomic import atomic_path
+    from virtime.io import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # unique name, removed on failure
         np.save(fh, mask)

@@ -272,7 +272,7 @@ def write_slide_page(slide_dir: str | os.PathLike[str], *, slide: Any = None,
         JPEG quality of the embedded images.
     """
     from virtime import __version__
-    from virtime.stitch.atomic import atomic_path
+    from virtime.io import atomic_path
 
     d = Path(slide_dir)
     slide = _open_slide(d, slide)
