@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from virtime.cli._common import add_quiet_arg
+from virtime.cli._common import add_backend_arg, add_quiet_arg
 
 __all__ = ["register"]
 
@@ -33,8 +33,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--weights", default=None,
                    help="translator weights instead of the bundled demo model (must know "
                         "simulated tissue to make sense here)")
-    p.add_argument("--backend", default="onnxruntime",
-                   choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    add_backend_arg(p, "onnxruntime")
     add_quiet_arg(p)
     p.set_defaults(handler=_run)
 

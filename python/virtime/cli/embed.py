@@ -6,7 +6,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from virtime.cli._common import add_mpp_arg, add_quiet_arg
+from virtime.cli._common import (
+    add_allow_slow_arg,
+    add_batch_size_arg,
+    add_engine_args,
+    add_geometry_args,
+    add_mpp_arg,
+    add_quiet_arg,
+    add_threads_arg,
+)
 
 __all__ = ["register"]
 
@@ -26,14 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--all-layers", action="store_true",
                    help="also store every slide-encoder layer's embedding")
     g = p.add_argument_group("engine")
-    g.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
-    g.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
-    g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: GPU if present)")
-    g.add_argument("--batch-size", type=int, default=32, help="tiles per engine call (32)")
-    g.add_argument("--threads", type=int, default=0, help="reader threads (0 = all cores)")
-    g.add_argument("--min-tissue", type=float, default=0.1, help="tissue fraction to keep a tile")
-    g.add_argument("--allow-slow", action="store_true",
-                   help="run the 1.1 B-parameter encoder on CPU anyway (hours per slide)")
+    add_engine_args(g)
+    add_batch_size_arg(g, 32, "tiles per engine call")
+    add_threads_arg(g)
+    add_geometry_args(g, tile_size=False, overlap=False)
+    add_allow_slow_arg(g, "run the 1.1 B-parameter encoder on CPU anyway (hours per slide)")
     add_mpp_arg(p)
     add_quiet_arg(p)
     p.set_defaults(handler=_run)

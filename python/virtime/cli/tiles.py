@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from virtime.cli._common import add_mpp_arg, add_quiet_arg, add_tiling_args, tiling_config_from_args
+from virtime.cli._common import (
+    add_mpp_arg,
+    add_quiet_arg,
+    add_threads_arg,
+    add_tiling_args,
+    tiling_config_from_args,
+)
 
 __all__ = ["register"]
 
@@ -17,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--normalize", choices=["none", "macenko", "reinhard"], default="none",
         help="stain normalization against the built-in H&E reference (none)",
     )
-    p.add_argument("--threads", type=int, default=0, help="reader threads (0 = all cores)")
+    add_threads_arg(p)
     p.add_argument("--limit", type=int, default=None, help="write at most this many tiles")
     add_mpp_arg(p)
     add_tiling_args(p)

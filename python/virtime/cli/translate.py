@@ -6,7 +6,16 @@ import argparse
 import logging
 import sys
 
-from virtime.cli._common import add_allow_mpp_arg, add_mpp_arg, add_quiet_arg
+from virtime.cli._common import (
+    add_allow_mpp_arg,
+    add_allow_slow_arg,
+    add_batch_size_arg,
+    add_engine_args,
+    add_geometry_args,
+    add_mpp_arg,
+    add_quiet_arg,
+    add_threads_arg,
+)
 
 __all__ = [
     "add_model_args", "add_translation_args", "load_model_from_args", "register",
@@ -27,10 +36,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", default=None,
                    help="translator weights (.pth official checkpoint or virtime .safetensors); "
                         "default: the bundled demo model, which knows only simulated tissue")
-    g.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
-    g.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
-    g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: GPU if present)")
-    g.add_argument("--batch-size", type=int, default=8, help="tiles per batch (8)")
+    add_engine_args(g)
+    add_batch_size_arg(g, 8)
     g.add_argument("--window-batch", type=int, default=32, help="windows per engine call (32)")
     g.add_argument("--memory-budget", type=_memory_size, default=None, metavar="SIZE",
                    help="peak memory to fit, e.g. 2GiB or 1500MB: batch sizes are chosen from "
@@ -70,13 +77,10 @@ def load_model_from_args(args: argparse.Namespace):  # noqa: ANN201 - torch modu
 def add_translation_args(p: argparse.ArgumentParser, title: str = "geometry and outputs") -> None:
     """Per-slide translation flags, shared by ``translate`` and ``cohort run``."""
     g = p.add_argument_group(title)
-    g.add_argument("--tile-size", type=int, default=512, help="tile side at the model's mpp (512)")
-    g.add_argument("--overlap", type=int, default=0,
-                   help="blend overlap in model pixels, at most half a window (0 = official layout)")
-    g.add_argument("--min-tissue", type=float, default=0.1, help="tissue fraction to keep a tile")
+    add_geometry_args(g)
     g.add_argument("--output-mpp", type=float, default=2.0, help="canvas um/px (2.0)")
     g.add_argument("--normalize", choices=["none", "macenko", "reinhard"], default="none")
-    g.add_argument("--threads", type=int, default=0, help="reader threads (0 = all cores)")
+    add_threads_arg(g)
     g.add_argument("--ome-tiff", action="store_true", help="also write mif.ome.tiff")
     g.add_argument("--no-features", action="store_true", help="skip slide features")
     g.add_argument("--cells", action="store_true",
@@ -86,6 +90,7 @@ def add_translation_args(p: argparse.ArgumentParser, title: str = "geometry and 
                    help="redo slides already translated (and replace a folder of another slide "
                         "with the same id)")
     add_mpp_arg(p)
+    add_allow_mpp_arg(p)
     add_quiet_arg(p)
 
 
@@ -102,9 +107,9 @@ def translate_config_from_args(args: argparse.Namespace, **overrides: object):  
         "normalize": args.normalize, "mpp": args.mpp, "ome_tiff": args.ome_tiff,
         "features": not args.no_features, "force": args.force, "show_progress": not args.quiet,
         "cells": getattr(args, "cells", False),
+        "allow_mpp": args.allow_mpp,
     }
     return TranslateConfig(**{**fields, **overrides})
-    add_allow_mpp_arg(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -115,14 +120,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_translation_args(p)
     p.add_argument("--log-json", default=None, metavar="FILE",
                    help="append machine-readable progress events (JSON lines) to FILE")
+    p.add_argument("--wait", nargs="?", type=float, const=-1.0, default=0.0, metavar="SECONDS",
+                   help="when another run holds a slide's folder, wait for it (for ever, or up "
+                        "to SECONDS) instead of stopping with a message naming it")
     e = p.add_argument_group("Prov-GigaPath embeddings in the same pass (see virtime embed)")
     e.add_argument("--embed", default=None, metavar="TILE_WEIGHTS",
                    help="also write tile embeddings from these tile-encoder weights")
     e.add_argument("--embed-slide-weights", default=None, metavar="SLIDE_WEIGHTS",
                    help="and the slide embedding from these slide-encoder weights")
-        "allow_mpp": args.allow_mpp,
-    e.add_argument("--allow-slow", action="store_true",
-                   help="run a billion-parameter tile encoder on CPU anyway")
+    add_allow_slow_arg(e)
     p.set_defaults(handler=_run)
 
 
@@ -130,14 +136,15 @@ def _run(args: argparse.Namespace) -> int:
     from virtime.errors import OutputError, VirtimeError
     from virtime.slide_ids import check_unique_ids
     from virtime.translation import translate
+    from virtime.translation.pipeline import check_output_root
 
+    # Before any work: every slide gets its own folder, and the output root can be one.
+    check_unique_ids(args.slides)
+    check_output_root(args.output)
     model = load_model_from_args(args)
     config = translate_config_from_args(args, log_json=args.log_json,
                                         lock_timeout=None if args.wait < 0 else args.wait)
     embedder = _embedder_from_args(args)
-    p.add_argument("--wait", nargs="?", type=float, const=-1.0, default=0.0, metavar="SECONDS",
-                   help="when another run holds a slide's folder, wait for it (for ever, or up "
-                        "to SECONDS) instead of stopping with a message naming it")
     from virtime.translation.prefetch import SlidePrefetcher
 
     # The next slide is opened and its tissue detected while one runs (its thread ends with it).
@@ -147,6 +154,8 @@ def _run(args: argparse.Namespace) -> int:
         try:
             result = translate(slide, model, args.output, config, embedder=embedder,
                                prepared=ahead.take(slide))
+        except OutputError:  # the output cannot be written: the other slides would fail alike
+            raise
         except VirtimeError as exc:  # a bad slide is recorded and the others go on
             failed += 1
             print(f"virtime translate: error: {exc}", file=sys.stderr)
@@ -156,11 +165,7 @@ def _run(args: argparse.Namespace) -> int:
         else:
             print(f"{result.slide_id}: {result.tiles_done} tiles ({result.tiles_failed} failed) "
                   f"in {result.seconds:.1f} s -> {result.output_dir}")
-    from virtime.translation.pipeline import check_output_root
     return 2 if failed else 0
-    # Before any work: every slide gets its own folder, and the output root can be one.
-    check_unique_ids(args.slides)
-    check_output_root(args.output)
 
 
 def _embedder_from_args(args: argparse.Namespace):  # noqa: ANN202 - TileEmbedder or None
@@ -171,5 +176,5 @@ def _embedder_from_args(args: argparse.Namespace):  # noqa: ANN202 - TileEmbedde
 
     slide_encoder = load_slide_encoder(args.embed_slide_weights) if args.embed_slide_weights else None
     config = EmbedConfig(backend=args.backend, precision=args.precision, device=args.device,
-                         allow_slow=args.allow_slow, progress=False)
+                         allow_slow=args.allow_slow, show_progress=False)
     return TileEmbedder(load_tile_encoder(args.embed), config, slide_encoder)
