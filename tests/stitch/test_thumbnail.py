@@ -70,9 +70,12 @@ class _ArraySlide:
         self.level_dimensions = [(rgb.shape[1], rgb.shape[0])]
         self.level_downsamples = [1.0]
         self.reads: list[int] = []
+        self.starts: list[int] = []
+        self.properties: dict[str, str] = {}
 
     def read_region(self, x, y, level, w, h):
         self.reads.append(h)
+        self.starts.append(y)
         return self.rgb[y : y + h, x : x + w].copy()
 
 
@@ -99,6 +102,22 @@ def test_strip_thumbnail_equals_whole_image_mean(rng, shape_out) -> None:
         np.testing.assert_array_equal(got, expected)
     # rounded to nearest (a tie may go either way)
     assert np.abs(got - _area_mean(rgb, shape_out)).max() <= 0.5 + 1e-9
+
+
+def test_strips_follow_the_tile_rows_and_give_the_same_thumbnail(rng) -> None:
+    """A strip boundary inside a tile row would decode that row twice: reads are whole rows."""
+    from virtime.stitch.thumbnail import slide_he_reader
+
+    rgb = rng.integers(0, 256, (100, 120, 3), dtype=np.uint8)
+    plain = _ArraySlide(rgb)
+    tiled = _ArraySlide(rgb)
+    tiled.properties = {"openslide.level[0].tile-height": "16"}
+    strip_bytes = 7 * 120 * 3  # seven rows: not a multiple of the 16-row tiles
+    want = slide_he_reader(plain, strip_bytes=strip_bytes)((21, 17))
+    got = slide_he_reader(tiled, strip_bytes=strip_bytes)((21, 17))
+    np.testing.assert_array_equal(got, want)
+    assert all(y % 16 == 0 for y in tiled.starts)
+    assert all(n % 16 == 0 for n in tiled.reads[:-1]) and sum(tiled.reads) == 100
 
 
 def test_translation_thumbnail_uses_strips(tmp_path, rng, monkeypatch) -> None:

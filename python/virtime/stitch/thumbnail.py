@@ -71,19 +71,24 @@ def downsample_strips(
     shape_out: tuple[int, int],
     *,
     strip_bytes: int = STRIP_BYTES,
+    row_multiple: int = 1,
 ) -> NDArray[np.uint8]:
     """Area-average an ``(H, W, 3)`` uint8 image to ``shape_out``, reading it in row strips.
 
-    ``read_rows(y, n)`` returns rows ``y .. y + n`` as ``(n, W, 3)`` uint8; at most
+    ``read_rows(y, n)`` returns rows ``y .. y + n`` as ``(n, W, 3)`` uint8; about
     ``strip_bytes`` of them are asked for at once (at least one row), and each strip is reduced
     across columns before the next is read, so memory is a few strips plus the output.
+    ``row_multiple`` (the file's tile height) rounds the strips up to whole tile rows, so no
+    tile is decoded twice; the float work still runs on ``strip_bytes``-sized pieces.
     """
     h_in, w_in = (int(v) for v in shape_in)
     h_out, w_out = (int(v) for v in shape_out)
     wx = box_weights(w_in, w_out)  # (w_out, W)
     wy = box_weights(h_in, h_out)  # (h_out, H)
     acc = np.zeros((h_out, w_out * 3), np.float64)
-    step = max(1, int(strip_bytes) // max(1, w_in * 3))
+    piece = max(1, int(strip_bytes) // max(1, w_in * 3))  # rows per float64 computation
+    multiple = max(1, int(row_multiple))
+    step = -(-piece // multiple) * multiple  # rows per read: whole tile rows
     for y in range(0, h_in, step):
         n = min(step, h_in - y)
         strip = np.asarray(read_rows(y, n))
@@ -92,14 +97,21 @@ def downsample_strips(
                 f"a strip of rows {y}..{y + n} came back as {strip.shape} {strip.dtype}, "
                 f"expected ({n}, {w_in}, 3) uint8"
             )
-        # columns first: (w_out, W) @ (W, n*3) -> (n, w_out, 3); float64 temporaries of one strip
-        cols = (wx @ strip.transpose(1, 0, 2).reshape(w_in, n * 3).astype(np.float64)).T
-        cols = cols.reshape(n, 3, w_out).transpose(0, 2, 1).reshape(n, w_out * 3)
-        # only the output rows these input rows reach
-        r0 = (y * h_out) // h_in
-        r1 = min(h_out, -(-((y + n) * h_out) // h_in) + 1)
-        acc[r0:r1] += wy[r0:r1][:, y : y + n] @ cols
+        for dy in range(0, n, piece):
+            _accumulate(acc, strip[dy : dy + piece], y + dy, wx, wy, h_in, h_out, w_out)
     return np.floor(np.clip(acc, 0.0, 255.0) + 0.5).astype(np.uint8).reshape(h_out, w_out, 3)
+
+
+def _accumulate(acc: NDArray[np.float64], rows: NDArray[np.uint8], y: int, wx: Any, wy: Any,
+                h_in: int, h_out: int, w_out: int) -> None:
+    """Adds input rows ``y .. y + len(rows)`` to the output rows they reach."""
+    n, w_in = rows.shape[0], rows.shape[1]
+    # columns first: (w_out, W) @ (W, n*3) -> (n, w_out, 3); float64 temporaries of one piece
+    cols = (wx @ rows.transpose(1, 0, 2).reshape(w_in, n * 3).astype(np.float64)).T
+    cols = cols.reshape(n, 3, w_out).transpose(0, 2, 1).reshape(n, w_out * 3)
+    r0 = (y * h_out) // h_in
+    r1 = min(h_out, -(-((y + n) * h_out) // h_in) + 1)
+    acc[r0:r1] += wy[r0:r1][:, y : y + n] @ cols
 
 
 def slide_he_reader(
@@ -114,8 +126,14 @@ def slide_he_reader(
     def read_rows(y: int, n: int) -> NDArray[np.uint8]:
         return slide.read_region(0, int(round(y * ds)), level, w, n)
 
+    try:  # whole tile rows per read: a tile cut by two strips would be decoded twice
+        tile_h = int(slide.properties.get(f"openslide.level[{level}].tile-height", 1))
+    except (TypeError, ValueError, AttributeError):
+        tile_h = 1
+
     def he(shape_yx: tuple[int, int]) -> NDArray[np.uint8]:
-        return downsample_strips(read_rows, (h, w), shape_yx, strip_bytes=strip_bytes)
+        return downsample_strips(read_rows, (h, w), shape_yx, strip_bytes=strip_bytes,
+                                 row_multiple=tile_h)
 
     return he
 
