@@ -86,14 +86,10 @@ def export_tiles(
                 })
             failed += [f.__dict__ for f in batch.failures]
             bar.update(len(batch) + len(batch.failures))
-    table = out / "tiles.parquet"
-    _atomic_parquet(pd.DataFrame(rows), table)
-    if failed:
-        _atomic_parquet(pd.DataFrame(failed), out / "failed_tiles.parquet")
-    return TileExportResult(out, len(rows), len(failed), table)
-
-
-def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
     from virtime.io import NO_MODEL, write_parquet
 
-    write_parquet(frame, path, model_hash=NO_MODEL)  # H&E tiles: no model made them
+    table = out / "tiles.parquet"  # H&E tiles: no model made them
+    write_parquet(pd.DataFrame(rows), table, model_hash=NO_MODEL)
+    if failed:
+        write_parquet(pd.DataFrame(failed), out / "failed_tiles.parquet", model_hash=NO_MODEL)
+    return TileExportResult(out, len(rows), len(failed), table)

@@ -80,3 +80,24 @@ def test_every_parquet_the_pipeline_writes_carries_provenance(
     expected = str(tiny_model.card.sha256).encode()
     for path in (folder.tiles, folder.features, tmp_path / "merged.parquet"):
         assert _raw_meta(path)[b"virtime.model_hash"] == expected, path
+
+
+def test_parquet_stream_is_atomic_and_stamped(tmp_path: Path) -> None:
+    from virtime.io import ParquetStream
+
+    path = tmp_path / "s.parquet"
+    with ParquetStream(path, model_hash="h1", metadata={"k": "v"}) as stream:
+        stream.write(pd.DataFrame({"a": [1, 2]}))
+        assert not path.exists()  # a temporary name until close
+        stream.write(pd.DataFrame({"a": [3]}))
+        stream.add_footer_metadata({"end": 7})
+    assert pd.read_parquet(path)["a"].tolist() == [1, 2, 3]
+    assert read_parquet_metadata(path)["model_hash"] == "h1"
+    assert read_parquet_metadata(path)["k"] == "v"
+    assert pq.read_metadata(path).metadata[b"virtime.end"] == b"7"
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="boom"), ParquetStream(path, model_hash="h2") as stream:
+        stream.write(pd.DataFrame({"a": [9]}))
+        raise ValueError("boom")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]

@@ -6,8 +6,8 @@ mean probability and ``<channel>.positive`` its call for the 21 protein channels
 and one boolean column per flag come from the gating table; ``compartment`` is ``tumour`` or
 ``stroma`` (CK-positive neighbourhood, :class:`~virtime.cells.config.CellConfig`).
 
-:class:`CellTableWriter` appends row groups to a temporary file in the slide folder and renames it
-to ``cells.parquet`` on :meth:`~CellTableWriter.close`, stamping ``virtime.version``,
+:class:`CellTableWriter` appends row groups (through :class:`virtime.io.ParquetStream`) to a
+temporary file in the slide folder and renames it to ``cells.parquet`` on :meth:`~CellTableWriter.close`, stamping ``virtime.version``,
 ``virtime.model_hash`` and the cell settings in the schema metadata (and what is known only at the
 end, e.g. ``virtime.cells.tumour_mm2``, in the file footer; :func:`read_cells_metadata` reads
 both), so memory stays flat however many cells a slide has and a reader never sees half a table.
@@ -15,7 +15,6 @@ both), so memory stays flat however many cells a slide has and a reader never se
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -26,7 +25,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from virtime import __version__
 from virtime.cells.config import CellConfig
 from virtime.cells.gating import GatingTable
 from virtime.channels import CHANNEL_NAMES, PROTEIN_CHANNELS
@@ -101,51 +99,37 @@ class CellTableWriter:
     def __init__(self, path: str | os.PathLike[str], *, model_hash: str = "",
                  config: CellConfig = CellConfig(), gating: GatingTable | None = None) -> None:
         from virtime.cells.gating import default_gating
-        from virtime.io import atomic_path
+        from virtime.io import ParquetStream
 
         self.path = Path(path)
         self._gating = gating or default_gating()
-        self._meta = {"virtime.version": __version__, "virtime.model_hash": model_hash,
-                      "virtime.cells.config": json.dumps(asdict(config), default=dict),
-                      "virtime.cells.gating": self._gating.summary().to_csv(index=False)}
-        self._stack = contextlib.ExitStack()
-        self._tmp = self._stack.enter_context(atomic_path(self.path))
-        self._writer: Any = None
-        self._schema: Any = None
-        self.rows = 0
+        self._stream = ParquetStream(self.path, model_hash=model_hash, metadata={
+            "cells.config": json.dumps(asdict(config), default=dict),
+            "cells.gating": self._gating.summary().to_csv(index=False)})
+
+    @property
+    def rows(self) -> int:
+        """Rows written so far."""
+        return self._stream.rows
 
     def write(self, frame: pd.DataFrame) -> None:
         """Appends rows (one row group)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if self._writer is None:
-            self._schema = table.schema.remove_metadata().with_metadata(self._meta)
-            self._writer = pq.ParquetWriter(str(self._tmp), self._schema)
-        self._writer.write_table(table.cast(self._schema))
-        self.rows += len(frame)
+        self._stream.write(frame)
 
     def close(self, extra_metadata: Mapping[str, Any] | None = None) -> Path:
         """Finishes the file (metadata + ``extra_metadata``) and renames it into place."""
-        if self._writer is None:  # no cells at all: an empty table with every column
+        if self._stream.schema is None:  # no cells at all: an empty table with every column
             empty = cell_frame({"x": np.zeros(0), "y": np.zeros(0), "nucleus_px": np.zeros(0),
                                 "cell_px": np.zeros(0), "mean": np.zeros((0, len(CHANNEL_NAMES))),
                                 "ck_fraction": np.zeros(0)}, model_mpp=1.0, gating=self._gating)
             self.write(empty)
         if extra_metadata:  # known only at the end: file key-value metadata (the footer)
-            self._writer.add_key_value_metadata({f"virtime.cells.{k}": str(v)
-                                                 for k, v in extra_metadata.items()})
-        self._writer.close()
-        self._stack.close()
-        return self.path
+            self._stream.add_footer_metadata({f"cells.{k}": v for k, v in extra_metadata.items()})
+        return self._stream.close()
 
     def abort(self) -> None:
         """Drops the temporary file; an existing ``cells.parquet`` is left as it was."""
-        if self._writer is not None:
-            self._writer.close()
-        with contextlib.suppress(RuntimeError):
-            self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        self._stream.abort()
 
 
 def read_cells(path: str | os.PathLike[str], columns: list[str] | None = None) -> pd.DataFrame:

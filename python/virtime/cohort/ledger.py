@@ -120,7 +120,7 @@ class Ledger:
         """Writes the Parquet snapshot atomically, then empties the journal it supersedes."""
         t0 = time.monotonic()
         path = self.out_root / LEDGER_NAME
-        _atomic_parquet(self.frame(), path)
+        _write_ledger_table(self.frame(), path)
         (self.out_root / JOURNAL_NAME).unlink(missing_ok=True)
         self._last_flush = time.monotonic()
         self._flush_cost = self._last_flush - t0
@@ -212,7 +212,8 @@ def _jsonable(rec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
+def _write_ledger_table(frame: pd.DataFrame, path: Path) -> None:
+    """Through virtime.io.write_parquet, stamped with the model hash(es) the ledger names."""
     from virtime.io import NO_MODEL, write_parquet
 
     hashes = frame["model_hash"].dropna().unique() if "model_hash" in frame.columns else []

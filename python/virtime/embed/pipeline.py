@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from virtime._nested import flat, flat_dict, nested_init
 from virtime.errors import InputDataError, InvalidArgumentError
 from virtime.slide_ids import slide_id_from_path
 
@@ -36,32 +37,67 @@ CPU_GFLOPS_ESTIMATE = 100.0
 CPU_PARAM_LIMIT = 200_000_000
 
 
-@dataclass(frozen=True)
-class EmbedConfig:
-    """How to embed a slide (defaults follow the official Prov-GigaPath pipeline)."""
+_EMBED_ENGINE = ("backend", "precision", "device", "batch_size", "threads", "cache_dir")
+_EMBED_TILING = ("target_mpp", "tile_size", "min_tissue")
 
-    backend: str = "auto"
-    precision: str = "fp32"
-    device: str | None = None
-    batch_size: int = 32
-    threads: int = 0
-    target_mpp: float = 0.5
-    tile_size: int = 256
-    min_tissue: float = 0.1
+
+def _embed_engine() -> Any:
+    from virtime.engines.config import EngineConfig
+
+    return EngineConfig(batch_size=32)  # tiles per engine call
+
+
+def _embed_tiling() -> Any:
+    from virtime.tiling import TilingConfig
+
+    return TilingConfig(target_mpp=0.5, tile_size=256)
+
+
+@dataclass(frozen=True, init=False)
+class EmbedConfig:
+    """How to embed a slide (defaults follow the official Prov-GigaPath pipeline).
+
+    Parts, shared with :class:`~virtime.translation.TranslateConfig`: ``engine``
+    (:class:`~virtime.engines.config.EngineConfig`: backend, precision, device, ``batch_size``
+    = tiles per engine call (32), reader ``threads``, ``cache_dir``) and ``tiling``
+    (:class:`~virtime.tiling.TilingConfig`: 256-px tiles at 0.5 um/px, ``min_tissue``). Their
+    fields can be given and read flat too (``EmbedConfig(device="cpu").device``).
+    """
+
+    _FLAT: ClassVar[dict[str, tuple[str, ...]]] = {"engine": _EMBED_ENGINE, "tiling": _EMBED_TILING}
+
+    engine: Any = field(default_factory=_embed_engine)
+    tiling: Any = field(default_factory=_embed_tiling)
     all_layers: bool = False
     allow_slow: bool = False
-    cache_dir: str | None = None
     show_progress: bool = True
-    progress: bool | None = None  # deprecated spelling of show_progress (kept for old callers)
 
-    def __post_init__(self) -> None:
-        if self.progress is not None:
+    def __init__(self, *, progress: bool | None = None, **kwargs: Any) -> None:
+        if progress is not None:  # deprecated spelling of show_progress (kept for old callers)
             import warnings
 
             warnings.warn("EmbedConfig(progress=...) is deprecated; use show_progress=... (the "
-                          "name every virtime config uses)", DeprecationWarning, stacklevel=3)
-            object.__setattr__(self, "show_progress", bool(self.progress))
-            object.__setattr__(self, "progress", None)
+                          "name every virtime config uses)", DeprecationWarning, stacklevel=2)
+            kwargs["show_progress"] = bool(progress)
+        nested_init(self, kwargs)
+
+    backend = flat("engine", "backend")
+    precision = flat("engine", "precision")
+    device = flat("engine", "device")
+    batch_size = flat("engine", "batch_size")
+    threads = flat("engine", "threads")
+    cache_dir = flat("engine", "cache_dir")
+    target_mpp = flat("tiling", "target_mpp")
+    tile_size = flat("tiling", "tile_size")
+    min_tissue = flat("tiling", "min_tissue")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The flat settings (what ``embed_manifest.json`` records), JSON-ready."""
+        d = flat_dict(self, ("backend", "precision", "device", "batch_size", "threads",
+                             "target_mpp", "tile_size", "min_tissue", "all_layers", "allow_slow",
+                             "cache_dir", "show_progress"))
+        d["progress"] = None  # the deprecated field, as earlier manifests recorded it
+        return d
 
 
 @dataclass
@@ -138,12 +174,6 @@ def encode_slide(
     return final, layers
 
 
-def _write_parquet(table: Any, path: Path, model_sha256: str) -> None:
-    from virtime.io import write_parquet
-
-    write_parquet(table, path, model_hash=model_sha256)
-
-
 def _embedding_column(values: np.ndarray) -> Any:
     import pyarrow as pa
 
@@ -168,7 +198,7 @@ def embed_slide(
     from virtime._progress import progress
     from virtime.batcher import iter_batches
     from virtime.slide import Slide
-    from virtime.tiling import TilingConfig, make_tile_grid
+    from virtime.tiling import make_tile_grid
     from virtime.tissue import detect_tissue
 
     if not isinstance(slide, Slide):
@@ -177,8 +207,7 @@ def embed_slide(
     if crop > size:
         raise InvalidArgumentError(f"tile_size {size} is smaller than the encoder input {crop}")
     grid = make_tile_grid(
-        slide, TilingConfig(target_mpp=config.target_mpp, tile_size=size,
-                            min_tissue=config.min_tissue), detect_tissue(slide),
+        slide, config.tiling, detect_tissue(slide),
     )
     device = _resolve_device(config.device)
     check_cpu_allowed(tile_encoder, len(grid), device, config.allow_slow)
@@ -234,7 +263,7 @@ def write_embeddings(
 
     from virtime import __version__
     from virtime.engines.hashing import model_hash
-    from virtime.io import atomic_write_json
+    from virtime.io import atomic_write_json, write_parquet
 
     emb, tiles, failures = result.tile_embeddings, result.tiles, result.failures
     slide_emb, layers = result.slide_embedding, result.layer_embeddings
@@ -247,12 +276,12 @@ def write_embeddings(
     }
     table = pa.Table.from_pandas(tiles, preserve_index=False)
     table = table.append_column("embedding", _embedding_column(emb))
-    _write_parquet(table.replace_schema_metadata({**(table.schema.metadata or {}), **meta}),
-                   out / "tile_embeddings.parquet", meta[b"tile_encoder_sha256"].decode())
+    write_parquet(table.replace_schema_metadata({**(table.schema.metadata or {}), **meta}),
+                  out / "tile_embeddings.parquet", model_hash=meta[b"tile_encoder_sha256"].decode())
     manifest: dict[str, Any] = {
         "slide": slide_path, "n_tiles": len(emb), "n_failed": len(failures),
         "tile_encoder_sha256": meta[b"tile_encoder_sha256"].decode(),
-        "config": asdict(config), "virtime_version": __version__,
+        "config": config.as_dict(), "virtime_version": __version__,
         "tile_embeddings": "tile_embeddings.parquet",
     }
     if slide_emb is not None:
@@ -264,9 +293,9 @@ def write_embeddings(
             for i, row in enumerate(layers):
                 cols[f"layer_{i}"] = _embedding_column(row[None])
         slide_meta = {**meta, b"slide_encoder_sha256": model_hash(slide_encoder).encode()}
-        _write_parquet(pa.table(cols).replace_schema_metadata(slide_meta),
-                       out / "slide_embedding.parquet",
-                       slide_meta[b"slide_encoder_sha256"].decode())
+        write_parquet(pa.table(cols).replace_schema_metadata(slide_meta),
+                      out / "slide_embedding.parquet",
+                      model_hash=slide_meta[b"slide_encoder_sha256"].decode())
         manifest["slide_embedding"] = "slide_embedding.parquet"
         manifest["slide_encoder_sha256"] = slide_meta[b"slide_encoder_sha256"].decode()
     atomic_write_json(out / "embed_manifest.json", manifest)

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from virtime import __version__
 from virtime._progress import progress
 from virtime.channels import CHANNEL_NAMES
 from virtime.errors import InputDataError, MissingMppError
@@ -383,15 +382,6 @@ def features_from_outputs(
     return row
 
 
-def _atomic_write_table(table: Any, path: Path) -> None:
-    import pyarrow.parquet as pq
-
-    from virtime.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        pq.write_table(table, str(tmp))
-
-
 def write_features(
     rows: Sequence[dict[str, Any]],
     path: str | os.PathLike[str],
@@ -401,24 +391,19 @@ def write_features(
 ) -> Path:
     """Writes feature rows (one per slide, with ``slide_id``) to Parquet, atomically.
 
-    The schema metadata carries ``virtime.version``, ``virtime.model_hash`` and the feature
-    settings (JSON) so a table always says what produced it.
+    Through :func:`virtime.io.write_parquet`: the schema metadata carries ``virtime.version``,
+    ``virtime.model_hash`` and the feature settings (JSON) so a table always says what produced
+    it.
     """
     import pandas as pd
-    import pyarrow as pa
+
+    from virtime.io import write_parquet
 
     df = pd.DataFrame(list(rows))
     if "slide_id" not in df.columns:
         raise InputDataError(f"features: rows written to {path} need a 'slide_id'")
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta[b"virtime.version"] = __version__.encode()
-    meta[b"virtime.model_hash"] = model_hash.encode()
-    meta[b"virtime.features.settings"] = json.dumps(settings or {}).encode()
-    table = table.replace_schema_metadata(meta)
-    p = Path(path)
-    _atomic_write_table(table, p)
-    return p
+    return write_parquet(df, path, model_hash=model_hash,
+                         metadata={"features.settings": json.dumps(settings or {})})
 
 
 def read_features(path: str | os.PathLike[str]) -> tuple[Any, dict[str, str]]:

@@ -8,11 +8,12 @@ table carries the virtime version and the model hash" hold by construction.
 from __future__ import annotations
 
 from virtime.io.atomic import RunManifest, atomic_path, atomic_write_bytes, atomic_write_json
-from virtime.io.parquet import NO_MODEL, read_parquet_metadata, write_parquet
+from virtime.io.parquet import NO_MODEL, ParquetStream, read_parquet_metadata, write_parquet
 from virtime.io.slide_folder import SlideFolder
 
 __all__ = [
     "NO_MODEL",
+    "ParquetStream",
     "RunManifest",
     "SlideFolder",
     "atomic_path",
