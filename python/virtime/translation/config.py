@@ -1,21 +1,55 @@
-"""Settings of a whole-slide translation, one frozen dataclass passed down the pipeline."""
+"""Settings of a whole-slide translation, one frozen dataclass passed down the pipeline.
+
+A :class:`TranslateConfig` is made of the settings it passes on: ``engine``
+(:class:`~virtime.engines.config.EngineConfig`), ``tiling`` (:class:`~virtime.tiling.TilingConfig`)
+and ``slide_features`` (:class:`~virtime.features.config.FeaturesConfig`), plus its own output
+and safety settings. Flat keywords and attributes still work: ``TranslateConfig(tile_size=256,
+backend="torch").tiling.tile_size == 256`` and ``config.tile_size`` reads it back.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
-__all__ = ["TranslateConfig"]
+from virtime._nested import flat, flat_dict, nested_init
+from virtime.engines.config import EngineConfig
+from virtime.features.config import FeaturesConfig
+from virtime.tiling import TilingConfig
+
+__all__ = ["EngineConfig", "FeaturesConfig", "TilingConfig", "TranslateConfig"]
+
+_ENGINE = tuple(f.name for f in fields(EngineConfig))
+_TILING = ("tile_size", "overlap", "min_tissue")
+_FEATURES = tuple(f.name for f in fields(FeaturesConfig))
+
+#: The flat keys of :meth:`TranslateConfig.as_dict` (and ``summary.json["config"]``), in order.
+_AS_DICT = ("backend", "precision", "device", "batch_size", "window_batch", "threads",
+            "tile_size", "overlap", "min_tissue", "output_mpp", "normalize", "mpp", "model_mpp",
+            "ome_tiff", "thumbnail_channels", "features", "force", "lock_timeout", "mpp_range",
+            "max_upsample", "allow_mpp", "show_progress", "log_json", "cache_dir",
+            "engine_options", "cells", "memory_budget", "device_path", *_FEATURES)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class TranslateConfig:
     """How to translate a slide.
+
+    Parts: ``engine`` (backend, precision, device, batch sizes, threads, cache, engine options,
+    memory budget, device path), ``tiling`` (tile_size, overlap, min_tissue; its ``target_mpp``
+    is replaced by the model's input mpp) and ``slide_features`` (bin_um, threshold,
+    max_failed_share of ``features.parquet``). Every field of a part can also be given as a flat
+    keyword (``TranslateConfig(tile_size=256, backend="torch")``) and read as a flat attribute
+    (``config.tile_size``); a flat keyword changes the part given beside it.
 
     Geometry follows the model card: tiles of ``tile_size`` pixels at the model's input mpp,
     split into the model's windows (256 for GigaTIME). ``overlap`` (model pixels, at most half a
     window) makes neighbouring tiles and windows overlap and blends them with cosine ramps;
     ``overlap=0`` is the official non-overlapping layout.
+
+    ``normalize``: ``"none"``, a normalizer's name (``"macenko"``, ``"reinhard"``: fitted to
+    the built-in reference) or a normalizer object already fitted to your reference
+    (``get_normalizer("macenko").fit(reference)``).
 
     Safety: ``lock_timeout`` is how long to wait for another run that holds the slide folder's
     lock (0: stop at once with a message naming it; None: wait for ever). A slide whose level-0
@@ -25,17 +59,13 @@ class TranslateConfig:
     ``allow_mpp`` skips both.
     """
 
-    backend: str = "auto"
-    precision: str = "fp32"
-    device: str | None = None
-    batch_size: int = 8  # tiles per batch from the C++ batcher
-    window_batch: int = 32  # windows per engine call (a batch of 8 tiles of 4 windows: one call)
-    threads: int = 0  # batcher threads (0 = all cores)
-    tile_size: int = 512
-    overlap: int = 0
-    min_tissue: float = 0.1
+    _FLAT: ClassVar[dict[str, tuple[str, ...]]] = {"engine": _ENGINE, "tiling": _TILING, "slide_features": _FEATURES}
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    slide_features: FeaturesConfig = field(default_factory=FeaturesConfig)
     output_mpp: float = 2.0
-    normalize: str = "none"
+    normalize: Any = "none"  # a name, or a fitted normalizer (virtime.stain)
     mpp: float | None = None  # level-0 mpp override for slides without metadata
     model_mpp: float | None = None  # the mpp the caller expects the model to take (checked)
     ome_tiff: bool = False
@@ -48,21 +78,48 @@ class TranslateConfig:
     allow_mpp: bool = False  # skip both mpp checks
     show_progress: bool = True
     log_json: str | None = None
-    cache_dir: str | None = None
-    engine_options: dict[str, Any] = field(default_factory=dict)
     # Virtual single cells (virtime.cells): segment every tile's full-resolution probabilities and
     # write cells.parquet (+ cells.* slide features). An interrupted run is redone from the start.
     cells: bool = False
-    # Peak memory (bytes) the batch sizes are chosen to fit (virtime.engines.memory); None: a
-    # quarter of RAM, at most 4 GiB. batch_size / window_batch are then upper bounds.
-    memory_budget: int | None = None
-    # The device path (uint8 tiles up, post-processing on the engine's device, pooled uint8 down;
-    # translation/device_path.py): None = when the engine is not on the CPU; True forces it (on
-    # CPU too, with torch CPU tensors), False keeps the fused C++ CPU path.
-    device_path: bool | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        nested_init(self, kwargs)
+
+    # Flat, read-only views of the parts (the keywords of the same names set them).
+    backend = flat("engine", "backend")
+    precision = flat("engine", "precision")
+    device = flat("engine", "device")
+    batch_size = flat("engine", "batch_size")
+    window_batch = flat("engine", "window_batch")
+    threads = flat("engine", "threads")
+    cache_dir = flat("engine", "cache_dir")
+    engine_options = flat("engine", "engine_options")
+    memory_budget = flat("engine", "memory_budget")
+    device_path = flat("engine", "device_path")
+    tile_size = flat("tiling", "tile_size")
+    overlap = flat("tiling", "overlap")
+    min_tissue = flat("tiling", "min_tissue")
+    bin_um = flat("slide_features", "bin_um")
+    threshold = flat("slide_features", "threshold")
+    max_failed_share = flat("slide_features", "max_failed_share")
+
+    @property
+    def normalize_name(self) -> str:
+        """``normalize`` as a name (a normalizer object's ``name``)."""
+        n = self.normalize
+        return n if isinstance(n, str) else str(getattr(n, "name", type(n).__name__))
+
+    def tiling_for(self, model_mpp: float) -> TilingConfig:
+        """The tile grid's settings at the model's input mpp."""
+        from dataclasses import replace
+
+        return replace(self.tiling, target_mpp=float(model_mpp))
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """The flat settings (what ``summary.json`` records as ``config``), JSON-ready."""
+        d = flat_dict(self, _AS_DICT)
+        d["normalize"] = self.normalize_name
         d["thumbnail_channels"] = list(self.thumbnail_channels)
-        return d
         d["mpp_range"] = list(self.mpp_range)
+        d["engine_options"] = dict(self.engine_options)
+        return d

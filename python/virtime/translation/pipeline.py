@@ -254,6 +254,27 @@ def check_slide_mpp(slide: Any, config: TranslateConfig, model_mpp: float) -> fl
     return mpp
 
 
+def _normalizer(normalize: Any) -> Any:
+    """The stain normalizer ``config.normalize`` names (None for ``"none"``), or the given one.
+
+    A normalizer object is used as it is (fitted to the user's reference); the fingerprint
+    hashes that reference, so outputs of another reference are not resumed or skipped.
+    """
+    if isinstance(normalize, str):
+        if normalize.strip().lower() == "none":
+            return None
+        from virtime.stain import get_normalizer
+
+        return get_normalizer(normalize)
+    if getattr(normalize, "core", None) is None:  # the identity normalizer: nothing to do
+        if str(getattr(normalize, "name", "")) == "none":
+            return None
+        raise InvalidArgumentError(
+            f"normalize={normalize!r} is not a virtime stain normalizer (virtime.stain."
+            f"get_normalizer(name), fitted with .fit(reference))")
+    return normalize
+
+
 def _already_done(out: Path, slide_path: Path, slide_id: str, source: dict[str, Any],
                   requested: dict[str, Any],
                   config: TranslateConfig) -> tuple[TranslateResult | None, bool]:
@@ -311,17 +332,13 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
     """:func:`translate` once the slide folder is locked."""
     from virtime.stitch.canvas import StreamingCanvas, canvas_shape
     from virtime.stitch.windows import output_factor, plan_windows, tile_stride, window_weight
-    from virtime.tiling import TilingConfig, make_tile_grid
+    from virtime.tiling import make_tile_grid
     from virtime.tissue import detect_tissue
     from virtime.translation.fingerprint import translation_fingerprint
 
     model_mpp, window, model_hash = _check_model(model, config)
     factor = output_factor(model_mpp, config.output_mpp)
-    normalizer = None
-    if config.normalize != "none":
-        from virtime.stain import get_normalizer
-
-        normalizer = get_normalizer(config.normalize)
+    normalizer = _normalizer(config.normalize)
     identity = {"slide_size": source["size"], "slide_head_sha256": source["head_sha256"]}
 
     def fingerprint(eng: Any) -> dict[str, Any]:
@@ -333,8 +350,7 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
     if done is not None:
         return done
     tissue = tissue if tissue is not None else detect_tissue(slide)  # prefetched, or now
-    tiling = TilingConfig(target_mpp=model_mpp, tile_size=config.tile_size, overlap=config.overlap,
-                          min_tissue=config.min_tissue)
+    tiling = config.tiling_for(model_mpp)
     origins = plan_windows(config.tile_size, window, config.overlap)
     weight = window_weight(window, config.overlap)
     stride = tile_stride(config.tile_size, config.overlap)
@@ -592,7 +608,7 @@ def _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failur
         from virtime.features import features_from_outputs
 
         t0 = time.perf_counter()
-        features_from_outputs(out, failures=failures)
+        features_from_outputs(out, failures=failures, **config.slide_features.as_kwargs())
         timings["features"] = time.perf_counter() - t0
     from virtime.view.page import write_slide_page  # OUT/SLIDE_ID/index.html, no server needed
 
