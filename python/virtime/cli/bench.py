@@ -32,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     config = TranslateConfig(backend=args.backend, precision=args.precision, device=args.device,
                              batch_size=args.batch_size, window_batch=args.window_batch,
-                             show_progress=False)
+                             memory_budget=args.memory_budget, show_progress=False)
     if args.compare is not None:
         return _compare(args, model, config)
     r = run_bench(model, size=args.size, config=config, reference_tiles=args.reference_tiles)
