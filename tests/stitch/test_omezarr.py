@@ -126,3 +126,27 @@ def test_ome_tiff_export_matches_zarr(written, tmp_path) -> None:
 def test_export_refuses_a_non_zarr(tmp_path) -> None:
     with pytest.raises(InputDataError, match="not a Zarr"):
         export_ome_tiff(tmp_path, tmp_path / "x.ome.tif")
+
+
+def test_read_ome_zarr_finds_levels_names_mpp_and_damage(written, tmp_path) -> None:
+    import shutil
+
+    from virtime.channels import CHANNEL_NAMES
+    from virtime.stitch.omezarr import VerifiedArray, read_ome_zarr
+
+    path, truth = written
+    image = read_ome_zarr(path)
+    assert image.mpp == MPP and image.channels == CHANNEL_NAMES
+    assert image.virtime["overlap"] == 64 and image.model_hash == ""
+    assert all(isinstance(a, VerifiedArray) for a in image.levels)
+    assert [tuple(a.shape[1:]) for a in image.levels] == [
+        r.shape[1:] for r in _reference_pyramid(truth)]
+    np.testing.assert_array_equal(np.asarray(image.levels[0][:]), truth)
+    copy = tmp_path / "copy.ome.zarr"
+    shutil.copytree(path, copy)
+    (copy / "1" / "0" / "0" / "0").unlink()  # a lost chunk of level 1
+    assert len(read_ome_zarr(copy, verify=False).levels) == len(image.levels)  # only opens
+    with pytest.raises(InputDataError, match="chunk missing"):
+        read_ome_zarr(copy)
+    with pytest.raises(InputDataError, match="cannot open"):
+        read_ome_zarr(tmp_path / "nope.zarr")

@@ -25,6 +25,7 @@ from virtime.channels import CHANNEL_NAMES
 from virtime.errors import InputDataError, MissingMppError
 from virtime.features.contexture import ContextureConfig
 from virtime.features.partials import SlideFeatureAccumulator
+from virtime.io import SlideFolder
 
 __all__ = [
     "FAILED_FILE",
@@ -41,7 +42,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FEATURES_FILE = "features.parquet"
 _STRIP_TARGET_ROWS = 1024
 
 
@@ -163,41 +163,25 @@ class SlideOutputs:
         return np.asarray(levels[-1][:])
 
 
-def _multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]]:
-    if "ome" in attrs and isinstance(attrs["ome"], dict):  # NGFF 0.5 (zarr v3)
-        attrs = attrs["ome"]
-    ms = attrs.get("multiscales", [])
-    return [m for m in ms if isinstance(m, dict)] if isinstance(ms, list) else []
+#: File names of a translated slide's folder (aliases of :class:`virtime.io.SlideFolder`'s).
+SUMMARY_FILE = SlideFolder.SUMMARY
+TISSUE_FILE = SlideFolder.TISSUE_MASK
+FAILED_FILE = SlideFolder.FAILED_MASK
+FEATURES_FILE = SlideFolder.FEATURES
 
 
-SUMMARY_FILE = "summary.json"
-TISSUE_FILE = "tissue_mask.npy"
-FAILED_FILE = "failed_mask.npy"
-_MANIFEST = "mif.ome.zarr.manifest.json"
-
-
-def _read_summary(d: Path, require_done: bool) -> dict[str, Any] | None:
+def _read_summary(folder: SlideFolder, require_done: bool) -> dict[str, Any] | None:
     """``summary.json`` when present (it must say done); absent only where allowed."""
-    path = d / SUMMARY_FILE
-    if not path.is_file():
-        if require_done and (d / _MANIFEST).is_file():  # a virtime run that never finished
-            raise InputDataError(f"{path}: missing; the translation did not finish "
-                                 f"(rerun virtime translate)")
+    if not folder.summary_file.is_file():
+        if require_done and folder.zarr_manifest.is_file():  # a virtime run that never finished
+            folder.summary()  # raises, naming the missing file
         return None
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputDataError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(summary, dict) or summary.get("status") != "done":
-        status = summary.get("status") if isinstance(summary, dict) else None
-        raise InputDataError(f"{path}: the translation is not done (status {status!r}); "
-                             f"rerun virtime translate")
-    return summary
+    return folder.require_done()
 
 
-def _check_manifest(store: Path) -> None:
+def _check_manifest(folder: SlideFolder) -> None:
     """The canvas' run manifest, when there is one, must say the map was finished."""
-    path = store.with_name(store.name + ".manifest.json")
+    path = folder.zarr_manifest
     if not path.exists():
         return
     from virtime.io import RunManifest
@@ -233,71 +217,27 @@ def load_slide_outputs(
     (``require_done=False`` accepts a missing summary: translation computes features before it
     writes one). Any of these failing raises InputDataError naming the file.
     """
-    import zarr
+    from virtime.stitch.omezarr import read_ome_zarr
 
-    from virtime.stitch.omezarr import VerifiedArray, verify_array
-
-    d = Path(slide_dir)
-    store = d / "mif.ome.zarr"
+    folder = SlideFolder(slide_dir)
+    d, store = folder.path, folder.zarr
     if not store.exists():
         raise InputDataError(f"{store}: not found (expected the slide's OME-Zarr map)")
-    summary = _read_summary(d, require_done)
-    _check_manifest(store)
-    try:
-        group = zarr.open_group(str(store), mode="r")
-    except Exception as exc:  # zarr raises several types for a bad store
-        raise InputDataError(f"{store}: cannot open ({exc})") from exc
-    attrs: dict[str, Any] = dict(group.attrs)
-    ms = _multiscales(attrs)
-    level_path = "0"
-    mpp: float | None = None
-    if ms:
-        ds0 = ms[0].get("datasets", [{}])[0]
-        level_path = str(ds0.get("path", "0"))
-        axes = [a["name"] if isinstance(a, dict) else a for a in ms[0].get("axes", [])]
-        for tr in ds0.get("coordinateTransformations", []):
-            if tr.get("type") == "scale" and "y" in axes:
-                mpp = float(tr["scale"][axes.index("y")])
-    try:
-        raw: Any = group[level_path]
-    except KeyError:
-        raise InputDataError(f"{store / level_path}: level missing") from None
-    if len(getattr(raw, "shape", ())) != 3:
-        raise InputDataError(f"{store / level_path}: not a (c, y, x) array")
-    verify_array(raw, store / level_path)
-    prob: Any = VerifiedArray(raw)
-    ome: Any = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else {}
-    omero: Any = attrs.get("omero") or ome.get("omero") or {}
-    chans: Any = omero.get("channels", []) if isinstance(omero, dict) else []
-    labels = tuple(str(c.get("label", "")) if isinstance(c, dict) else "" for c in chans)
-    if len(labels) != prob.shape[0] or not all(labels):
-        labels = CHANNEL_NAMES if prob.shape[0] == len(CHANNEL_NAMES) else ()
-    if not labels:
-        raise InputDataError(f"{store}: {prob.shape[0]} channels and no channel names")
-    vt: Any = attrs.get("virtime") if isinstance(attrs.get("virtime"), dict) else {}
-    model_hash = str(attrs.get("model_hash") or vt.get("model_hash") or vt.get("model_sha256")
-                     or "")
-    tissue_path = d / TISSUE_FILE
+    summary = _read_summary(folder, require_done)
+    _check_manifest(folder)
+    image = read_ome_zarr(store, verify=True)
+    tissue_path = folder.tissue_mask
     if not tissue_path.is_file():
         raise InputDataError(f"{tissue_path}: missing (the tissue mask; without it every "
                              f"feature's denominator is unknown); rerun virtime translate")
     tissue = _load_mask(tissue_path, "tissue mask")
-    failed_path = d / FAILED_FILE
+    failed_path = folder.failed_mask
     failed = _load_mask(failed_path, "failed-tile mask") if failed_path.is_file() else None
     if failed is not None and failed.shape != tissue.shape:
         raise InputDataError(f"{failed_path}: shape {failed.shape} differs from the tissue "
                              f"mask's {tissue.shape}")
-    levels = [prob]
-    for ds in (ms[0].get("datasets", [])[1:] if ms else []):
-        path = str(ds.get("path"))
-        try:
-            arr = group[path]
-        except KeyError:
-            raise InputDataError(f"{store / path}: pyramid level missing") from None
-        verify_array(arr, store / path)
-        levels.append(VerifiedArray(arr))
-    return SlideOutputs(d.name, prob, tissue, mpp, labels, model_hash, attrs, levels, failed,
-                        summary)
+    return SlideOutputs(d.name, image.levels[0], tissue, image.mpp, image.channels,
+                        image.model_hash, image.attrs, list(image.levels), failed, summary)
 
 
 def _failure_count(out: SlideOutputs, failures: Sequence[dict[str, Any]] | None,
@@ -309,7 +249,7 @@ def _failure_count(out: SlideOutputs, failures: Sequence[dict[str, Any]] | None,
     n = len({int(f["tile"]) if isinstance(f, dict) and "tile" in f else i
              for i, f in enumerate(failures)})
     if n and out.failed is None:
-        raise InputDataError(f"{slide_dir / FAILED_FILE}: missing, but {n} tile(s) failed; "
+        raise InputDataError(f"{SlideFolder(slide_dir).failed_mask}: missing, but {n} tile(s) failed; "
                              f"their area cannot be left out (rerun virtime translate --force)")
     return n
 
@@ -378,7 +318,7 @@ def features_from_outputs(
     if write:
         settings = {"mpp": use_mpp, "bin_um": bin_um, "threshold": threshold,
                     "max_failed_share": max_failed_share}
-        write_features([row], d / FEATURES_FILE, model_hash=out.model_hash, settings=settings)
+        write_features([row], SlideFolder(d).features, model_hash=out.model_hash, settings=settings)
     return row
 
 

@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from virtime.errors import InputDataError
 
@@ -27,6 +27,22 @@ class SlideFolder:
 
     path: Path
 
+    # The file names, defined here once (readers and writers use these, never string literals).
+    LOCK: ClassVar[str] = ".virtime.lock"
+    ZARR: ClassVar[str] = "mif.ome.zarr"
+    ZARR_MANIFEST: ClassVar[str] = "mif.ome.zarr.manifest.json"
+    PARTIAL_TILES: ClassVar[str] = ".tiles.partial.parquet"
+    TILES: ClassVar[str] = "tiles.parquet"
+    TISSUE_MASK: ClassVar[str] = "tissue_mask.npy"
+    FAILED_MASK: ClassVar[str] = "failed_mask.npy"
+    THUMBNAIL: ClassVar[str] = "thumbnail.png"
+    OME_TIFF: ClassVar[str] = "mif.ome.tiff"
+    FEATURES: ClassVar[str] = "features.parquet"
+    CELLS: ClassVar[str] = "cells.parquet"
+    EMBEDDINGS: ClassVar[str] = "embeddings"
+    PAGE: ClassVar[str] = "index.html"
+    SUMMARY: ClassVar[str] = "summary.json"
+
     @classmethod
     def of(cls, out_root: str | os.PathLike[str], slide_id: str) -> SlideFolder:
         """The folder of ``slide_id`` under the output root ``out_root``."""
@@ -42,64 +58,64 @@ class SlideFolder:
     # The files, in the order the translation writes them.
     @property
     def lock(self) -> Path:
-        return self.path / ".virtime.lock"
+        return self.path / self.LOCK
 
     @property
     def zarr(self) -> Path:
         """Virtual mIF, OME-Zarr (NGFF 0.4) multiscale, uint8 probability x 255, axes c, y, x."""
-        return self.path / "mif.ome.zarr"
+        return self.path / self.ZARR
 
     @property
     def zarr_manifest(self) -> Path:
         """The canvas run manifest: settings and completed row bands (what makes resume work)."""
-        return self.path / "mif.ome.zarr.manifest.json"
+        return self.path / self.ZARR_MANIFEST
 
     @property
     def partial_tiles(self) -> Path:
-        return self.path / ".tiles.partial.parquet"
+        return self.path / self.PARTIAL_TILES
 
     @property
     def tiles(self) -> Path:
         """One row per tile: position, tissue fraction, per-channel positive fraction and mean."""
-        return self.path / "tiles.parquet"
+        return self.path / self.TILES
 
     @property
     def tissue_mask(self) -> Path:
-        return self.path / "tissue_mask.npy"
+        return self.path / self.TISSUE_MASK
 
     @property
     def failed_mask(self) -> Path:
         """Tissue that failed tiles left without a prediction (only when a tile failed)."""
-        return self.path / "failed_mask.npy"
+        return self.path / self.FAILED_MASK
 
     @property
     def thumbnail(self) -> Path:
-        return self.path / "thumbnail.png"
+        return self.path / self.THUMBNAIL
 
     @property
     def ome_tiff(self) -> Path:
-        return self.path / "mif.ome.tiff"
+        return self.path / self.OME_TIFF
 
     @property
     def features(self) -> Path:
-        return self.path / "features.parquet"
+        return self.path / self.FEATURES
 
     @property
     def cells(self) -> Path:
-        return self.path / "cells.parquet"
+        return self.path / self.CELLS
 
     @property
     def embeddings(self) -> Path:
-        return self.path / "embeddings"
+        return self.path / self.EMBEDDINGS
 
     @property
     def page(self) -> Path:
         """The self-contained per-slide HTML page."""
-        return self.path / "index.html"
+        return self.path / self.PAGE
 
     @property
     def summary_file(self) -> Path:
-        return self.path / "summary.json"
+        return self.path / self.SUMMARY
 
     def is_done(self) -> bool:
         """True when the summary says the translation finished (never raises)."""
@@ -112,8 +128,8 @@ class SlideFolder:
         """``summary.json`` as a dict; InputDataError naming the file when missing or unreadable."""
         path = self.summary_file
         if not path.is_file():
-            raise InputDataError(f"{path}: missing; {self.path} is not a finished translation "
-                                 f"(run virtime translate)")
+            raise InputDataError(f"{path}: missing; the translation did not finish or is not "
+                                 f"finished yet (wait for virtime translate or rerun it)")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -125,11 +141,13 @@ class SlideFolder:
     def require_done(self) -> dict[str, Any]:
         """The summary of a finished translation, or InputDataError saying why it is not one."""
         if not self.path.is_dir():
-            raise InputDataError(f"{self.path}: no such output folder")
+            raise InputDataError(f"{self.path}: no such output folder "
+                                 f"(run virtime translate first)")
         summary = self.summary()
         if summary.get("status") != "done":
             raise InputDataError(f"{self.summary_file}: the translation is not done "
-                                 f"(status {summary.get('status')!r}); rerun virtime translate")
+                                 f"(status {summary.get('status')!r}): not finished yet or "
+                                 f"interrupted; wait for virtime translate or rerun it")
         return summary
 
     @property

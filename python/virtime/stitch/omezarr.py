@@ -11,6 +11,9 @@ Level ``k`` is level 0 downsampled by ``2**k`` (mean of each 2x2 block, rounded 
 at an odd edge the block mean is over the pixels that exist). Levels are added until the image
 fits in one chunk. Every level is built band by band from the one above, so memory stays
 ``O(width x chunk)`` whatever the slide size.
+
+:func:`read_ome_zarr` is the one reader (``virtime features``, the viewer): levels, channel names,
+mpp and the ``virtime`` attributes of a store, every chunk checked on request.
 """
 
 from __future__ import annotations
@@ -18,17 +21,19 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from virtime.channels import Channel
+from virtime.channels import CHANNEL_NAMES, Channel
 from virtime.errors import InputDataError
 
 __all__ = [
     "NGFF_VERSION",
+    "OmeZarrImage",
     "VerifiedArray",
     "build_level",
     "create_pyramid",
@@ -39,6 +44,7 @@ __all__ = [
     "open_ome_zarr",
     "pyramid_shapes",
     "read_channel_names",
+    "read_ome_zarr",
     "verify_array",
     "writable_level",
     "write_ngff_metadata",
@@ -326,3 +332,95 @@ class VerifiedArray:
             except Exception:  # noqa: BLE001 - any failure marks the culprit
                 return _chunk_file(self.array, coords)
         return Path(getattr(self.array.store, "root", "")) / self.array.path
+
+
+def _multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]]:
+    if "ome" in attrs and isinstance(attrs["ome"], dict):  # NGFF 0.5 (zarr v3)
+        attrs = attrs["ome"]
+    ms = attrs.get("multiscales", [])
+    return [m for m in ms if isinstance(m, dict)] if isinstance(ms, list) else []
+
+
+@dataclass(frozen=True)
+class OmeZarrImage:
+    """A multiscale OME-Zarr image as :func:`read_ome_zarr` found it.
+
+    ``levels[0]`` is the finest ``(c, y, x)`` array (:class:`VerifiedArray`\\ s when read with
+    ``verify``); ``mpp`` the level-0 pixel size in µm from its scale transform (None without
+    one); ``attrs`` the group's attributes.
+    """
+
+    path: Path
+    attrs: dict[str, Any]
+    levels: list[Any]
+    level_paths: list[str]
+    channels: tuple[str, ...]
+    mpp: float | None
+
+    @property
+    def virtime(self) -> dict[str, Any]:
+        """The ``virtime`` attribute block (settings of the run that wrote the map)."""
+        vt = self.attrs.get("virtime")
+        return vt if isinstance(vt, dict) else {}
+
+    @property
+    def model_hash(self) -> str:
+        """The translator's hash: ``model_hash`` at top level or in the ``virtime`` block."""
+        vt = self.virtime
+        return str(self.attrs.get("model_hash") or vt.get("model_hash")
+                   or vt.get("model_sha256") or "")
+
+
+def read_ome_zarr(path: str | os.PathLike[str], *, verify: bool = True) -> OmeZarrImage:
+    """Opens an OME-Zarr multiscale image (NGFF 0.4, or 0.5's ``ome`` block) for reading.
+
+    Channel names come from the ``omero`` labels (the 23 GigaTIME names for a 23-channel map
+    without them). With ``verify`` every chunk of every level must be on disk and whole
+    (:func:`verify_array`; a missing chunk would read as zeros) and reads that fail to decode
+    name the chunk; ``verify=False`` only opens (cheap whatever the size: the viewer).
+
+    Raises
+    ------
+    InputDataError
+        Naming the store or the level that cannot be opened, is missing or damaged.
+    """
+    import zarr
+
+    store = Path(path)
+    try:
+        group = zarr.open_group(str(store), mode="r")
+    except Exception as exc:  # zarr raises several types for a bad store
+        raise InputDataError(f"{store}: cannot open ({exc})") from exc
+    attrs: dict[str, Any] = dict(group.attrs)
+    ms = _multiscales(attrs)
+    datasets = [d for d in ms[0].get("datasets", []) if isinstance(d, dict)] if ms else []
+    paths = [str(d.get("path", "0")) for d in datasets] or ["0"]
+    mpp: float | None = None
+    if datasets:
+        axes = [a["name"] if isinstance(a, dict) else a for a in ms[0].get("axes", [])]
+        for tr in datasets[0].get("coordinateTransformations", []):
+            if tr.get("type") == "scale" and "y" in axes:
+                mpp = float(tr["scale"][axes.index("y")])
+    levels: list[Any] = []
+    for k, level_path in enumerate(paths):
+        try:
+            arr: Any = group[level_path]
+        except KeyError:
+            what = "level missing" if k == 0 else "pyramid level missing"
+            raise InputDataError(f"{store / level_path}: {what}") from None
+        if k == 0 and len(getattr(arr, "shape", ())) != 3:
+            raise InputDataError(f"{store / level_path}: not a (c, y, x) array")
+        if verify:
+            verify_array(arr, store / level_path)
+            arr = VerifiedArray(arr)
+        levels.append(arr)
+    n_channels = int(levels[0].shape[0])
+    ome: Any = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else {}
+    omero: Any = attrs.get("omero") or ome.get("omero") or {}
+    chans: Any = omero.get("channels", []) if isinstance(omero, dict) else []
+    labels = tuple(str(c.get("label", "")) if isinstance(c, dict) else "" for c in chans)
+    if len(labels) != n_channels or not all(labels):
+        labels = CHANNEL_NAMES if n_channels == len(CHANNEL_NAMES) else ()
+    if not labels:
+        raise InputDataError(f"{store}: {n_channels} channels and no channel names")
+    return OmeZarrImage(store, attrs, levels, paths, tuple(labels), mpp)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,12 +28,13 @@ from numpy.typing import NDArray
 
 from virtime.channels import CHANNEL_NAMES, PROTEIN_CHANNELS, get_channel
 from virtime.errors import InputDataError, InvalidArgumentError
+from virtime.io import SlideFolder
 
 __all__ = ["COMPOSITE_CHANNELS", "composite_rgb", "slide_panels", "write_slide_page"]
 
 #: Channels of the composite image: nuclei, epithelium and the main immune lineages.
 COMPOSITE_CHANNELS: tuple[str, ...] = ("DAPI", "CK", "CD3", "CD8", "CD20", "CD68")
-PAGE_NAME = "index.html"
+PAGE_NAME = SlideFolder.PAGE
 
 
 def _rgb(color: str) -> NDArray[np.float64]:
@@ -93,9 +93,10 @@ def _uri(jpeg: bytes) -> str:
 
 
 def _read_summary(d: Path) -> dict[str, Any]:
+    """The summary when there is one (the page is written before it, during translation)."""
     try:
-        return json.loads((d / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return SlideFolder(d).summary()
+    except InputDataError:
         return {}
 
 
@@ -113,15 +114,14 @@ def _open_slide(d: Path, slide: Any) -> Any:
 
 def _mif_level(d: Path, max_px: int) -> tuple[Any, list[str]]:
     """The finest pyramid level whose longer side is ``<= max_px`` (else the coarsest)."""
-    from virtime.stitch import omezarr
+    from virtime.stitch.omezarr import read_ome_zarr
 
-    group = omezarr.open_ome_zarr(d / "mif.ome.zarr")
-    names = omezarr.read_channel_names(group)
-    paths = [x["path"] for x in group.attrs["multiscales"][0]["datasets"]]
-    for p in paths:
-        if max(group[p].shape[1:]) <= max_px:
-            return group[p], names
-    return group[paths[-1]], names
+    image = read_ome_zarr(SlideFolder(d).zarr, verify=False)
+    names = list(image.channels)
+    for level in image.levels:
+        if max(level.shape[1:]) <= max_px:
+            return level, names
+    return image.levels[-1], names
 
 
 def _he_image(slide: Any, size_wh: tuple[int, int]) -> NDArray[np.uint8]:
@@ -206,7 +206,7 @@ def _tile_summary(d: Path) -> tuple[str, dict[str, tuple[float, float]]]:
     """HTML of the tile-table summary, and per channel (mean positive, mean probability)."""
     import pandas as pd
 
-    path = d / "tiles.parquet"
+    path = SlideFolder(d).tiles
     if not path.is_file():
         return "<p>No tile table.</p>", {}
     t = pd.read_parquet(path)
@@ -231,9 +231,8 @@ def _features_html(d: Path) -> str:
     import pandas as pd
 
     from virtime.features import read_features
-    from virtime.features.table import FEATURES_FILE
 
-    path = d / FEATURES_FILE
+    path = SlideFolder(d).features
     if not path.is_file():
         return "<p>No features (translated with --no-features).</p>"
     frame, _ = read_features(path)

@@ -20,7 +20,6 @@ Encoded tiles are kept in a byte-bounded LRU cache shared by the server's thread
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import threading
@@ -35,12 +34,11 @@ from numpy.typing import NDArray
 
 from virtime.channels import get_channel
 from virtime.errors import InputDataError, InvalidArgumentError
+from virtime.io import SlideFolder
 
 __all__ = ["TILE", "LRUCache", "ViewSource", "check_output_dir"]
 
 TILE = 256
-_ZARR = "mif.ome.zarr"
-_SUMMARY = "summary.json"
 
 
 def check_output_dir(slide_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -49,22 +47,10 @@ def check_output_dir(slide_dir: str | os.PathLike[str]) -> dict[str, Any]:
     A folder is viewable once ``virtime translate`` wrote its summary with ``status: done``
     (written last, so everything else is complete).
     """
-    d = Path(slide_dir)
-    if not d.is_dir():
-        raise InputDataError(f"{d}: no such output folder (run virtime translate first)")
-    path = d / _SUMMARY
-    if not path.is_file():
-        raise InputDataError(f"{d}: translation not finished ({_SUMMARY} missing); "
-                             "wait for virtime translate or rerun it")
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputDataError(f"{path}: unreadable summary ({exc})") from None
-    if not isinstance(summary, dict) or summary.get("status") != "done":
-        status = summary.get("status") if isinstance(summary, dict) else None
-        raise InputDataError(f"{d}: translation not finished (status {status!r}, not 'done')")
-    if not (d / _ZARR / ".zgroup").is_file():
-        raise InputDataError(f"{d}: no virtual mIF ({_ZARR} missing)")
+    folder = SlideFolder(slide_dir)
+    summary = folder.require_done()
+    if not (folder.zarr / ".zgroup").is_file():
+        raise InputDataError(f"{folder.path}: no virtual mIF ({folder.ZARR} missing)")
     return summary
 
 
@@ -141,9 +127,10 @@ class ViewSource:
     def __init__(self, slide_dir: str | os.PathLike[str], *, slide_path: str | None = None,
                  mpp: float | None = None, cache_bytes: int = 256 * 2**20) -> None:
         from virtime.slide import Slide
-        from virtime.stitch import omezarr
+        from virtime.stitch.omezarr import read_ome_zarr
 
         self.dir = Path(slide_dir)
+        folder = SlideFolder(self.dir)
         self.summary = check_output_dir(self.dir)
         self.slide_id = str(self.summary.get("slide_id", self.dir.name))
         path = slide_path or self.summary.get("slide")
@@ -154,16 +141,17 @@ class ViewSource:
         self.slide = Slide(path, mpp=mpp)
         self.width, self.height = self.slide.dimensions
         self.mpp = float(self.slide.mpp)
-        group = omezarr.open_ome_zarr(self.dir / _ZARR)
-        ms = group.attrs["multiscales"][0]
-        self.channel_names = omezarr.read_channel_names(group)
-        out_mpp = float(ms["datasets"][0]["coordinateTransformations"][0]["scale"][-1])
-        self.canvas_mpp = out_mpp
+        image = read_ome_zarr(folder.zarr, verify=False)  # opening only: cheap at any size
+        if image.mpp is None:
+            raise InputDataError(f"{folder.zarr}: no pixel size in the multiscales metadata")
+        self.channel_names = list(image.channels)
+        self.canvas_mpp = out_mpp = image.mpp
+        self._zarr_factor = _zarr_factor(image.virtime)
         f = out_mpp / self.mpp  # level-0 pixels per canvas pixel
-        self.levels = [_Level(k, group[d["path"]], f * 2**k) for k, d in enumerate(ms["datasets"])]
+        self.levels = [_Level(k, arr, f * 2**k) for k, arr in enumerate(image.levels)]
         self.canvas_shape = tuple(int(v) for v in self.levels[0].array.shape[1:])
         self.max_zoom = max(0, math.ceil(math.log2(max(self.width, self.height) / TILE)))
-        mask_path = self.dir / "tissue_mask.npy"
+        mask_path = folder.tissue_mask
         self.mask = np.load(mask_path, mmap_mode="r") if mask_path.is_file() else None
         self._tiles = self._load_tiles()
         self.cache = LRUCache(cache_bytes)
@@ -285,7 +273,7 @@ class ViewSource:
     def _load_tiles(self) -> dict[str, NDArray[Any]] | None:
         import pyarrow.parquet as pq
 
-        path = self.dir / "tiles.parquet"
+        path = SlideFolder(self.dir).tiles
         if not path.is_file():
             return None
         table = pq.read_table(path)
@@ -294,7 +282,7 @@ class ViewSource:
         cols = {name: table.column(name).to_numpy() for name in table.column_names}
         cfg = self.summary.get("config", {})
         out_mpp = float(self.summary.get("output_mpp", self.canvas_mpp))
-        factor = _zarr_factor(self.dir / _ZARR)
+        factor = self._zarr_factor
         model_mpp = out_mpp / factor if factor else float(cfg.get("model_mpp") or self.mpp)
         cols["_extent"] = np.array([int(cfg.get("tile_size", 512)) * model_mpp / self.mpp])
         return cols
@@ -343,11 +331,11 @@ class ViewSource:
             close()
 
 
-def _zarr_factor(path: Path) -> float | None:
+def _zarr_factor(virtime_attrs: dict[str, Any]) -> float | None:
+    """Canvas pixels per model pixel, as the stitcher recorded it (None when absent)."""
     try:
-        attrs = json.loads((path / ".zattrs").read_text(encoding="utf-8"))
-        return float(attrs.get("virtime", {}).get("factor")) or None
-    except (OSError, ValueError, TypeError):
+        return float(virtime_attrs.get("factor")) or None
+    except (ValueError, TypeError):
         return None
 
 
