@@ -17,7 +17,9 @@ from virtime.features import (
     features_from_outputs,
     load_slide_outputs,
     merge_cohort,
+    merge_features,
     read_features,
+    write_features,
 )
 
 MPP = 0.5
@@ -108,18 +110,39 @@ def test_missing_store_is_an_error(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_merge_cohort(tmp_path, blobs, rng):
+def test_merge_features(tmp_path, blobs, rng):
     for i in range(3):
         d = _write_slide(tmp_path, f"S{i}", blobs(23, 40, 48), rng.random((40, 48)) > 0.3)
         features_from_outputs(d)
-    out = merge_cohort(tmp_path, tmp_path / "cohort.parquet")
+    out = merge_features(tmp_path, tmp_path / "cohort.parquet")
     df, meta = read_features(out)
     assert sorted(df["slide_id"]) == ["S0", "S1", "S2"] and meta["model_hash"] == "abc123"
     one, _ = read_features(tmp_path / "S1" / "features.parquet")
     row = df[df["slide_id"] == "S1"].iloc[0]
     assert math.isclose(row["CD8.snr"], one["CD8.snr"][0])
     with pytest.raises(InputDataError, match="no "):
-        merge_cohort(tmp_path / "S0", tmp_path / "x.parquet")
+        merge_features(tmp_path / "S0", tmp_path / "x.parquet")
+    two, _ = read_features(merge_features(tmp_path, tmp_path / "two.parquet",
+                                          slide_ids=["S2", "S0"]))
+    assert two["slide_id"].tolist() == ["S2", "S0"]
+    with pytest.warns(DeprecationWarning, match="merge_features"):
+        old = merge_cohort(tmp_path, tmp_path / "old.parquet")
+    assert read_features(old)[0].equals(df)
+
+
+def test_merge_features_refuses_repeats_and_warns_on_models(tmp_path):
+    for sid, model in (("A", "m1"), ("B", "m2")):
+        write_features([{"slide_id": sid, "CD8.density": 0.1}], tmp_path / sid / "features.parquet",
+                       model_hash=model)
+    with pytest.warns(UserWarning, match="2 different models"):
+        merged = merge_features(tmp_path)
+    assert merged == tmp_path / "cohort_features.parquet"
+    assert read_features(merged)[1]["model_hash"] == "m1;m2"
+    write_features([{"slide_id": "A", "CD8.density": 0.2}], tmp_path / "C" / "features.parquet",
+                   model_hash="m1")
+    with pytest.raises(InputDataError, match="slide_id repeated"):
+        merge_features(tmp_path, tmp_path / "x.parquet")
+    assert not (tmp_path / "x.parquet").exists()
 
 
 def test_cli_recompute_and_merge(tmp_path, slide, capsys):

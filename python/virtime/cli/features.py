@@ -47,12 +47,12 @@ def _handle(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from virtime.errors import InvalidArgumentError
-    from virtime.features import features_from_outputs, merge_cohort
+    from virtime.features import features_from_outputs, merge_features
 
     if args.merge:
         if args.slide_dirs:
             raise InvalidArgumentError("give either slide folders or --merge OUT, not both")
-        path = merge_cohort(args.merge, args.output)
+        path = merge_features(args.merge, args.output)
         log.info("wrote %s", path)
         return 0
     if not args.slide_dirs:

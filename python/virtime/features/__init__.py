@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from virtime.features.combos import or_gain
 from virtime.features.contexture import PHENOTYPES, ContextureConfig, immune_contexture
+from virtime.features.merge import merge_features
 from virtime.features.partials import METRICS, SlideFeatureAccumulator, pair_columns
 from virtime.features.table import (
     compute_slide_features,
@@ -18,17 +19,18 @@ from virtime.features.table import (
 )
 
 __all__ = [
-    "SlideFeatureAccumulator",
     "METRICS",
-    "pair_columns",
-    "ContextureConfig",
-    "immune_contexture",
     "PHENOTYPES",
-    "or_gain",
+    "ContextureConfig",
+    "SlideFeatureAccumulator",
     "compute_slide_features",
-    "load_slide_outputs",
     "features_from_outputs",
-    "write_features",
-    "read_features",
+    "immune_contexture",
+    "load_slide_outputs",
     "merge_cohort",
+    "merge_features",
+    "or_gain",
+    "pair_columns",
+    "read_features",
+    "write_features",
 ]

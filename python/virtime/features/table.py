@@ -7,7 +7,6 @@ on-disk layout of a translated slide (kept apart so it is easy to adapt when tha
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
@@ -363,35 +362,10 @@ def read_features(path: str | os.PathLike[str]) -> tuple[Any, dict[str, str]]:
 def merge_cohort(
     out_dir: str | os.PathLike[str], output: str | os.PathLike[str]
 ) -> Path:
-    """Concatenates ``<out_dir>/*/features.parquet`` into one cohort table, atomically.
+    """Deprecated: :func:`virtime.features.merge_features` (same arguments) is the one merge."""
+    from virtime.features.merge import merge_features
 
-    Raises InputDataError when there is nothing to merge or a slide_id repeats; differing model
-    hashes are allowed but warned about and all recorded (``;``-joined) in the metadata.
-    """
-    import pandas as pd
-
-    paths = sorted(glob.glob(os.path.join(os.fspath(out_dir), "*", FEATURES_FILE)))
-    if not paths:
-        raise InputDataError(f"features: no */{FEATURES_FILE} under {out_dir}")
-    frames, hashes, settings = [], [], []
-    for p in paths:
-        df, meta = read_features(p)
-        if "slide_id" not in df.columns:
-            raise InputDataError(f"features: {p} has no 'slide_id' column")
-        frames.append(df)
-        hashes.append(meta.get("model_hash", ""))
-        settings.append(meta.get("features.settings", "{}"))
-    cohort = pd.concat(frames, ignore_index=True, sort=False)
-    dup = cohort["slide_id"][cohort["slide_id"].duplicated()].tolist()
-    if dup:
-        raise InputDataError(f"features: slide_id repeated in {out_dir}: {dup[:5]}")
-    uniq = sorted(set(hashes))
-    if len(uniq) > 1:
-        warnings.warn(f"features: merging slides from {len(uniq)} different models", UserWarning,
-                      stacklevel=2)
-    if len(set(settings)) > 1:
-        warnings.warn("features: merging slides computed with different feature settings",
-                      UserWarning, stacklevel=2)
-    log.info("merged %d slides from %s", len(cohort), out_dir)
-    return write_features(cohort.to_dict("records"), output, model_hash=";".join(uniq),
-                          settings=json.loads(settings[0]) if len(set(settings)) == 1 else {})
+    warnings.warn("virtime.features.merge_cohort is deprecated; use "
+                  "virtime.features.merge_features(out_dir, output)", DeprecationWarning,
+                  stacklevel=2)
+    return merge_features(out_dir, output)
