@@ -29,10 +29,11 @@ from virtime.cells.config import CellConfig
 from virtime.cells.gating import GatingTable
 from virtime.channels import CHANNEL_NAMES, PROTEIN_CHANNELS
 from virtime.errors import InputDataError
+from virtime.io import SlideFolder
 
 __all__ = ["CELLS_FILE", "CellTableWriter", "cell_frame", "read_cells", "read_cells_metadata"]
 
-CELLS_FILE = "cells.parquet"
+CELLS_FILE = SlideFolder.CELLS  # the name is defined once, in virtime.io.SlideFolder
 _PROTEIN_IDX = [CHANNEL_NAMES.index(c) for c in PROTEIN_CHANNELS]
 
 

@@ -76,19 +76,19 @@ def slide_feature_values(slides_dir: str | os.PathLike[str], feature: str) -> pd
     Index: the folder (slide) name; slides without the feature or with NaN are left out.
     """
     from virtime.features import read_features
-    from virtime.features.table import FEATURES_FILE
+    from virtime.io import SlideFolder
 
     root = Path(slides_dir)
     if not root.is_dir():
         raise InputDataError(f"{root}: no such slides folder")
     values = {}
-    for path in sorted(root.glob(f"*/{FEATURES_FILE}")):
+    for path in sorted(root.glob(f"*/{SlideFolder.FEATURES}")):
         frame, _ = read_features(path)
         if feature in frame.columns and len(frame) and np.isfinite(float(frame[feature].iloc[0])):
             values[path.parent.name] = float(frame[feature].iloc[0])
     if not values:
         raise InputDataError(f"{root}: no slide folder has feature {feature!r} "
-                             f"(looked for */{FEATURES_FILE})")
+                             f"(looked for */{SlideFolder.FEATURES})")
     return pd.Series(values, name=feature)
 
 
