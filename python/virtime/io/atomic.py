@@ -22,6 +22,7 @@ from typing import Any
 from virtime.errors import InputDataError, InvalidArgumentError
 
 __all__ = [
+    "CommitOnExit",
     "RunManifest",
     "atomic_path",
     "atomic_write_bytes",
@@ -61,6 +62,29 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class CommitOnExit:
+    """``with`` for writers that finish with ``close()`` and drop their work with ``abort()``.
+
+    Leaving the block normally commits (``close``); an exception aborts, so a half-written
+    output is never renamed into place. Subclasses define both methods.
+    """
+
+    def close(self) -> Any:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

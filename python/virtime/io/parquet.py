@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from virtime.io.atomic import CommitOnExit
+
 __all__ = ["NO_MODEL", "ParquetStream", "read_parquet_metadata", "write_parquet"]
 
 #: The model hash recorded on tables that no model produced (H&E tile lists, cohort ledgers).
@@ -83,7 +85,7 @@ def _stamp(model_hash: str, metadata: Mapping[str, Any] | None) -> dict[bytes, b
     return stamp
 
 
-class ParquetStream:
+class ParquetStream(CommitOnExit):
     """One Parquet file written in row groups, atomically, stamped like :func:`write_parquet`.
 
     For tables too large to hold in memory (``cells.parquet``): every :meth:`write` appends a
@@ -154,12 +156,6 @@ class ParquetStream:
 
     def __enter__(self) -> ParquetStream:  # noqa: PYI034  (typing.Self needs Python 3.11)
         return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def read_parquet_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

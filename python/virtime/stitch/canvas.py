@@ -41,8 +41,9 @@ from numpy.typing import NDArray
 
 from virtime.channels import CHANNELS, Channel, get_channel
 from virtime.errors import InputDataError, InvalidArgumentError
-from virtime.stitch import omezarr
 from virtime.io import RunManifest
+from virtime.io.atomic import CommitOnExit
+from virtime.stitch import omezarr
 from virtime.stitch.windows import pool_weighted
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ def _resolve_channels(channels: Sequence[Channel | str]) -> tuple[Channel, ...]:
     return tuple(c if isinstance(c, Channel) else get_channel(c) for c in channels)
 
 
-class StreamingCanvas:
+class StreamingCanvas(CommitOnExit):
     """Accumulate weighted window probabilities into a bounded-memory OME-Zarr canvas.
 
     Parameters
@@ -389,14 +390,9 @@ class StreamingCanvas:
         self._manifest.mark_finished()
 
     def __enter__(self) -> Self:
+        # Leaving ``with`` on an error aborts (CommitOnExit): the canvas stays resumable rather
+        # than finished with missing tiles.
         return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        # On an error leave the canvas resumable rather than finishing it with missing tiles.
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def abort(self) -> None:
         """Stop after an error: finish the band writes already queued (they are complete bands,
