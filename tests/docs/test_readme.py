@@ -178,7 +178,7 @@ def _substitute(argv: list[str], ctx: dict) -> list[str]:
         argv = _set_option(argv, ("--repeats",), "1")
         return _set_option(argv, ("--reference-tiles",), "1")
     if cmd == "simulate-pairs":
-        argv = _set_option(argv, ("--tiles",), "16")
+        argv = _set_option(argv, ("--tiles",), "8")
         return argv + ["-q"]
     if cmd == "train":
         for opt, val in (("--epochs", "1"), ("--steps-per-epoch", "2"), ("--batch-size", "2"),
