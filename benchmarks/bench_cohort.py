@@ -112,15 +112,15 @@ def test_cohort_local_cluster(benchmark, setup):
                                dashboard_address=":0")
     client = Client(cluster)
     try:
-        run_cohort(_manifest(paths[:2]), root / "warm-cohort", weights=weights, config=cfg,
-                   options=opts, client=client)
+        run_cohort(_manifest(paths[:2]), weights, root / "warm-cohort", cfg, options=opts,
+                   client=client)
         cold = time.perf_counter() - t_cold
 
         def run():
             t0 = time.perf_counter()
-            result = run_cohort(_manifest(paths[2:]), root / "cohort", weights=weights,
-                                config=cfg, options=opts, client=client)
-            assert result.summary["done"] == N_SLIDES
+            result = run_cohort(_manifest(paths[2:]), weights, root / "cohort", cfg,
+                                options=opts, client=client)
+            assert result.counts["done"] == N_SLIDES
             return time.perf_counter() - t0
 
         _record("cohort", benchmark.pedantic(run, rounds=1, iterations=1))

@@ -332,8 +332,8 @@ def whole_translate(model: Any, slide: Path, out: Path, dev: str, precision: str
         res = virtime.translate(slide, model, out, cfg)
         _sync(dev)
     k = (tile // int(model.card.window)) ** 2
-    loop = res.summary["timings_seconds"].get("tile_loop_wall", res.seconds)
-    tl = res.summary.get("timeline", {})
+    loop = res.record["timings_seconds"].get("tile_loop_wall", res.seconds)
+    tl = res.record.get("timeline", {})
     compute = tl.get("stages", {}).get("compute", {}).get("busy_s")
     name = f"{precision}" + "".join(f" + {k_}" for k_, v in opts.items() if v)
     return Row("c virtime translate", model.card.architecture, name,

@@ -145,9 +145,9 @@ def run_bench(model: Any, *, size: int = 4096, config: Any = None, reference_til
         pipeline_tiles_per_s=n / pipeline_s,
         reference_tiles_per_s=len(xy) / reference_s,
         engine_tiles_per_s=engine_tiles_per_s,
-        stage_seconds=dict(result.summary["timings_seconds"]),
-        settings={"backend": result.summary["backend"], "precision": result.summary["precision"],
-                  "device": result.summary["device"], "slide_px": size, "mpp": mpp,
+        stage_seconds=dict(result.record["timings_seconds"]),
+        settings={"backend": result.record["backend"], "precision": result.record["precision"],
+                  "device": result.record["device"], "slide_px": size, "mpp": mpp,
                   "tile_size": cfg.tile_size, "window": window,
                   "window_batch": cfg.window_batch, "reference_tiles": len(xy)},
     )

@@ -27,9 +27,9 @@ def test_translate_with_cells_and_overlapping_tiles(tmp_path):
     assert cells[["x", "y"]].duplicated().sum() == 0  # no cell reported by two tiles
     assert cells.x.between(0, 512).all() and cells.y.between(0, 384).all()
     meta = read_cells_metadata(res.output_dir)
-    assert meta["model_hash"] == res.summary["model_hash"]
+    assert meta["model_hash"] == res.record["model_hash"]
     feats, _ = read_features(res.output_dir / "features.parquet")
     assert feats["cells.total.density"].iloc[0] > 0
     assert "cells.cd8_t~tumour.coloc_z" in feats.columns
-    assert res.summary["timings_seconds"]["cells"] > 0
+    assert res.record["timings_seconds"]["cells"] > 0
     assert translate(slide, load_demo(), tmp_path / "out", config).skipped  # done, with cells

@@ -100,16 +100,31 @@ def test_cohort_run_refuses_slide_ids_named_like_cohort_files(tmp_path):
                              "slide_id": ["a", "Cohort_Ledger.parquet"]})
     with pytest.raises(InputDataError, match=r"b\.svs: slide id 'Cohort_Ledger\.parquet' is "
                                              r"the name of the cohort file"):
-        run_cohort(manifest, tmp_path / "out", options=CohortOptions(show_progress=False))
+        run_cohort(manifest, None, tmp_path / "out", options=CohortOptions(show_progress=False))
     assert not (tmp_path / "out").exists()
 
 
 def test_weights_directory_is_named_as_such(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="is a directory, expected a checkpoint file"):
-        run_cohort(pd.DataFrame({"path": ["a.svs"], "patient_id": ["P0"]}), tmp_path / "o",
-                   weights=tmp_path)
+        run_cohort(pd.DataFrame({"path": ["a.svs"], "patient_id": ["P0"]}), tmp_path,
+                   tmp_path / "o")
     slide = tmp_path / "s.svs"
     slide.write_bytes(b"x")
     assert main(["translate", str(slide), "-o", str(tmp_path / "t"), "--weights",
                  str(tmp_path)]) == 2
     assert "is a directory, expected a checkpoint file" in capsys.readouterr().err
+
+
+def test_old_argument_order_still_works_with_a_warning(tmp_path):
+    """run_cohort(manifest, out, weights=...) and run_cohort(manifest, out) are the old order."""
+    manifest = pd.DataFrame({"path": ["a.svs"], "patient_id": ["P0"],
+                             "slide_id": ["cohort_ledger.parquet"]})  # refused before any work
+    for call in (lambda: run_cohort(manifest, tmp_path / "out", weights=None),
+                 lambda: run_cohort(manifest, tmp_path / "out")):
+        with (pytest.warns(DeprecationWarning, match=r"run_cohort\(manifest, model, out_root"),
+              pytest.raises(InputDataError, match="name of the cohort file")):
+            call()
+    with pytest.warns(DeprecationWarning), pytest.raises(CheckpointError, match="is a directory"):
+        run_cohort(manifest, tmp_path / "o", weights=tmp_path)  # weights= reaches the check
+    with pytest.raises(TypeError, match="needs an output root"):
+        run_cohort(manifest)

@@ -61,8 +61,8 @@ def _same_outputs(a, b):
 @pytest.fixture(scope="module")
 def first_run(cohort_slides, tiny_weights, cohort_config, dask_client, tmp_path_factory):
     out = tmp_path_factory.mktemp("cohort-out")
-    result = run_cohort(cohort_slides / "manifest.csv", out, weights=tiny_weights,
-                        config=cohort_config, options=QUIET, client=dask_client)
+    result = run_cohort(cohort_slides / "manifest.csv", tiny_weights, out, cohort_config,
+                        options=QUIET, client=dask_client)
     return out, result
 
 
@@ -93,7 +93,10 @@ def test_bad_slides_fail_once_with_their_reason(first_run):
         assert ledger.loc[sid, "status"] == "failed"
         assert ledger.loc[sid, "reason"].startswith(error) and "\n" not in ledger.loc[sid, "reason"]
         assert ledger.loc[sid, "attempts"] == 1  # deterministic: no retries
-    assert result.summary["failed"] == 3 and result.summary["done"] == 4
+    assert result.counts["failed"] == 3 and result.counts["done"] == 4
+    by_status = result.summary.set_index("status")["slides"]
+    assert by_status["failed"] == 3 and by_status["done"] == 4
+    assert int(by_status.sum()) == result.counts["slides"]
 
 
 def test_engines_are_built_once_per_worker_and_largest_slide_runs_first(first_run, cohort_slides):
@@ -173,7 +176,7 @@ def test_worker_killed_mid_slide_is_retried_and_resumes(cohort_slides, tiny_weig
 
     def drive():
         try:
-            box["result"] = run_cohort(manifest, out, weights=tiny_weights, config=cohort_config,
+            box["result"] = run_cohort(manifest, tiny_weights, out, cohort_config,
                                        options=QUIET, client=dask_client)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
             box["error"] = exc

@@ -83,7 +83,7 @@ def test_failed_tile_is_left_out_of_mask_and_features(tiny_model, tmp_path, ref)
     df = pd.read_parquet(b_dir / "features.parquet")
     row = df.iloc[0].to_dict()
     ref.assert_features_close(row, want, rtol=1e-9)
-    assert int(row["tiles_failed"]) == len(inside) == result.summary["tiles_failed"]
+    assert int(row["tiles_failed"]) == len(inside) == result.record["tiles_failed"]
     assert row["tissue_mm2_failed"] == pytest.approx(lost.sum() * CANVAS_MPP**2 / 1e6, rel=1e-12)
     assert row["tissue.area_mm2"] == pytest.approx(want_tissue.sum() * CANVAS_MPP**2 / 1e6)
     assert row["failed_tissue_share"] == pytest.approx(lost.sum() / tissue.sum())
@@ -150,12 +150,12 @@ def test_failures_of_an_interrupted_run_survive_resume(tiny_model, tmp_path):
     manifest = json.loads((cut / "mif.ome.zarr.manifest.json").read_text())
     finished_rows = len(manifest["stages"].get("level0_bands", [])) * 256 * 4  # level-0 rows
     # a failed tile lies in bands the interrupted run finished: the resumed part never reads it
-    assert any(f["y"] + 128 <= finished_rows for f in whole.summary["failed_tiles"])
+    assert any(f["y"] + 128 <= finished_rows for f in whole.record["failed_tiles"])
     with pytest.warns(UserWarning, match="qc_failed"):
         resumed = virtime.translate(bad, tiny_model, tmp_path / "cut", dataclasses.replace(
             cfg, features=True))
     assert not resumed.skipped
-    assert resumed.summary["failed_tiles"] == whole.summary["failed_tiles"]
+    assert resumed.record["failed_tiles"] == whole.record["failed_tiles"]
     for name in ("tissue_mask.npy", "failed_mask.npy"):
         np.testing.assert_array_equal(np.load(cut / name), np.load(whole.output_dir / name))
     a = pd.read_parquet(whole.output_dir / "features.parquet")

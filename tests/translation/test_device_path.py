@@ -221,13 +221,13 @@ def test_cuda_translate_device_path_equals_cpu_path(small_slide, tiny_model, fas
     gpu = virtime.translate(small_slide, tiny_model, tmp_path / "gpu",
                             dataclasses.replace(cfg, device="cuda",
                                                 engine_options={"tf32": False}))
-    assert gpu.summary["device"].startswith("cuda")
+    assert gpu.record["device"].startswith("cuda")
     assert np.abs(_canvas(cpu).astype(int) - _canvas(gpu).astype(int)).max() <= 1
     ta = pd.read_parquet(cpu.output_dir / "tiles.parquet")
     tb = pd.read_parquet(gpu.output_dir / "tiles.parquet")
     mean = [c for c in ta.columns if c.endswith(".mean_probability")]
     np.testing.assert_allclose(tb[mean].to_numpy(), ta[mean].to_numpy(), atol=1e-4)
-    assert gpu.summary["timeline"]["clock"].startswith("cuda")
+    assert gpu.record["timeline"]["clock"].startswith("cuda")
 
 
 def test_add_blocks_reproduces_exact_ratio_without_overlap(tmp_path) -> None:

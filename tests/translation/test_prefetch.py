@@ -61,4 +61,4 @@ def test_prefetched_run_equals_sequential_run(two_slides, tiny_model, fast_confi
         cb, tb = _outputs(b)
         np.testing.assert_array_equal(ca, cb)
         pd.testing.assert_frame_equal(ta, tb)
-        assert a.summary["tissue_fraction"] == b.summary["tissue_fraction"]
+        assert a.record["tissue_fraction"] == b.record["tissue_fraction"]

@@ -142,8 +142,8 @@ def test_resume_with_other_weights_starts_fresh(tall, tiny_model, other_model, f
     warned = [r.getMessage() for r in caplog.records if "starting fresh" in r.getMessage()]
     assert len(warned) == 1 and "model_hash" in warned[0] and "overlap" not in warned[0]
     _assert_same_outputs(tall_reference_b, resumed.output_dir)
-    assert resumed.summary["model_hash"] == other_model.card.sha256
-    assert resumed.summary["fingerprint"]["model_hash"] == other_model.card.sha256
+    assert resumed.record["model_hash"] == other_model.card.sha256
+    assert resumed.record["fingerprint"]["model_hash"] == other_model.card.sha256
 
 
 @pytest.mark.slow
@@ -160,7 +160,7 @@ def test_finished_folder_with_other_settings_is_redone(small_slide, tiny_model, 
     _assert_same_outputs(fresh.output_dir, redone.output_dir)
     # Same settings again: now it is done.
     assert virtime.translate(small_slide, other_model, tmp_path / "o", fast_config).skipped
-    assert first.summary["fingerprint"]["model_hash"] == tiny_model.card.sha256
+    assert first.record["fingerprint"]["model_hash"] == tiny_model.card.sha256
 
 
 def test_fingerprint_covers_the_fitted_stain_reference(tiny_model):
@@ -221,7 +221,7 @@ def test_other_slide_with_the_same_id_is_never_already_done(small_slide, tiny_mo
     second_path = make_slide(tmp_path / "d2" / "s.svs", 640, 512, mpp=0.5, seed=99)
     first = virtime.translate(first_path, tiny_model, tmp_path / "out", fast_config)
     head = hashlib.sha256(first_path.read_bytes()[: 1 << 20]).hexdigest()
-    assert first.summary["source"] == {"path": str(first_path.resolve()),
+    assert first.record["source"] == {"path": str(first_path.resolve()),
                                        "size": first_path.stat().st_size, "head_sha256": head}
     with pytest.raises(errors.SlideIdError) as info:
         virtime.translate(second_path, tiny_model, tmp_path / "out", fast_config)
@@ -229,7 +229,7 @@ def test_other_slide_with_the_same_id_is_never_already_done(small_slide, tiny_mo
     forced = virtime.translate(second_path, tiny_model, tmp_path / "out",
                                dataclasses.replace(fast_config, force=True))
     assert not forced.skipped
-    assert forced.summary["source"]["path"] == str(second_path.resolve())
+    assert forced.record["source"]["path"] == str(second_path.resolve())
     assert virtime.translation.is_translated(forced.output_dir, second_path)
     assert not virtime.translation.is_translated(forced.output_dir, first_path)
 

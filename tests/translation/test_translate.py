@@ -39,7 +39,7 @@ def _direct_tile_probs(slide_path, model, x, y, size=128, window=64):
 def test_translate_matches_direct_model_run(small_slide, tiny_model, fast_config, tmp_path):
     result = virtime.translate(small_slide, tiny_model, tmp_path, fast_config)
     out = result.output_dir
-    assert result.summary["status"] == "done" and result.tiles_failed == 0
+    assert result.record["status"] == "done" and result.tiles_failed == 0
     for name in ["mif.ome.zarr", "tiles.parquet", "summary.json", "thumbnail.png",
                  "features.parquet", "tissue_mask.npy"]:
         assert (out / name).exists(), name
@@ -152,7 +152,7 @@ def test_all_background_slide_gives_zero_tiles(tiny_model, fast_config, tmp_path
     glass = write_slide(tmp_path / "glass.svs", np.full((512, 512, 3), 244, np.uint8), 0.5)
     with pytest.warns(RuntimeWarning, match="no tissue"):  # features are NaN, with a warning
         result = virtime.translate(glass, tiny_model, tmp_path / "out", fast_config)
-    assert result.tiles_done == 0 and result.summary["status"] == "done"
+    assert result.tiles_done == 0 and result.record["status"] == "done"
 
 
 def test_cli_translates_and_reports_bad_slides(small_slide, tiny_weights, tmp_path, capsys):

@@ -49,7 +49,7 @@ def test_joint_pass_equals_separate_embedding(small_slide, tiny_model, fast_conf
                                atol=1e-5)
     slide_joint = pd.read_parquet(result.output_dir / "embeddings" / "slide_embedding.parquet")
     np.testing.assert_allclose(slide_joint["embedding"][0], alone.slide_embedding, atol=1e-5)
-    assert "embed" in result.summary["timings_seconds"]
+    assert "embed" in result.record["timings_seconds"]
 
 
 def test_joint_pass_refuses_tiles_of_another_size(small_slide, tiny_model, fast_config, encoders,

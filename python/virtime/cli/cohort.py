@@ -72,12 +72,12 @@ def _run(args: argparse.Namespace) -> int:
                  else f"Dask scheduler: {client.scheduler.address} (dashboard off)")
         print(f"{where}  ({len(workers)} workers)", flush=True)
 
-    result = run_cohort(args.manifest, args.output, weights=args.weights, config=config,
-                        options=options, on_client=announce)
-    _print_summary(result.summary)
+    result = run_cohort(args.manifest, args.weights, args.output, config, options=options,
+                        on_client=announce)
+    _print_summary(result.counts)
     if result.features_path is not None:
         print(f"cohort features: {result.features_path}")
-    return 2 if result.summary["failed"] or result.summary["pending"] else 0
+    return 2 if result.counts["failed"] or result.counts["pending"] else 0
 
 
 def _merge(args: argparse.Namespace) -> int:

@@ -2,9 +2,11 @@
 cohort features table out (``virtime cohort run|merge|status``).
 
 >>> from virtime.cohort import run_cohort, CohortOptions       # doctest: +SKIP
->>> result = run_cohort("slides.csv", "out/", weights="model.pth",
+>>> from virtime import TranslateConfig
+>>> result = run_cohort("slides.csv", "model.pth", "out/", TranslateConfig(),
 ...                     options=CohortOptions(scheduler="tcp://head:8786"))
->>> result.summary["done"], result.features_path
+>>> result.summary                  # slides per status (and their tiles, seconds)
+>>> result.counts["done"], result.features_path
 """
 
 from __future__ import annotations

@@ -76,13 +76,38 @@ class CohortOptions:
 
 @dataclass
 class CohortResult:
-    """What a cohort run left: the ledger table, its summary and the merged features table."""
+    """What a cohort run left: the ledger table, its counts and the merged features table.
+
+    ``counts`` is :func:`~virtime.cohort.ledger.ledger_summary` (slides, one count per status,
+    wall_seconds, slides_per_hour, mean_slide_seconds); :attr:`summary` is the table of slides
+    per status (it used to be the dict that ``counts`` now is).
+    """
 
     out_root: Path
     ledger: pd.DataFrame
-    summary: dict[str, Any]
+    counts: dict[str, Any]
     submitted: int
     features_path: Path | None = None
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """One row per status (done, skipped, failed, pending): ``slides``, and the sums of
+        ``tiles_done``, ``tiles_failed`` and ``translate_seconds`` over those slides."""
+        from virtime.cohort.ledger import STATUSES
+
+        cols = [c for c in ("tiles_done", "tiles_failed", "translate_seconds")
+                if c in self.ledger.columns]
+        frame = self.ledger.assign(**{c: pd.to_numeric(self.ledger[c], errors="coerce")
+                                      .clip(lower=0) for c in cols})
+        grouped = frame.groupby("status")[cols].sum(min_count=1) if cols else None
+        rows = []
+        for status in STATUSES:
+            row: dict[str, Any] = {"status": status, "slides": int(self.counts.get(status, 0))}
+            for c in cols:
+                row[c] = (float(grouped.loc[status, c]) if grouped is not None
+                          and status in grouped.index else float("nan"))
+            rows.append(row)
+        return pd.DataFrame(rows, columns=["status", "slides", *cols])
 
 
 #: Settings that change the output; a finished folder made with other values is not "complete".
@@ -120,7 +145,8 @@ def slide_is_complete(out_dir: str | os.PathLike[str], features: bool,
         return False
     if config is not None:
         recorded = summary.get("config") or {}
-        if any(recorded.get(k) != getattr(config, k) for k in _OUTPUT_SETTINGS):
+        wanted = config.as_dict()  # the flat record (a normalizer object as its name)
+        if any(recorded.get(k) != wanted.get(k) for k in _OUTPUT_SETTINGS):
             return False
         if getattr(config, "cells", False) and not (out / "cells.parquet").is_file():
             return False
@@ -237,27 +263,37 @@ def _client(options: CohortOptions, extra_config: dict[str, Any]) -> Iterator[An
         cluster.close()
 
 
+_UNSET: Any = object()
+
+
 def run_cohort(
     manifest: str | os.PathLike[str] | pd.DataFrame,
-    out_root: str | os.PathLike[str],
-    *,
-    weights: str | os.PathLike[str] | None = None,
+    model: str | os.PathLike[str] | None = None,
+    out_root: str | os.PathLike[str] | None = None,
     config: TranslateConfig | None = None,
+    *,
     options: CohortOptions | None = None,
     client: Any | None = None,
     on_client: Callable[[Any], None] | None = None,
+    weights: Any = _UNSET,
 ) -> CohortResult:
     """Translates every slide of a manifest on Dask; resumable, idempotent, with a ledger.
+
+    The argument order is virtime's ``(what, model, out, config)``, as in
+    :func:`~virtime.translation.translate`: ``run_cohort("slides.csv", "model.pth", "out/",
+    TranslateConfig(...))``. The old ``run_cohort(manifest, out_root, weights=..., config=...)``
+    still works, with a DeprecationWarning.
 
     Parameters
     ----------
     manifest
         Path of a CSV/Parquet manifest, or a table (see :mod:`virtime.cohort.manifest`).
+    model
+        Translator weights path, shipped to the workers (each loads it once); ``None``: the
+        bundled demo model.
     out_root
         Output root: ``OUT/<slide_id>/`` per slide as ``virtime translate`` writes it, plus
         ``cohort_ledger.parquet`` and ``cohort_features.parquet``.
-    weights
-        Translator weights path, shipped to the workers (each loads it once); ``None``: demo.
     config
         Per-slide translation settings (default ``TranslateConfig()``); a manifest ``mpp``
         overrides ``config.mpp`` per slide.
@@ -268,7 +304,10 @@ def run_cohort(
         some slide needs work.
     on_client
         Called with the client before tasks are submitted (the CLI prints the dashboard there).
+    weights
+        Deprecated: the old keyword for ``model``.
     """
+    weights, out_root = _old_call_style(model, out_root, weights)
     config = config if config is not None else TranslateConfig()
     options = options if options is not None else CohortOptions()
     if options.max_attempts < 1:
@@ -311,6 +350,31 @@ def run_cohort(
 
         features_path = merge_cohort_features(out, ledger=frame)
     return CohortResult(out, frame, ledger_summary(frame), len(todo), features_path)
+
+
+def _old_call_style(model: Any, out_root: Any, weights: Any) -> tuple[Any, Any]:
+    """``(weights path, out_root)`` from a new-style or an old-style call, warning on the old
+    one: ``run_cohort(m, out, weights=w)`` (``weights=`` given) or ``run_cohort(m, out)`` (the
+    second positional is the only path)."""
+    import warnings
+
+    old = weights is not _UNSET or out_root is None
+    if not old:
+        return model, out_root
+    if out_root is None and model is None:
+        raise TypeError("run_cohort() needs an output root: run_cohort(manifest, model, out_root, "
+                        "config)")
+    warnings.warn("run_cohort(manifest, out_root, weights=..., config=...) is deprecated; use "
+                  "run_cohort(manifest, model, out_root, config) (model: the weights path, None "
+                  "for the demo model)", DeprecationWarning, stacklevel=3)
+    if out_root is None:  # run_cohort(m, out, ...): the second positional was the output root
+        out_root, model = model, None
+    if weights is not _UNSET:
+        if model is not None:
+            raise TypeError("run_cohort() got both model and weights= (the same thing); pass "
+                            "model only")
+        model = weights
+    return model, out_root
 
 
 def _check_reserved_ids(table: pd.DataFrame) -> None:

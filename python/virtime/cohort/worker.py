@@ -206,7 +206,7 @@ def translate_slide_task(
         log.warning("%s: %s", slide_id, exc)
         return {**record, "status": "failed", "reason": f"{type(exc).__name__}: {_one_line(exc)}",
                 "finished": time.time(), "seconds": time.time() - started}
-    summary = result.summary if result.summary else {}
+    summary = result.record if result.record else {}
     if not is_translated(out):  # translate returned but left no done marker: a bug, say so
         raise RuntimeError(f"{slide_id}: translate returned without a finished summary in {out}")
     finished = time.time()

@@ -347,14 +347,20 @@ def add_blocks(canvas: Any, result: DeviceBatchResult) -> None:
         canvas.add_pooled(q.astype(np.float32) * (ws / np.float32(255.0)), ws, ox, oy)
 
 
-def run_tiles_device(slide, grid, todo, engine, normalizer, canvas, config, origins, weight,
-                     stride, tile_xy_model, timings, rows, out, jlog, slide_id, embedder,
-                     depth: int = 2):
-    """The translation hot loop on the device path (same arguments and results as the CPU
-    loop ``pipeline._run_tiles``): batch ``k+1`` is in flight while batch ``k`` is written.
+def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
+                                                       list[dict[str, Any]]]:
+    """The translation hot loop on the device path, for a
+    :class:`~virtime.translation.run.SlideRun` (same results as its CPU loop: the tile rows and
+    failed-tile records): batch ``k+1`` is in flight while batch ``k`` is written.
 
-    Stores the per-stage timeline in ``timings["timeline"]``.
+    Stores the per-stage timeline in ``run.timings["timeline"]``.
     """
+    slide, grid, todo, engine, normalizer = (run.slide, run.grid, run.todo, run.engine,
+                                             run.normalizer)
+    canvas, origins, weight, stride = run.canvas, run.origins, run.weight, run.stride
+    tile_xy_model, timings, rows, out = run.tile_xy_model, run.timings, run.rows, run.out
+    jlog, slide_id, embedder = run.jlog, run.slide_id, run.embedder
+    config = run.loop_config if run.loop_config is not None else run.config
     from virtime._progress import progress
     from virtime.batcher import iter_batches
     from virtime.translation import pipeline

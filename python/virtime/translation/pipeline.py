@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from virtime import __version__
-from virtime._progress import progress
 from virtime.channels import CHANNEL_NAMES
 from virtime.errors import (
     InvalidArgumentError,
@@ -35,7 +34,6 @@ from virtime.errors import (
     VirtimeError,
 )
 from virtime.translation.config import TranslateConfig
-from virtime.translation.postprocess import WindowPostprocessor
 
 __all__ = ["TranslateResult", "check_output_root", "check_slide_mpp", "is_translated",
            "slide_output_dir", "translate"]
@@ -50,9 +48,19 @@ FAILED_MASK_NAME = "failed_mask.npy"
 FAILURE_COLUMN = "failure_reason"  # marks a failed tile's row in the partial tile table
 
 
+#: Columns of :attr:`TranslateResult.summary`.
+SUMMARY_COLUMNS = ("slide_id", "status", "skipped", "tiles_done", "tiles_failed", "seconds",
+                   "model_hash", "backend", "precision", "output_dir")
+
+
 @dataclass
 class TranslateResult:
-    """What one slide's translation produced."""
+    """What one slide's translation produced.
+
+    ``record`` is the slide's ``summary.json`` (status, timings, fingerprint, failed tiles,
+    config, ...); :attr:`summary` is the one-row table of the main facts (it used to be the
+    dict that ``record`` now is).
+    """
 
     slide_id: str
     output_dir: Path
@@ -60,7 +68,27 @@ class TranslateResult:
     tiles_done: int = 0
     tiles_failed: int = 0
     seconds: float = 0.0
-    summary: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """One row: slide_id, status (``done`` or ``skipped``), skipped, tiles_done,
+        tiles_failed, seconds, model_hash, backend, precision, output_dir. A skipped slide's
+        tiles and seconds are those of the run that made its folder."""
+        r = self.record
+        row = {
+            "slide_id": self.slide_id,
+            "status": "skipped" if self.skipped else str(r.get("status", "done")),
+            "skipped": bool(self.skipped),
+            "tiles_done": int(r.get("tiles_done", self.tiles_done)),
+            "tiles_failed": int(r.get("tiles_failed", self.tiles_failed)),
+            "seconds": float(r.get("seconds", self.seconds)),
+            "model_hash": str(r.get("model_hash", "")),
+            "backend": str(r.get("backend", "")),
+            "precision": str(r.get("precision", "")),
+            "output_dir": str(self.output_dir),
+        }
+        return pd.DataFrame([row], columns=list(SUMMARY_COLUMNS))
 
 
 def slide_output_dir(out_root: str | os.PathLike[str], slide_id: str) -> Path:
@@ -125,7 +153,7 @@ class _JsonLog:
 
 
 def translate(
-    slide_path: str | os.PathLike[str],
+    slide: str | os.PathLike[str] | Any,
     model: Any,
     out_root: str | os.PathLike[str],
     config: TranslateConfig = TranslateConfig(),
@@ -139,8 +167,9 @@ def translate(
 
     Parameters
     ----------
-    slide_path
-        The H&E slide.
+    slide
+        The H&E slide: a path, or a :class:`virtime.slide.Slide` already open (used as it is,
+        unless ``config.mpp`` asks for another mpp override).
     model
         A translator from :func:`virtime.models.load` (its card gives mpp, window, channels).
     out_root
@@ -176,7 +205,10 @@ def translate(
     from virtime.translation.lock import SlideLock
 
     t_start = time.perf_counter()
-    slide_path = Path(slide_path)
+    opened = slide if isinstance(slide, Slide) else None
+    slide_path = Path(opened.path if opened is not None else slide)
+    if opened is not None and config.mpp is not None and opened._mpp_override != config.mpp:
+        opened = None  # reopened below with the configured mpp
     slide_id = (validate_slide_id(slide_id, slide_path) if slide_id is not None
                 else slide_id_from_path(slide_path))
     out = slide_output_dir(out_root, slide_id)
@@ -184,7 +216,10 @@ def translate(
     output_factor(model_mpp, config.output_mpp)  # refuse bad geometry before writing anything
     if prepared is not None and not prepared.fits(slide_path, config.mpp):
         prepared = None
-    slide = prepared.slide if prepared is not None else Slide(slide_path, mpp=config.mpp)
+    if opened is not None:
+        slide = opened
+    else:
+        slide = prepared.slide if prepared is not None else Slide(slide_path, mpp=config.mpp)
     check_slide_mpp(slide, config, model_mpp)
     try:
         source = slide_source(slide_path)
@@ -234,7 +269,7 @@ def check_slide_mpp(slide: Any, config: TranslateConfig, model_mpp: float) -> fl
     mpp = float(slide.mpp)
     if config.allow_mpp:
         return mpp
-    given = config.mpp is not None
+    given = config.mpp is not None or getattr(slide, "_mpp_override", None) is not None
     source = "given with --mpp" if given else "from the slide metadata (openslide.mpp-x)"
     lo, hi = config.mpp_range
     if not given and not (lo <= mpp <= hi):
@@ -316,7 +351,7 @@ def _already_done(out: Path, slide_path: Path, slide_id: str, source: dict[str, 
                     format_diff(summary.get("fingerprint"), requested, fields))
         return None, True
     log.info("%s: already translated in %s; skipping (use force to redo)", slide_path, out)
-    return TranslateResult(slide_id, out, skipped=True, summary=summary), False
+    return TranslateResult(slide_id, out, skipped=True, record=summary), False
 
 
 def _read_summary(out: Path) -> dict[str, Any] | None:
@@ -404,7 +439,12 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
     redo = set(todo.tolist())
     rows: list[dict[str, Any]] = [] if previous is None else [
         r for r in previous.to_dict("records") if int(r["tile"]) not in redo]
-    failures: list[dict[str, Any]] = []
+    from virtime.translation.run import SlideRun
+
+    run = SlideRun(slide, slide_path, slide_id, out, config, grid, tissue, canvas, engine,
+                   normalizer, model_hash, origins, weight, stride, tile_xy_model, todo, jlog,
+                   t_start, {"fingerprint": fp, "source": source}, embedder, timings=timings,
+                   rows=rows)
     cells = None
     try:
         if embedder is not None:
@@ -413,22 +453,19 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
         if config.cells:  # virtual single cells from each tile's full-resolution probabilities
             from virtime.cells.collector import start_translation_cells
 
-            cells = start_translation_cells(grid, todo, tile_xy_model, config.tile_size, stride,
-                                            origins, weight, model_mpp, scale, out, model_hash)
-        run_config = config
+            cells = run.cells = start_translation_cells(
+                grid, todo, tile_xy_model, config.tile_size, stride, origins, weight, model_mpp,
+                scale, out, model_hash)
         if len(todo):  # batch sizes for the memory budget (engines/memory.py); outputs unchanged
             from virtime.engines.memory import fit_memory_budget
 
-            run_config = fit_memory_budget(engine, config, window=window,
-                                           windows_per_tile=len(origins),
-                                           emit_uint8=embedder is not None)
+            run.loop_config = fit_memory_budget(engine, config, window=window,
+                                                windows_per_tile=len(origins),
+                                                emit_uint8=embedder is not None)
         t_loop = time.perf_counter()
-        rows, failures = _run_tiles(
-            slide, grid, todo, engine, normalizer, canvas, run_config, origins, weight, stride,
-            tile_xy_model, timings, rows, out, jlog, slide_id, embedder, cells=cells,
-        )
+        run.run_tiles()
         timings["tile_loop_wall"] = time.perf_counter() - t_loop
-        if cells is not None:  # before _finish: the slide features read cells.parquet
+        if cells is not None:  # before finish(): the slide features read cells.parquet
             cells.finish()
             timings["cells"] = cells.seconds
         if embedder is not None:
@@ -450,87 +487,7 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
         if cells is not None:
             cells.close()  # drops an unfinished cell table; a no-op after finish
         jlog.close()
-    return _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failures, config,
-                   timings, model_hash, engine, t_start, {"fingerprint": fp, "source": source})
-
-
-def _run_tiles(slide, grid, todo, engine, normalizer, canvas, config, origins, weight, stride,
-               tile_xy_model, timings, rows, out, jlog, slide_id, embedder,
-               cells=None):  # noqa: ANN001, ANN202
-    """The hot loop: batches in, windows through the engine, canvas and tile rows out."""
-    from virtime.batcher import iter_batches
-    from virtime.translation.device_path import run_tiles_device, use_device_path
-
-    # --cells reads each tile's full-resolution probabilities: the host path (logits on the host).
-    if cells is None and use_device_path(engine, config):  # engine on a GPU (or forced):
-        return run_tiles_device(slide, grid, todo, engine, normalizer, canvas, config, origins,
-                                weight, stride, tile_xy_model, timings, rows, out, jlog,
-                                slide_id, embedder)
-
-    failures: list[dict[str, Any]] = []
-    window = weight.shape[0]
-    post = WindowPostprocessor(weight, canvas.factor, origins, config.tile_size, stride,
-                               threads=config.threads)
-    started = time.perf_counter()
-    done = 0
-    with progress(total=len(todo), desc=f"translate {slide_id}", unit="tile",
-                  enabled=config.show_progress) as bar:
-        if len(todo) == 0:
-            return rows, failures
-        batches = iter_batches(slide, grid, normalizer=normalizer, batch_size=config.batch_size,
-                               threads=config.threads, emit_uint8=embedder is not None,
-                               pack="float32", tiles=todo)
-        position = {int(t): i for i, t in enumerate(todo)}
-        for batch in batches:
-            timings["read_cpu"] += batch.read_seconds
-            timings["normalize_cpu"] += batch.normalize_seconds
-            timings["pack_cpu"] += batch.pack_seconds
-            new = [{"tile": f.tile_index, "x": f.x, "y": f.y, "reason": f.reason}
-                   for f in batch.failures]
-            failures += new
-            if cells is not None and new:
-                cells.fail([f["tile"] for f in new])
-            rows += [_failure_row(f) for f in new]  # in the partial table: a resume counts them
-            if len(batch) and embedder is not None:
-                t0 = time.perf_counter()
-                embedder.add(batch.rgb, batch.tile_index)
-                timings["embed"] += time.perf_counter() - t0
-            if len(batch):
-                windows = np.stack([batch.tensor[:, :, y : y + window, x : x + window]
-                                    for x, y in origins], axis=1)
-                n, k = windows.shape[:2]
-                t0 = time.perf_counter()
-                logits = engine.run(windows.reshape(n * k, *windows.shape[2:]))
-                timings["engine"] += time.perf_counter() - t0
-                if cells is not None:  # blended tile probabilities, segmented with a halo
-                    cells.add_windows(batch.tile_index, logits, origins, weight)
-                t0 = time.perf_counter()
-                # Fused C++ pass: sigmoid, weight, pooling to the canvas grid, blended tile stats.
-                res = post.process(logits)
-                for i, tile in enumerate(batch.tile_index):
-                    tx, ty = (int(v) for v in tile_xy_model[tile])
-                    for j, (wx, wy) in enumerate(origins):
-                        if post.aligned(tx + wx, ty + wy):
-                            f = canvas.factor
-                            canvas.add_pooled(res.wp[i, j], res.ws, (tx + wx) // f, (ty + wy) // f)
-                        else:  # off the canvas grid: numpy pooling of the zero-padded window
-                            canvas.add(_sigmoid(logits[i * k + j]), tx + wx, ty + wy, weight)
-                    rows.append(_tile_row(int(tile), grid, res.positive_fraction[i],
-                                          res.mean_probability[i]))
-                timings["postprocess"] += time.perf_counter() - t0
-            last = position[int(batch.tile_index[-1] if len(batch) else batch.failures[-1].tile_index)]
-            t0 = time.perf_counter()
-            nxt = todo[last + 1] if last + 1 < len(todo) else None
-            if canvas.flush_until(int(tile_xy_model[nxt, 1]) if nxt is not None else
-                                  canvas.shape_yx[0] * canvas.factor):
-                _save_partial_tiles(out, rows)
-            timings["write"] += time.perf_counter() - t0
-            done += len(batch) + len(batch.failures)
-            bar.update(len(batch) + len(batch.failures))
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            jlog.emit(event="progress", slide_id=slide_id, tiles_done=done, tiles_total=len(todo),
-                      tiles_per_s=round(rate, 3))
-    return rows, failures
+    return run.finish()
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -575,71 +532,6 @@ def _atomic_parquet(frame: pd.DataFrame, path: Path, metadata: dict[str, str] | 
 
     with atomic_path(path) as tmp:  # a unique temporary name, removed if the write fails
         pq.write_table(table, tmp)
-
-
-def _finish(slide, slide_path, slide_id, out, grid, tissue, canvas, rows, failures, config,
-            timings, model_hash, engine, t_start,
-            provenance=None) -> TranslateResult:  # noqa: ANN001
-    """Tile table, tissue mask, thumbnail, optional OME-TIFF and features; summary last."""
-    from virtime.io import atomic_write_json
-    from virtime.translation.timeline import cpu_timeline
-
-    t0 = time.perf_counter()
-    table, failures = _split_failures(pd.DataFrame(rows), failures)
-    meta = {"virtime.version": __version__, "virtime.model_hash": model_hash}
-    _atomic_parquet(table, out / TILES_NAME, meta)
-    mask = _mask_on_canvas(tissue.mask, canvas.shape_yx)
-    # Tissue under failed tiles has no prediction (zeros in the map): it leaves the mask, so no
-    # feature counts it in its denominator, and is kept apart for the failed-tile columns.
-    lost = mask & _failed_on_canvas(grid, failures, table, canvas, config.tile_size)
-    mask &= ~lost
-    _save_mask(out / "tissue_mask.npy", mask)
-    if failures:
-        _save_mask(out / FAILED_MASK_NAME, lost)
-    else:
-        (out / FAILED_MASK_NAME).unlink(missing_ok=True)
-    _write_thumbnail(slide, out, config)
-    if config.ome_tiff:
-        from virtime.stitch.ometiff import export_ome_tiff
-
-        export_ome_tiff(out / ZARR_NAME, out / "mif.ome.tiff")
-    timings["write"] += time.perf_counter() - t0
-    if config.features:
-        from virtime.features import features_from_outputs
-
-        t0 = time.perf_counter()
-        features_from_outputs(out, failures=failures, **config.slide_features.as_kwargs())
-        timings["features"] = time.perf_counter() - t0
-    from virtime.view.page import write_slide_page  # OUT/SLIDE_ID/index.html, no server needed
-
-    write_slide_page(out, slide=slide)
-    (out / PARTIAL_TILES_NAME).unlink(missing_ok=True)
-    seconds = time.perf_counter() - t_start
-    summary = {
-        "status": "done",
-        "slide": str(slide_path),
-        "slide_id": slide_id,
-        "virtime_version": __version__,
-        "model_hash": model_hash,
-        "backend": getattr(engine, "name", "?"),
-        "precision": getattr(engine, "precision", config.precision),
-        "device": str(getattr(engine, "device", "")),
-        "slide_mpp": slide.mpp,
-        "output_mpp": config.output_mpp,
-        "tiles_total": len(grid),
-        "tiles_done": int(len(table)),
-        "tiles_failed": len(failures),
-        "failed_tiles": failures,
-        "tissue_px_failed": int(lost.sum()),  # canvas pixels, in failed_mask.npy
-        "tissue_fraction": tissue.fraction,
-        "timings_seconds": {k: round(v, 4) for k, v in timings.items() if k != "timeline"},
-        "timeline": timings.get("timeline") or cpu_timeline(timings),  # per stage: busy, overlap
-        "seconds": round(seconds, 3),
-        "config": config.as_dict(),
-        **(provenance or {}),  # fingerprint and source slide: what a rerun compares
-    }
-    atomic_write_json(out / SUMMARY_NAME, summary)
-    return TranslateResult(slide_id, out, False, int(len(table)), len(failures), seconds, summary)
 
 
 def _failure_row(failure: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,238 @@
+"""One slide's translation as a small state object: the tile loop and the finishing writes.
+
+:func:`virtime.translation.translate` checks the request, locks the slide folder, builds the
+grid, canvas and engine, and hands them to a :class:`SlideRun`; :meth:`SlideRun.run_tiles` runs
+the hot loop (the fused C++ CPU post-processing here, or :mod:`virtime.translation.device_path`
+on a GPU) and :meth:`SlideRun.finish` writes the tile table, masks, thumbnail, features and, last,
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from virtime import __version__
+from virtime._progress import progress
+from virtime.translation.config import TranslateConfig
+from virtime.translation.pipeline import (
+    FAILED_MASK_NAME,
+    PARTIAL_TILES_NAME,
+    SUMMARY_NAME,
+    TILES_NAME,
+    ZARR_NAME,
+    TranslateResult,
+    _atomic_parquet,
+    _failed_on_canvas,
+    _failure_row,
+    _mask_on_canvas,
+    _save_mask,
+    _save_partial_tiles,
+    _sigmoid,
+    _split_failures,
+    _tile_row,
+    _write_thumbnail,
+)
+from virtime.translation.postprocess import WindowPostprocessor
+
+__all__ = ["SlideRun"]
+
+
+@dataclass
+class SlideRun:
+    """The state one slide's translation shares between its tile loop and its finishing writes.
+
+    ``config`` is the request (recorded in ``summary.json``); ``loop_config`` the same with the
+    batch sizes fitted to the memory budget (what the loop runs with; outputs are unchanged).
+    ``rows`` (tile rows, those of an interrupted run's finished bands included) and ``failures``
+    (failed-tile records) grow as the loop goes; ``timings`` collects seconds per stage.
+    """
+
+    slide: Any
+    slide_path: Path
+    slide_id: str
+    out: Path
+    config: TranslateConfig
+    grid: Any
+    tissue: Any
+    canvas: Any
+    engine: Any
+    normalizer: Any
+    model_hash: str
+    origins: Any  # window origins within a tile (model pixels)
+    weight: np.ndarray  # the window's blending weight
+    stride: int
+    tile_xy_model: np.ndarray  # (n, 2) tile origins in model pixels
+    todo: np.ndarray  # indices of the tiles this run computes
+    jlog: Any
+    t_start: float
+    provenance: dict[str, Any] = field(default_factory=dict)  # fingerprint and source slide
+    embedder: Any = None
+    cells: Any = None
+    loop_config: TranslateConfig | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def run_tiles(self) -> None:
+        """The hot loop: batches in, windows through the engine, canvas and tile rows out."""
+        from virtime.translation.device_path import run_tiles_device, use_device_path
+
+        config = self.loop_config if self.loop_config is not None else self.config
+        # --cells reads each tile's full-resolution probabilities: the host path (logits on the
+        # host).
+        if self.cells is None and use_device_path(self.engine, config):  # on a GPU (or forced)
+            self.rows, self.failures = run_tiles_device(self)
+        else:
+            self.rows, self.failures = self._run_tiles_host(config)
+
+    def _run_tiles_host(self, config: TranslateConfig) -> tuple[list[dict[str, Any]],
+                                                                list[dict[str, Any]]]:
+        """The CPU loop: fused C++ post-processing of each batch's windows."""
+        from virtime.batcher import iter_batches
+
+        slide, grid, todo, engine, normalizer = (self.slide, self.grid, self.todo, self.engine,
+                                                 self.normalizer)
+        canvas, origins, weight, stride = self.canvas, self.origins, self.weight, self.stride
+        tile_xy_model, timings, rows, out = self.tile_xy_model, self.timings, self.rows, self.out
+        jlog, slide_id, embedder, cells = self.jlog, self.slide_id, self.embedder, self.cells
+        failures: list[dict[str, Any]] = []
+        window = weight.shape[0]
+        post = WindowPostprocessor(weight, canvas.factor, origins, config.tile_size, stride,
+                                   threads=config.threads)
+        started = time.perf_counter()
+        done = 0
+        with progress(total=len(todo), desc=f"translate {slide_id}", unit="tile",
+                      enabled=config.show_progress) as bar:
+            if len(todo) == 0:
+                return rows, failures
+            batches = iter_batches(slide, grid, normalizer=normalizer, batch_size=config.batch_size,
+                                   threads=config.threads, emit_uint8=embedder is not None,
+                                   pack="float32", tiles=todo)
+            position = {int(t): i for i, t in enumerate(todo)}
+            for batch in batches:
+                timings["read_cpu"] += batch.read_seconds
+                timings["normalize_cpu"] += batch.normalize_seconds
+                timings["pack_cpu"] += batch.pack_seconds
+                new = [{"tile": f.tile_index, "x": f.x, "y": f.y, "reason": f.reason}
+                       for f in batch.failures]
+                failures += new
+                if cells is not None and new:
+                    cells.fail([f["tile"] for f in new])
+                rows += [_failure_row(f) for f in new]  # in the partial table: a resume counts them
+                if len(batch) and embedder is not None:
+                    t0 = time.perf_counter()
+                    embedder.add(batch.rgb, batch.tile_index)
+                    timings["embed"] += time.perf_counter() - t0
+                if len(batch):
+                    windows = np.stack([batch.tensor[:, :, y : y + window, x : x + window]
+                                        for x, y in origins], axis=1)
+                    n, k = windows.shape[:2]
+                    t0 = time.perf_counter()
+                    logits = engine.run(windows.reshape(n * k, *windows.shape[2:]))
+                    timings["engine"] += time.perf_counter() - t0
+                    if cells is not None:  # blended tile probabilities, segmented with a halo
+                        cells.add_windows(batch.tile_index, logits, origins, weight)
+                    t0 = time.perf_counter()
+                    # Fused C++ pass: sigmoid, weight, pooling to the canvas grid, blended tile stats.
+                    res = post.process(logits)
+                    for i, tile in enumerate(batch.tile_index):
+                        tx, ty = (int(v) for v in tile_xy_model[tile])
+                        for j, (wx, wy) in enumerate(origins):
+                            if post.aligned(tx + wx, ty + wy):
+                                f = canvas.factor
+                                canvas.add_pooled(res.wp[i, j], res.ws, (tx + wx) // f, (ty + wy) // f)
+                            else:  # off the canvas grid: numpy pooling of the zero-padded window
+                                canvas.add(_sigmoid(logits[i * k + j]), tx + wx, ty + wy, weight)
+                        rows.append(_tile_row(int(tile), grid, res.positive_fraction[i],
+                                              res.mean_probability[i]))
+                    timings["postprocess"] += time.perf_counter() - t0
+                last = position[int(batch.tile_index[-1] if len(batch) else batch.failures[-1].tile_index)]
+                t0 = time.perf_counter()
+                nxt = todo[last + 1] if last + 1 < len(todo) else None
+                if canvas.flush_until(int(tile_xy_model[nxt, 1]) if nxt is not None else
+                                      canvas.shape_yx[0] * canvas.factor):
+                    _save_partial_tiles(out, rows)
+                timings["write"] += time.perf_counter() - t0
+                done += len(batch) + len(batch.failures)
+                bar.update(len(batch) + len(batch.failures))
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                jlog.emit(event="progress", slide_id=slide_id, tiles_done=done, tiles_total=len(todo),
+                          tiles_per_s=round(rate, 3))
+        return rows, failures
+
+
+
+    def finish(self) -> TranslateResult:
+        """Tile table, tissue mask, thumbnail, optional OME-TIFF and features; summary last."""
+        slide, slide_path, slide_id, out = self.slide, self.slide_path, self.slide_id, self.out
+        grid, tissue, canvas, rows, failures = (self.grid, self.tissue, self.canvas, self.rows,
+                                                self.failures)
+        config, timings, model_hash, engine = self.config, self.timings, self.model_hash, self.engine
+        t_start, provenance = self.t_start, self.provenance
+        from virtime.io import atomic_write_json
+        from virtime.translation.timeline import cpu_timeline
+
+        t0 = time.perf_counter()
+        table, failures = _split_failures(pd.DataFrame(rows), failures)
+        meta = {"virtime.version": __version__, "virtime.model_hash": model_hash}
+        _atomic_parquet(table, out / TILES_NAME, meta)
+        mask = _mask_on_canvas(tissue.mask, canvas.shape_yx)
+        # Tissue under failed tiles has no prediction (zeros in the map): it leaves the mask, so no
+        # feature counts it in its denominator, and is kept apart for the failed-tile columns.
+        lost = mask & _failed_on_canvas(grid, failures, table, canvas, config.tile_size)
+        mask &= ~lost
+        _save_mask(out / "tissue_mask.npy", mask)
+        if failures:
+            _save_mask(out / FAILED_MASK_NAME, lost)
+        else:
+            (out / FAILED_MASK_NAME).unlink(missing_ok=True)
+        _write_thumbnail(slide, out, config)
+        if config.ome_tiff:
+            from virtime.stitch.ometiff import export_ome_tiff
+
+            export_ome_tiff(out / ZARR_NAME, out / "mif.ome.tiff")
+        timings["write"] += time.perf_counter() - t0
+        if config.features:
+            from virtime.features import features_from_outputs
+
+            t0 = time.perf_counter()
+            features_from_outputs(out, failures=failures, **config.slide_features.as_kwargs())
+            timings["features"] = time.perf_counter() - t0
+        from virtime.view.page import write_slide_page  # OUT/SLIDE_ID/index.html, no server needed
+
+        write_slide_page(out, slide=slide)
+        (out / PARTIAL_TILES_NAME).unlink(missing_ok=True)
+        seconds = time.perf_counter() - t_start
+        summary = {
+            "status": "done",
+            "slide": str(slide_path),
+            "slide_id": slide_id,
+            "virtime_version": __version__,
+            "model_hash": model_hash,
+            "backend": getattr(engine, "name", "?"),
+            "precision": getattr(engine, "precision", config.precision),
+            "device": str(getattr(engine, "device", "")),
+            "slide_mpp": slide.mpp,
+            "output_mpp": config.output_mpp,
+            "tiles_total": len(grid),
+            "tiles_done": int(len(table)),
+            "tiles_failed": len(failures),
+            "failed_tiles": failures,
+            "tissue_px_failed": int(lost.sum()),  # canvas pixels, in failed_mask.npy
+            "tissue_fraction": tissue.fraction,
+            "timings_seconds": {k: round(v, 4) for k, v in timings.items() if k != "timeline"},
+            "timeline": timings.get("timeline") or cpu_timeline(timings),  # per stage: busy, overlap
+            "seconds": round(seconds, 3),
+            "config": config.as_dict(),
+            **(provenance or {}),  # fingerprint and source slide: what a rerun compares
+        }
+        atomic_write_json(out / SUMMARY_NAME, summary)
+        return TranslateResult(slide_id, out, False, int(len(table)), len(failures), seconds, summary)
+
+
