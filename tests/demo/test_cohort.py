@@ -116,6 +116,7 @@ def test_null_design_plants_nothing():
     assert not (truth["attribute"] == "overall survival").any()
 
 
+@pytest.mark.slow
 def test_simulated_cohort_on_disk_resumes_and_refuses_other_settings(tmp_path):
     from virtime.features import compute_slide_features
     from virtime.simulate.cohort_render import simulate_cohort

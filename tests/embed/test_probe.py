@@ -38,6 +38,7 @@ def test_delong_matches_definition_and_sklearn(rng):
     assert lo == pytest.approx(auc - 1.959963984540054 * se)
 
 
+@pytest.mark.slow
 def test_planted_signal_mif_predictive_random_embeddings_not(rng):
     n = 160
     ids = [f"S{i:03d}" for i in range(n)]

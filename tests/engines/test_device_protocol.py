@@ -79,6 +79,7 @@ def test_torch_run_tensor_equals_run(tiny_model, batch, ref, channels_last) -> N
                                ref(tiny_model, batch.astype(np.float16)), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_torch_run_tensor_bf16_and_compile(tiny_model, batch, ref) -> None:
     x = torch.from_numpy(batch)
     bf = engines.create_engine(tiny_model, backend="torch", device="cpu", window=32,

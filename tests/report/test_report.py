@@ -75,6 +75,7 @@ def test_build_report_is_self_contained(tmp_path: Path):
     assert [m for m in re.findall(r"<h2>(.*?)</h2>", text)] == ["Intro", "Figures", "Table"]
 
 
+@pytest.mark.slow
 def test_standard_report_with_extra_section(tmp_path: Path, rng):
     a = _synthetic(rng)
     b = _synthetic(rng, 40)

@@ -114,6 +114,7 @@ def test_own_tables_run_through_every_statistics_command(translated, tmp_path):
     assert "Associations" in report.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_malformed_tiers_file_is_one_line_and_writes_nothing(translated, tmp_path, capsys):
     root, out = translated
     report = tmp_path / "report.html"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import zarr
 
 import virtime
@@ -13,6 +14,7 @@ from virtime.bench import reference_loop, run_bench
 from virtime.cli import main
 
 
+@pytest.mark.slow
 def test_reference_loop_matches_pipeline_canvas(small_slide, tiny_model, fast_config, tmp_path):
     cfg = dataclasses.replace(fast_config, tile_size=128, features=False)
     result = virtime.translate(small_slide, tiny_model, tmp_path, cfg)
@@ -26,6 +28,7 @@ def test_reference_loop_matches_pipeline_canvas(small_slide, tiny_model, fast_co
     assert covered.mean() > 0.3 and diff.max() <= 1
 
 
+@pytest.mark.slow
 def test_run_bench_reports_consistent_numbers(tiny_model, fast_config, tmp_path):
     r = run_bench(tiny_model, size=512, config=dataclasses.replace(fast_config, tile_size=128),
                   reference_tiles=2, workdir=str(tmp_path))
@@ -34,6 +37,7 @@ def test_run_bench_reports_consistent_numbers(tiny_model, fast_config, tmp_path)
     assert {"engine", "read_cpu", "postprocess", "write"} <= set(r.stage_seconds)
 
 
+@pytest.mark.slow
 def test_bench_cli(tiny_weights, capsys):
     assert main(["bench", "--weights", str(tiny_weights), "--size", "512", "--reference-tiles",
                  "1", "--backend", "onnxruntime", "--json"]) == 0

@@ -36,6 +36,7 @@ def _direct_tile_probs(slide_path, model, x, y, size=128, window=64):
     return probs
 
 
+@pytest.mark.slow
 def test_translate_matches_direct_model_run(small_slide, tiny_model, fast_config, tmp_path):
     result = virtime.translate(small_slide, tiny_model, tmp_path, fast_config)
     out = result.output_dir
@@ -62,6 +63,7 @@ def test_translate_matches_direct_model_run(small_slide, tiny_model, fast_config
         assert np.abs(stored - np.floor(blocks * 255 + 0.5)).max() <= 1
 
 
+@pytest.mark.slow
 def test_rerun_skips_and_force_redoes(small_slide, tiny_model, fast_config, tmp_path):
     first = virtime.translate(small_slide, tiny_model, tmp_path, fast_config)
     again = virtime.translate(small_slide, tiny_model, tmp_path, fast_config)
@@ -111,6 +113,7 @@ def tall_slide(tmp_path_factory):
     return make_slide(tmp_path_factory.mktemp("tall") / "tall.svs", 384, 2304, mpp=0.5, seed=12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("calls", [2, 6, 11])
 def test_interrupted_run_resumes_to_identical_output(tall_slide, tiny_model, fast_config,
                                                       tmp_path, calls):
@@ -178,6 +181,7 @@ def test_cli_missing_weights_says_where_to_get_them(small_slide, tmp_path, capsy
     assert len(err) == 1 and "model.pth: weights file not found" in err[0] and "--weights" in err[0]
 
 
+@pytest.mark.slow
 def test_overlap_blend_matches_a_dense_reference(small_slide, tiny_model, fast_config, tmp_path):
     """With overlap, the canvas is Σw·p / Σw over every window, pooled: rebuilt here densely."""
     from virtime.stitch.windows import plan_windows, window_weight

@@ -32,6 +32,7 @@ def encoders():
     return tile, slide
 
 
+@pytest.mark.slow
 def test_joint_pass_equals_separate_embedding(small_slide, tiny_model, fast_config, encoders,
                                               tmp_path):
     tile, slide = encoders
@@ -60,6 +61,7 @@ def test_joint_pass_refuses_tiles_of_another_size(small_slide, tiny_model, fast_
                           embedder=TileEmbedder(tile, EmbedConfig(backend="torch", show_progress=False)))
 
 
+@pytest.mark.slow
 def test_cli_translate_embed(small_slide, tiny_weights, encoders, tmp_path):
     tile, _ = encoders
     weights = tmp_path / "tile.pth"
