@@ -66,6 +66,7 @@ def first_run(cohort_slides, tiny_weights, cohort_config, dask_client, tmp_path_
     return out, result
 
 
+@pytest.mark.slow
 def test_cohort_matches_translate_one_by_one(first_run, cohort_slides, tiny_model,
                                             cohort_config, tmp_path):
     out, result = first_run
@@ -84,6 +85,7 @@ def test_cohort_matches_translate_one_by_one(first_run, cohort_slides, tiny_mode
     pd.testing.assert_frame_equal(read_ledger(out), result.ledger)
 
 
+@pytest.mark.slow
 def test_bad_slides_fail_once_with_their_reason(first_run):
     _, result = first_run
     ledger = result.ledger.set_index("slide_id")
@@ -99,6 +101,7 @@ def test_bad_slides_fail_once_with_their_reason(first_run):
     assert int(by_status.sum()) == result.counts["slides"]
 
 
+@pytest.mark.slow
 def test_engines_are_built_once_per_worker_and_largest_slide_runs_first(first_run, cohort_slides):
     _, result = first_run
     ran = result.ledger[result.ledger["status"] != "pending"]
@@ -111,6 +114,7 @@ def test_engines_are_built_once_per_worker_and_largest_slide_runs_first(first_ru
     assert started[largest] <= started.median()
 
 
+@pytest.mark.slow
 def test_cohort_features_join_patients(first_run, cohort_slides):
     out, result = first_run
     table = pd.read_parquet(result.features_path)
@@ -125,6 +129,7 @@ def test_cohort_features_join_patients(first_run, cohort_slides):
         pd.testing.assert_frame_equal(row.reset_index(drop=True), per_slide)
 
 
+@pytest.mark.slow
 def test_rerun_of_a_completed_cohort_does_no_work(first_run, cohort_slides, tiny_weights, capsys):
     out, _ = first_run
     manifest = pd.read_csv(cohort_slides / "manifest.csv", dtype=str, keep_default_na=False)
@@ -154,6 +159,7 @@ def test_status_of_a_folder_without_cohort_is_one_error(tmp_path, capsys):
     assert err.count("\n") == 1 and "no cohort ledger" in err
 
 
+@pytest.mark.slow
 def test_prefetch_warms_queued_slides(first_run, dask_client):
     from virtime.cohort.worker import prefetched_slides
 
@@ -214,6 +220,7 @@ def test_open_client_starts_a_local_cpu_cluster_with_the_retry_limit():
         assert client.dashboard_link
 
 
+@pytest.mark.slow
 def test_cohort_features_are_valid_statistics_input(first_run, tmp_path, capsys):
     """cohort_features.parquet (immune.phenotype, undefined .snr) goes through validate and
     associate as it is (issue 15, defect 4)."""
