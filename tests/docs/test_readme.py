@@ -46,8 +46,8 @@ MARKER = re.compile(r"<!--\s*readme-test:\s*(synopsis|skip)\b\s*(.*?)\s*-->")
 # Python blocks: heavy literal settings replaced by tiny ones (each must occur in some block).
 PYTHON_SUBSTITUTIONS: tuple[tuple[str, str], ...] = (
     ('run_demo(None, out_dir / "demo", DemoConfig(patients=300, slide_px=512))',
-     "run_demo(tiny_demo_model, demo_dir, DemoConfig(patients=30, second_patients=0, slide_px=128, "
-     "show_progress=False))"),
+     ("run_demo(tiny_demo_model, demo_dir, DemoConfig(patients=30, second_patients=0, slide_px=128, "
+      "show_progress=False))")),
 )
 # Blocks whose run takes more than a few seconds (translations, the demo, training, Dask).
 SLOW_HINTS = ("virtime demo", "run_demo(", "virtime translate", "virtime.translate(", "virtime train",
@@ -454,14 +454,10 @@ def test_cli_table_matches_the_parser():
     named = set()
     for row in rows:
         cmd_cell, _, flags_cell = (c.strip() for c in row.strip("|").split(" | ", 2))
-        words = cmd_cell.strip("`").split()[1]
-        names = words.replace("\\|", "|").split("|")
-        first = names[0] if words in subs.choices else cmd_cell.strip("`").split()[1]
-        base = first if first in subs.choices else None
-        sub_names = [n for n in names if n in subs.choices] or [base]
-        assert all(sub_names), row
-        named.update(sub_names)
-        sub = subs.choices[sub_names[0]]
+        name = cmd_cell.strip("`").split()[1]
+        assert name in subs.choices, f"README command table: no subcommand {name!r}"
+        named.add(name)
+        sub = subs.choices[name]
         nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
         parsers = list(nested[0].choices.values()) if nested else [sub]
         for flag in re.findall(r"`(--?[\w-]+)", flags_cell):
@@ -509,7 +505,8 @@ def _slug(heading: str) -> str:
 
 def test_links_to_sections_resolve():
     texts = {p: p.read_text(encoding="utf-8") for p in DOC_FILES}
-    anchors = {p: {_slug(h) for h in re.findall(r"^#+ (.*)$", t, re.M)} for p, t in texts.items()}
+    anchors = {p: {_slug(h) for h in re.findall(r"^#+ (.*)$", t, re.MULTILINE)}
+               for p, t in texts.items()}
     for path, text in texts.items():
         for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", text):
             dest = (path.parent / target).resolve() if target else path
