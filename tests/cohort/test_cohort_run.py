@@ -191,7 +191,8 @@ def test_worker_killed_mid_slide_is_retried_and_resumes(cohort_slides, tiny_weig
     thread.start()
     # Wait until the big slide is mid-way: a canvas band and partial tile table written.
     deadline = time.monotonic() + 150
-    while not (out / "big" / ".tiles.partial.parquet").exists():
+    journal = out / "big" / ".tiles.partial.jsonl"
+    while not (journal.exists() and journal.stat().st_size > 0):
         assert time.monotonic() < deadline and thread.is_alive(), box
         time.sleep(0.05)
     assert not (out / "big" / "summary.json").exists()

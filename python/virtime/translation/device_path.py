@@ -358,14 +358,14 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
     slide, grid, todo, engine, normalizer = (run.slide, run.grid, run.todo, run.engine,
                                              run.normalizer)
     canvas, origins, weight, stride = run.canvas, run.origins, run.weight, run.stride
-    tile_xy_model, timings, rows, out = run.tile_xy_model, run.timings, run.rows, run.out
+    tile_xy_model, timings, rows = run.tile_xy_model, run.timings, run.rows
     jlog, slide_id, embedder = run.jlog, run.slide_id, run.embedder
     config = run.loop_config if run.loop_config is not None else run.config
     from virtime._progress import progress
     from virtime.batcher import iter_batches
     from virtime.translation import pipeline
 
-    tile_row, save_partial = pipeline._tile_row, pipeline._save_partial_tiles
+    tile_row = pipeline._tile_row
     failure_row = getattr(pipeline, "_failure_row", None)  # failed tiles in the partial table
 
     failures: list[dict[str, Any]] = []
@@ -403,9 +403,10 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
             t0 = time.perf_counter()
             nxt = todo[last + 1] if last + 1 < len(todo) else None
             with tl.host("write"):
+                run.journal.append(rows)  # before the bands: a finished band's rows are kept
                 if canvas.flush_until(int(tile_xy_model[nxt, 1]) if nxt is not None else
                                       canvas.shape_yx[0] * canvas.factor):
-                    save_partial(out, rows)
+                    run.journal.append(rows, sync=True)
             timings["write"] += time.perf_counter() - t0
             done += len(batch) + len(batch.failures)
             bar.update(len(batch) + len(batch.failures))

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 ZARR_NAME = "mif.ome.zarr"
 SUMMARY_NAME = "summary.json"
 TILES_NAME = "tiles.parquet"
-PARTIAL_TILES_NAME = ".tiles.partial.parquet"
+PARTIAL_TILES_NAME = ".tiles.partial.parquet"  # the partial tile table of virtime <= #16 (read)
+PARTIAL_JOURNAL_NAME = ".tiles.partial.jsonl"  # the partial tile table (translation/journal.py)
 FAILED_MASK_NAME = "failed_mask.npy"
 FAILURE_COLUMN = "failure_reason"  # marks a failed tile's row in the partial tile table
 
@@ -438,15 +439,18 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
     # band is recomputed (its canvas contribution to that band was lost with the interruption).
     redo = set(todo.tolist())
     rows: list[dict[str, Any]] = [] if previous is None else [
-        r for r in previous.to_dict("records") if int(r["tile"]) not in redo]
+        r for r in previous if int(r["tile"]) not in redo]
+    from virtime.translation.journal import TileJournal
     from virtime.translation.run import SlideRun
 
     run = SlideRun(slide, slide_path, slide_id, out, config, grid, tissue, canvas, engine,
                    normalizer, model_hash, origins, weight, stride, tile_xy_model, todo, jlog,
                    t_start, {"fingerprint": fp, "source": source}, embedder, timings=timings,
-                   rows=rows)
+                   rows=rows, journal=TileJournal(out / PARTIAL_JOURNAL_NAME))
     cells = None
     try:
+        run.journal.start(rows)  # the kept rows; the loop appends the new ones
+        (out / PARTIAL_TILES_NAME).unlink(missing_ok=True)  # an older virtime's snapshot
         if embedder is not None:
             embedder.start(config.tile_size, model_mpp, len(todo),
                            str(getattr(engine, "device", "cpu")))
@@ -509,15 +513,18 @@ def _tile_row(tile: int, grid: Any, pos: np.ndarray, mean: np.ndarray) -> dict[s
     return row
 
 
-def _save_partial_tiles(out: Path, rows: list[dict[str, Any]]) -> None:
-    _atomic_parquet(pd.DataFrame(rows), out / PARTIAL_TILES_NAME)
-
-
-def _load_partial_tiles(out: Path, force: bool) -> pd.DataFrame | None:
-    path = out / PARTIAL_TILES_NAME
-    if force or not path.is_file():
+def _load_partial_tiles(out: Path, force: bool) -> list[dict[str, Any]] | None:
+    """The tile rows an interrupted run recorded: its journal or, from a run of an older
+    virtime, its Parquet snapshot."""
+    if force:
         return None
-    return pd.read_parquet(path)
+    journal = out / PARTIAL_JOURNAL_NAME
+    if journal.is_file():
+        from virtime.translation.journal import read_journal
+
+        return read_journal(journal)
+    path = out / PARTIAL_TILES_NAME
+    return pd.read_parquet(path).to_dict("records") if path.is_file() else None
 
 
 def _atomic_parquet(frame: pd.DataFrame, path: Path, metadata: dict[str, str] | None = None) -> None:

@@ -22,6 +22,7 @@ from virtime._progress import progress
 from virtime.translation.config import TranslateConfig
 from virtime.translation.pipeline import (
     FAILED_MASK_NAME,
+    PARTIAL_JOURNAL_NAME,
     PARTIAL_TILES_NAME,
     SUMMARY_NAME,
     TILES_NAME,
@@ -32,7 +33,6 @@ from virtime.translation.pipeline import (
     _failure_row,
     _mask_on_canvas,
     _save_mask,
-    _save_partial_tiles,
     _sigmoid,
     _split_failures,
     _tile_row,
@@ -50,7 +50,8 @@ class SlideRun:
     ``config`` is the request (recorded in ``summary.json``); ``loop_config`` the same with the
     batch sizes fitted to the memory budget (what the loop runs with; outputs are unchanged).
     ``rows`` (tile rows, those of an interrupted run's finished bands included) and ``failures``
-    (failed-tile records) grow as the loop goes; ``timings`` collects seconds per stage.
+    (failed-tile records) grow as the loop goes, the rows appended to ``journal`` (the partial
+    tile table a resume reads); ``timings`` collects seconds per stage.
     """
 
     slide: Any
@@ -75,6 +76,7 @@ class SlideRun:
     embedder: Any = None
     cells: Any = None
     loop_config: TranslateConfig | None = None
+    journal: Any = None  # the partial tile table (translation/journal.py): rows appended per batch
     timings: dict[str, float] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -99,7 +101,7 @@ class SlideRun:
         slide, grid, todo, engine, normalizer = (self.slide, self.grid, self.todo, self.engine,
                                                  self.normalizer)
         canvas, origins, weight, stride = self.canvas, self.origins, self.weight, self.stride
-        tile_xy_model, timings, rows, out = self.tile_xy_model, self.timings, self.rows, self.out
+        tile_xy_model, timings, rows = self.tile_xy_model, self.timings, self.rows
         jlog, slide_id, embedder, cells = self.jlog, self.slide_id, self.embedder, self.cells
         failures: list[dict[str, Any]] = []
         window = weight.shape[0]
@@ -155,9 +157,10 @@ class SlideRun:
                 last = position[int(batch.tile_index[-1] if len(batch) else batch.failures[-1].tile_index)]
                 t0 = time.perf_counter()
                 nxt = todo[last + 1] if last + 1 < len(todo) else None
+                self.journal.append(rows)  # before the bands: a finished band's rows are kept
                 if canvas.flush_until(int(tile_xy_model[nxt, 1]) if nxt is not None else
                                       canvas.shape_yx[0] * canvas.factor):
-                    _save_partial_tiles(out, rows)
+                    self.journal.append(rows, sync=True)
                 timings["write"] += time.perf_counter() - t0
                 done += len(batch) + len(batch.failures)
                 bar.update(len(batch) + len(batch.failures))
@@ -208,6 +211,7 @@ class SlideRun:
 
         write_slide_page(out, slide=slide)
         (out / PARTIAL_TILES_NAME).unlink(missing_ok=True)
+        (out / PARTIAL_JOURNAL_NAME).unlink(missing_ok=True)
         seconds = time.perf_counter() - t_start
         summary = {
             "status": "done",
