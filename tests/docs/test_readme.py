@@ -179,6 +179,7 @@ def _substitute(argv: list[str], ctx: dict) -> list[str]:
         return _set_option(argv, ("--reference-tiles",), "1")
     if cmd == "simulate-pairs":
         argv = _set_option(argv, ("--tiles",), "8")
+        argv = _set_option(argv, ("--tiles-per-slide",), "4")  # two slides: a slide-level split
         return argv + ["-q"]
     if cmd == "train":
         for opt, val in (("--epochs", "1"), ("--steps-per-epoch", "2"), ("--batch-size", "2"),
