@@ -24,6 +24,14 @@ def split_feature(feature: str) -> tuple[str, str]:
     return channel, metric
 
 
+def _feature_names(summary: pd.DataFrame) -> list[str]:
+    """The features of an association summary (its categories; an empty summary has none)."""
+    col = summary["feature"]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return [str(f) for f in col.cat.categories]
+    return [str(f) for f in pd.unique(col.astype(str))]
+
+
 def metric_comparison(result: AssociationResult, alpha: float | None = None) -> pd.DataFrame:
     """Significant associations per metric (rows) and level (columns), plus tests per metric.
 
@@ -32,7 +40,7 @@ def metric_comparison(result: AssociationResult, alpha: float | None = None) -> 
     """
     a = result.config.alpha if alpha is None else alpha
     s = result.summary
-    feats = pd.Series(s["feature"].cat.categories)
+    feats = pd.Series(_feature_names(s), dtype=object)
     parts = feats.map(split_feature)
     from virtime.channels import CHANNEL_NAMES
 
@@ -58,7 +66,7 @@ def combination_comparison(result: AssociationResult, base_metric: str = "densit
     max(−log10 q_A, −log10 q_B) (> 0: the combination is stronger than its best channel).
     """
     s = result.summary
-    feats = [str(f) for f in s["feature"].cat.categories]
+    feats = _feature_names(s)
     rows = []
     for f in feats:
         channel, metric = split_feature(f)
