@@ -22,3 +22,18 @@ def test_report_on_a_cohort_with_no_tests_is_written(tmp_path, rng) -> None:
                str(tmp_path / "c.csv"), "-o", str(out), "-q"])
     assert rc == 0 and out.is_file()
     assert len(CHANNEL_NAMES) == 23 and np.isfinite(feats.iloc[:, 1:].to_numpy()).all()
+
+
+def test_a_constant_biomarker_is_left_out_with_a_warning(tmp_path) -> None:
+    """A small cohort where a biomarker has one class: warned and not analysed, not an error."""
+    import pytest
+
+    from virtime.stats import load_clinical
+
+    path = tmp_path / "c.csv"
+    pd.DataFrame({"patient_id": ["P1", "P2", "P3"], "cancer_type": ["A"] * 3,
+                  "subtype": ["a"] * 3, "MSI-high": [0, 0, 0],
+                  "KRAS": [0, 1, 0]}).to_csv(path, index=False)
+    with pytest.warns(UserWarning, match="'MSI-high' has fewer than two classes"):
+        clinical = load_clinical(path)
+    assert set(clinical.attributes) == {"KRAS"}

@@ -402,6 +402,12 @@ def load_clinical(
     for col in df.columns:
         if col in _CLINICAL_RESERVED or col == "stage" or col in exclude:
             continue
+        classes = pd.unique(df[col].dropna())
+        if len(classes) < 2:  # nothing to test against (a small cohort, a constant column)
+            warnings.warn(f"{name}: biomarker column {col!r} has fewer than two classes "
+                          f"({list(classes)}); it is not analysed", UserWarning, stacklevel=2)
+            df = df.drop(columns=[col])
+            continue
         coded = _binary_codes(df[col], name)
         if coded is not None:
             df[col] = coded
