@@ -31,7 +31,8 @@ class SlideFolder:
     LOCK: ClassVar[str] = ".virtime.lock"
     ZARR: ClassVar[str] = "mif.ome.zarr"
     ZARR_MANIFEST: ClassVar[str] = "mif.ome.zarr.manifest.json"
-    PARTIAL_TILES: ClassVar[str] = ".tiles.partial.parquet"
+    PARTIAL_TILES: ClassVar[str] = ".tiles.partial.jsonl"  # journal of an unfinished run
+    LEGACY_PARTIAL_TILES: ClassVar[str] = ".tiles.partial.parquet"  # the same, before the journal
     TILES: ClassVar[str] = "tiles.parquet"
     TISSUE_MASK: ClassVar[str] = "tissue_mask.npy"
     FAILED_MASK: ClassVar[str] = "failed_mask.npy"
@@ -72,6 +73,7 @@ class SlideFolder:
 
     @property
     def partial_tiles(self) -> Path:
+        """The journal of tile rows of an unfinished run (replayed when it resumes)."""
         return self.path / self.PARTIAL_TILES
 
     @property
