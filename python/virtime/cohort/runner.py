@@ -37,6 +37,7 @@ from virtime.cohort.worker import (
     translate_slide_task,
 )
 from virtime.errors import CheckpointError, InputDataError, InvalidArgumentError
+from virtime.io.slide_folder import SlideFolder
 from virtime.translation import TranslateConfig
 
 __all__ = ["CohortOptions", "CohortResult", "open_client", "run_cohort", "slide_is_complete"]
@@ -138,7 +139,7 @@ def slide_is_complete(out_dir: str | os.PathLike[str], features: bool,
     if model_hash is None and config is None:
         return True
     try:
-        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        summary = json.loads((out / SlideFolder.SUMMARY).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     if model_hash is not None and summary.get("model_hash") != model_hash:
@@ -148,7 +149,7 @@ def slide_is_complete(out_dir: str | os.PathLike[str], features: bool,
         wanted = config.as_dict()  # the flat record (a normalizer object as its name)
         if any(recorded.get(k) != wanted.get(k) for k in _OUTPUT_SETTINGS):
             return False
-        if getattr(config, "cells", False) and not (out / "cells.parquet").is_file():
+        if getattr(config, "cells", False) and not (out / SlideFolder.CELLS).is_file():
             return False
     return True
 
@@ -401,7 +402,7 @@ def _mark_skipped(ledger: Ledger, out: Path, slide_ids: list[str]) -> None:
         rec.update(status="skipped", reason="", attempts=0, updated=time.time())
         if not rec.get("translate_seconds") or rec["translate_seconds"] != rec["translate_seconds"]:
             try:
-                summary = json.loads((out / sid / "summary.json").read_text())
+                summary = json.loads((out / sid / SlideFolder.SUMMARY).read_text())
                 rec.update(translate_seconds=float(summary.get("seconds", math.nan)),
                            tiles_done=int(summary.get("tiles_done", -1)),
                            tiles_failed=int(summary.get("tiles_failed", -1)))

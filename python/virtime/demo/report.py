@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from virtime.io.slide_folder import SlideFolder
 from virtime.report import ReportSection, TableBlock, TextBlock, build_report, standard_sections
 
 # Planted groups shown in the gallery: (title, positive class, negative class, feature, channels).
@@ -117,11 +118,11 @@ def demo_gallery(cohort_root: str | Path, *, max_px: int = 160) -> ReportSection
     rows = []
     for sid in table["slide_id"]:
         t_path, v_path = root / "truth_features" / f"{sid}.parquet", root / "virtual" / sid
-        if not t_path.is_file() or not (v_path / "features.parquet").is_file():
+        if not t_path.is_file() or not (v_path / SlideFolder.FEATURES).is_file():
             rows.append({})
             continue
         t, _ = read_features(t_path)
-        v, _ = read_features(v_path / "features.parquet")
+        v, _ = read_features(v_path / SlideFolder.FEATURES)
         rows.append({**{f"{c}.truth": t[c].iloc[0] for c in t.columns if c not in table},
                      **{f"{c}.virtual": v[c].iloc[0] for c in v.columns if c not in table}})
     table = pd.concat([table.reset_index(drop=True), pd.DataFrame(rows)], axis=1)

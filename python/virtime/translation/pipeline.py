@@ -33,6 +33,7 @@ from virtime.errors import (
     SlideIdError,
     VirtimeError,
 )
+from virtime.io.slide_folder import SlideFolder
 from virtime.translation.config import TranslateConfig
 
 __all__ = ["TranslateResult", "check_output_root", "check_slide_mpp", "is_translated",
@@ -40,12 +41,13 @@ __all__ = ["TranslateResult", "check_output_root", "check_slide_mpp", "is_transl
 
 log = logging.getLogger(__name__)
 
-ZARR_NAME = "mif.ome.zarr"
-SUMMARY_NAME = "summary.json"
-TILES_NAME = "tiles.parquet"
-PARTIAL_TILES_NAME = ".tiles.partial.parquet"  # the partial tile table of virtime <= #16 (read)
-PARTIAL_JOURNAL_NAME = ".tiles.partial.jsonl"  # the partial tile table (translation/journal.py)
-FAILED_MASK_NAME = "failed_mask.npy"
+# The slide folder's file names are defined once, in virtime.io.SlideFolder.
+ZARR_NAME = SlideFolder.ZARR
+SUMMARY_NAME = SlideFolder.SUMMARY
+TILES_NAME = SlideFolder.TILES
+PARTIAL_TILES_NAME = SlideFolder.LEGACY_PARTIAL_TILES  # virtime <= #16 (still read)
+PARTIAL_JOURNAL_NAME = SlideFolder.PARTIAL_TILES  # the partial tile table (translation/journal.py)
+FAILED_MASK_NAME = SlideFolder.FAILED_MASK
 FAILURE_COLUMN = "failure_reason"  # marks a failed tile's row in the partial tile table
 
 
@@ -342,7 +344,7 @@ def _already_done(out: Path, slide_path: Path, slide_id: str, source: dict[str, 
         )
     if summary is None or summary.get("status") != "done" or config.force:
         return None, False
-    if config.cells and not (out / "cells.parquet").is_file():  # done, but without cells
+    if config.cells and not (out / SlideFolder.CELLS).is_file():  # done, but without cells
         log.warning("%s: redoing %s to add the cell table (--cells)", slide_path, out)
         return None, True
     fields = fingerprint_diff(summary.get("fingerprint"), requested, requested=True)
@@ -625,4 +627,4 @@ def _write_thumbnail(slide: Any, out: Path, config: TranslateConfig) -> None:
     # The coarsest level, read in strips and area-averaged onto the thumbnail grid as it goes:
     # a single-level slide never has its whole level in memory.
     thumbnail_from_zarr(out / ZARR_NAME, slide_he_reader(slide), config.thumbnail_channels,
-                        png_path=out / "thumbnail.png")
+                        png_path=out / SlideFolder.THUMBNAIL)

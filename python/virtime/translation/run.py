@@ -19,6 +19,7 @@ import pandas as pd
 
 from virtime import __version__
 from virtime._progress import progress
+from virtime.io.slide_folder import SlideFolder
 from virtime.translation.config import TranslateConfig
 from virtime.translation.pipeline import (
     FAILED_MASK_NAME,
@@ -190,7 +191,7 @@ class SlideRun:
         # feature counts it in its denominator, and is kept apart for the failed-tile columns.
         lost = mask & _failed_on_canvas(grid, failures, table, canvas, config.tile_size)
         mask &= ~lost
-        _save_mask(out / "tissue_mask.npy", mask)
+        _save_mask(out / SlideFolder.TISSUE_MASK, mask)
         if failures:
             _save_mask(out / FAILED_MASK_NAME, lost)
         else:
@@ -199,7 +200,7 @@ class SlideRun:
         if config.ome_tiff:
             from virtime.stitch.ometiff import export_ome_tiff
 
-            export_ome_tiff(out / ZARR_NAME, out / "mif.ome.tiff")
+            export_ome_tiff(out / ZARR_NAME, out / SlideFolder.OME_TIFF)
         timings["write"] += time.perf_counter() - t0
         if config.features:
             from virtime.features import features_from_outputs
