@@ -359,7 +359,7 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
                                              run.normalizer)
     canvas, origins, weight, stride = run.canvas, run.origins, run.weight, run.stride
     tile_xy_model, timings, rows = run.tile_xy_model, run.timings, run.rows
-    jlog, slide_id, embedder = run.jlog, run.slide_id, run.embedder
+    slide_id, embedder = run.slide_id, run.embedder
     config = run.loop_config if run.loop_config is not None else run.config
     from virtime._progress import progress
     from virtime.batcher import iter_batches
@@ -398,21 +398,11 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
                         rows.append(tile_row(int(tile), grid, res.positive_fraction[i],
                                               res.mean_probability[i]))
                 timings["postprocess"] += time.perf_counter() - t0
-            last = position[int(batch.tile_index[-1] if len(batch) else
-                                batch.failures[-1].tile_index)]
             t0 = time.perf_counter()
-            nxt = todo[last + 1] if last + 1 < len(todo) else None
             with tl.host("write"):
-                run.journal.append(rows)  # before the bands: a finished band's rows are kept
-                if canvas.flush_until(int(tile_xy_model[nxt, 1]) if nxt is not None else
-                                      canvas.shape_yx[0] * canvas.factor):
-                    run.journal.append(rows, sync=True)
+                run.write_finished_bands(batch, rows, position)
             timings["write"] += time.perf_counter() - t0
-            done += len(batch) + len(batch.failures)
-            bar.update(len(batch) + len(batch.failures))
-            rate = done / max(time.perf_counter() - t_start, 1e-9)
-            jlog.emit(event="progress", slide_id=slide_id, tiles_done=done, tiles_total=len(todo),
-                      tiles_per_s=round(rate, 3))
+            done = run.report_progress(batch, done, t_start, bar)
 
         while True:
             with tl.host("read"):  # waiting for the batcher's worker threads

@@ -103,7 +103,7 @@ class SlideRun:
                                                  self.normalizer)
         canvas, origins, weight, stride = self.canvas, self.origins, self.weight, self.stride
         tile_xy_model, timings, rows = self.tile_xy_model, self.timings, self.rows
-        jlog, slide_id, embedder, cells = self.jlog, self.slide_id, self.embedder, self.cells
+        slide_id, embedder, cells = self.slide_id, self.embedder, self.cells
         failures: list[dict[str, Any]] = []
         window = weight.shape[0]
         post = WindowPostprocessor(weight, canvas.factor, origins, config.tile_size, stride,
@@ -155,20 +155,33 @@ class SlideRun:
                         rows.append(_tile_row(int(tile), grid, res.positive_fraction[i],
                                               res.mean_probability[i]))
                     timings["postprocess"] += time.perf_counter() - t0
-                last = position[int(batch.tile_index[-1] if len(batch) else batch.failures[-1].tile_index)]
                 t0 = time.perf_counter()
-                nxt = todo[last + 1] if last + 1 < len(todo) else None
-                self.journal.append(rows)  # before the bands: a finished band's rows are kept
-                if canvas.flush_until(int(tile_xy_model[nxt, 1]) if nxt is not None else
-                                      canvas.shape_yx[0] * canvas.factor):
-                    self.journal.append(rows, sync=True)
+                self.write_finished_bands(batch, rows, position)
                 timings["write"] += time.perf_counter() - t0
-                done += len(batch) + len(batch.failures)
-                bar.update(len(batch) + len(batch.failures))
-                rate = done / max(time.perf_counter() - started, 1e-9)
-                jlog.emit(event="progress", slide_id=slide_id, tiles_done=done, tiles_total=len(todo),
-                          tiles_per_s=round(rate, 3))
+                done = self.report_progress(batch, done, started, bar)
         return rows, failures
+
+    def write_finished_bands(self, batch: Any, rows: list[dict[str, Any]],
+                             position: dict[int, int]) -> None:
+        """After a batch (host or device loop): journal its rows, then write every canvas band
+        that no later tile reaches; the journal is fsynced whenever a band is written."""
+        todo, canvas = self.todo, self.canvas
+        last = position[int(batch.tile_index[-1] if len(batch) else batch.failures[-1].tile_index)]
+        nxt = todo[last + 1] if last + 1 < len(todo) else None
+        self.journal.append(rows)  # before the bands: a finished band's rows are kept
+        if canvas.flush_until(int(self.tile_xy_model[nxt, 1]) if nxt is not None else
+                              canvas.shape_yx[0] * canvas.factor):
+            self.journal.append(rows, sync=True)
+
+    def report_progress(self, batch: Any, done: int, started: float, bar: Any) -> int:
+        """Progress bar and JSON-lines event after a batch; returns the tiles done so far."""
+        n = len(batch) + len(batch.failures)
+        done += n
+        bar.update(n)
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        self.jlog.emit(event="progress", slide_id=self.slide_id, tiles_done=done,
+                       tiles_total=len(self.todo), tiles_per_s=round(rate, 3))
+        return done
 
 
 
