@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+# Test helper modules in this folder (dying_engine) are importable from every test.
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def _cuda_device_available() -> bool:

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import tifffile
 import zarr
+from dying_engine import DyingEngine, Interrupt
 
 import virtime
 from virtime.channels import CHANNEL_NAMES, PROTEIN_CHANNELS
@@ -98,32 +99,6 @@ def test_failed_tile_is_left_out_of_mask_and_features(tiny_model, tmp_path, ref)
     assert not (c_dir / "failed_mask.npy").exists()
 
 
-class _Interrupt(Exception):
-    pass
-
-
-class _DyingEngine:
-    """Wraps an engine and dies after ``calls`` tile-loop calls, like a killed run (calls of at
-    most two windows, the memory-budget probes, are not counted)."""
-
-    def __init__(self, engine, calls):
-        self.engine, self.calls = engine, calls
-        self.name, self.precision, self.device = engine.name, engine.precision, engine.device
-
-    def run(self, batch):
-        if len(batch) > 2:
-            self.calls -= 1
-            if self.calls < 0:
-                raise _Interrupt
-        return self.engine.run(batch)
-
-    def __getattr__(self, name):  # anything else the pipeline asks the engine
-        return getattr(self.engine, name)
-
-    def close(self):
-        self.engine.close()
-
-
 def _most_tissue_in_first_band(tissue):
     """The TIFF tile of canvas band 0 (level-0 rows < 1024) holding the most tissue."""
     cols = tissue.shape[1] // TIFF_TILE
@@ -143,9 +118,9 @@ def test_failures_of_an_interrupted_run_survive_resume(tiny_model, tmp_path):
             cfg, features=True))
     assert whole.tiles_failed >= 1
     engine = create_engine(tiny_model, backend=cfg.backend, max_batch=16, window=64)
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupt):
         virtime.translate(bad, tiny_model, tmp_path / "cut", cfg,
-                          engine=_DyingEngine(engine, calls=4))
+                          engine=DyingEngine(engine, calls=4, min_batch=3))
     cut = tmp_path / "cut" / "bad"
     manifest = json.loads((cut / "mif.ome.zarr.manifest.json").read_text())
     finished_rows = len(manifest["stages"].get("level0_bands", [])) * 256 * 4  # level-0 rows

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import zarr
+from dying_engine import DyingEngine, Interrupt
 
 import virtime
 from virtime import _core
@@ -123,30 +124,6 @@ def test_translate_device_path_equals_cpu_path(small_slide, tiny_model, fast_con
     assert "timeline" in json.loads((cpu.output_dir / "summary.json").read_text())
 
 
-class _Interrupt(Exception):
-    pass
-
-
-class _FailingEngine:
-    """Dies after a number of device-path calls, like a killed run."""
-
-    def __init__(self, engine, calls):
-        self.engine, self.calls = engine, calls
-        self.name, self.precision, self.device = engine.name, engine.precision, engine.device
-
-    def __getattr__(self, name):  # run (memory probes), input_dtype ...: the wrapped engine's
-        return getattr(self.engine, name)
-
-    def run_tensor(self, x):
-        self.calls -= 1
-        if self.calls < 0:
-            raise _Interrupt
-        return self.engine.run_tensor(x)
-
-    def close(self):
-        self.engine.close()
-
-
 @pytest.fixture(scope="module")
 def tall_slide(tmp_path_factory):
     from virtime.simulate.slides import make_slide
@@ -159,9 +136,9 @@ def test_interrupted_device_path_run_resumes(tall_slide, tiny_model, fast_config
     cfg = dataclasses.replace(fast_config, backend="torch", device="cpu", device_path=True,
                               features=False)
     reference = virtime.translate(tall_slide, tiny_model, tmp_path / "ref", cfg)
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupt):
         virtime.translate(tall_slide, tiny_model, tmp_path / "cut", cfg,
-                          engine=_FailingEngine(_engine(tiny_model), calls=8))
+                          engine=DyingEngine(_engine(tiny_model), calls=8, method="run_tensor"))
     cut = tmp_path / "cut" / "tall"
     bands = json.loads((cut / "mif.ome.zarr.manifest.json").read_text())["stages"]
     assert bands.get("level0_bands")  # stopped after finished bands: there is something to resume

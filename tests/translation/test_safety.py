@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
+from dying_engine import DyingEngine, Interrupt
 
 import virtime
 from virtime import errors
@@ -28,28 +29,7 @@ from virtime.cli import main
 from virtime.translation.lock import LOCK_NAME, SlideLock
 
 
-class _Interrupt(Exception):
-    pass
-
-
-class _FailingEngine:
-    """Wraps an engine and dies after a number of calls, like a killed run."""
-
-    def __init__(self, engine, calls):
-        self.engine, self.calls = engine, calls
-        self.name, self.precision, self.device = engine.name, engine.precision, engine.device
-
-    def run(self, batch):
-        self.calls -= 1
-        if self.calls < 0:
-            raise _Interrupt
-        return self.engine.run(batch)
-
-    def close(self):
-        self.engine.close()
-
-
-class _StopAfterFirstBand(_FailingEngine):
+class _StopAfterFirstBand(DyingEngine):
     """Dies at the first engine call after the canvas recorded a finished band."""
 
     def __init__(self, engine, manifest):
@@ -59,7 +39,7 @@ class _StopAfterFirstBand(_FailingEngine):
     def run(self, batch):
         if self.manifest.is_file() and json.loads(self.manifest.read_text())["stages"].get(
                 "level0_bands"):
-            raise _Interrupt
+            raise Interrupt
         return self.engine.run(batch)
 
 
@@ -131,7 +111,7 @@ def test_resume_with_other_weights_starts_fresh(tall, tiny_model, other_model, f
 
     engine = create_engine(tiny_model, backend=fast_config.backend, max_batch=16, window=64)
     mpath = tmp_path / "tall" / "mif.ome.zarr.manifest.json"
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupt):
         virtime.translate(tall, tiny_model, tmp_path, fast_config,
                           engine=_StopAfterFirstBand(engine, mpath))
     manifest = json.loads(mpath.read_text())
@@ -274,9 +254,9 @@ def test_lock_is_released_when_the_run_fails(small_slide, tiny_model, fast_confi
     from virtime.engines import create_engine
 
     engine = create_engine(tiny_model, backend=fast_config.backend, max_batch=16, window=64)
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupt):
         virtime.translate(small_slide, tiny_model, tmp_path, fast_config,
-                          engine=_FailingEngine(engine, calls=1))
+                          engine=DyingEngine(engine, calls=1))
     assert not (tmp_path / "small" / LOCK_NAME).exists()
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import zarr
+from dying_engine import DyingEngine, Interrupt
 
 import virtime
 from virtime import errors
@@ -73,30 +74,6 @@ def test_rerun_skips_and_force_redoes(small_slide, tiny_model, fast_config, tmp_
     assert not forced.skipped and forced.tiles_done == first.tiles_done
 
 
-class _Interrupt(Exception):
-    pass
-
-
-class _FailingEngine:
-    """Wraps an engine and dies after a number of calls, like a killed run."""
-
-    def __init__(self, engine, calls):
-        self.engine, self.calls = engine, calls
-        self.name, self.precision, self.device = engine.name, engine.precision, engine.device
-
-    def run(self, batch):
-        self.calls -= 1
-        if self.calls < 0:
-            raise _Interrupt
-        return self.engine.run(batch)
-
-    def close(self):
-        self.engine.close()
-
-    def __getattr__(self, name):  # anything else (max_batch, the memory probe's cache): the engine
-        return getattr(self.engine, name)
-
-
 def _probed(engine):
     """The engine with its memory cost measured, so the budget's probe calls are not counted."""
     from virtime.engines.memory import measure_window_cost
@@ -121,9 +98,9 @@ def test_interrupted_run_resumes_to_identical_output(tall_slide, tiny_model, fas
 
     reference = virtime.translate(tall_slide, tiny_model, tmp_path / "ref", fast_config)
     engine = _probed(create_engine(tiny_model, backend=fast_config.backend, max_batch=16, window=64))
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupt):
         virtime.translate(tall_slide, tiny_model, tmp_path / "cut", fast_config,
-                          engine=_FailingEngine(engine, calls=calls))
+                          engine=DyingEngine(engine, calls=calls))
     cut = tmp_path / "cut" / "tall"
     assert not (cut / "summary.json").exists()
     bands = json.loads((cut / "mif.ome.zarr.manifest.json").read_text())["stages"].get("level0_bands", [])
