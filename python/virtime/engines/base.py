@@ -12,8 +12,10 @@ import importlib.util
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -29,6 +31,7 @@ __all__ = [
     "PRECISIONS",
     "BaseEngine",
     "Engine",
+    "EngineRequest",
     "cpu_threads",
     "create_engine",
     "cuda_available",
@@ -134,6 +137,26 @@ def default_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "virtime"
 
 
+_T = TypeVar("_T")
+_E = TypeVar("_E", bound="BaseEngine")
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """The backend-independent arguments of :func:`create_engine`, as one backend receives them."""
+
+    precision: str
+    device: str | None
+    cache_dir: str | os.PathLike[str] | None
+    max_batch: int
+    window: int
+
+    @property
+    def cache(self) -> Path:
+        """``cache_dir`` as a path, :func:`default_cache_dir` when none was given."""
+        return Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
+
+
 class BaseEngine:
     """Shared input checks, chunking by ``max_batch`` and out-of-memory back-off.
 
@@ -170,6 +193,30 @@ class BaseEngine:
         self._fixed_window = fixed_window
         self.input_dtype: np.dtype = np.dtype(np.float32)
 
+    @classmethod
+    def create(  # noqa: PYI019  (typing.Self needs Python 3.11)
+        cls: type[_E],
+        model_or_onnx: Any,
+        *,
+        precision: str,
+        device: str | None,
+        cache_dir: str | os.PathLike[str] | None,
+        max_batch: int,
+        window: int,
+        **opts: Any,
+    ) -> _E:
+        """Registry entry point: what :func:`create_engine` calls, with the backend's ``OPTIONS``
+        in ``opts`` (each backend builds itself in ``_from_request``)."""
+        request = EngineRequest(precision=precision, device=device, cache_dir=cache_dir,
+                                max_batch=max_batch, window=window)
+        return cls._from_request(model_or_onnx, request, **opts)
+
+    @classmethod
+    def _from_request(  # noqa: PYI019
+        cls: type[_E], model_or_onnx: Any, request: EngineRequest, **opts: Any
+    ) -> _E:
+        raise NotImplementedError
+
     # -- protocol -------------------------------------------------------------------------------
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits ``(N, C, H, W)`` float32 for a host batch ``(N, 3, H, W)``."""
@@ -193,16 +240,7 @@ class BaseEngine:
                     )
                 self.out_channels = int(y.shape[1])
                 return np.asarray(y, dtype=np.float32)
-        i = 0
-        while i < n:
-            size = min(self.max_batch, n - i)
-            try:
-                y = self._run_chunk(x[i : i + size])
-            except Exception as exc:  # classified below; anything else propagates unchanged
-                if not is_out_of_memory(exc):
-                    raise
-                self._shrink_after_oom(size, exc)
-                continue
+        for i, size, y in self._chunks(n, lambda j, k: self._run_chunk(x[j : j + k])):
             if y.shape[0] != size or y.ndim != 4:
                 raise InputDataError(
                     f"{self.name} engine returned shape {y.shape} for a chunk of {size} windows"
@@ -211,7 +249,6 @@ class BaseEngine:
                 out = np.empty((n, *y.shape[1:]), dtype=np.float32)
                 self.out_channels = int(y.shape[1])
             out[i : i + size] = y
-            i += size
         assert out is not None
         return out
 
@@ -284,6 +321,28 @@ class BaseEngine:
 
     def _on_batch_change(self) -> None:
         """Hook for engines that cache per-batch-size state (CUDA graphs)."""
+
+    def _chunks(
+        self, n: int, forward: Callable[[int, int], _T]
+    ) -> Iterator[tuple[int, int, _T]]:
+        """``(start, size, forward(start, size))`` for consecutive chunks of ``n`` items, each of
+        at most ``max_batch``.
+
+        An out-of-memory error from ``forward`` halves ``max_batch`` (:meth:`_shrink_after_oom`)
+        and the same items are tried again; any other error propagates unchanged.
+        """
+        i = 0
+        while i < n:
+            size = min(self.max_batch, n - i)
+            try:
+                y = forward(i, size)
+            except Exception as exc:  # classified below; anything else propagates unchanged
+                if not is_out_of_memory(exc):
+                    raise
+                self._shrink_after_oom(size, exc)
+                continue
+            yield i, size, y
+            i += size
 
     def _check_tensor(self, x: Any) -> Any:
         torch = sys.modules.get("torch")

@@ -14,7 +14,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from virtime.engines.base import BaseEngine, cpu_threads, default_cache_dir, is_out_of_memory
+from virtime.engines.base import (
+    BaseEngine,
+    EngineRequest,
+    cpu_threads,
+    default_cache_dir,
+    is_out_of_memory,
+)
 from virtime.errors import BackendUnavailableError, InvalidArgumentError
 
 __all__ = ["OnnxRuntimeEngine"]
@@ -117,26 +123,18 @@ class OnnxRuntimeEngine(BaseEngine):
             self.out_channels = out_shape[1]
 
     @classmethod
-    def create(
-        cls,
-        model_or_onnx: Any,
-        *,
-        precision: str,
-        device: str | None,
-        cache_dir: str | os.PathLike[str] | None,
-        max_batch: int,
-        window: int,
-        threads: int | None = None,
+    def _from_request(
+        cls, model_or_onnx: Any, request: EngineRequest, *, threads: int | None = None,
         opset: int = 17,
     ) -> OnnxRuntimeEngine:
         """Registry entry point: exports a torch module to the cache first."""
         from virtime.engines.onnx_export import ensure_onnx
 
-        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        path = ensure_onnx(model_or_onnx, cache, window=window, opset=opset)
+        cache = request.cache
+        path = ensure_onnx(model_or_onnx, cache, window=request.window, opset=opset)
         return cls(
-            path, precision=precision, device=device, max_batch=max_batch, window=window,
-            threads=threads, cache_dir=cache,
+            path, precision=request.precision, device=request.device,
+            max_batch=request.max_batch, window=request.window, threads=threads, cache_dir=cache,
         )
 
     def _run_chunk(self, x: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from virtime.engines.base import BaseEngine, cuda_available, default_cache_dir
+from virtime.engines.base import BaseEngine, EngineRequest, cuda_available, default_cache_dir
 from virtime.engines.engine_cache import EngineCache, EngineKey
 from virtime.errors import (
     BackendUnavailableError,
@@ -348,21 +348,19 @@ class TensorRTEngine(BaseEngine):
         self._stream: Any = None
 
     @classmethod
-    def create(
+    def _from_request(
         cls,
         model_or_onnx: Any,
+        request: EngineRequest,
         *,
-        precision: str,
-        device: str | None,
-        cache_dir: str | os.PathLike[str] | None,
-        max_batch: int,
-        window: int,
         flavour: str = "auto",
         min_batch: int = 1,
         opt_batch: int | None = None,
         compute_capabilities: Sequence[str] | None = None,
     ) -> TensorRTEngine:
         """Build or load the cached plan, then load it on the GPU (rebuilding a refused plan)."""
+        device, precision = request.device, request.precision
+        max_batch, window = request.max_batch, request.window
         if device is not None and not device.startswith("cuda"):
             raise InvalidArgumentError(f"the tensorrt backend runs on CUDA devices, not {device!r}")
         if not cuda_available():
@@ -374,7 +372,7 @@ class TensorRTEngine(BaseEngine):
         index = int(device.partition(":")[2] or torch.cuda.current_device()) if device else (
             torch.cuda.current_device()
         )
-        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        cache = request.cache
         with torch.cuda.device(index):
             key, (trt, build, built_from) = _key_and_builder(
                 model_or_onnx, cache=cache, flavour=flavour, precision=precision,

@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
 from typing import Any, ClassVar
 
 import numpy as np
 
 from virtime.channels import CHANNELS
-from virtime.engines.base import BaseEngine, cuda_available, is_out_of_memory
+from virtime.engines.base import BaseEngine, EngineRequest, cuda_available
 from virtime.errors import (
     BackendUnavailableError,
     InputDataError,
@@ -159,21 +158,11 @@ class TorchEngine(BaseEngine):
         self._graph_pool: Any = None
 
     @classmethod
-    def create(
-        cls,
-        model_or_onnx: Any,
-        *,
-        precision: str,
-        device: str | None,
-        cache_dir: str | os.PathLike[str] | None,
-        max_batch: int,
-        window: int,
-        **opts: Any,
-    ) -> TorchEngine:
+    def _from_request(cls, model_or_onnx: Any, request: EngineRequest, **opts: Any) -> TorchEngine:
         """Registry entry point (``cache_dir`` is unused by this backend)."""
         return cls(
-            model_or_onnx, precision=precision, device=device, max_batch=max_batch,
-            window=window, **opts,
+            model_or_onnx, precision=request.precision, device=request.device,
+            max_batch=request.max_batch, window=request.window, **opts,
         )
 
     # -- forward --------------------------------------------------------------------------------
@@ -290,16 +279,8 @@ class TorchEngine(BaseEngine):
                                device=self._dev)
         with torch.inference_mode():
             out: Any = None
-            i = 0
-            while i < n:
-                size = min(self.max_batch, n - i)
-                try:
-                    y = self._forward(self._prepare(x[i : i + size]))
-                except Exception as exc:  # only out-of-memory is handled; the rest propagates
-                    if not is_out_of_memory(exc):
-                        raise
-                    self._shrink_after_oom(size, exc)
-                    continue
+            chunks = self._chunks(n, lambda j, k: self._forward(self._prepare(x[j : j + k])))
+            for i, size, y in chunks:
                 y = y.to(dtype=torch.float32)
                 self.out_channels = int(y.shape[1])
                 if size == n:
@@ -307,7 +288,6 @@ class TorchEngine(BaseEngine):
                 if out is None:
                     out = torch.empty((n, *y.shape[1:]), dtype=torch.float32, device=self._dev)
                 out[i : i + size].copy_(y)
-                i += size
             return out
 
     # -- device buffers -------------------------------------------------------------------------
@@ -336,23 +316,14 @@ class TorchEngine(BaseEngine):
             else contextlib.nullcontext()
         )
         with ctx, torch.inference_mode():
-            i = 0
-            while i < n:
-                size = min(self.max_batch, n - i)
-                try:
-                    y = self._forward(self._prepare(xin[i : i + size]))
-                except Exception as exc:  # only out-of-memory is handled; the rest propagates
-                    if not is_out_of_memory(exc):
-                        raise
-                    self._shrink_after_oom(size, exc)
-                    continue
+            chunks = self._chunks(n, lambda j, k: self._forward(self._prepare(xin[j : j + k])))
+            for i, size, y in chunks:
                 if y.shape[1] != self.out_channels:
                     raise InputDataError(
                         f"model returned {y.shape[1]} channels; the output buffer was sized for "
                         f"{self.out_channels} (pass out_channels=...)"
                     )
                 yout[i : i + size].copy_(y)
-                i += size
 
     def _wrap(self, ptr: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
         torch = self._torch
