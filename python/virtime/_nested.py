@@ -5,15 +5,18 @@ A config such as :class:`~virtime.translation.TranslateConfig` holds its parts (
 ``__init__`` is :func:`nested_init`: ``TranslateConfig(tile_size=256, backend="torch")`` builds
 the default parts and sets those fields in them; a part given whole is the base that flat
 keywords then change (so ``dataclasses.replace(config, overlap=16)`` works). :func:`flat` makes
-the read-only attribute ``config.tile_size`` that reads ``config.tiling.tile_size``.
+the read-only attribute ``config.tile_size`` that reads ``config.tiling.tile_size``;
+:func:`flat_views` adds one for every flat name in ``_FLAT``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["flat", "flat_dict", "nested_init"]
+__all__ = ["flat", "flat_dict", "flat_views", "nested_init"]
+
+_C = TypeVar("_C", bound=type)
 
 
 def nested_init(obj: Any, kwargs: dict[str, Any]) -> None:
@@ -57,6 +60,16 @@ def flat(part: str, name: str) -> property:
     get.__name__ = name
     return property(get, doc=f"``{part}.{name}`` (read-only; set it with the keyword "
                              f"``{name}=`` or through ``{part}``)")
+
+
+def flat_views(cls: _C) -> _C:
+    """Class decorator: the read-only attribute :func:`flat` for every name in ``cls._FLAT``."""
+    for part, names in cls._FLAT.items():
+        for name in names:
+            if name in cls.__dict__:
+                raise TypeError(f"{cls.__name__}.{name} is both its own and {part}'s")
+            setattr(cls, name, flat(part, name))
+    return cls
 
 
 def flat_dict(obj: Any, order: tuple[str, ...]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from virtime._nested import flat, flat_dict, nested_init
+from virtime._nested import flat_dict, flat_views, nested_init
 from virtime.errors import InputDataError, InvalidArgumentError
 from virtime.slide_ids import slide_id_from_path
 
@@ -53,6 +53,7 @@ def _embed_tiling() -> Any:
     return TilingConfig(target_mpp=0.5, tile_size=256)
 
 
+@flat_views  # read-only flat views of the parts (the keywords of the same names set them)
 @dataclass(frozen=True, init=False)
 class EmbedConfig:
     """How to embed a slide (defaults follow the official Prov-GigaPath pipeline).
@@ -80,16 +81,6 @@ class EmbedConfig:
                           "name every virtime config uses)", DeprecationWarning, stacklevel=2)
             kwargs["show_progress"] = bool(progress)
         nested_init(self, kwargs)
-
-    backend = flat("engine", "backend")
-    precision = flat("engine", "precision")
-    device = flat("engine", "device")
-    batch_size = flat("engine", "batch_size")
-    threads = flat("engine", "threads")
-    cache_dir = flat("engine", "cache_dir")
-    target_mpp = flat("tiling", "target_mpp")
-    tile_size = flat("tiling", "tile_size")
-    min_tissue = flat("tiling", "min_tissue")
 
     def as_dict(self) -> dict[str, Any]:
         """The flat settings (what ``embed_manifest.json`` records), JSON-ready."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from virtime._nested import flat, flat_dict, nested_init
+from virtime._nested import flat_dict, flat_views, nested_init
 from virtime.engines.config import EngineConfig
 from virtime.features.config import FeaturesConfig
 from virtime.tiling import TilingConfig
@@ -31,6 +31,7 @@ _AS_DICT = ("backend", "precision", "device", "batch_size", "window_batch", "thr
             "engine_options", "cells", "memory_budget", "device_path", *_FEATURES)
 
 
+@flat_views  # read-only flat views of the parts (the keywords of the same names set them)
 @dataclass(frozen=True, init=False)
 class TranslateConfig:
     """How to translate a slide.
@@ -84,24 +85,6 @@ class TranslateConfig:
 
     def __init__(self, **kwargs: Any) -> None:
         nested_init(self, kwargs)
-
-    # Flat, read-only views of the parts (the keywords of the same names set them).
-    backend = flat("engine", "backend")
-    precision = flat("engine", "precision")
-    device = flat("engine", "device")
-    batch_size = flat("engine", "batch_size")
-    window_batch = flat("engine", "window_batch")
-    threads = flat("engine", "threads")
-    cache_dir = flat("engine", "cache_dir")
-    engine_options = flat("engine", "engine_options")
-    memory_budget = flat("engine", "memory_budget")
-    device_path = flat("engine", "device_path")
-    tile_size = flat("tiling", "tile_size")
-    overlap = flat("tiling", "overlap")
-    min_tissue = flat("tiling", "min_tissue")
-    bin_um = flat("slide_features", "bin_um")
-    threshold = flat("slide_features", "threshold")
-    max_failed_share = flat("slide_features", "max_failed_share")
 
     @property
     def normalize_name(self) -> str:
