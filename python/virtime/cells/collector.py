@@ -172,7 +172,12 @@ class CellCollector:
 
     # -- input -------------------------------------------------------------------------------
     def add(self, tiles: NDArray[np.integer], probs: NDArray[np.floating]) -> None:
-        """Adds tiles' probabilities ``(n, 23, T, T)`` (tile-local blend, see tile_probabilities)."""
+        """Adds tiles' probabilities ``(n, 23, T, T)`` (tile-local blend, see tile_probabilities).
+
+        Float probabilities in [0, 1], or uint8 ``rint(255·p)`` (what the device path downloads:
+        with the default uint8 store they are kept as they come, exactly as the host path's
+        float probabilities are encoded).
+        """
         t0 = time.perf_counter()
         for t, p in zip(np.asarray(tiles).ravel(), probs):
             t = int(t)
@@ -243,6 +248,8 @@ class CellCollector:
         if p.shape[1:] != (self._T, self._T):
             raise InvalidArgumentError(f"cells: tile probabilities {p.shape}, expected (C, {self._T}, "
                                        f"{self._T})")
+        if p.dtype == np.uint8:  # already ×255 (device path): a copy, so the batch can go
+            return p.copy() if self.store == "uint8" else self._decode(p).astype(self.store)
         if self.store == "uint8":
             return np.rint(np.clip(p, 0.0, 1.0) * 255.0).astype(np.uint8)
         return p.astype(self.store)

@@ -72,11 +72,17 @@ class DeviceBatchResult:
         ``(hb, wb)`` float32 pooled weight of that grid phase.
     positive_fraction, mean_probability
         ``(n, C)`` float64 tile statistics.
+    tile_probabilities
+        With :attr:`DeviceTranslator.emit_tiles` (``--cells``): each tile's blended
+        full-resolution probabilities ``Σ_k w·σ(l_k) / Σ_k w`` as uint8 ``rint(255·p)``, exactly
+        what :func:`~virtime.cells.collector.tile_probabilities` and the collector's uint8 store
+        make of the same logits on the host; else None.
     """
 
     blocks: list[tuple[NDArray[np.uint8], int, int, NDArray[np.float32]]]
     positive_fraction: NDArray[np.float64]
     mean_probability: NDArray[np.float64]
+    tile_probabilities: NDArray[np.uint8] | None = None  # (n, C, T, T) ×255, with emit_tiles
 
 
 class _Pending:
@@ -234,6 +240,42 @@ class DeviceTranslator:
         return x if self.channels_last else x.contiguous()
 
     # -- post-processing ------------------------------------------------------------------------
+    #: Also compute and download each tile's blended full-resolution probabilities as uint8
+    #: (``DeviceBatchResult.tile_probabilities``, for the cell segmentation on the CPU).
+    emit_tiles: bool = False
+    _tiles_out: Any = None  # this batch's uint8 tiles, from _postprocess to _download
+
+    def _tile_weight_sum(self) -> Any:
+        """Σ_k w over the whole tile (window order, clamped), as the host's tile_probabilities."""
+        if getattr(self, "_wsum_tile", None) is None:
+            t = self.tile_size
+            ws = np.zeros((t, t), dtype=np.float32)
+            for ox, oy in self.origins.tolist():
+                ws[oy : oy + self.h, ox : ox + self.w] += self.weight
+            self._wsum_tile = self._torch.from_numpy(np.maximum(ws, np.float32(1e-12))).to(
+                self.device)
+        return self._wsum_tile
+
+    def _tiles_u8(self, pv: Any, n: int, c: int) -> Any:
+        """``(n, C, T, T)`` uint8 ``rint(255·clip(Σw·σ / Σw))`` from the weighted windows ``pv``
+        ``(n, k, C, h, w)``: the host's ``tile_probabilities`` then the collector's encoding."""
+        torch = self._torch
+        t, h, w = self.tile_size, self.h, self.w
+        if self._grid_split is not None and bool((self.weight == 1.0).all()):
+            ny, nx = self._grid_split  # uniform, non-overlapping: the blend is the windows laid out
+            acc = pv.view(n, ny, nx, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(n, c, t, t)
+        else:
+            acc = torch.zeros((n, c, t, t), dtype=torch.float32, device=pv.device)
+            for j, (ox, oy) in enumerate(self.origins.tolist()):
+                acc[:, :, oy : oy + h, ox : ox + w] += pv[:, j]
+            acc.div_(self._tile_weight_sum())
+        return self._quantize(acc)
+
+    def _quantize(self, p: Any) -> Any:
+        """``rint(clip(p, 0, 1)·255)`` as uint8 (half to even, as numpy's ``rint``)."""
+        torch = self._torch
+        return torch.round(p.clamp(0.0, 1.0).mul_(255.0)).to(torch.uint8)
+
     def postprocess(self, logits: Any, tile_xy: NDArray[np.int64]) -> tuple[list[Any], Any, Any]:
         """Device tensors: per grid phase ``(window indices, (px, py), uint8 blocks)``, and the
         tile statistics ``pos`` (int64) and ``psum`` (float64), each ``(n, C)``."""
@@ -248,7 +290,13 @@ class DeviceTranslator:
         k, h, w, f = self.k, self.h, self.w, self.factor
         c = int(logits.shape[1])
         p = torch.sigmoid_(logits) if logits.dtype == torch.float32 else torch.sigmoid(logits.float())
+        tiles = None
+        if self.emit_tiles and k == 1 and h == self.tile_size:  # the host takes σ itself here
+            tiles = self._quantize(p.view(n, c, h, w))
         p.mul_(self._weight)  # w·σ(l), in place: the logits are ours
+        if self.emit_tiles and tiles is None:  # before p is padded and pooled in place below
+            tiles = self._tiles_u8(p.view(n, k, c, h, w), n, c)
+        self._tiles_out = tiles
         # Blended core of every tile: windows added in order, divided by the clamped Σw.
         core = self.core
         acc = torch.zeros((n, c, core, core), dtype=torch.float32, device=p.device)
@@ -304,6 +352,7 @@ class DeviceTranslator:
                   tile_xy: NDArray[np.int64]) -> _Pending:
         torch = self._torch
         done = None
+        tiles, self._tiles_out = self._tiles_out, None
         if self.cuda:
             compute = torch.cuda.current_stream(self.device)
             self._down.wait_stream(compute)
@@ -319,13 +368,18 @@ class DeviceTranslator:
                 for src, dst in ((pos, hpos), (psum, hpsum)):
                     src.record_stream(self._down)
                     dst.copy_(src, non_blocking=True)
+                if tiles is not None:  # uint8: 23·T² bytes a tile (a quarter of float32)
+                    tiles.record_stream(self._down)
+                    htiles = torch.empty(tuple(tiles.shape), dtype=tiles.dtype, pin_memory=True)
+                    htiles.copy_(tiles, non_blocking=True)
+                    tiles = htiles
                 done = torch.cuda.Event()
                 done.record(self._down)
             groups, pos, psum = host_groups, hpos, hpsum
-        return _Pending(done, lambda: self._assemble(groups, pos, psum, tile_xy))
+        return _Pending(done, lambda: self._assemble(groups, pos, psum, tile_xy, tiles))
 
     def _assemble(self, groups: list[Any], pos: Any, psum: Any,
-                  tile_xy: NDArray[np.int64]) -> DeviceBatchResult:
+                  tile_xy: NDArray[np.int64], tiles: Any = None) -> DeviceBatchResult:
         n, k, f = len(tile_xy), self.k, self.factor
         area = float(self.core * self.core)
         blocks: list[Any] = [None] * (n * k)
@@ -338,7 +392,8 @@ class DeviceTranslator:
                 y = int(tile_xy[i, 1] + self.origins[j, 1])
                 blocks[flat] = (qn[row], x // f, y // f, ws)
         return DeviceBatchResult(blocks, pos.numpy().astype(np.float64) / area,
-                                 psum.numpy().astype(np.float64) / area)
+                                 psum.numpy().astype(np.float64) / area,
+                                 None if tiles is None else tiles.numpy())
 
 
 def add_blocks(canvas: Any, result: DeviceBatchResult) -> None:
@@ -353,13 +408,15 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
     :class:`~virtime.translation.run.SlideRun` (same results as its CPU loop: the tile rows and
     failed-tile records): batch ``k+1`` is in flight while batch ``k`` is written.
 
+    With ``run.cells`` (``--cells``) each tile's blended probabilities are computed on the device
+    and downloaded as uint8 (``23·T²`` bytes a tile) for the cell segmentation on the CPU.
     Stores the per-stage timeline in ``run.timings["timeline"]``.
     """
     slide, grid, todo, engine, normalizer = (run.slide, run.grid, run.todo, run.engine,
                                              run.normalizer)
     canvas, origins, weight, stride = run.canvas, run.origins, run.weight, run.stride
     tile_xy_model, timings, rows = run.tile_xy_model, run.timings, run.rows
-    slide_id, embedder = run.slide_id, run.embedder
+    slide_id, embedder, cells = run.slide_id, run.embedder, getattr(run, "cells", None)
     config = run.loop_config if run.loop_config is not None else run.config
     from virtime._progress import progress
     from virtime.batcher import iter_batches
@@ -373,6 +430,7 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
         engine, weight, canvas.factor, origins, config.tile_size, stride,
         channels_last=bool(getattr(engine, "channels_last", True)),
     )
+    translator.emit_tiles = cells is not None
     tl = translator.timeline
     t_start = time.perf_counter()
     position = {int(t): i for i, t in enumerate(todo)}
@@ -392,6 +450,8 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
             if ticket is not None:
                 t0 = time.perf_counter()
                 res = ticket.result()
+                if cells is not None:  # segmented on the CPU, with a halo of the neighbours
+                    cells.add(batch.tile_index, res.tile_probabilities)
                 with tl.host("write"):
                     add_blocks(canvas, res)
                     for i, tile in enumerate(batch.tile_index):
@@ -414,6 +474,8 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
                 new = [{"tile": f.tile_index, "x": f.x, "y": f.y, "reason": f.reason}
                        for f in batch.failures]
                 failures += new
+                if cells is not None and new:
+                    cells.fail([f["tile"] for f in new])
                 if failure_row is not None:  # so a resume counts them, as the CPU loop does
                     rows += [failure_row(f) for f in new]
                 ticket = None

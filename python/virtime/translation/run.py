@@ -87,9 +87,8 @@ class SlideRun:
         from virtime.translation.device_path import run_tiles_device, use_device_path
 
         config = self.loop_config if self.loop_config is not None else self.config
-        # --cells reads each tile's full-resolution probabilities: the host path (logits on the
-        # host).
-        if self.cells is None and use_device_path(self.engine, config):  # on a GPU (or forced)
+        # --cells too: the device path downloads each tile's blended probabilities as uint8.
+        if use_device_path(self.engine, config):  # on a GPU (or forced)
             self.rows, self.failures = run_tiles_device(self)
         else:
             self.rows, self.failures = self._run_tiles_host(config)
