@@ -12,7 +12,8 @@ from virtime.cli import main
 
 CLI = Path(virtime.cli.__file__).parent
 SHARED = ["--tile-size", "--overlap", "--min-tissue", "--backend", "--precision", "--threads",
-          "--allow-slow", "--mpp", "--allow-mpp"]
+          "--allow-slow", "--mpp", "--allow-mpp", "--bin-um", "--threshold", "--max-failed-share",
+          "--val-fraction", "--batch-size"]
 
 
 @pytest.mark.parametrize("flag", SHARED)

@@ -9,12 +9,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["BACKENDS", "PRECISIONS", "add_allow_mpp_arg", "add_allow_slow_arg",
-           "add_backend_arg", "add_batch_size_arg", "add_engine_args", "add_geometry_args", "add_mpp_arg",
-           "add_quiet_arg", "add_threads_arg", "add_tiling_args", "tiling_config_from_args"]
+__all__ = ["BACKENDS", "LEVELS", "PRECISIONS", "add_allow_mpp_arg", "add_allow_slow_arg",
+           "add_backend_arg", "add_batch_size_arg", "add_engine_args", "add_features_args",
+           "add_geometry_args", "add_levels_arg", "add_mpp_arg", "add_pairs_args",
+           "add_quiet_arg", "add_stats_args", "add_threads_arg", "add_tiling_args",
+           "features_config_from_args",
+           "tiling_config_from_args", "write_stats_table"]
 
 BACKENDS = ["auto", "torch", "onnxruntime", "tensorrt"]
 PRECISIONS = ["fp32", "fp16", "bf16"]
+LEVELS = ["pan-cancer", "cancer_type", "subtype"]  # cohort levels of the statistics commands
 
 _Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 
@@ -81,6 +85,62 @@ def add_tiling_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("tiling")
     group.add_argument("--target-mpp", type=float, default=0.25, help="model input um/px (0.25)")
     add_geometry_args(group)
+
+
+def add_features_args(parser: _Parser) -> None:
+    """``--bin-um / --threshold / --max-failed-share``: the settings of the slide features
+    (``features.parquet``), defaults as :class:`~virtime.features.config.FeaturesConfig`'s."""
+    parser.add_argument("--bin-um", type=float, default=64.0,
+                        help="spatial bin side of the slide features, um (64)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="positivity threshold on the probability (0.5)")
+    parser.add_argument("--max-failed-share", type=float, default=0.05, metavar="SHARE",
+                        help="flag a slide (qc_failed_share_exceeded, with a warning) when failed "
+                             "tiles cover more than this share of its tissue (0.05)")
+
+
+def features_config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~virtime.features.config.FeaturesConfig` of :func:`add_features_args`'s flags
+    (checked: a bad value is an :class:`~virtime.errors.InvalidArgumentError`)."""
+    from virtime.features.config import FeaturesConfig
+
+    return FeaturesConfig(bin_um=args.bin_um, threshold=args.threshold,
+                          max_failed_share=args.max_failed_share)
+
+
+def add_pairs_args(parser: _Parser, output: str) -> None:
+    """``PAIRS_DIR -o OUTPUT --batch-size --val-fraction``: a command reading a paired-tiles
+    folder (train, evaluate: the same slide-level split); ``output`` says what ``-o`` names."""
+    parser.add_argument("pairs_dir", help="pairs folder (index.csv, he/, targets/)")
+    parser.add_argument("-o", "--output", required=True, help=output)
+    add_batch_size_arg(parser, 8)
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="fraction of slides held out for validation (0.2)")
+
+
+def add_levels_arg(parser: _Parser, default: list[str] | None = None) -> None:
+    """``--levels``: the cohort levels a statistics command tests at (default: all three)."""
+    parser.add_argument("--levels", nargs="+", default=list(LEVELS if default is None else default),
+                        choices=LEVELS)
+
+
+def add_stats_args(parser: argparse.ArgumentParser, table: str,
+                   levels: list[str] | None = None) -> None:
+    """A statistics command's cohort (``--features --clinical ...``), its ``-o`` table (``table``
+    names it) and ``--levels``; the table is written by :func:`write_stats_table`."""
+    from virtime.cli.validate import add_cohort_args
+
+    add_cohort_args(parser)
+    parser.add_argument("-o", "--output", required=True, help=f"{table} table (.parquet/.csv)")
+    add_levels_arg(parser, levels)
+
+
+def write_stats_table(frame: Any, path: str, args: argparse.Namespace) -> None:
+    """A statistics command's table at ``path``, stamped with the model hash of the
+    ``--features`` table it was computed from."""
+    from virtime.stats.io import features_model_hash, write_table
+
+    write_table(frame, path, model_hash=features_model_hash(args.features))
 
 
 def add_quiet_arg(parser: _Parser) -> None:

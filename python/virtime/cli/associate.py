@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from virtime.cli._common import add_quiet_arg
-from virtime.cli.validate import add_cohort_args, cohort_from_args
+from virtime.cli._common import LEVELS, add_quiet_arg, add_stats_args, write_stats_table
+from virtime.cli.validate import cohort_from_args
 
 __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("associate", help="associations of features with clinical attributes")
-    add_cohort_args(p)
-    p.add_argument("-o", "--output", required=True, help="association table (.parquet/.csv)")
+    add_stats_args(p, "association")
     p.add_argument("--plot", help="bubble-grid PNG of the given --plot-level")
-    p.add_argument("--plot-level", default="pan-cancer",
-                   choices=["pan-cancer", "cancer_type", "subtype"])
-    p.add_argument("--levels", nargs="+", default=["pan-cancer", "cancer_type", "subtype"],
-                   choices=["pan-cancer", "cancer_type", "subtype"])
+    p.add_argument("--plot-level", default="pan-cancer", choices=LEVELS)
     p.add_argument("--min-patients", type=int, default=20, help="smallest group tested (20)")
     p.add_argument("--min-per-class", type=int, default=5,
                    help="smallest biomarker class within a group (5)")
@@ -31,7 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from virtime.stats import AssociationConfig, associate
-    from virtime.stats.io import features_model_hash, write_table
 
     cohort = cohort_from_args(args)
     cfg = AssociationConfig(levels=tuple(args.levels), min_patients=args.min_patients,
@@ -39,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
                             stage_test=args.stage_test, alpha=args.alpha,
                             show_progress=not args.quiet)
     res = associate(cohort, cfg)
-    write_table(res.summary, args.output, model_hash=features_model_hash(args.features))
+    write_stats_table(res.summary, args.output, args)
     if args.plot:
         from virtime.stats.plots import bubble_grid
 

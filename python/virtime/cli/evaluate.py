@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from virtime.cli._common import add_quiet_arg
+from virtime.cli._common import add_pairs_args, add_quiet_arg
 
 __all__ = ["register"]
 
@@ -15,15 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Coarsened targets vs predictions binarized at 0.5, summed in 8x8 boxes, "
                     "Pearson per channel per tile averaged over tiles; plus Dice and IoU; beside "
                     "a mean-prevalence baseline. Writes OUT/metrics.csv and OUT/pearson.png.")
-    p.add_argument("pairs_dir", help="pairs folder (index.csv, he/, targets/)")
+    add_pairs_args(p, "report folder")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", help="checkpoint (.safetensors with card, or official .pth)")
     src.add_argument("--demo", action="store_true", help="evaluate the bundled demo model")
-    p.add_argument("-o", "--output", required=True, help="report folder")
     p.add_argument("--split", choices=["val", "all"], default="val",
                    help="held-out slides of the slide-level split (default) or every tile")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--update-card", action="store_true",
                    help="store the per-channel Pearson and tiers in the checkpoint's model card")

@@ -10,7 +10,7 @@ import argparse
 import logging
 from typing import Any
 
-from virtime.cli._common import add_quiet_arg
+from virtime.cli._common import add_features_args, add_quiet_arg, features_config_from_args
 
 __all__ = ["register"]
 
@@ -31,12 +31,7 @@ def register(subparsers: Any) -> None:
                    help="cohort table path for --merge (default: %(default)s)")
     p.add_argument("--mpp", type=float, default=None,
                    help="µm per pixel of the map (default: from the OME-Zarr metadata)")
-    p.add_argument("--bin-um", type=float, default=64.0, help="spatial bin side, µm (default 64)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="positivity threshold on the probability (default 0.5)")
-    p.add_argument("--max-failed-share", type=float, default=0.05, metavar="SHARE",
-                   help="flag a slide (qc_failed_share_exceeded, with a warning) when failed "
-                   "tiles cover more than this share of its tissue (default %(default)s)")
+    add_features_args(p)
     p.add_argument("--plots", action="store_true",
                    help="also write features_bars.png and activation_panel.png per slide")
     add_quiet_arg(p)
@@ -57,11 +52,10 @@ def _handle(args: argparse.Namespace) -> int:
         return 0
     if not args.slide_dirs:
         raise InvalidArgumentError("give at least one slide folder (or --merge OUT)")
+    settings = features_config_from_args(args).as_kwargs()
     for slide_dir in args.slide_dirs:
-        row = features_from_outputs(slide_dir, mpp=args.mpp, bin_um=args.bin_um,
-                                    threshold=args.threshold,
-                                    max_failed_share=args.max_failed_share,
-                                    show_progress=not args.quiet)
+        row = features_from_outputs(slide_dir, mpp=args.mpp, show_progress=not args.quiet,
+                                    **settings)
         if args.plots:
             _plots(Path(slide_dir), row)
         log.info("%s: features written", slide_dir)

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from virtime.cli._common import add_quiet_arg
-from virtime.cli.validate import add_cohort_args, cohort_from_args
+from virtime.cli._common import add_quiet_arg, add_stats_args, write_stats_table
+from virtime.cli.validate import cohort_from_args
 
 __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("survival", help="survival per channel and combined signature")
-    add_cohort_args(p)
-    p.add_argument("-o", "--output", required=True, help="survival table (.parquet/.csv)")
+    add_stats_args(p, "survival", levels=["pan-cancer", "cancer_type"])
     p.add_argument("--scores", help="also write the signature's out-of-fold risk per patient")
     p.add_argument("--plot", help="bar plot PNG of −log10 log-rank p (pan-cancer)")
-    p.add_argument("--levels", nargs="+", default=["pan-cancer", "cancer_type"],
-                   choices=["pan-cancer", "cancer_type", "subtype"])
     p.add_argument("--split", choices=["median", "tertiles"], default="median")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (5)")
     p.add_argument("--penalizer", type=float, default=0.1, help="signature ridge penalty (0.1)")
@@ -33,7 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from virtime.stats import SurvivalConfig, survival_analysis
-    from virtime.stats.io import features_model_hash, write_table
 
     cohort = cohort_from_args(args)
     cfg = SurvivalConfig(levels=tuple(args.levels), split=args.split, folds=args.folds,
@@ -42,10 +38,9 @@ def _run(args: argparse.Namespace) -> int:
                          signature_permutations=args.permutations, seed=args.seed,
                          show_progress=not args.quiet)
     res = survival_analysis(cohort, cfg)
-    write_table(res.summary, args.output, model_hash=features_model_hash(args.features))
+    write_stats_table(res.summary, args.output, args)
     if args.scores:
-        write_table(res.signature_scores, args.scores,
-                    model_hash=features_model_hash(args.features))
+        write_stats_table(res.signature_scores, args.scores, args)
     if args.plot:
         from virtime.stats.plots import survival_bar_plot
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from virtime.cli._common import add_quiet_arg
+from virtime.cli._common import add_pairs_args, add_quiet_arg
 
 __all__ = ["register"]
 
@@ -15,20 +15,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="GigaTIME objective (0.5 BCE + 1 - soft Dice on 1/8-coarsened targets), Adam "
                     "+ cosine schedule; a checkpoint every epoch in RUN_DIR; the best model by "
                     "mean validation Pearson is RUN_DIR/best.safetensors + best.json.")
-    p.add_argument("pairs_dir", help="pairs folder (index.csv, he/, targets/)")
-    p.add_argument("-o", "--output", required=True, help="run folder")
+    add_pairs_args(p, "run folder")
     p.add_argument("--architecture", default="gigatime", choices=["gigatime"])
     p.add_argument("--filters", type=int, nargs="+", default=[8, 16, 32, 64, 128],
                    help="UNet++ widths (official: 32 64 128 256 512)")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps-per-epoch", type=int, default=None,
                    help="default: one pass over the training tiles")
     p.add_argument("--crop", type=int, default=256, help="training crop size in pixels")
     p.add_argument("--window", type=int, default=256, help="inference window for the card")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-min", type=float, default=1e-5)
-    p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of slides held out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on GPU")

@@ -11,6 +11,7 @@ from virtime.cli._common import (
     add_allow_slow_arg,
     add_batch_size_arg,
     add_engine_args,
+    add_features_args,
     add_geometry_args,
     add_mpp_arg,
     add_quiet_arg,
@@ -83,6 +84,9 @@ def add_translation_args(p: argparse.ArgumentParser, title: str = "geometry and 
     add_threads_arg(g)
     g.add_argument("--ome-tiff", action="store_true", help="also write mif.ome.tiff")
     g.add_argument("--no-features", action="store_true", help="skip slide features")
+    f = p.add_argument_group("slide features (features.parquet; a rerun with other values "
+                             "recomputes only the features)")
+    add_features_args(f)
     g.add_argument("--cells", action="store_true",
                    help="also segment virtual single cells: cells.parquet and cells.* features "
                         "(see virtime cells export)")
@@ -108,6 +112,8 @@ def translate_config_from_args(args: argparse.Namespace, **overrides: object):  
         "features": not args.no_features, "force": args.force, "show_progress": not args.quiet,
         "cells": getattr(args, "cells", False),
         "allow_mpp": args.allow_mpp,
+        "bin_um": args.bin_um, "threshold": args.threshold,
+        "max_failed_share": args.max_failed_share,
     }
     return TranslateConfig(**{**fields, **overrides})
 

@@ -123,8 +123,10 @@ def slide_is_complete(out_dir: str | os.PathLike[str], features: bool,
     Finished means the summary says done and the features are there when wanted. With
     ``slide_path`` the folder must come from that slide file (size and header hash); with
     ``model_hash`` from that model; with ``config`` (a TranslateConfig) from the same
-    output-determining settings. Anything else is left to ``translate``, which redoes the slide
-    and says why, instead of being skipped by the cohort runner unseen.
+    output-determining settings, and with features made with its ``slide_features`` settings
+    (as ``features.parquet`` records them). Anything else is left to ``translate``, which redoes
+    the slide, or only its features, and says why, instead of being skipped by the cohort runner
+    unseen.
     """
     import json
 
@@ -150,6 +152,10 @@ def slide_is_complete(out_dir: str | os.PathLike[str], features: bool,
         if any(recorded.get(k) != wanted.get(k) for k in _OUTPUT_SETTINGS):
             return False
         if getattr(config, "cells", False) and not (out / SlideFolder.CELLS).is_file():
+            return False
+        from virtime.translation.pipeline import _stale_features
+
+        if _stale_features(out, config) is not None:  # translate() recomputes only the features
             return False
     return True
 

@@ -353,8 +353,53 @@ def _already_done(out: Path, slide_path: Path, slide_id: str, source: dict[str, 
                     "%s", slide_path, out,
                     format_diff(summary.get("fingerprint"), requested, fields))
         return None, True
+    settings = config.slide_features.as_kwargs()
+    stale = _stale_features(out, config)
+    if stale is not None:  # the canvas is this translation's: recompute only the features
+        log.info("%s: already translated in %s; recomputing only its features with %s (%s)",
+                 slide_path, out, ", ".join(f"{k}={v}" for k, v in settings.items()), stale)
+        from virtime.features import features_from_outputs
+        from virtime.slide import Slide
+        from virtime.view.page import write_slide_page  # the slide page shows the features
+
+        features_from_outputs(out, **settings)
+        write_slide_page(out, slide=Slide(slide_path, mpp=summary.get("slide_mpp")))
+    recorded = summary.get("config") or {}
+    noted = {"features": True, **settings} if config.features else {}
+    if any(recorded.get(k) != v for k, v in noted.items()):  # summary.json says the settings
+        from virtime.io import atomic_write_json
+
+        summary = {**summary, "config": {**recorded, **noted}}
+        atomic_write_json(out / SUMMARY_NAME, summary)
     log.info("%s: already translated in %s; skipping (use force to redo)", slide_path, out)
     return TranslateResult(slide_id, out, skipped=True, record=summary), False
+
+
+def _stale_features(out: Path, config: TranslateConfig) -> str | None:
+    """Why the slide features in ``out`` are not those ``config`` asks for, or None.
+
+    The features settings (``config.slide_features``) are not in the translation fingerprint
+    (they do not change the canvas), so a finished folder can hold features made with other
+    settings; ``features.parquet``'s metadata records the ones it was made with. None when
+    ``config.features`` is off or the table matches.
+    """
+    if not config.features:
+        return None
+    path = out / SlideFolder.FEATURES
+    if not path.is_file():
+        return "no features.parquet"
+    from virtime.features import read_features
+
+    try:
+        made = json.loads(read_features(path)[1].get("features.settings", "null"))
+    except (VirtimeError, ValueError) as exc:
+        return f"features.parquet unreadable ({exc})"
+    wanted = config.slide_features.as_kwargs()
+    if not isinstance(made, dict):
+        return "features.parquet records no settings"
+    if any(made.get(k) != v for k, v in wanted.items()):
+        return "features.parquet was made with " + ", ".join(f"{k}={made.get(k)}" for k in wanted)
+    return None
 
 
 def _read_summary(out: Path) -> dict[str, Any] | None:
