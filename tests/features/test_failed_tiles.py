@@ -52,12 +52,19 @@ def _config(**kw):
                            min_tissue=0.1, **kw)
 
 
-def test_failed_tile_is_left_out_of_mask_and_features(tiny_model, tmp_path, ref):
+def test_failed_tile_is_left_out_of_mask_and_features(tiny_model, tmp_path, ref, monkeypatch):
+    import virtime.features.table as table
+
     clean, bad, (bx, by) = _slide_with_bad_tile(tmp_path, 768, 512, 11, lambda t: (1, 1))
     cfg = _config()
     virtime.translate(clean, tiny_model, tmp_path / "out", dataclasses.replace(cfg, features=False))
+    # The features come from the canvas bands as they are written, tissue under the failed tiles
+    # already left out (#16.5): the translation never reads the map back to compute them.
+    monkeypatch.setattr(table, "compute_slide_features",
+                        lambda *a, **k: pytest.fail("the map was read back for the features"))
     with pytest.warns(UserWarning, match="qc_failed_share_exceeded"):
         result = virtime.translate(bad, tiny_model, tmp_path / "out", cfg)
+    monkeypatch.undo()
     c_dir, b_dir = tmp_path / "out" / "clean", result.output_dir
 
     # Reference: the clean run's tissue and tiles; the failed tiles are the grid tiles inside the

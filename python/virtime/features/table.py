@@ -22,6 +22,7 @@ import numpy as np
 from virtime._progress import progress
 from virtime.channels import CHANNEL_NAMES
 from virtime.errors import InputDataError, MissingMppError
+from virtime.features.bands import column_blocks
 from virtime.features.contexture import ContextureConfig
 from virtime.features.partials import SlideFeatureAccumulator
 from virtime.io import SlideFolder
@@ -121,15 +122,14 @@ def compute_slide_features(
     target = strip_rows or max(_STRIP_TARGET_ROWS, acc.bin_px)
     step = max(1, math.ceil(target / acc.bin_px)) * acc.bin_px
     itemsize = np.dtype(getattr(prob, "dtype", np.uint8)).itemsize
-    width = max(1, max_block_bytes // max(1, C * step * itemsize) // acc.bin_px) * acc.bin_px
-    blocks = [(r0, c0) for r0 in range(0, H, step) for c0 in range(0, W, width)]
+    blocks = [(r0, cols) for r0 in range(0, H, step)
+              for cols in column_blocks(C, step, W, itemsize, acc.bin_px, max_block_bytes)]
     with progress(blocks, desc="features", unit="block", enabled=show_progress) as bar:
-        for r0, c0 in bar:
+        for r0, cols in bar:
             rows = (r0, min(H, r0 + step))
-            cols = (c0, min(W, c0 + width))
             block = np.asarray(prob[:, rows[0]:rows[1], cols[0]:cols[1]])
             tis = _tissue_block(block, tissue, rows, cols, (H, W), channels)
-            acc.add_tile(block, tis, r0, c0)
+            acc.add_tile(block, tis, r0, cols[0])
     return acc.result()
 
 
@@ -261,6 +261,7 @@ def features_from_outputs(
     threshold: float = 0.5,
     max_failed_share: float = 0.05,
     failures: Sequence[dict[str, Any]] | None = None,
+    computed: dict[str, Any] | None = None,
     write: bool = True,
     show_progress: bool = False,
 ) -> dict[str, Any]:
@@ -276,6 +277,11 @@ def features_from_outputs(
     failures : list of dict, optional
         Failed-tile records of a translation that is finishing (it computes features before it
         writes ``summary.json``); by default they come from ``summary.json``, which must say done.
+    computed : dict, optional
+        The map features already accumulated from this slide's stored map and tissue mask, with
+        these ``bin_um`` and ``threshold`` (a translation computes them from the canvas bands as
+        it writes them, :class:`~virtime.features.bands.BandFeatures`): the map is then not
+        read again.
     """
     if not 0.0 <= max_failed_share <= 1.0:
         raise InputDataError(f"max_failed_share must be in [0, 1], got {max_failed_share}")
@@ -295,9 +301,9 @@ def features_from_outputs(
             lost = out.failed != 0
             failed_px = int(lost.sum())
             tissue = (tissue != 0) & ~lost  # idempotent: translation already left them out
-    feats = compute_slide_features(out.prob, tissue, use_mpp, bin_um=bin_um,
-                                   threshold=threshold, channels=out.channels,
-                                   show_progress=show_progress)
+    feats = computed if computed is not None else compute_slide_features(
+        out.prob, tissue, use_mpp, bin_um=bin_um, threshold=threshold, channels=out.channels,
+        show_progress=show_progress)
     failed_mm2 = failed_px * mask_px_um2 / 1e6
     kept_mm2 = float(feats.get("tissue.area_mm2", 0.0))
     share = failed_mm2 / (failed_mm2 + kept_mm2) if failed_mm2 + kept_mm2 > 0 else 0.0

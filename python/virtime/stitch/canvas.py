@@ -19,6 +19,11 @@ Resume: bands are written in order and each is recorded only after its chunks ar
 (zarr's LocalStore writes each chunk to a temporary name and renames it), so after a ``kill -9``
 the complete bands are a prefix. Reopening with ``resume=True`` ignores contributions to them and
 reports :attr:`StreamingCanvas.resume_y`, the first model row the pipeline must revisit.
+Derived outputs are computed from the bands as they are written, never by reading level 0 back:
+the pyramid levels by a built-in :class:`~virtime.stitch.observers.PyramidBuilder`, and whatever
+else a caller attaches (:meth:`StreamingCanvas.attach`: the thumbnail's level, the slide
+features). On resume the bands an earlier run finished are read back once and replayed to them.
+
 A canvas made with a ``fingerprint`` (everything that determines its values: model, engine,
 normalization, geometry ...) resumes only a partial canvas with the same fingerprint and shape;
 with ``restart_on_mismatch`` any other partial canvas is discarded with a warning naming the
@@ -44,6 +49,7 @@ from virtime.errors import InputDataError, InvalidArgumentError
 from virtime.io import RunManifest
 from virtime.io.atomic import CommitOnExit
 from virtime.stitch import omezarr
+from virtime.stitch.observers import BandObserver, PyramidBuilder
 from virtime.stitch.windows import pool_weighted
 
 if TYPE_CHECKING:
@@ -221,6 +227,11 @@ class StreamingCanvas(CommitOnExit):
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="canvas-writer")
         self._pending: list[Future[None]] = []
         self._writer_failed = False
+        self.n_levels = omezarr.n_pyramid_levels(self.shape_yx, self.chunk)
+        #: Streams levels 1.. from the bands; its listeners see every level's rows as made.
+        self.pyramid = PyramidBuilder(self._group, self.shape_yx, self.chunk, self.n_levels)
+        self._observers: list[BandObserver] = [self.pyramid]
+        self._replayed = self._resumed_until == 0
         if self._first_open:
             log.info("%s: resuming at band %d of %d", self.path, self._first_open, self.n_bands)
 
@@ -306,6 +317,44 @@ class StreamingCanvas(CommitOnExit):
             )
         return self._bands[band]
 
+    # ------------------------------------------------------------------ observers
+    def attach(self, observer: BandObserver) -> None:
+        """Add an observer of the level-0 bands (before the first band is written)."""
+        self._check_not_started()
+        self._observers.append(observer)
+
+    def add_level_listener(self, listener: Any) -> None:
+        """``listener(level, y0, rows)`` for the rows of every pyramid level as they are made."""
+        self._check_not_started()
+        self.pyramid.listeners.append(listener)
+
+    def _check_not_started(self) -> None:
+        if self._first_open > self._resumed_until or (self._replayed and self._resumed_until):
+            raise InvalidArgumentError(f"{self.path}: observers must be attached before the "
+                                       f"first band is written")
+
+    def _replay_resumed(self) -> None:
+        """Feed the observers the bands an earlier run finished (read back once, in order)."""
+        if self._replayed:
+            return
+        self._replayed = True
+        for band in range(self._resumed_until):
+            y0 = band * self.chunk
+            y1 = min(y0 + self.chunk, self.shape_yx[0])
+            self._submit(self._replay_band, y0, y1, [o.prepare(y0, y1) for o in self._observers])
+
+    def _replay_band(self, y0: int, y1: int, prepared: list[Any]) -> None:
+        rows = np.asarray(self._group["0"][:, y0:y1, :])
+        for observer, prep in zip(self._observers, prepared):
+            observer.on_band(y0, rows, prep)
+
+    def _submit(self, fn: Any, *args: Any) -> None:
+        """Queue work for the writer thread (in order; at most a few bands pending)."""
+        self._raise_writer_errors()
+        while len(self._pending) >= _MAX_PENDING_BANDS:  # bound memory if the disk is slow
+            self._pending.pop(0).result()
+        self._pending.append(self._writer.submit(fn, *args))
+
     # ------------------------------------------------------------------ output
     def flush_until(self, y: int) -> int:
         """Declare that no future window touches model rows ``< y``; write bands above it.
@@ -334,16 +383,18 @@ class StreamingCanvas(CommitOnExit):
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.where(weights > 0, sums / weights, np.float32(0.0))
             out = to_uint8(ratio)
-        # Compression and disk writes happen on one background thread, in band order, so the
-        # engine is not kept waiting; a band enters the manifest only once its chunks are written.
-        self._raise_writer_errors()
-        while len(self._pending) >= _MAX_PENDING_BANDS:  # bound memory if the disk is slow
-            self._pending.pop(0).result()
-        self._pending.append(self._writer.submit(self._write_band, band, y0, out))
+        # Compression, disk writes and the observers (pyramid, thumbnail, features) run on one
+        # background thread, in band order, so the engine is not kept waiting; a band enters the
+        # manifest only once its chunks are written.
+        self._replay_resumed()
+        prepared = [o.prepare(y0, y0 + rows) for o in self._observers]
+        self._submit(self._write_band, band, y0, out, prepared)
 
-    def _write_band(self, band: int, y0: int, out: NDArray[np.uint8]) -> None:
+    def _write_band(self, band: int, y0: int, out: NDArray[np.uint8], prepared: list[Any]) -> None:
         omezarr.writable_level(self._group, 0)[:, y0 : y0 + out.shape[1], :] = out  # empty too
         self._manifest.mark_complete(_BANDS, band)
+        for observer, prep in zip(self._observers, prepared):
+            observer.on_band(y0, out, prep)
 
     def _raise_writer_errors(self, wait: bool = False) -> None:
         """Re-raise a failed background write; with ``wait``, block until all writes are done."""
@@ -368,16 +419,15 @@ class StreamingCanvas(CommitOnExit):
         """
         if self._manifest.finished:
             return
+        self._replay_resumed()
         self.flush_until(self.shape_yx[0] * self.factor)
         self._raise_writer_errors(wait=True)
         self._writer.shutdown(wait=True)
-        n_levels = omezarr.n_pyramid_levels(self.shape_yx, self.chunk)
-        done_levels = set(self._manifest.completed(_LEVELS))
-        for k in range(1, n_levels):
-            if k in done_levels:
-                continue
-            omezarr.build_level(self._group[str(k - 1)], omezarr.writable_level(self._group, k),
-                                self.chunk)
+        n_levels = self.n_levels
+        if not self.pyramid.complete:  # every band went through it: a bug if not
+            raise InvalidArgumentError(f"{self.path}: the pyramid was not completed from the "
+                                       f"bands")
+        for k in range(1, n_levels):  # written as the bands came (PyramidBuilder)
             self._manifest.mark_complete(_LEVELS, k)
         omezarr.write_ngff_metadata(
             self._group,

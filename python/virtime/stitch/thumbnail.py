@@ -26,12 +26,13 @@ from numpy.typing import NDArray
 
 from virtime.channels import CHANNEL_NAMES, channel_index, get_channel
 from virtime.errors import InputDataError, InvalidArgumentError
-from virtime.stitch import omezarr
 from virtime.io import atomic_path
+from virtime.stitch import omezarr
 
 __all__ = [
     "DEFAULT_THUMBNAIL_CHANNELS", "box_weights", "downsample_strips", "render_thumbnail",
-    "slide_he_reader", "thumbnail_from_zarr", "write_png",
+    "slide_he_reader", "thumbnail_from_probs", "thumbnail_from_zarr", "thumbnail_level",
+    "write_png",
 ]
 
 DEFAULT_THUMBNAIL_CHANNELS: tuple[str, ...] = ("DAPI", "CD8", "CK")
@@ -220,6 +221,33 @@ def write_png(path: str | os.PathLike[str], rgb: NDArray[np.uint8]) -> Path:
     return Path(path)
 
 
+def thumbnail_level(shapes: Sequence[tuple[int, int]], max_size: int = 2048) -> int:
+    """The pyramid level a thumbnail is made from: the finest whose longer side is
+    ``<= max_size`` (the coarsest if none is)."""
+    for k, shape in enumerate(shapes):
+        if max(shape) <= max_size:
+            return k
+    return len(shapes) - 1
+
+
+def thumbnail_from_probs(
+    probs: NDArray[np.uint8],
+    he_rgb: NDArray[np.uint8] | Callable[[tuple[int, int]], NDArray[np.uint8]],
+    channels: Sequence[str] = DEFAULT_THUMBNAIL_CHANNELS,
+    *,
+    alpha: float = 0.7,
+    png_path: str | os.PathLike[str] | None = None,
+) -> NDArray[np.uint8]:
+    """Thumbnail from ``probs`` ``(len(channels), h, w)`` uint8 (the thumbnail level's channels,
+    e.g. as a translation's :class:`~virtime.stitch.observers.LevelTap` kept them); ``he_rgb``
+    as in :func:`thumbnail_from_zarr`. Writes ``png_path`` when given."""
+    he = he_rgb(tuple(probs.shape[1:])) if callable(he_rgb) else he_rgb
+    rgb = render_thumbnail(he, probs, channels, alpha)
+    if png_path is not None:
+        write_png(png_path, rgb)
+    return rgb
+
+
 def thumbnail_from_zarr(
     zarr_path: str | os.PathLike[str],
     he_rgb: NDArray[np.uint8] | Callable[[tuple[int, int]], NDArray[np.uint8]],
@@ -243,14 +271,6 @@ def thumbnail_from_zarr(
         missing = [c for c in channels if c not in names]
         raise InputDataError(f"{zarr_path}: channels {missing} not in the image") from None
     paths = [d["path"] for d in group.attrs["multiscales"][0]["datasets"]]
-    arr: Any = group[paths[-1]]
-    for p in paths:
-        if max(group[p].shape[1:]) <= max_size:
-            arr = group[p]
-            break
+    arr: Any = group[paths[thumbnail_level([group[p].shape[1:] for p in paths], max_size)]]
     probs = np.stack([np.asarray(arr[i]) for i in idx])
-    he = he_rgb(tuple(probs.shape[1:])) if callable(he_rgb) else he_rgb
-    rgb = render_thumbnail(he, probs, channels, alpha)
-    if png_path is not None:
-        write_png(png_path, rgb)
-    return rgb
+    return thumbnail_from_probs(probs, he_rgb, channels, alpha=alpha, png_path=png_path)

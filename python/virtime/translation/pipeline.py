@@ -621,34 +621,17 @@ def _failed_on_canvas(grid: Any, failures: list[dict[str, Any]], table: pd.DataF
                       canvas: Any, tile_size: int) -> np.ndarray:
     """Canvas pixels that failed tiles cover and no finished tile does (so without prediction).
 
-    A tile's footprint is ``tile_size`` model pixels from its origin, the origin being its
-    level-0 position times the grid's model-per-level-0 scale (as the tile loop places it);
-    a canvas pixel is ``factor`` model pixels. With overlap a neighbour still predicts the
-    shared margin, so only what no finished tile reaches is failed.
+    See :func:`virtime.translation.band_outputs.failed_tissue` (a tile's footprint is
+    ``tile_size`` model pixels from its level-0 origin times the grid's model-per-level-0 scale,
+    as the tile loop places it).
     """
-    h, w = canvas.shape_yx
-    out = np.zeros((h, w), dtype=bool)
-    if not failures:
-        return out
-    scale = grid.tile_size / grid.tile_size_level0  # model pixels per level-0 pixel
-    f = canvas.factor
+    from virtime.translation.band_outputs import failed_tissue
 
-    def rect(x0: float, y0: float) -> tuple[int, int, int, int]:
-        tx, ty = int(np.rint(x0 * scale)), int(np.rint(y0 * scale))
-        return (max(0, ty // f), min(h, -(-(ty + tile_size) // f)),
-                max(0, tx // f), min(w, -(-(tx + tile_size) // f)))
-
+    failed = np.array([(f["x"], f["y"]) for f in failures], dtype=np.float64).reshape(-1, 2)
     done = table[["x", "y"]].to_numpy(dtype=np.float64) if len(table) else np.zeros((0, 2))
-    near = np.zeros(len(done), dtype=bool)  # finished tiles that may share pixels with a failed one
-    reach = grid.tile_size_level0
-    for fail in failures:
-        r0, r1, c0, c1 = rect(fail["x"], fail["y"])
-        out[r0:r1, c0:c1] = True
-        near |= (np.abs(done[:, 0] - fail["x"]) < reach) & (np.abs(done[:, 1] - fail["y"]) < reach)
-    for x, y in done[near]:
-        q0, q1, p0, p1 = rect(x, y)
-        out[q0:q1, p0:p1] = False
-    return out
+    return failed_tissue(failed, done, scale=grid.tile_size / grid.tile_size_level0,
+                         reach=grid.tile_size_level0, factor=canvas.factor, tile_size=tile_size,
+                         shape_yx=canvas.shape_yx)
 
 
 def _save_mask(path: Path, mask: np.ndarray) -> None:
@@ -666,10 +649,17 @@ def _mask_on_canvas(mask: np.ndarray, shape_yx: tuple[int, int]) -> np.ndarray:
     return mask[rows][:, cols].astype(bool)
 
 
-def _write_thumbnail(slide: Any, out: Path, config: TranslateConfig) -> None:
-    from virtime.stitch.thumbnail import slide_he_reader, thumbnail_from_zarr
+def _write_thumbnail(slide: Any, out: Path, config: TranslateConfig, tap: Any = None) -> None:
+    """The thumbnail PNG: from the channels a :class:`~virtime.stitch.observers.LevelTap` kept
+    as the canvas was written, or (without a complete tap) read from the stored pyramid."""
+    from virtime.stitch.thumbnail import slide_he_reader, thumbnail_from_probs, thumbnail_from_zarr
 
-    # The coarsest level, read in strips and area-averaged onto the thumbnail grid as it goes:
-    # a single-level slide never has its whole level in memory.
-    thumbnail_from_zarr(out / ZARR_NAME, slide_he_reader(slide), config.thumbnail_channels,
+    # The H&E's coarsest level, read in strips and area-averaged onto the thumbnail grid as it
+    # goes: a single-level slide never has its whole level in memory.
+    he = slide_he_reader(slide)
+    if tap is not None and tap.complete:
+        thumbnail_from_probs(tap.image, he, config.thumbnail_channels,
+                             png_path=out / SlideFolder.THUMBNAIL)
+        return
+    thumbnail_from_zarr(out / ZARR_NAME, he, config.thumbnail_channels,
                         png_path=out / SlideFolder.THUMBNAIL)

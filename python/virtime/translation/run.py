@@ -9,6 +9,7 @@ on a GPU) and :meth:`SlideRun.finish` writes the tile table, masks, thumbnail, f
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from virtime.translation.pipeline import (
     TILES_NAME,
     ZARR_NAME,
     TranslateResult,
+    FAILURE_COLUMN,
     _atomic_parquet,
     _failed_on_canvas,
     _failure_row,
@@ -40,6 +42,8 @@ from virtime.translation.pipeline import (
     _write_thumbnail,
 )
 from virtime.translation.postprocess import WindowPostprocessor
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SlideRun"]
 
@@ -81,12 +85,14 @@ class SlideRun:
     timings: dict[str, float] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    band_outputs: Any = None  # thumbnail and features taken from the bands (band_outputs.py)
 
     def run_tiles(self) -> None:
         """The hot loop: batches in, windows through the engine, canvas and tile rows out."""
         from virtime.translation.device_path import run_tiles_device, use_device_path
 
         config = self.loop_config if self.loop_config is not None else self.config
+        self.attach_band_outputs()
         # --cells too: the device path downloads each tile's blended probabilities as uint8.
         if use_device_path(self.engine, config):  # on a GPU (or forced)
             self.rows, self.failures = run_tiles_device(self)
@@ -160,6 +166,16 @@ class SlideRun:
                 done = self.report_progress(batch, done, started, bar)
         return rows, failures
 
+    def attach_band_outputs(self) -> None:
+        """Thumbnail and feature observers on the canvas, before its first band is written
+        (:mod:`virtime.translation.band_outputs`): :meth:`finish` then reads nothing back."""
+        if self.band_outputs is None and not self.canvas.finished:
+            from virtime.translation.band_outputs import attach_band_outputs
+
+            self.band_outputs = attach_band_outputs(
+                self.canvas, self.tissue.mask, self.rows, self.config, grid=self.grid,
+                failure_column=FAILURE_COLUMN)
+
     def write_finished_bands(self, batch: Any, rows: list[dict[str, Any]],
                              position: dict[int, int]) -> None:
         """After a batch (host or device loop): journal its rows, then write every canvas band
@@ -198,17 +214,18 @@ class SlideRun:
         table, failures = _split_failures(pd.DataFrame(rows), failures)
         meta = {"virtime.version": __version__, "virtime.model_hash": model_hash}
         _atomic_parquet(table, out / TILES_NAME, meta)
-        mask = _mask_on_canvas(tissue.mask, canvas.shape_yx)
+        bands = self.band_outputs
+        mask = bands.mask if bands is not None else _mask_on_canvas(tissue.mask, canvas.shape_yx)
         # Tissue under failed tiles has no prediction (zeros in the map): it leaves the mask, so no
         # feature counts it in its denominator, and is kept apart for the failed-tile columns.
         lost = mask & _failed_on_canvas(grid, failures, table, canvas, config.tile_size)
-        mask &= ~lost
+        mask = mask & ~lost
         _save_mask(out / SlideFolder.TISSUE_MASK, mask)
         if failures:
             _save_mask(out / FAILED_MASK_NAME, lost)
         else:
             (out / FAILED_MASK_NAME).unlink(missing_ok=True)
-        _write_thumbnail(slide, out, config)
+        _write_thumbnail(slide, out, config, None if bands is None else bands.thumbnail)
         if config.ome_tiff:
             from virtime.stitch.ometiff import export_ome_tiff
 
@@ -218,7 +235,15 @@ class SlideRun:
             from virtime.features import features_from_outputs
 
             t0 = time.perf_counter()
-            features_from_outputs(out, failures=failures, **config.slide_features.as_kwargs())
+            computed = None  # accumulated from the bands with this very tissue mask, or reread
+            if bands is not None and bands.features is not None:
+                if bands.features.matches(mask, canvas.chunk):
+                    computed = bands.features.result()
+                else:
+                    log.info("%s: recomputing the features from the stored map (the tissue "
+                             "under failed tiles changed after its bands were written)", out)
+            features_from_outputs(out, failures=failures, computed=computed,
+                                  **config.slide_features.as_kwargs())
             timings["features"] = time.perf_counter() - t0
         from virtime.view.page import write_slide_page  # OUT/SLIDE_ID/index.html, no server needed
 

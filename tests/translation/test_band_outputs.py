@@ -1,0 +1,92 @@
+"""A translation's thumbnail, features and pyramid come from the canvas bands as they are
+written (#16.5): nothing is read back, and the results equal those computed from the stored map."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import virtime
+from virtime.stitch import omezarr
+
+
+@pytest.mark.slow
+def test_translation_reads_nothing_back(small_slide, tiny_model, fast_config, tmp_path,
+                                        monkeypatch):
+    from virtime.features import table
+    from virtime.stitch import thumbnail
+
+    def refuse(*a, **k):
+        pytest.fail("level 0 or the pyramid was read back after the canvas was written")
+
+    monkeypatch.setattr(table, "compute_slide_features", refuse)
+    monkeypatch.setattr(thumbnail, "thumbnail_from_zarr", refuse)
+    monkeypatch.setattr(omezarr, "build_level", refuse)
+    result = virtime.translate(small_slide, tiny_model, tmp_path, fast_config)
+    monkeypatch.undo()
+    out = result.output_dir
+
+    # Independent recomputation from the stored outputs, the way virtime did it before.
+    stored = pd.read_parquet(out / "features.parquet").iloc[0]
+    again = table.features_from_outputs(out, write=False)
+    assert set(again) == set(stored.index)
+    for key, value in again.items():
+        if isinstance(value, float) and np.isnan(value):
+            assert np.isnan(stored[key]), key
+        else:
+            assert stored[key] == value, key  # uint8 partial sums: bit for bit
+    assert sum(again[k] > 0 for k in again if k.endswith(".density")) >= 3  # not vacuous
+
+    group = omezarr.open_ome_zarr(out / "mif.ome.zarr")
+    n = len([k for k in group.array_keys()])
+    level = np.asarray(group["0"][:])
+    for k in range(1, n):
+        ref = np.zeros(group[str(k)].shape, np.uint8)
+        omezarr.build_level(level, ref, 256)
+        np.testing.assert_array_equal(np.asarray(group[str(k)][:]), ref, err_msg=f"level {k}")
+        level = ref
+
+    from virtime.slide import Slide
+
+    want = thumbnail.thumbnail_from_zarr(out / "mif.ome.zarr",
+                                         thumbnail.slide_he_reader(Slide(small_slide)),
+                                         fast_config.thumbnail_channels)
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "thumbnail.png")), want)
+
+
+def test_band_tissue_equals_the_final_failed_mask():
+    """Failed tiles planted on a grid (one later redone, as in a resumed run): the tissue the
+    bands are given equals the mask minus pipeline._failed_on_canvas of the final table."""
+    from virtime.translation.band_outputs import BandTissue
+    from virtime.translation.pipeline import _failed_on_canvas, _split_failures
+
+    grid = SimpleNamespace(tile_size=128, tile_size_level0=256)  # model px = level-0 px / 2
+    canvas = SimpleNamespace(shape_yx=(96, 80), factor=4)
+    rng = np.random.default_rng(5)
+    mask = rng.random(canvas.shape_yx) > 0.3
+    stride = 192  # level-0 px: tiles of 256 with an overlap
+    tiles = [(i, x, y) for i, (y, x) in enumerate((y, x) for y in range(0, 700, stride)
+                                                   for x in range(0, 600, stride))]
+    fail = {3, 4, 9}
+    rows: list[dict] = []
+    band = BandTissue(mask, rows, "failure_reason", scale=0.5, reach=256, factor=4,
+                      tile_size=128)
+    got = []
+    for i, x, y in tiles:
+        if i in fail:
+            rows.append({"tile": i, "x": x, "y": y, "failure_reason": "bad"})
+        else:
+            rows.append({"tile": i, "x": x, "y": y, "failure_reason": None})
+        if i == 5:  # tile 3 redone and finished this time
+            rows.append({"tile": 3, "x": tiles[3][1], "y": tiles[3][2]})
+    for y0 in range(0, 96, 32):
+        got.append(band(y0, y0 + 32))
+    table, failures = _split_failures(pd.DataFrame(rows), [])
+    assert sorted(f["tile"] for f in failures) == [4, 9]
+    lost = _failed_on_canvas(grid, failures, table, canvas, 128)
+    assert lost.any() and (mask & ~lost).sum() < mask.sum()
+    np.testing.assert_array_equal(np.concatenate(got), mask & ~lost)
