@@ -19,11 +19,17 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 Batcher::Batcher(std::shared_ptr<const Slide> slide, std::vector<TileRequest> tiles,
                  int64_t out_size, std::shared_ptr<const StainNormalizer> normalizer,
                  BatcherParams params)
+    : Batcher(std::move(slide), std::move(tiles), out_size, std::move(normalizer), params, {}) {}
+
+Batcher::Batcher(std::shared_ptr<const Slide> slide, std::vector<TileRequest> tiles,
+                 int64_t out_size, std::shared_ptr<const StainNormalizer> normalizer,
+                 BatcherParams params, std::vector<RingSlot> ring)
     : slide_(std::move(slide)),
       tiles_(std::move(tiles)),
       out_size_(out_size),
       normalizer_(std::move(normalizer)),
-      params_(params) {
+      params_(params),
+      ring_(std::move(ring)) {
   if (!slide_) throw invalid_argument("batcher needs a slide");
   if (out_size_ <= 0) throw invalid_argument("tile output size must be positive");
   if (params_.batch_size <= 0) throw invalid_argument("batch size must be positive");
@@ -33,6 +39,19 @@ Batcher::Batcher(std::shared_ptr<const Slide> slide, std::vector<TileRequest> ti
   }
   for (const TileRequest& t : tiles_) {
     if (t.read_w <= 0 || t.read_h <= 0) throw invalid_argument("tile read size must be positive");
+  }
+  if (!ring_.empty()) {
+    if (!params_.emit_uint8) throw invalid_argument("a ring of tile buffers needs emit_uint8");
+    const int64_t need = params_.batch_size * out_size_ * out_size_ * 3;
+    for (size_t i = 0; i < ring_.size(); ++i) {
+      if (ring_[i].data == nullptr || ring_[i].bytes < need) {
+        throw invalid_argument("ring slot " + std::to_string(i) + " holds " +
+                               std::to_string(ring_[i].bytes) + " bytes; a batch needs " +
+                               std::to_string(need));
+      }
+      free_slots_.push_back(static_cast<int64_t>(i));
+    }
+    held_.assign(ring_.size(), 0);
   }
   num_batches_ = (num_tiles() + params_.batch_size - 1) / params_.batch_size;
   int threads = params_.threads > 0 ? params_.threads
@@ -66,9 +85,12 @@ void Batcher::worker_loop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       // Bounded prefetch: never run more than prefetch_batches ahead of the consumer.
+      // With a ring, a batch not yet started also needs a free slot.
       work_cv_.wait(lock, [&] {
-        return stopping_ || next_tile_ >= n ||
-               next_tile_ / params_.batch_size < next_consume_ + params_.prefetch_batches;
+        if (stopping_ || next_tile_ >= n) return true;
+        const int64_t b = next_tile_ / params_.batch_size;
+        return b < next_consume_ + params_.prefetch_batches &&
+               (ring_.empty() || !free_slots_.empty() || in_flight_.count(b) > 0);
       });
       if (stopping_ || next_tile_ >= n) return;
       idx = next_tile_++;
@@ -80,7 +102,14 @@ void Batcher::worker_loop() {
         fresh->capacity = std::min(params_.batch_size, n - b * params_.batch_size);
         fresh->remaining = fresh->capacity;
         const size_t px = static_cast<size_t>(fresh->capacity * out_size_ * out_size_);
-        if (params_.emit_uint8) fresh->rgb.resize(px * 3);
+        if (!ring_.empty()) {
+          fresh->ring_slot = free_slots_.front();
+          free_slots_.pop_front();
+          fresh->rgb_out = ring_[static_cast<size_t>(fresh->ring_slot)].data;
+        } else if (params_.emit_uint8) {
+          fresh->rgb.resize(px * 3);
+          fresh->rgb_out = fresh->rgb.data();  // stable: not resized until finalize
+        }
         if (params_.pack == PackFormat::Float32) fresh->f32.resize(px * 3);
         if (params_.pack == PackFormat::Float16) fresh->f16.resize(px * 3);
         fresh->ok.assign(static_cast<size_t>(fresh->capacity), 0);
@@ -125,8 +154,8 @@ void Batcher::process_tile(int64_t idx, Batch& batch, int64_t slot, std::vector<
   const int64_t px = out_size_ * out_size_;
   std::vector<uint8_t> own_tile;
   uint8_t* tile = nullptr;
-  if (params_.emit_uint8) {
-    tile = batch.rgb.data() + slot * px * 3;
+  if (batch.rgb_out != nullptr) {
+    tile = batch.rgb_out + slot * px * 3;
   } else {
     own_tile.resize(static_cast<size_t>(px * 3));
     tile = own_tile.data();
@@ -169,7 +198,7 @@ void Batcher::finalize(Batch& b) const {
     if (!b.ok[s]) continue;
     const int64_t idx = b.index * params_.batch_size + s;
     if (k != s) {
-      if (!b.rgb.empty()) std::memmove(&b.rgb[k * px3], &b.rgb[s * px3], px3);
+      if (b.rgb_out != nullptr) std::memmove(b.rgb_out + k * px3, b.rgb_out + s * px3, px3);
       if (!b.f32.empty()) std::memmove(&b.f32[k * px3], &b.f32[s * px3], px3 * sizeof(float));
       if (!b.f16.empty()) std::memmove(&b.f16[k * px3], &b.f16[s * px3], px3 * sizeof(uint16_t));
     }
@@ -193,19 +222,45 @@ void Batcher::finalize(Batch& b) const {
 std::unique_ptr<Batch> Batcher::next() {
   std::unique_lock<std::mutex> lock(mu_);
   if (next_consume_ >= num_batches_) return nullptr;
+  bool starved = false;
   ready_cv_.wait(lock, [&] {
     if (stopping_) return true;
     auto it = in_flight_.find(next_consume_);
-    return it != in_flight_.end() && it->second->remaining == -1;
+    // Batches start in order, so a next batch without a slot while none is free means the
+    // consumer holds every slot: waiting would never end.
+    starved = !ring_.empty() && it == in_flight_.end() && free_slots_.empty();
+    return starved || (it != in_flight_.end() && it->second->remaining == -1);
   });
   if (stopping_) return nullptr;
+  if (starved) {
+    throw invalid_argument("the consumer holds all " + std::to_string(ring_.size()) +
+                           " ring slots: release one before asking for the next batch");
+  }
   auto it = in_flight_.find(next_consume_);
   std::unique_ptr<Batch> out = std::move(it->second);
   in_flight_.erase(it);
+  if (out->ring_slot >= 0) held_[static_cast<size_t>(out->ring_slot)] = 1;
   ++next_consume_;
   lock.unlock();
   work_cv_.notify_all();
   return out;
+}
+
+}  // namespace virtime
+
+namespace virtime {
+
+void Batcher::release(int64_t slot) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (slot < 0 || slot >= ring_size() || !held_[static_cast<size_t>(slot)]) {
+      throw invalid_argument("ring slot " + std::to_string(slot) +
+                             " is not held by the consumer (released twice, or never handed out)");
+    }
+    held_[static_cast<size_t>(slot)] = 0;
+    free_slots_.push_back(slot);
+  }
+  work_cv_.notify_all();
 }
 
 }  // namespace virtime

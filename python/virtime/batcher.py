@@ -4,11 +4,17 @@ Worker threads read tiles, resample them to the model size, normalize stain and 
 ImageNet-normalized NCHW tensors while Python consumes earlier batches (the GIL is released while
 the pool works). Batches come in tile order; a tile that fails to read is recorded with its
 coordinates and reason and left out, and the run goes on.
+
+With ``ring=`` (a few preallocated ``(B, H, W, 3)`` uint8 arrays, e.g. views of pinned host
+memory), the workers write each batch's tiles straight into a free ring slot: ``Batch.rgb`` is a
+view of that slot and ``Batch.slot`` names it. The consumer holds the slot until
+``Batch.release()`` (once nothing reads it any more, e.g. its upload has completed); the workers
+wait for a free slot, so the ring bounds host memory and a slot is never overwritten in use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,7 +24,7 @@ from virtime.errors import InvalidArgumentError
 from virtime.slide import Slide
 from virtime.tiling import TileGrid
 
-__all__ = ["Batch", "TileFailure", "iter_batches", "STAIN_STATUS"]
+__all__ = ["STAIN_STATUS", "Batch", "TileFailure", "iter_batches"]
 
 #: Meaning of Batch.stain_status values (mirrors the core's StainOutcome).
 STAIN_STATUS = {0: "normalized", 1: "fallback_matrix", 2: "passed_through"}
@@ -49,9 +55,21 @@ class Batch:
     read_seconds: float = 0.0
     normalize_seconds: float = 0.0
     pack_seconds: float = 0.0
+    slot: int | None = None  # the ring slot ``rgb`` views (None without a ring)
+    _release: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.xy.shape[0])
+
+    def release(self) -> None:
+        """Hand the batch's ring slot back to the workers (no-op without a ring, or if done).
+
+        After this, ``rgb`` may be overwritten by a later batch: call it only once nothing reads
+        the slot any more (on a GPU: after the upload from it has completed).
+        """
+        if self._release is not None and self.slot is not None:
+            release, self._release = self._release, None
+            release(self.slot)
 
 
 def iter_batches(
@@ -65,11 +83,18 @@ def iter_batches(
     emit_uint8: bool = True,
     pack: Literal["float32", "float16", "none"] = "float32",
     tiles: np.ndarray | None = None,
+    ring: Sequence[np.ndarray] | None = None,
 ) -> Iterator[Batch]:
     """Yields batches over the grid's tiles (or the subset ``tiles`` of grid indices).
 
     ``normalizer`` is a fitted stain normalizer from :mod:`virtime.stain` (or None). ``threads=0``
     uses every core. Memory is bounded by ``prefetch`` batches in flight.
+
+    ``ring``: writable C-contiguous uint8 arrays of at least ``batch_size·T·T·3`` bytes each
+    (``T`` the grid's tile size; needs ``emit_uint8``). Each batch's tiles are written into one of
+    them (``Batch.slot``; ``Batch.rgb`` is a view of it) and it stays the consumer's until
+    :meth:`Batch.release`; a batch without tiles hands its slot back at once. Asking for the next
+    batch while holding every slot raises :class:`~virtime.errors.InvalidArgumentError`.
     """
     from virtime import _core
 
@@ -83,9 +108,12 @@ def iter_batches(
     params.pack = getattr(_core.PackFormat, pack)
     xy = grid.xy if tiles is None else grid.xy[np.asarray(tiles, dtype=np.int64)]
     core_normalizer = None if normalizer is None else getattr(normalizer, "core", normalizer)
+    slots = None if ring is None else tuple(ring)  # referenced for as long as the pool runs
+    if slots is not None and not emit_uint8:
+        raise InvalidArgumentError("a ring of tile buffers needs emit_uint8=True")
     pool = _core.Batcher(
         slide._core, np.ascontiguousarray(xy, dtype=np.int64), grid.level, grid.read_size,
-        grid.tile_size, core_normalizer, params,
+        grid.tile_size, core_normalizer, params, slots,
     )
     offset = None if tiles is None else np.asarray(tiles, dtype=np.int64)
     try:
@@ -95,6 +123,9 @@ def iter_batches(
             if offset is not None:  # report positions in the full grid
                 index = offset[index]
                 failures = [TileFailure(int(offset[f.tile_index]), f.x, f.y, f.reason) for f in failures]
+            slot = raw.get("slot")
+            if slot is not None and len(index) == 0:  # nothing to upload: the slot is free again
+                pool.release(slot)
             yield Batch(
                 index=int(raw["index"]),
                 tile_index=index,
@@ -107,6 +138,8 @@ def iter_batches(
                 read_seconds=float(raw["read_seconds"]),
                 normalize_seconds=float(raw["normalize_seconds"]),
                 pack_seconds=float(raw["pack_seconds"]),
+                slot=None if slot is None else int(slot),
+                _release=pool.release if slot is not None and len(index) else None,
             )
     finally:
         pool.stop()

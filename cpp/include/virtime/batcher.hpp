@@ -33,6 +33,13 @@ struct TileRequest {
   int64_t read_w = 0, read_h = 0;  // region read at `level`
 };
 
+// A caller-provided buffer that receives one batch's uint8 tiles (N, H, W, 3), successful tiles
+// compacted to the front: e.g. a view of pinned host memory, so the upload reads it directly.
+struct RingSlot {
+  uint8_t* data = nullptr;
+  int64_t bytes = 0;  // at least batch_size * out_size * out_size * 3
+};
+
 struct TileFailure {
   int64_t index = 0;
   int64_t x = 0, y = 0;
@@ -47,7 +54,9 @@ struct Batch {
   std::vector<int64_t> xy;            // count*2 level-0 coordinates
   std::vector<uint8_t> stain_status;  // StainOutcome::Status per tile
   std::vector<std::string> stain_note;
-  std::vector<uint8_t> rgb;           // count*H*W*3 when emit_uint8
+  std::vector<uint8_t> rgb;           // count*H*W*3 when emit_uint8 and no ring
+  int64_t ring_slot = -1;             // the ring slot holding the tiles (-1: no ring, see rgb)
+  uint8_t* rgb_out = nullptr;         // where the tiles are written (rgb.data() or the ring slot)
   std::vector<float> f32;             // count*3*H*W when pack == Float32
   std::vector<uint16_t> f16;          // count*3*H*W when pack == Float16 (half bits)
   std::vector<TileFailure> failures;  // tiles of this batch that failed
@@ -61,6 +70,14 @@ class Batcher {
  public:
   Batcher(std::shared_ptr<const Slide> slide, std::vector<TileRequest> tiles, int64_t out_size,
           std::shared_ptr<const StainNormalizer> normalizer, BatcherParams params);
+  // With a ring: each batch's uint8 tiles are written straight into a free slot (no copy of the
+  // batcher's own), and the batch names it (Batch::ring_slot). The consumer owns a handed-out
+  // slot until it calls release(slot) (e.g. once the upload that reads it has completed); workers
+  // wait for a free slot, so the ring bounds host memory and no slot is overwritten while in use.
+  // Needs emit_uint8. The slots' memory must outlive the batcher.
+  Batcher(std::shared_ptr<const Slide> slide, std::vector<TileRequest> tiles, int64_t out_size,
+          std::shared_ptr<const StainNormalizer> normalizer, BatcherParams params,
+          std::vector<RingSlot> ring);
   ~Batcher();
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
@@ -69,8 +86,13 @@ class Batcher {
   int64_t num_tiles() const { return static_cast<int64_t>(tiles_.size()); }
   int64_t out_size() const { return out_size_; }
   const BatcherParams& params() const { return params_; }
+  int64_t ring_size() const { return static_cast<int64_t>(ring_.size()); }
   // Blocks until the next batch in order is complete; returns null when all were consumed.
+  // With a ring, throws InvalidArgument instead of waiting forever when the consumer holds every
+  // slot and the next batch has none (release a slot first).
   std::unique_ptr<Batch> next();
+  // Hands a ring slot back to the workers; throws InvalidArgument unless the consumer holds it.
+  void release(int64_t slot);
   // Stops the workers early (also called by the destructor).
   void stop();
 
@@ -93,6 +115,9 @@ class Batcher {
   int64_t next_consume_ = 0;   // next batch the consumer expects
   bool stopping_ = false;
   std::map<int64_t, std::unique_ptr<Batch>> in_flight_;
+  std::vector<RingSlot> ring_;
+  std::deque<int64_t> free_slots_;  // ring slots no batch and no consumer holds, oldest first
+  std::vector<uint8_t> held_;       // per ring slot: handed to the consumer, not yet released
   std::vector<std::thread> workers_;
 };
 

@@ -1,9 +1,13 @@
 """The device path of the translation loop: uint8 tiles up, pooled uint8 blocks and tile statistics down.
 
-When the engine runs on a GPU, the CPU should only read and decode: the C++ batcher hands out
-uint8 RGB tiles ``(N, T, T, 3)`` (no float packing), which are copied into a bounded ring of pinned
-host buffers and uploaded asynchronously on a copy stream. On the device, with torch ops:
+When the engine runs on a GPU, the CPU should only read and decode: the C++ batcher writes uint8
+RGB tiles ``(N, T, T, 3)`` (no float packing) straight into a bounded ring of pinned host buffers
+(:meth:`DeviceTranslator.host_ring`; the batch names its slot, no host copy), each uploaded
+asynchronously on a copy stream; a slot goes back to the batcher only once its upload event has
+completed. On the device, with torch ops:
 
+0. with a fitted stain normalizer, its torch twin (:mod:`~virtime.translation.device_stain`:
+   the C++ normalizer's per-tile statistics and rounding) on the uploaded uint8 tiles;
 1. the split into model windows (uint8 slices, a reshape for the official non-overlapping layout),
    ImageNet normalization with the C++ packer's constants (``v·scale + bias``, two roundings, as
    ``pp_pack_f32``), NHWC data handed to the engine as an NCHW ``channels_last`` view (or
@@ -30,7 +34,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +41,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from virtime.errors import InvalidArgumentError
+from virtime.translation.postprocess import WindowGeometry
 from virtime.translation.timeline import Timeline
 
 __all__ = ["DeviceBatchResult", "DeviceTranslator", "add_blocks", "run_tiles_device", "use_device_path"]
@@ -104,10 +108,15 @@ class DeviceTranslator:
     ----------
     engine
         An engine with ``run_tensor`` (see :class:`virtime.engines.Engine`).
-    weight, factor, origins, tile_size, core, threshold
-        As :class:`~virtime.translation.postprocess.WindowPostprocessor`.
+    *geometry, **geometry_kw
+        ``weight, factor, origins, tile_size, core[, threshold]`` (positional or by name) or one
+        :class:`~virtime.translation.postprocess.WindowGeometry`.
     ring
-        Pinned host staging buffers (CUDA only): bounds host memory and the batches in flight.
+        Host staging buffers: the slots of :meth:`host_ring` (pinned on CUDA); bounds host memory
+        and the batches in flight.
+    normalizer
+        A fitted stain normalizer (:mod:`virtime.stain`) applied on the device to the uploaded
+        tiles by its torch twin, or None.
     channels_last
         Hand the engine NHWC data as a ``channels_last`` view (True, no copy) or contiguous NCHW.
     timeline
@@ -117,16 +126,12 @@ class DeviceTranslator:
     def __init__(
         self,
         engine: Any,
-        weight: NDArray[Any],
-        factor: int,
-        origins: Sequence[tuple[int, int]],
-        tile_size: int,
-        core: int,
-        threshold: float = 0.5,
-        *,
+        *geometry: Any,
         ring: int = 3,
         channels_last: bool = True,
         timeline: Timeline | None = None,
+        normalizer: Any = None,
+        **geometry_kw: Any,
     ) -> None:
         import torch
 
@@ -134,18 +139,18 @@ class DeviceTranslator:
         self.engine = engine
         self.device = torch.device(str(getattr(engine, "device", "cpu")))
         self.cuda = self.device.type == "cuda"
-        self.weight = np.ascontiguousarray(weight, dtype=np.float32)
+        g = (geometry[0] if len(geometry) == 1 and not geometry_kw
+             and isinstance(geometry[0], WindowGeometry) else WindowGeometry(*geometry, **geometry_kw))
+        self.geometry = g
+        self.weight, self.factor, self.origins = g.weight, g.factor, g.origins
         self.h, self.w = self.weight.shape
-        self.factor = int(factor)
-        self.origins = np.asarray(origins, dtype=np.int64).reshape(-1, 2)
         self.k = len(self.origins)
-        self.tile_size, self.core, self.threshold = int(tile_size), int(core), float(threshold)
-        if self.factor < 1 or not 1 <= self.core <= self.tile_size or int(ring) < 1:
-            raise InvalidArgumentError(
-                f"bad device-path geometry: factor {factor}, core {core}, ring {ring}")
-        if ((self.origins < 0).any() or (self.origins[:, 0] + self.w > self.tile_size).any()
-                or (self.origins[:, 1] + self.h > self.tile_size).any()):
-            raise InvalidArgumentError(f"windows {self.origins.tolist()} do not fit the tile")
+        self.tile_size, self.core, self.threshold = g.tile_size, g.core, g.threshold
+        if int(ring) < 1:
+            raise InvalidArgumentError(f"the device path needs a ring of >= 1 slot, got {ring}")
+        from virtime.translation.device_stain import device_normalizer
+
+        self.stain = device_normalizer(normalizer, self.device)
         self.channels_last = bool(channels_last)
         self.timeline = timeline if timeline is not None else Timeline(self.device)
         dev = self.device
@@ -156,9 +161,12 @@ class DeviceTranslator:
         self._ws_phase: dict[tuple[int, int], tuple[NDArray[np.float32], Any]] = {}
         self._grid_split = self._official_split()
         self._ring_size = int(ring)
-        self._ring: list[Any] = []
+        self._ring: list[Any] = []  # pinned staging copies for tiles not from host_ring
         self._ring_free: list[Any] = []
         self._slot = 0
+        self._host: list[Any] = []  # host_ring's slots (torch tensors; numpy views go to the batcher)
+        self._host_np: list[NDArray[np.uint8]] = []
+        self._host_event: list[Any] = []  # per slot: the event of its last upload (CUDA)
         if self.cuda:
             self._up = torch.cuda.Stream(dev)
             self._down = torch.cuda.Stream(dev)
@@ -194,9 +202,57 @@ class DeviceTranslator:
         return self._ws_phase[key]
 
     # -- staging --------------------------------------------------------------------------------
-    def _stage(self, rgb: NDArray[np.uint8]) -> Any:
-        """uint8 tiles on the device; on CUDA through a pinned ring slot on the copy stream."""
+    @property
+    def ring_size(self) -> int:
+        return self._ring_size
+
+    def host_ring(self, batch_size: int) -> list[NDArray[np.uint8]]:
+        """The ring the batcher writes tiles into: ``ring`` uint8 arrays ``(batch_size, T, T, 3)``,
+        views of pinned torch tensors on CUDA (uploaded from directly), plain arrays on the CPU.
+
+        Pass them as ``iter_batches(..., ring=...)`` and each batch's ``slot`` to :meth:`submit`;
+        hand a slot back with :meth:`recycle` (which waits for its upload where needed).
+        """
         torch = self._torch
+        shape = (int(batch_size), self.tile_size, self.tile_size, 3)
+        if not self._host or tuple(self._host[0].shape) != shape:
+            self._host = [torch.empty(shape, dtype=torch.uint8, pin_memory=self.cuda)
+                          for _ in range(self._ring_size)]
+            self._host_np = [t.numpy() for t in self._host]
+            self._host_event = [None] * self._ring_size
+        return self._host_np
+
+    def upload_done(self, slot: int, wait: bool = False) -> bool:
+        """Whether the last upload from ring ``slot`` has completed (waits for it when ``wait``)."""
+        ev = self._host_event[slot] if slot < len(self._host_event) else None
+        if ev is None:
+            return True
+        if wait:
+            ev.synchronize()  # the slot is about to be refilled: its copy must have read it
+        elif not ev.query():
+            return False
+        self._host_event[slot] = None
+        return True
+
+    def recycle(self, held: deque[Any]) -> None:
+        """Hand back the ring slots of ``held`` batches (oldest first) whose upload has completed;
+        when every slot is held, wait for the oldest, so the batcher can always go on."""
+        while held and self.upload_done(held[0].slot, wait=len(held) >= self._ring_size):
+            held.popleft().release()
+
+    def _stage(self, rgb: NDArray[np.uint8], slot: int | None = None) -> Any:
+        """uint8 tiles on the device; on CUDA through a pinned ring slot on the copy stream (the
+        batcher's own slot when ``slot`` names one of :meth:`host_ring`, else a staging copy)."""
+        torch = self._torch
+        if slot is not None:
+            if not (0 <= slot < len(self._host_np)) or \
+                    rgb.ctypes.data != self._host_np[slot].ctypes.data:
+                raise InvalidArgumentError(f"tiles are not in ring slot {slot} of this translator")
+            host = self._host[slot][: len(rgb)]
+            if not self.cuda:
+                return host  # the slot itself: read before submit returns
+            dev, self._host_event[slot] = self._upload(host)  # pinned: no host copy
+            return dev
         host = torch.from_numpy(np.ascontiguousarray(rgb))
         if not self.cuda:
             return host
@@ -214,14 +270,21 @@ class DeviceTranslator:
             self._ring[i] = slot
         with self.timeline.host("read"):  # host copy into pinned memory (part of staging)
             slot[:n].copy_(host)
+        dev, self._ring_free[i] = self._upload(slot[:n])
+        return dev
+
+    def _upload(self, pinned: Any) -> tuple[Any, Any]:
+        """Copy pinned host tiles to the device on the copy stream; the compute stream waits for
+        it. Returns the device tensor and the upload's event (the host buffer is free after it)."""
+        torch = self._torch
         with torch.cuda.stream(self._up), self.timeline.span("upload", self._up):
-            dev = slot[:n].to(self.device, non_blocking=True)
+            dev = pinned.to(self.device, non_blocking=True)
             ev = torch.cuda.Event()
             ev.record(self._up)
-        self._ring_free[i] = ev
-        torch.cuda.current_stream(self.device).wait_event(ev)
-        dev.record_stream(torch.cuda.current_stream(self.device))
-        return dev
+        compute = torch.cuda.current_stream(self.device)
+        compute.wait_event(ev)
+        dev.record_stream(compute)
+        return dev, ev
 
     def prepare(self, u8: Any) -> Any:
         """Model input ``(n·k, 3, h, w)`` float32 from uint8 tiles ``(n, T, T, 3)`` on the device."""
@@ -329,8 +392,11 @@ class DeviceTranslator:
         return groups, pos, psum
 
     # -- one batch ------------------------------------------------------------------------------
-    def submit(self, rgb: NDArray[np.uint8], tile_xy: NDArray[np.int64]) -> _Pending:
-        """Queue one batch of uint8 tiles ``(n, T, T, 3)`` at model-pixel origins ``(n, 2)``."""
+    def submit(self, rgb: NDArray[np.uint8], tile_xy: NDArray[np.int64],
+               slot: int | None = None) -> _Pending:
+        """Queue one batch of uint8 tiles ``(n, T, T, 3)`` at model-pixel origins ``(n, 2)``
+        (``slot``: the :meth:`host_ring` slot the batcher wrote them into, uploaded from directly;
+        after this returns it is read only by that upload, see :meth:`upload_done`)."""
         torch = self._torch
         tile_xy = np.asarray(tile_xy, dtype=np.int64).reshape(-1, 2)
         if rgb.ndim != 4 or rgb.shape[1:] != (self.tile_size, self.tile_size, 3) or \
@@ -340,8 +406,10 @@ class DeviceTranslator:
                 f"got {rgb.dtype} {rgb.shape} and {len(tile_xy)} origins")
         stream = torch.cuda.current_stream(self.device) if self.cuda else None
         with torch.inference_mode():
-            u8 = self._stage(rgb)
+            u8 = self._stage(rgb, slot)
             with self.timeline.span("compute", stream):
+                if self.stain is not None:  # the C++ normalizer's twin, on the uploaded tiles
+                    u8, _ = self.stain(u8)
                 logits = self.engine.run_tensor(self.prepare(u8))
             with self.timeline.span("postprocess", stream):
                 groups, pos, psum = self.postprocess(logits, tile_xy)
@@ -426,9 +494,12 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
     failure_row = getattr(pipeline, "_failure_row", None)  # failed tiles in the partial table
 
     failures: list[dict[str, Any]] = []
+    # Stain normalization on the device unless the embedder needs the normalized tiles on the host.
+    on_device = embedder is None and getattr(normalizer, "name", None) in ("macenko", "reinhard")
     translator = DeviceTranslator(
         engine, weight, canvas.factor, origins, config.tile_size, stride,
-        channels_last=bool(getattr(engine, "channels_last", True)),
+        channels_last=bool(getattr(engine, "channels_last", True)), ring=depth + 2,
+        normalizer=normalizer if on_device else None,
     )
     translator.emit_tiles = cells is not None
     tl = translator.timeline
@@ -440,10 +511,12 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
         if len(todo) == 0:
             timings["timeline"] = tl.summary(0.0)
             return rows, failures
-        batches = iter(iter_batches(slide, grid, normalizer=normalizer,
+        batches = iter(iter_batches(slide, grid, normalizer=None if on_device else normalizer,
                                     batch_size=config.batch_size, threads=config.threads,
-                                    emit_uint8=True, pack="none", tiles=todo))
+                                    emit_uint8=True, pack="none", tiles=todo,
+                                    ring=translator.host_ring(config.batch_size)))
         pending: deque[tuple[Any, _Pending | None]] = deque()
+        held: deque[Any] = deque()  # batches whose ring slot is still being uploaded from
 
         def consume(batch: Any, ticket: _Pending | None) -> None:
             nonlocal done
@@ -465,6 +538,7 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
             done = run.report_progress(batch, done, t_start, bar)
 
         while True:
+            translator.recycle(held)  # slots whose upload has completed go back to the batcher
             with tl.host("read"):  # waiting for the batcher's worker threads
                 batch = next(batches, None)
             if batch is not None:
@@ -485,8 +559,11 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
                         embedder.add(batch.rgb, batch.tile_index)
                         timings["embed"] += time.perf_counter() - t0
                     t0 = time.perf_counter()
-                    ticket = translator.submit(batch.rgb, tile_xy_model[batch.tile_index])
+                    ticket = translator.submit(batch.rgb, tile_xy_model[batch.tile_index],
+                                               slot=batch.slot)
                     timings["engine"] += time.perf_counter() - t0  # host time to queue the batch
+                    if batch.slot is not None:  # a ring slot, held until its upload is done
+                        held.append(batch)
                 pending.append((batch, ticket))
             while pending and (batch is None or len(pending) >= depth):
                 consume(*pending.popleft())

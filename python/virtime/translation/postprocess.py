@@ -23,7 +23,57 @@ from numpy.typing import NDArray
 
 from virtime.errors import InvalidArgumentError
 
-__all__ = ["PostprocessResult", "WindowPostprocessor"]
+__all__ = ["PostprocessResult", "WindowGeometry", "WindowPostprocessor"]
+
+
+@dataclass(frozen=True)
+class WindowGeometry:
+    """How a tile's windows are blended and pooled, validated once for the host and device passes.
+
+    Parameters
+    ----------
+    weight
+        ``(h, w)`` blend weight of a window (:func:`virtime.stitch.windows.window_weight`).
+    factor
+        Pooling factor to the canvas grid (:func:`virtime.stitch.windows.output_factor`).
+    origins
+        ``(x, y)`` of the ``k`` windows inside a tile, in the order the logits come in.
+    tile_size
+        Side of the tile in model pixels.
+    core
+        Side of the tile's own region (the tile stride), over which statistics are taken.
+    threshold
+        Positive: blended probability strictly above it.
+    """
+
+    weight: Any
+    factor: int
+    origins: Any
+    tile_size: int
+    core: int
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        weight = np.ascontiguousarray(self.weight, dtype=np.float32)
+        if weight.ndim != 2:
+            raise InvalidArgumentError(f"weight must be (h, w), got shape {weight.shape}")
+        if int(self.factor) < 1:
+            raise InvalidArgumentError(f"factor must be >= 1, got {self.factor}")
+        origins = np.asarray(self.origins, dtype=np.int64).reshape(-1, 2)
+        tile = int(self.tile_size)
+        h, w = weight.shape
+        if len(origins) == 0 or (origins < 0).any() or (origins[:, 0] + w > tile).any() or \
+                (origins[:, 1] + h > tile).any():
+            raise InvalidArgumentError(
+                f"window origins {origins.tolist()} must place {h}x{w} windows inside a "
+                f"{tile}-pixel tile"
+            )
+        if not 1 <= int(self.core) <= tile:
+            raise InvalidArgumentError(f"core must be in [1, {tile}], got {self.core}")
+        for name, value in (("weight", weight), ("factor", int(self.factor)),
+                            ("origins", origins), ("tile_size", tile), ("core", int(self.core)),
+                            ("threshold", float(self.threshold))):
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True)
@@ -56,18 +106,8 @@ class WindowPostprocessor:
 
     Parameters
     ----------
-    weight
-        ``(h, w)`` blend weight of a window (:func:`virtime.stitch.windows.window_weight`).
-    factor
-        Pooling factor to the canvas grid (:func:`virtime.stitch.windows.output_factor`).
-    origins
-        ``(x, y)`` of the ``k`` windows inside a tile, in the order the logits come in.
-    tile_size
-        Side of the tile in model pixels.
-    core
-        Side of the tile's own region (the tile stride), over which statistics are taken.
-    threshold
-        Positive: blended probability strictly above it.
+    weight, factor, origins, tile_size, core, threshold
+        The window geometry, as :class:`WindowGeometry` (validated there).
     threads
         CPU worker threads (0: all cores).
     """
@@ -82,27 +122,11 @@ class WindowPostprocessor:
         threshold: float = 0.5,
         threads: int = 0,
     ) -> None:
-        self.weight = np.ascontiguousarray(weight, dtype=np.float32)
-        if self.weight.ndim != 2:
-            raise InvalidArgumentError(f"weight must be (h, w), got shape {self.weight.shape}")
-        self.factor = int(factor)
-        if self.factor < 1:
-            raise InvalidArgumentError(f"factor must be >= 1, got {factor}")
-        self.origins = np.asarray(origins, dtype=np.int64).reshape(-1, 2)
-        self.tile_size = int(tile_size)
-        self.core = int(core)
-        self.threshold = float(threshold)
+        g = WindowGeometry(weight, factor, origins, tile_size, core, threshold)
+        self.geometry = g
+        self.weight, self.factor, self.origins = g.weight, g.factor, g.origins
+        self.tile_size, self.core, self.threshold = g.tile_size, g.core, g.threshold
         self.threads = int(threads)
-        h, w = self.weight.shape
-        if len(self.origins) == 0 or (self.origins < 0).any() or \
-                (self.origins[:, 0] + w > self.tile_size).any() or \
-                (self.origins[:, 1] + h > self.tile_size).any():
-            raise InvalidArgumentError(
-                f"window origins {self.origins.tolist()} must place {h}x{w} windows inside a "
-                f"{self.tile_size}-pixel tile"
-            )
-        if not 1 <= self.core <= self.tile_size:
-            raise InvalidArgumentError(f"core must be in [1, {self.tile_size}], got {core}")
         self._device_weight: dict[Any, Any] = {}
 
     @property
