@@ -21,7 +21,15 @@ OTHER_H = np.array([0.70, 0.62, 0.35]) / np.linalg.norm([0.70, 0.62, 0.35])
 OTHER_E = np.array([0.10, 0.86, 0.50]) / np.linalg.norm([0.10, 0.86, 0.50])
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+@pytest.fixture(autouse=True)
+def _single_intra_op_thread():
+    """torch's default thread count oversubscribes a shared 2-core runner."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _tile(rng, size, glass=0.3, h_scale=1.0):
