@@ -199,9 +199,9 @@ class DeviceMacenko(_DeviceNormalizer):
         mc_ref = self._max_conc(od, tissue, count, ref_inv)
         ref_ok = (mc_ref > _MIN_MAX_CONC).all(1) & torch.isfinite(mc_ref).all(1)
         fallback = ~own & ~(valid & flat) & (count >= self.min_fallback) & ref_ok
-        status = torch.full((n,), PASSED_THROUGH, dtype=torch.int64, device=px.device)
-        status[fallback] = FALLBACK_MATRIX
-        status[own] = NORMALIZED
+        # torch.where, not masked assignment: no host synchronization on a GPU.
+        status = torch.where(own, NORMALIZED, torch.where(fallback, FALLBACK_MATRIX,
+                                                          PASSED_THROUGH)).to(torch.int64)
         use_inv = torch.where(own[:, None, None], inv, ref_inv)
         use_mc = torch.where(own[:, None], mc, mc_ref)
         inv32 = use_inv.float()
