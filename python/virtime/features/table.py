@@ -23,7 +23,6 @@ from virtime._progress import progress
 from virtime.channels import CHANNEL_NAMES
 from virtime.errors import InputDataError, MissingMppError
 from virtime.features.bands import column_blocks
-from virtime.features.contexture import ContextureConfig
 from virtime.features.partials import SlideFeatureAccumulator
 from virtime.io import SlideFolder
 
@@ -72,14 +71,11 @@ def compute_slide_features(
     tissue: Any,
     mpp: float,
     *,
-    bin_um: float = 64.0,
-    threshold: float = 0.5,
     channels: Sequence[str] | None = None,
-    analyse: Sequence[str] | None = None,
-    contexture: ContextureConfig | None = None,
     strip_rows: int | None = None,
     max_block_bytes: int = 256 * 2**20,
     show_progress: bool = False,
+    **settings: Any,
 ) -> dict[str, float | str]:
     """Features of one slide from a (C, H, W) probability map, read in row strips.
 
@@ -92,8 +88,8 @@ def compute_slide_features(
         as DAPI > 0 (or any channel > 0 without DAPI).
     mpp : float
         Microns per pixel of ``prob``.
-    bin_um, threshold, channels, analyse, contexture
-        As in :class:`SlideFeatureAccumulator`.
+    channels : sequence of str, optional
+        Names of the map's channels (default: the 23 GigaTIME channels).
     strip_rows : int, optional
         Rows per strip (rounded up to whole bins); default about 1024 rows.
     max_block_bytes : int
@@ -101,6 +97,9 @@ def compute_slide_features(
         stays bounded on very wide slides; the accumulator stitches blocks exactly.
     show_progress : bool
         Show a progress bar over strips.
+    **settings
+        ``bin_um`` (64), ``threshold`` (0.5), ``analyse``, ``contexture``: as in
+        :class:`SlideFeatureAccumulator` (one definition of the feature settings, there).
 
     Returns
     -------
@@ -117,8 +116,7 @@ def compute_slide_features(
                 f"features: map has {C} channels; pass channel names (default expects 23)"
             )
         channels = CHANNEL_NAMES
-    acc = SlideFeatureAccumulator(mpp, bin_um=bin_um, threshold=threshold, channels=channels,
-                                  analyse=analyse, contexture=contexture)
+    acc = SlideFeatureAccumulator(mpp, channels=channels, **settings)
     target = strip_rows or max(_STRIP_TARGET_ROWS, acc.bin_px)
     step = max(1, math.ceil(target / acc.bin_px)) * acc.bin_px
     itemsize = np.dtype(getattr(prob, "dtype", np.uint8)).itemsize
