@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Test helper modules in this folder (dying_engine) are importable from every test.
+# Test helper modules in this folder (dying_engine, tiny_models, direct_run, slide_outputs) are
+# importable from every test.
 sys.path.insert(0, str(Path(__file__).parent))
 
 
@@ -51,18 +52,22 @@ def slide_dir(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory):
     """Reduced-width GigaTIME taking 64-px windows at 0.5 um/px (so tests stay fast)."""
+    from tiny_models import save_tiny_gigatime
+
+    return save_tiny_gigatime(tmp_path_factory.mktemp("model") / "tiny.safetensors", seed=0,
+                              bias=(-2, 2))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for the test: on a shared 2-core runner, torch's default
+    oversubscribes the cores and small convolutions run far slower."""
     import torch
 
-    from virtime.models import GigaTIME, save
-
-    torch.manual_seed(0)
-    model = GigaTIME(filters=[4, 8, 16, 32, 64]).eval()
-    # Nudge the output bias so some channels cross 0.5 and others do not.
-    with torch.no_grad():
-        model.final.bias.copy_(torch.linspace(-2, 2, 23))
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save(model, path, input_mpp=0.5, window=64)
-    return path
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

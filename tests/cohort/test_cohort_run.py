@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-import zarr
+from slide_outputs import assert_same_outputs
 
 import virtime
 from virtime.cli import main
@@ -46,14 +46,7 @@ def cohort_slides(tmp_path_factory):
 
 def _same_outputs(a, b):
     """Two slide folders hold the same virtual mIF, tile table and features."""
-    za = zarr.open_group(str(a / "mif.ome.zarr"), mode="r")
-    zb = zarr.open_group(str(b / "mif.ome.zarr"), mode="r")
-    levels = [d["path"] for d in za.attrs["multiscales"][0]["datasets"]]
-    assert levels == [d["path"] for d in zb.attrs["multiscales"][0]["datasets"]]
-    for level in levels:
-        np.testing.assert_array_equal(np.asarray(za[level][:]), np.asarray(zb[level][:]))
-    for name in ("tiles.parquet", "features.parquet"):
-        pd.testing.assert_frame_equal(pd.read_parquet(a / name), pd.read_parquet(b / name))
+    assert_same_outputs(a, b, tables=("tiles.parquet", "features.parquet"))
     np.testing.assert_array_equal(np.load(a / "tissue_mask.npy"), np.load(b / "tissue_mask.npy"))
     assert (b / "thumbnail.png").is_file() and (b / "summary.json").is_file()
 

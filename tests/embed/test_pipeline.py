@@ -6,20 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import tiny_encoders
 
-from virtime.embed import (
-    EmbedConfig,
-    SlideEncoder,
-    SlideEncoderConfig,
-    TileEncoder,
-    TileEncoderConfig,
-    embed_slide,
-)
+from virtime.embed import EmbedConfig, TileEncoder, embed_slide
 from virtime.errors import InvalidArgumentError
-
-TILE = TileEncoderConfig(embed_dim=64, depth=1, num_heads=4, mlp_hidden=128)
-SLIDE = SlideEncoderConfig(in_chans=64, embed_dim=32, depth=2, num_heads=4, ffn_dim=48,
-                           segment_lengths=(8, 64), dilated_ratios=(1, 2))
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +21,7 @@ def slide_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoders():
-    torch.manual_seed(5)
-    return TileEncoder(TILE).eval(), SlideEncoder(SLIDE).eval()
+    return tiny_encoders(5, segment_lengths=(8, 64), dilated_ratios=(1, 2))
 
 
 def test_embed_slide_matches_direct_model_run(slide_path, encoders, tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from tiny_models import tiny_flash
 
 from virtime.engines import create_engine, export_onnx
 from virtime.models import GigaTIMEFlash
@@ -16,15 +17,7 @@ W = 256
 @pytest.fixture(scope="module")
 def flash():
     """Reduced widths (official key pattern), non-zero LoRA B so the adapters are exercised."""
-    torch.manual_seed(3)
-    model = GigaTIMEFlash(dim=64, heads=1, mlp_hidden=64, lora_r=4, decoder=(16, 8, 8, 8))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name or name.endswith("gamma"):
-                p.normal_(0, 0.1)
-            elif name.endswith("pos_embed"):
-                p.normal_(0, 0.5)
-    return model.eval()
+    return tiny_flash(3, pos_embed_std=0.5).eval()
 
 
 @pytest.fixture(scope="module")

@@ -6,38 +6,21 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import openslide
 import pandas as pd
 import pytest
 import torch
 import zarr
+from direct_run import direct_tile_probs
+from tiny_models import tiny_flash
 
 from virtime.channels import CHANNEL_NAMES
 from virtime.cli import main
 from virtime.models import GigaTIME, GigaTIMEFlash, load
 from virtime.models.checkpoints import save_official_layout
 
-MEAN = np.array([0.485, 0.456, 0.406])
-STD = np.array([0.229, 0.224, 0.225])
-
 
 def _files(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-
-
-def _direct_probs(slide_path, model, x, y, size=512, window=256):
-    """openslide-python read, numpy normalization, the model per window, sigmoid."""
-    with openslide.OpenSlide(str(slide_path)) as osr:
-        rgba = np.asarray(osr.read_region((int(x), int(y)), 0, (size, size))).astype(float)
-    rgb = rgba[..., :3] * (rgba[..., 3:] / 255) + 255 * (1 - rgba[..., 3:] / 255)
-    tensor = torch.from_numpy(((np.rint(rgb) / 255 - MEAN) / STD).transpose(2, 0, 1)).float()
-    probs = np.zeros((23, size, size), np.float32)
-    with torch.inference_mode():
-        for wy in range(0, size, window):
-            for wx in range(0, size, window):
-                logit = model(tensor[None, :, wy:wy + window, wx:wx + window])[0]
-                probs[:, wy:wy + window, wx:wx + window] = torch.sigmoid(logit).numpy()
-    return probs
 
 
 @pytest.mark.slow
@@ -45,12 +28,8 @@ def test_translate_with_flash_weights(tmp_path):
     from virtime.simulate.slides import make_slide
 
     slide = make_slide(tmp_path / "slide.svs", 768, 512, mpp=0.25, seed=4)
-    torch.manual_seed(0)
-    flash = GigaTIMEFlash(dim=64, heads=1, mlp_hidden=64, lora_r=4, decoder=(16, 8, 8, 8))
+    flash = tiny_flash(0)
     with torch.no_grad():
-        for name, p in flash.named_parameters():
-            if "lora_B" in name or name.endswith("gamma"):
-                p.normal_(0, 0.1)
         flash.final_conv.bias.copy_(torch.linspace(-2, 2, 23))
     save_official_layout(flash, tmp_path / "flash_model.pth")
     save_official_layout(GigaTIME(filters=(4, 8, 16, 32, 64)), tmp_path / "gigatime.pth")
@@ -73,7 +52,7 @@ def test_translate_with_flash_weights(tmp_path):
     model = load(tmp_path / "flash_model.pth")
     assert model.card.sha256 in json.dumps(summary)
     row = tiles_f.iloc[len(tiles_f) // 2]
-    probs = _direct_probs(slide, model, row["x"], row["y"], size=256)
+    probs = direct_tile_probs(slide, model, row["x"], row["y"], size=256, window=256)
     for c in (0, 11, 22):
         assert row[f"{CHANNEL_NAMES[c]}.mean_probability"] == pytest.approx(probs[c].mean(),
                                                                             abs=1e-4)

@@ -27,12 +27,8 @@ GEOMETRIES = [  # (tile, window, overlap, factor, tile origins step): aligned, b
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
+def _one_torch_thread(one_torch_thread):
     """One intra-op thread: on a shared 2-core runner, torch's default oversubscribes (8x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _engine(model, **kw):

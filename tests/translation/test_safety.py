@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import zarr
 from dying_engine import DyingEngine, Interrupt
+from slide_outputs import assert_same_outputs as _assert_same_outputs  # mIF + tiles.parquet
 
 import virtime
 from virtime import errors
@@ -52,17 +52,10 @@ def fast_config(fast_config):
 @pytest.fixture(scope="module")
 def other_weights(tmp_path_factory):
     """A second tiny GigaTIME (other seed, other biases): the "other --weights" of a rerun."""
-    import torch
+    from tiny_models import save_tiny_gigatime
 
-    from virtime.models import GigaTIME, save
-
-    torch.manual_seed(1)
-    model = GigaTIME(filters=[4, 8, 16, 32, 64]).eval()
-    with torch.no_grad():
-        model.final.bias.copy_(torch.linspace(2, -2, 23))
-    path = tmp_path_factory.mktemp("model_b") / "other.safetensors"
-    save(model, path, input_mpp=0.5, window=64)
-    return path
+    return save_tiny_gigatime(tmp_path_factory.mktemp("model_b") / "other.safetensors", seed=1,
+                              bias=(2, -2))
 
 
 @pytest.fixture(scope="module")
@@ -89,17 +82,6 @@ def tall_reference_b(tall, other_model, tmp_path_factory):
                           show_progress=False, batch_size=4, window_batch=16, threads=2,
                           features=False)
     return virtime.translate(tall, other_model, tmp_path_factory.mktemp("ref_b"), cfg).output_dir
-
-
-def _assert_same_outputs(a: Path, b: Path) -> None:
-    za = zarr.open_group(str(a / "mif.ome.zarr"), mode="r")
-    zb = zarr.open_group(str(b / "mif.ome.zarr"), mode="r")
-    levels = [d["path"] for d in za.attrs["multiscales"][0]["datasets"]]
-    assert levels == [d["path"] for d in zb.attrs["multiscales"][0]["datasets"]]
-    for level in levels:
-        np.testing.assert_array_equal(np.asarray(za[level][:]), np.asarray(zb[level][:]))
-    pd.testing.assert_frame_equal(pd.read_parquet(a / "tiles.parquet"),
-                                  pd.read_parquet(b / "tiles.parquet"))
 
 
 # ----------------------------------------------------------------- defect 1: resume mixes runs

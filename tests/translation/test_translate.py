@@ -6,35 +6,17 @@ import dataclasses
 import json
 
 import numpy as np
-import openslide
 import pandas as pd
 import pytest
 import torch
 import zarr
+from direct_run import direct_tile_probs, normalized_tile
 from dying_engine import DyingEngine, Interrupt
 
 import virtime
 from virtime import errors
 from virtime.channels import CHANNEL_NAMES
 from virtime.cli import main
-
-MEAN = np.array([0.485, 0.456, 0.406])
-STD = np.array([0.229, 0.224, 0.225])
-
-
-def _direct_tile_probs(slide_path, model, x, y, size=128, window=64):
-    """Independent path: openslide-python read, numpy normalize, model per window, sigmoid."""
-    with openslide.OpenSlide(str(slide_path)) as osr:
-        rgba = np.asarray(osr.read_region((int(x), int(y)), 0, (size, size))).astype(float)
-    rgb = rgba[..., :3] * (rgba[..., 3:] / 255) + 255 * (1 - rgba[..., 3:] / 255)
-    tensor = torch.from_numpy(((np.rint(rgb) / 255 - MEAN) / STD).transpose(2, 0, 1)).float()
-    probs = np.zeros((23, size, size), np.float32)
-    with torch.inference_mode():
-        for wy in range(0, size, window):
-            for wx in range(0, size, window):
-                logit = model(tensor[None, :, wy : wy + window, wx : wx + window])[0]
-                probs[:, wy : wy + window, wx : wx + window] = torch.sigmoid(logit).numpy()
-    return probs
 
 
 @pytest.mark.slow
@@ -51,7 +33,8 @@ def test_translate_matches_direct_model_run(small_slide, tiny_model, fast_config
     assert level0.shape == (23, 512 // 4, 768 // 4)  # 0.5 -> 2.0 um/px is a factor of 4
     canvas = np.asarray(level0[:])
     for _, row in tiles.iloc[[0, len(tiles) // 2, -1]].iterrows():
-        probs = _direct_tile_probs(small_slide, tiny_model, row["x"], row["y"])
+        # independent path: openslide-python read, numpy normalize, model per window, sigmoid
+        probs = direct_tile_probs(small_slide, tiny_model, row["x"], row["y"], size=128, window=64)
         for c in (0, 13, 22):
             name = CHANNEL_NAMES[c]
             assert row[f"{name}.mean_probability"] == pytest.approx(probs[c].mean(), abs=1e-4)
@@ -188,10 +171,7 @@ def _direct_tile_probs_windows(slide_path, model, x, y):
     """Probabilities of the 9 overlapping 64-px windows of a 128-px tile (overlap 16)."""
     from virtime.stitch.windows import plan_windows
 
-    with openslide.OpenSlide(str(slide_path)) as osr:
-        rgba = np.asarray(osr.read_region((int(x), int(y)), 0, (128, 128))).astype(float)
-    rgb = rgba[..., :3] * (rgba[..., 3:] / 255) + 255 * (1 - rgba[..., 3:] / 255)
-    tensor = torch.from_numpy(((np.rint(rgb) / 255 - MEAN) / STD).transpose(2, 0, 1)).float()
+    tensor = normalized_tile(slide_path, x, y, 128)
     with torch.inference_mode():
         batch = torch.stack([tensor[:, oy : oy + 64, ox : ox + 64]
                              for ox, oy in plan_windows(128, 64, 16)])

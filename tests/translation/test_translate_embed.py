@@ -8,28 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import tiny_encoders
 
 import virtime
 from virtime import errors
 from virtime.cli import main
-from virtime.embed import (
-    EmbedConfig,
-    SlideEncoder,
-    SlideEncoderConfig,
-    TileEncoder,
-    TileEncoderConfig,
-    embed_slide,
-)
+from virtime.embed import EmbedConfig, embed_slide
 from virtime.embed.joint import TileEmbedder
 
 
 @pytest.fixture(scope="module")
 def encoders():
-    torch.manual_seed(1)
-    tile = TileEncoder(TileEncoderConfig(embed_dim=64, depth=1, num_heads=4, mlp_hidden=128)).eval()
-    slide = SlideEncoder(SlideEncoderConfig(in_chans=64, embed_dim=32, depth=2, num_heads=4,
-                                            ffn_dim=48)).eval()
-    return tile, slide
+    return tiny_encoders(1)
 
 
 @pytest.mark.slow
