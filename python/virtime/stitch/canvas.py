@@ -225,6 +225,9 @@ class StreamingCanvas(CommitOnExit):
         self._resumed_until = self._first_open  # bands < this were finished by an earlier run
         self._bands: dict[int, tuple[NDArray[np.float32], NDArray[np.float32]]] = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="canvas-writer")
+        # The observers (pyramid, thumbnail, features) on a second thread: in band order like
+        # the writer, but beside it, so neither waits for the other on a many-core machine.
+        self._observing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="canvas-observers")
         self._pending: list[Future[None]] = []
         self._writer_failed = False
         self.n_levels = omezarr.n_pyramid_levels(self.shape_yx, self.chunk)
@@ -341,19 +344,22 @@ class StreamingCanvas(CommitOnExit):
         for band in range(self._resumed_until):
             y0 = band * self.chunk
             y1 = min(y0 + self.chunk, self.shape_yx[0])
-            self._submit(self._replay_band, y0, y1, [o.prepare(y0, y1) for o in self._observers])
+            self._submit(self._observing, self._replay_band, y0, y1,
+                         [o.prepare(y0, y1) for o in self._observers])
 
     def _replay_band(self, y0: int, y1: int, prepared: list[Any]) -> None:
-        rows = np.asarray(self._group["0"][:, y0:y1, :])
+        self._observe(y0, np.asarray(self._group["0"][:, y0:y1, :]), prepared)
+
+    def _observe(self, y0: int, rows: NDArray[np.uint8], prepared: list[Any]) -> None:
         for observer, prep in zip(self._observers, prepared):
             observer.on_band(y0, rows, prep)
 
-    def _submit(self, fn: Any, *args: Any) -> None:
-        """Queue work for the writer thread (in order; at most a few bands pending)."""
+    def _submit(self, pool: ThreadPoolExecutor, fn: Any, *args: Any) -> None:
+        """Queue work for the writer or observer thread (in order; a few bands pending)."""
         self._raise_writer_errors()
-        while len(self._pending) >= _MAX_PENDING_BANDS:  # bound memory if the disk is slow
+        while len(self._pending) >= 2 * _MAX_PENDING_BANDS:  # bound memory if the disk is slow
             self._pending.pop(0).result()
-        self._pending.append(self._writer.submit(fn, *args))
+        self._pending.append(pool.submit(fn, *args))
 
     # ------------------------------------------------------------------ output
     def flush_until(self, y: int) -> int:
@@ -388,13 +394,12 @@ class StreamingCanvas(CommitOnExit):
         # manifest only once its chunks are written.
         self._replay_resumed()
         prepared = [o.prepare(y0, y0 + rows) for o in self._observers]
-        self._submit(self._write_band, band, y0, out, prepared)
+        self._submit(self._writer, self._write_band, band, y0, out)
+        self._submit(self._observing, self._observe, y0, out, prepared)
 
-    def _write_band(self, band: int, y0: int, out: NDArray[np.uint8], prepared: list[Any]) -> None:
+    def _write_band(self, band: int, y0: int, out: NDArray[np.uint8]) -> None:
         omezarr.writable_level(self._group, 0)[:, y0 : y0 + out.shape[1], :] = out  # empty too
         self._manifest.mark_complete(_BANDS, band)
-        for observer, prep in zip(self._observers, prepared):
-            observer.on_band(y0, out, prep)
 
     def _raise_writer_errors(self, wait: bool = False) -> None:
         """Re-raise a failed background write; with ``wait``, block until all writes are done."""
@@ -423,6 +428,7 @@ class StreamingCanvas(CommitOnExit):
         self.flush_until(self.shape_yx[0] * self.factor)
         self._raise_writer_errors(wait=True)
         self._writer.shutdown(wait=True)
+        self._observing.shutdown(wait=True)
         n_levels = self.n_levels
         if not self.pyramid.complete:  # every band went through it: a bug if not
             raise InvalidArgumentError(f"{self.path}: the pyramid was not completed from the "
@@ -449,6 +455,7 @@ class StreamingCanvas(CommitOnExit):
         and a resumed run relies on the manifest being settled), drop open accumulators."""
         self._bands.clear()
         self._writer.shutdown(wait=True)
+        self._observing.shutdown(wait=True)
         for fut in self._pending:
             if fut.exception() is not None:  # after a raised write error: its echoes, not news
                 level = logging.DEBUG if self._writer_failed else logging.ERROR
