@@ -13,7 +13,7 @@ from virtime.cli import main
 CLI = Path(virtime.cli.__file__).parent
 SHARED = ["--tile-size", "--overlap", "--min-tissue", "--backend", "--precision", "--threads",
           "--allow-slow", "--mpp", "--allow-mpp", "--bin-um", "--threshold", "--max-failed-share",
-          "--val-fraction", "--batch-size"]
+          "--val-fraction", "--batch-size", "--levels", "--min-patients"]
 
 
 @pytest.mark.parametrize("flag", SHARED)

@@ -124,6 +124,12 @@ def add_levels_arg(parser: _Parser, default: list[str] | None = None) -> None:
                         choices=LEVELS)
 
 
+def add_min_patients_arg(parser: _Parser, default: int = 20) -> None:
+    """``--min-patients``: the smallest group a statistics command tests."""
+    parser.add_argument("--min-patients", type=int, default=default,
+                        help=f"smallest group tested ({default})")
+
+
 def add_stats_args(parser: argparse.ArgumentParser, table: str,
                    levels: list[str] | None = None) -> None:
     """A statistics command's cohort (``--features --clinical ...``), its ``-o`` table (``table``

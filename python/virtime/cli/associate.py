@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from virtime.cli._common import LEVELS, add_quiet_arg, add_stats_args, write_stats_table
+from virtime.cli._common import (
+    LEVELS,
+    add_min_patients_arg,
+    add_quiet_arg,
+    add_stats_args,
+    write_stats_table,
+)
 from virtime.cli.validate import cohort_from_args
 
 __all__ = ["register"]
@@ -15,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_stats_args(p, "association")
     p.add_argument("--plot", help="bubble-grid PNG of the given --plot-level")
     p.add_argument("--plot-level", default="pan-cancer", choices=LEVELS)
-    p.add_argument("--min-patients", type=int, default=20, help="smallest group tested (20)")
+    add_min_patients_arg(p)
     p.add_argument("--min-per-class", type=int, default=5,
                    help="smallest biomarker class within a group (5)")
     p.add_argument("--correction", choices=["bh", "holm", "bonferroni"], default="bh")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from virtime.cli._common import add_quiet_arg
+from virtime.cli._common import add_levels_arg, add_min_patients_arg, add_quiet_arg
 from virtime.cli.validate import add_cohort_args, cohort_from_args
 
 __all__ = ["register"]
@@ -17,9 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_cohort_args(p, prefix="validation-", required=False)
     p.add_argument("-o", "--output", required=True, help="report .html")
     p.add_argument("--tiers", help="JSON file mapping channel → confidence tier (model card)")
-    p.add_argument("--levels", nargs="+", default=["pan-cancer", "cancer_type", "subtype"],
-                   choices=["pan-cancer", "cancer_type", "subtype"])
-    p.add_argument("--min-patients", type=int, default=20)
+    add_levels_arg(p)
+    add_min_patients_arg(p)
     p.add_argument("--no-survival", action="store_true")
     p.add_argument("--title", default="virtime population report")
     p.add_argument("--gallery-feature", help="show the slides with the highest and lowest value "

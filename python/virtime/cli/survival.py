@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from virtime.cli._common import add_quiet_arg, add_stats_args, write_stats_table
+from virtime.cli._common import (
+    add_min_patients_arg,
+    add_quiet_arg,
+    add_stats_args,
+    write_stats_table,
+)
 from virtime.cli.validate import cohort_from_args
 
 __all__ = ["register"]
@@ -20,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--penalizer", type=float, default=0.1, help="signature ridge penalty (0.1)")
     p.add_argument("--permutations", type=int, default=0,
                    help="permutation p of the signature with this many shuffles (0: off)")
-    p.add_argument("--min-patients", type=int, default=30)
+    add_min_patients_arg(p, 30)
     p.add_argument("--min-events", type=int, default=10)
     p.add_argument("--no-signature", action="store_true", help="skip the combined signature")
     p.add_argument("--seed", type=int, default=0)
