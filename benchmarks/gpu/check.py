@@ -319,12 +319,14 @@ def bare_engine(model: Any, dev: str, batch: int, seconds: float, variants: list
 
 # -- (c) the whole translate ---------------------------------------------------------------------
 def whole_translate(model: Any, slide: Path, out: Path, dev: str, precision: str, batch: int,
-                    opts: dict[str, Any], tile: int, dry: bool) -> Row:
+                    opts: dict[str, Any], tile: int, dry: bool, features: bool = False) -> Row:
+    """``features``: also the slide features, the thumbnail and the pyramid from the canvas bands
+    on the observer thread (the default job): shows whether they keep up with the GPU."""
     import virtime
     from virtime.translation import TranslateConfig
 
     cfg = TranslateConfig(backend="torch", precision=precision, device=dev, tile_size=tile,
-                          batch_size=max(1, batch // 4), window_batch=batch, features=False,
+                          batch_size=max(1, batch // 4), window_batch=batch, features=features,
                           show_progress=False, force=True, engine_options=opts,
                           device_path=True if dry else None)
     _peak_reset(dev)
@@ -336,6 +338,7 @@ def whole_translate(model: Any, slide: Path, out: Path, dev: str, precision: str
     tl = res.record.get("timeline", {})
     compute = tl.get("stages", {}).get("compute", {}).get("busy_s")
     name = f"{precision}" + "".join(f" + {k_}" for k_, v in opts.items() if v)
+    name += " + features" if features else ""
     return Row("c virtime translate", model.card.architecture, name,
                round(res.tiles_done * k / max(loop, 1e-9), 1), s.fraction(compute), _peak_gib(dev),
                f"{res.tiles_done} tiles, loop {loop:.1f} s of {res.seconds:.1f} s, bound by "
@@ -429,14 +432,15 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(r)
                 print(table([r], {}).splitlines()[-1], flush=True)
         if "c" not in skip:
-            try:
-                rows.append(whole_translate(model, slide, work / f"out-{name}", dev,
-                                            args.precision if not dry else "fp32", batch, opts,
-                                            tile, dry))
-            except Exception as exc:  # noqa: BLE001 - reported in the table
-                rows.append(Row("c virtime translate", name, args.precision,
-                                note=f"error: {type(exc).__name__}: {exc}"[:160]))
-                traceback.print_exc()
+            for features in (False, True):
+                try:
+                    rows.append(whole_translate(model, slide, work / f"out-{name}", dev,
+                                                args.precision if not dry else "fp32", batch,
+                                                opts, tile, dry, features=features))
+                except Exception as exc:  # noqa: BLE001 - reported in the table
+                    rows.append(Row("c virtime translate", name, args.precision,
+                                    note=f"error: {type(exc).__name__}: {exc}"[:160]))
+                    traceback.print_exc()
             print(table(rows[-1:], {}).splitlines()[-1], flush=True)
         print(f"{name}: {time.perf_counter() - t1:.1f} s", flush=True)
     text = table(rows, info)
