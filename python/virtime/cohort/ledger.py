@@ -43,17 +43,19 @@ STATUSES = ("pending", "done", "skipped", "failed")
 LEDGER_COLUMNS = (
     "slide_id", "patient_id", "path", "mpp", "size_bytes", "status", "reason", "attempts",
     "seconds", "translate_seconds", "tiles_done", "tiles_failed", "worker", "engine_cached",
-    "started", "finished", "run_id", "updated",
+    "started", "finished", "run_id", "updated", "prepared", "prefetch_seconds",
 )
 _DEFAULTS: dict[str, Any] = {
     "status": "pending", "reason": "", "attempts": 0, "seconds": np.nan,
     "translate_seconds": np.nan, "tiles_done": -1, "tiles_failed": -1, "worker": "",
     "engine_cached": False, "started": np.nan, "finished": np.nan, "run_id": "", "updated": 0.0,
+    # prepared: opened (and its first batches read) ahead by the worker, prefetch_seconds it took
+    "prepared": False, "prefetch_seconds": np.nan,
 }
 _DTYPES = {"attempts": "int64", "tiles_done": "int64", "tiles_failed": "int64", "mpp": "float64",
            "size_bytes": "int64", "seconds": "float64", "translate_seconds": "float64",
            "started": "float64", "finished": "float64", "updated": "float64",
-           "engine_cached": "bool"}
+           "engine_cached": "bool", "prepared": "bool", "prefetch_seconds": "float64"}
 
 
 class Ledger:

@@ -58,6 +58,11 @@ class CohortOptions:
     ``quiet`` silences distributed's INFO logs in the driver and the worker processes.
     ``gpus_per_worker`` is how many GPUs each worker owns: tasks then take a device slot each
     (``cuda:0`` ... ``cuda:K-1``) and request one ``GPU`` resource where workers advertise it.
+    ``prefetch_bytes`` / ``prefetch_batches``: while a worker translates one slide, the next one
+    queued on it is prepared (up to that many bytes of its file read into the page cache, opened,
+    tissue detected, and on the device path its first ``prefetch_batches`` batches of tiles
+    read), so the GPU does not wait between slides; ``prefetch_bytes=0`` turns it off. Outputs
+    do not change.
     """
 
     scheduler: str | None = None
@@ -66,6 +71,7 @@ class CohortOptions:
     gpus_per_worker: int = 0
     max_attempts: int = 3
     prefetch_bytes: int = 1 << 30
+    prefetch_batches: int = 2
     host: str = "127.0.0.1"
     dashboard: bool = True
     dashboard_address: str = "127.0.0.1:8787"
@@ -436,7 +442,8 @@ def _run_on(client: Any, ledger: Ledger, todo: pd.DataFrame, out: Path, weights:
 
     if on_client is not None:
         on_client(client)
-    client.register_plugin(CohortWorkerPlugin(options.prefetch_bytes), name="virtime-cohort")
+    client.register_plugin(CohortWorkerPlugin(options.prefetch_bytes, options.prefetch_batches),
+                           name="virtime-cohort")
     resources = _gpu_resources(client, options.gpus_per_worker)
     base = dataclasses.replace(config, show_progress=False, log_json=None)
     futures: dict[Any, str] = {}
@@ -445,7 +452,7 @@ def _run_on(client: Any, ledger: Ledger, todo: pd.DataFrame, out: Path, weights:
         cfg = base if math.isnan(row.mpp) else dataclasses.replace(base, mpp=float(row.mpp))
         fut = client.submit(
             translate_slide_task, row.path, row.slide_id, str(out), weights, cfg, run_id,
-            options.gpus_per_worker,
+            options.gpus_per_worker, options.prefetch_bytes, options.prefetch_batches,
             key=(SLIDE_KEY_PREFIX, run_id, row.slide_id, row.path), priority=n - rank,
             retries=options.max_attempts - 1, resources=resources, pure=False,
         )

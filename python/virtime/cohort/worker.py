@@ -3,9 +3,12 @@
 Tasks receive the weights *path*, never the model: each worker process loads the model and builds
 its engine once (:func:`cached_engine`, keyed by weights file, backend, precision and device) and
 reuses them for every later slide. A worker with ``K`` GPUs hands each running task its own device
-through a small pool of device slots. :class:`CohortWorkerPlugin` warms the next slide queued on
-the worker (reads its file into the OS page cache) while the current one runs, and closes the
-cached engines when the worker shuts down.
+through a small pool of device slots. :class:`CohortWorkerPlugin` prepares the next slide queued
+on the worker while the current one runs (reads its file into the OS page cache, opens it and
+detects its tissue, and, on the device path, reads its first batches of tiles: see
+:mod:`virtime.translation.prefetch`), and closes the cached engines when the worker shuts down.
+The task of that slide takes what was prepared (``prepared=`` of ``translate``); a slide whose
+preparation failed is opened again by its task, which meets and reports the error itself.
 
 Failure policy: a :class:`~virtime.errors.VirtimeError` (missing file, not a slide, no mpp ...) is
 deterministic, so the task *returns* a failed record and Dask does not retry it; any other
@@ -19,12 +22,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import queue
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +44,9 @@ __all__ = [
     "cached_engine",
     "clear_engine_cache",
     "count_attempts",
+    "prefetch_log",
     "prefetched_slides",
+    "prepared_pending",
     "translate_slide_task",
 ]
 
@@ -54,6 +61,21 @@ _LOCK = threading.Lock()
 _ENGINES: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 _SLOTS: dict[int, queue.Queue[int]] = {}
 _PREFETCHED: list[str] = []
+_BUILT = threading.Condition(_LOCK)  # notified when an engine joins the cache
+_PREP_LOCK = threading.Lock()  # guards the two below (never held while waiting for work)
+_PREPARED: dict[tuple[str, str], _Ahead] = {}  # (run_id, slide_id) -> its preparation
+_PREPARE_LOG: list[dict[str, Any]] = []
+#: Most slides prepared ahead at once per worker process (each holds an open slide, its tissue
+#: mask and a few batches of uint8 tiles).
+MAX_PREPARED = 4
+
+
+@dataclasses.dataclass
+class _Ahead:
+    """One slide's preparation on the worker's prefetch thread."""
+
+    future: Future[Any]
+    claimed: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 def attempts_path(out_root: str | os.PathLike[str], slide_id: str) -> Path:
@@ -114,6 +136,7 @@ def cached_engine(weights: str | None, config: Any, device: str | None) -> tuple
                                window=int(model.card.window),
                                **config.engine_options)
         _ENGINES[key] = (model, engine)
+        _BUILT.notify_all()  # a slide being prepared ahead may read its first batches now
         log.info("worker %d: built %s engine for %s on %s", os.getpid(),
                  getattr(engine, "name", "?"), weights or "demo model", device or "default device")
         return model, engine, False
@@ -176,12 +199,18 @@ def translate_slide_task(
     config: Any,
     run_id: str,
     gpus_per_worker: int = 0,
+    prefetch_bytes: int | None = None,
+    prefetch_batches: int | None = None,
 ) -> dict[str, Any]:
     """Translates one slide (and its features) into ``out_root/<slide_id>/`` on a worker.
 
     Returns a ledger record: ``status`` ``done`` / ``skipped`` / ``failed`` (deterministic
-    errors only, with ``reason``), timings, tile counts, worker address, attempt number and
-    whether the engine came from the worker's cache. Other errors are raised for Dask to retry.
+    errors only, with ``reason``), timings, tile counts, worker address, attempt number,
+    whether the engine came from the worker's cache and whether the slide was ``prepared``
+    ahead by :class:`CohortWorkerPlugin` (``prefetch_seconds``: the time that took, off the
+    critical path). Other errors are raised for Dask to retry. ``prefetch_bytes`` /
+    ``prefetch_batches`` are read by the plugin (this run's prefetch settings; None: the
+    plugin's own).
     """
     from virtime.features.table import FEATURES_FILE
     from virtime.translation import is_translated, slide_output_dir, translate
@@ -189,14 +218,21 @@ def translate_slide_task(
     started = time.time()
     attempt = _note_attempt(out_root, slide_id, run_id)
     record: dict[str, Any] = {"slide_id": slide_id, "worker": _worker_name(), "attempts": attempt,
-                              "started": started, "engine_cached": False}
+                              "started": started, "engine_cached": False, "prepared": False,
+                              "prefetch_seconds": math.nan}
+    ahead = _claim(run_id, slide_id)  # a preparation not started yet is dropped: done here
     try:
         with _device_slot(gpus_per_worker) as slot:
             device = f"cuda:{slot}" if gpus_per_worker > 0 else config.device
             model, engine, cached = cached_engine(weights, config, device)
             record["engine_cached"] = cached
             cfg = dataclasses.replace(config, device=device, show_progress=False, log_json=None)
-            result = translate(slide_path, model, out_root, cfg, slide_id=slide_id, engine=engine)
+            prepared = _prepared(ahead, slide_id)
+            if prepared is not None:
+                record.update(prepared=True, prefetch_seconds=float(prepared.seconds))
+            result = translate(slide_path, model, out_root, cfg, slide_id=slide_id, engine=engine,
+                               prepared=prepared)
+            del prepared
             out = slide_output_dir(out_root, slide_id)
             if result.skipped and cfg.features and not (out / FEATURES_FILE).is_file():
                 from virtime.features import features_from_outputs
@@ -223,7 +259,107 @@ def prefetched_slides() -> list[str]:
         return list(_PREFETCHED)
 
 
-def _prefetch_file(path: str, slide_id: str, max_bytes: int) -> None:
+def prefetch_log() -> list[dict[str, Any]]:
+    """What this process prepared ahead: one dict per slide (``slide_id``, ``status``
+    ``prepared`` / ``failed`` / ``not needed``, ``read_ahead`` batches, ``error``)."""
+    with _PREP_LOCK:
+        return [dict(r) for r in _PREPARE_LOG]
+
+
+def prepared_pending() -> list[str]:
+    """Slide ids prepared ahead whose task has not taken them (empty after a run)."""
+    with _PREP_LOCK:
+        return sorted(sid for _, sid in _PREPARED)
+
+
+def _claim(run_id: str, slide_id: str) -> _Ahead | None:
+    """The task's claim on its slide's preparation; one not started yet is cancelled."""
+    with _PREP_LOCK:
+        ahead = _PREPARED.pop((run_id, slide_id), None)
+    if ahead is None:
+        return None
+    ahead.claimed.set()  # a preparation still running reads no more batches ahead
+    if ahead.future.cancel():
+        return None
+    return ahead
+
+
+def _prepared(ahead: _Ahead | None, slide_id: str) -> Any:
+    """The prepared slide (waiting for a preparation in progress), or None: translate then opens
+    the slide itself and meets any error there (a slide that failed to open fails in its task)."""
+    if ahead is None:
+        return None
+    try:
+        return ahead.future.result()
+    except Exception as exc:  # noqa: BLE001 - translate raises it again, with the ledger's reason
+        log.debug("%s: preparing ahead failed (%s); translate reports it", slide_id, exc)
+        return None
+
+
+def _drop(key: tuple[str, str]) -> None:
+    """Forgets a preparation whose task left this worker (stolen, cancelled, released)."""
+    with _PREP_LOCK:
+        ahead = _PREPARED.pop(key, None)
+    if ahead is not None:
+        ahead.claimed.set()
+        ahead.future.cancel()
+
+
+def _built_engine(weights: str | None, config: Any, stop: Callable[[], bool],
+                  timeout: float = 120.0) -> tuple[Any, Any] | None:
+    """``(model, engine)`` from this process's cache for these weights and settings (any device
+    slot), waiting up to ``timeout`` s for the running task to build it; None if not there."""
+    deadline = time.monotonic() + timeout
+    with _BUILT:
+        while True:
+            for key, hit in _ENGINES.items():
+                try:
+                    if key == _engine_key(weights, config, key[-4]):
+                        return hit
+                except OSError:
+                    return None
+            left = deadline - time.monotonic()
+            if left <= 0 or stop():
+                return None
+            _BUILT.wait(min(left, 0.5))
+
+
+def _prepare_ahead(path: str, slide_id: str, weights: str | None, config: Any,
+                   prefetch_bytes: int, batches: int, stop: Callable[[], bool]) -> Any:
+    """The prefetch thread's job for one queued slide: page cache, open + tissue, and (device
+    path, engine built) its first ``batches`` batches of tiles. None when its task started
+    first (it then does all of this itself)."""
+    from virtime.translation.device_path import use_device_path
+    from virtime.translation.prefetch import prepare_slide
+
+    t0 = time.perf_counter()
+    entry: dict[str, Any] = {"slide_id": slide_id, "status": "not needed", "read_ahead": 0,
+                             "error": ""}
+    try:
+        _prefetch_file(path, slide_id, prefetch_bytes, stop)
+        if stop():
+            return None
+        model = engine = None
+        if batches > 0:
+            hit = _built_engine(weights, config, stop)
+            if hit is not None:
+                model, engine = hit
+        n = batches if engine is not None and use_device_path(engine, config) else 0
+        prepared = prepare_slide(path, config.mpp, model=model, config=config, read_ahead=n,
+                                 wanted=lambda: not stop())
+        entry.update(status="prepared", read_ahead=prepared.read_ahead)
+        return prepared
+    except Exception as exc:
+        entry.update(status="failed", error=f"{type(exc).__name__}: {_one_line(exc)}")
+        raise
+    finally:
+        entry["seconds"] = time.perf_counter() - t0
+        with _PREP_LOCK:
+            _PREPARE_LOG.append(entry)
+
+
+def _prefetch_file(path: str, slide_id: str, max_bytes: int,
+                   stop: Callable[[], bool] | None = None) -> None:
     """Reads a slide file into the page cache so the next task starts on warm data."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -233,7 +369,7 @@ def _prefetch_file(path: str, slide_id: str, max_bytes: int) -> None:
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
         left = max_bytes
-        while left > 0:
+        while left > 0 and not (stop is not None and stop()):
             chunk = os.read(fd, min(8 << 20, left))
             if not chunk:
                 break
@@ -247,39 +383,103 @@ def _prefetch_file(path: str, slide_id: str, max_bytes: int) -> None:
 
 
 class CohortWorkerPlugin(WorkerPlugin):
-    """Prefetches queued slides and closes cached engines at teardown.
+    """Prepares queued slides ahead and closes cached engines at teardown.
 
     A slide task whose key reaches the worker's ``ready`` queue (it will run after the current
-    one: Dask sends each worker a little more work than it has threads) has its file read in a
-    background thread, one prefetch at a time per worker.
+    one: Dask sends each worker a little more work than it has threads) is prepared on one
+    background thread per worker, in arrival order, at most :data:`MAX_PREPARED` at a time: its
+    file read into the page cache (``prefetch_bytes``), the slide opened and its tissue detected,
+    and, when the worker's engine runs the device path, its first ``prefetch_batches`` batches
+    of tiles read (used only if they are exactly what the loop reads: outputs never change). The
+    settings travel with each task (a run's ``CohortOptions``), the plugin's own are the default;
+    ``prefetch_bytes=0`` turns prefetching off. A preparation whose task leaves the worker
+    (stolen, cancelled) is dropped; teardown stops the thread.
     """
 
     name = "virtime-cohort"
     idempotent = True  # a second run on the same cluster keeps the workers' warm engines
 
-    def __init__(self, prefetch_bytes: int = 1 << 30) -> None:
+    def __init__(self, prefetch_bytes: int = 1 << 30, prefetch_batches: int = 2) -> None:
         self.prefetch_bytes = int(prefetch_bytes)
-        self._busy: threading.Lock | None = None
+        self.prefetch_batches = int(prefetch_batches)
+        self._worker: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._warmed: set[tuple[str, str]] = set()
 
     def setup(self, worker: Any) -> None:
-        self._busy = threading.Lock()
+        self._worker = worker
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="virtime-prefetch")
 
     def teardown(self, worker: Any) -> None:
+        with _PREP_LOCK:
+            keys = list(_PREPARED)
+        for key in keys:
+            _drop(key)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
         clear_engine_cache()
 
+    def _task_args(self, key: Any) -> tuple[Any, ...] | None:
+        """The slide task's arguments, from the worker's copy of its run spec (None if absent)."""
+        try:
+            ts = self._worker.state.tasks.get(key)
+            spec = ts.run_spec if ts is not None else None
+            args = tuple(getattr(spec, "args", ()) or ())
+        except AttributeError:
+            return None
+        return args if len(args) >= 6 else None
+
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
-        if (self.prefetch_bytes <= 0 or finish not in ("ready", "constrained")
-                or not isinstance(key, tuple) or len(key) != 4 or key[0] != SLIDE_KEY_PREFIX):
+        if not _is_slide_key(key):
             return
-        busy = self._busy
-        if busy is None or not busy.acquire(blocking=False):
+        if finish in ("released", "forgotten", "cancelled"):
+            _drop((str(key[1]), str(key[2])))
+        if self._pool is None:
             return
-        _, _, slide_id, path = key
+        # Every slide task's move may free a place: prepare the queued slides, highest priority
+        # first, up to MAX_PREPARED (those queued when the places were full come in later).
+        queued = [key] if finish in ("ready", "constrained") else []
+        try:
+            queued += sorted((ts.key for ts in self._worker.state.tasks.values()
+                              if ts.state in ("ready", "constrained") and ts.key != key
+                              and _is_slide_key(ts.key)),
+                             key=lambda k: self._worker.state.tasks[k].priority or ())
+        except AttributeError:
+            pass
+        for k in queued:
+            if not self._prepare(k):
+                break
 
-        def run() -> None:
-            try:
-                _prefetch_file(str(path), str(slide_id), self.prefetch_bytes)
-            finally:
-                busy.release()
+    def _prepare(self, key: Any) -> bool:
+        """Starts preparing the queued slide of ``key``; False when no place is free."""
+        _, run_id, slide_id, path = key
+        targs = self._task_args(key)
+        nbytes, nbatches = self.prefetch_bytes, self.prefetch_batches
+        if targs is not None and len(targs) >= 9:
+            nbytes = nbytes if targs[7] is None else int(targs[7])
+            nbatches = nbatches if targs[8] is None else int(targs[8])
+        if nbytes <= 0:
+            return True
+        k = (str(run_id), str(slide_id))
+        # The event loop's thread: _PREP_LOCK only (the engine lock is held during builds).
+        with _PREP_LOCK:
+            if k in _PREPARED:
+                return True
+            if len(_PREPARED) >= MAX_PREPARED:
+                return False
+            if targs is None:  # arguments not readable: the page cache only, as before
+                if k not in self._warmed:
+                    self._warmed.add(k)
+                    self._pool.submit(_prefetch_file, str(path), str(slide_id), nbytes)
+                return True
+            weights, config = targs[3], targs[4]
+            ahead = _Ahead(Future())
+            ahead.future = self._pool.submit(_prepare_ahead, str(path), str(slide_id), weights,
+                                             config, nbytes, nbatches, ahead.claimed.is_set)
+            _PREPARED[k] = ahead
+        return True
 
-        threading.Thread(target=run, name=f"virtime-prefetch-{slide_id}", daemon=True).start()
+
+def _is_slide_key(key: Any) -> bool:
+    return isinstance(key, tuple) and len(key) == 4 and key[0] == SLIDE_KEY_PREFIX

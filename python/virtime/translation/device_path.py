@@ -489,6 +489,7 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
     from virtime._progress import progress
     from virtime.batcher import iter_batches
     from virtime.translation import pipeline
+    from virtime.translation.prefetch import take_read_ahead, with_read_ahead
 
     tile_row = pipeline._tile_row
     failure_row = getattr(pipeline, "_failure_row", None)  # failed tiles in the partial table
@@ -511,10 +512,18 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
         if len(todo) == 0:
             timings["timeline"] = tl.summary(0.0)
             return rows, failures
-        batches = iter(iter_batches(slide, grid, normalizer=None if on_device else normalizer,
+        # The first batches may have been read with the slide, ahead (translation/prefetch.py).
+        head = take_read_ahead(slide, grid, todo, config, None if on_device else normalizer)
+        rest = todo if head is None else todo[len(head.tiles):]
+        batches = with_read_ahead(head, None if not len(rest) else lambda: iter_batches(
+                                    slide, grid, normalizer=None if on_device else normalizer,
                                     batch_size=config.batch_size, threads=config.threads,
-                                    emit_uint8=True, pack="none", tiles=todo,
+                                    emit_uint8=True, pack="none", tiles=rest,
                                     ring=translator.host_ring(config.batch_size)))
+        if head is not None:
+            timings["read_ahead_s"] = head.seconds  # spent before this slide, off the loop
+            run.jlog.emit(event="read_ahead", slide_id=slide_id, batches=len(head.batches),
+                          tiles=len(head.tiles))
         pending: deque[tuple[Any, _Pending | None]] = deque()
         held: deque[Any] = deque()  # batches whose ring slot is still being uploaded from
 
