@@ -62,3 +62,36 @@ def test_prefetched_run_equals_sequential_run(two_slides, tiny_model, fast_confi
         np.testing.assert_array_equal(ca, cb)
         pd.testing.assert_frame_equal(ta, tb)
         assert a.record["tissue_fraction"] == b.record["tissue_fraction"]
+
+
+@pytest.mark.slow
+def test_cli_translates_several_slides_with_one_engine_and_reads_ahead(
+        two_slides, tiny_weights, tmp_path, monkeypatch):
+    """``virtime translate a b``: one engine for both slides (not rebuilt per slide), and on the
+    device path the second slide's first batches read while the first one runs; outputs equal
+    one slide per command."""
+    import json
+
+    import virtime.engines
+    from virtime.cli import main
+    from virtime.translation import device_path
+
+    flags = ["--weights", str(tiny_weights), "-q", "--backend", "torch", "--tile-size", "128",
+             "--batch-size", "2", "--window-batch", "8", "--threads", "2", "--no-features"]
+    for p in two_slides:  # reference: one command per slide, host path
+        assert main(["translate", str(p), "-o", str(tmp_path / "one"), *flags]) == 0
+    built = []
+    real = virtime.engines.create_engine
+    monkeypatch.setattr(virtime.engines, "create_engine",
+                        lambda *a, **k: built.append(1) or real(*a, **k))
+    monkeypatch.setattr(device_path, "use_device_path", lambda engine, config: True)
+    assert main(["translate", *map(str, two_slides), "-o", str(tmp_path / "both"), *flags]) == 0
+    assert len(built) == 1
+    for p in two_slides:
+        a = np.asarray(zarr.open_group(str(tmp_path / "one" / p.stem / "mif.ome.zarr"))["0"][:])
+        b = np.asarray(zarr.open_group(str(tmp_path / "both" / p.stem / "mif.ome.zarr"))["0"][:])
+        assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    second = json.loads((tmp_path / "both" / two_slides[1].stem / "summary.json").read_text())
+    assert second["timings_seconds"].get("read_ahead_s", 0) > 0  # its first batches came early
+    alone = json.loads((tmp_path / "one" / two_slides[1].stem / "summary.json").read_text())
+    assert "read_ahead_s" not in alone["timings_seconds"]  # one slide: nothing to overlap

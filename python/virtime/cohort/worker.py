@@ -121,8 +121,8 @@ def cached_engine(weights: str | None, config: Any, device: str | None) -> tuple
     device
         The device this engine runs on (``None``: the backend's default).
     """
-    from virtime.engines import create_engine
     from virtime.models import load, load_demo
+    from virtime.translation.pipeline import translation_engine
 
     key = _engine_key(weights, config, device)
     with _LOCK:
@@ -130,11 +130,7 @@ def cached_engine(weights: str | None, config: Any, device: str | None) -> tuple
         if hit is not None:
             return hit[0], hit[1], True
         model: Any = load_demo() if weights is None else load(weights)
-        engine = create_engine(model, backend=config.backend, precision=config.precision,
-                               device=device, cache_dir=config.cache_dir,
-                               max_batch=config.window_batch,
-                               window=int(model.card.window),
-                               **config.engine_options)
+        engine = translation_engine(model, config, device)
         _ENGINES[key] = (model, engine)
         _BUILT.notify_all()  # a slide being prepared ahead may read its first batches now
         log.info("worker %d: built %s engine for %s on %s", os.getpid(),

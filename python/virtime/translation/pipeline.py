@@ -37,7 +37,7 @@ from virtime.io.slide_folder import SlideFolder
 from virtime.translation.config import TranslateConfig
 
 __all__ = ["TranslateResult", "check_output_root", "check_slide_mpp", "is_translated",
-           "slide_output_dir", "translate"]
+           "slide_output_dir", "translate", "translation_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +245,18 @@ def translate(
         lock.release()
 
 
+def translation_engine(model: Any, config: TranslateConfig, device: str | None = None) -> Any:
+    """The engine :func:`translate` builds for ``model`` and ``config`` (``device`` overrides
+    ``config.device``): build it once and pass it as ``engine=`` to translate several slides
+    without rebuilding it (CUDA graphs, ``torch.compile`` and TensorRT plans are per engine)."""
+    from virtime.engines import create_engine
+
+    return create_engine(model, backend=config.backend, precision=config.precision,
+                         device=config.device if device is None else device,
+                         cache_dir=config.cache_dir, max_batch=config.window_batch,
+                         window=int(model.card.window), **config.engine_options)
+
+
 def check_output_root(out_root: str | os.PathLike[str]) -> None:
     """Refuse an output root that exists and is not a folder (``-o`` naming a file), or that
     cannot be written (the folder, or the nearest existing one above it, is read-only)."""
@@ -450,12 +462,7 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
         (out / SUMMARY_NAME).unlink(missing_ok=True)  # no longer a finished folder of this request
     owns_engine = engine is None
     if owns_engine:
-        from virtime.engines import create_engine
-
-        engine = create_engine(model, backend=config.backend, precision=config.precision,
-                               device=config.device, cache_dir=config.cache_dir,
-                               max_batch=config.window_batch, window=window,
-                               **config.engine_options)
+        engine = translation_engine(model, config)
     try:  # the canvas resumes only a partial run with this fingerprint (engine included)
         fp = fingerprint(engine)
         canvas = StreamingCanvas(
