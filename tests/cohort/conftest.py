@@ -18,13 +18,7 @@ def cohort_config(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dask_client():
     """A real dask.distributed LocalCluster: 2 worker processes of 1 thread, 3 tries per task."""
-    import dask
-    from distributed import Client, LocalCluster
+    from cohort_helpers import local_client
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 2}):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                               dashboard_address=":0")
-    client = Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
+    with local_client(2, max_attempts=3) as client:
+        yield client

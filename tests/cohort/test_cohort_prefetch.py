@@ -28,13 +28,10 @@ SIZES = {"p_big": (1024, 512), "p_mid": (768, 384), "p_small": (512, 384)}
 
 @pytest.fixture(scope="module")
 def slides(tmp_path_factory):
-    from virtime.simulate.slides import make_slide
+    from cohort_helpers import make_cohort_slides
 
     d = tmp_path_factory.mktemp("prefetch-slides")
-    rows = []
-    for i, (sid, (w, h)) in enumerate(SIZES.items()):
-        make_slide(d / f"{sid}.svs", w, h, mpp=0.5, seed=60 + i)
-        rows.append({"path": f"{sid}.svs", "slide_id": sid, "patient_id": f"P{i}"})
+    rows = make_cohort_slides(d, SIZES, 60, patient_id=lambda i: f"P{i}")
     (d / "junk.svs").write_text("not a slide at all")  # fails to open, in the prefetch too
     rows.append({"path": "junk.svs", "slide_id": "junk", "patient_id": "P8"})
     rows.append({"path": "missing.svs", "slide_id": "missing", "patient_id": "P9"})
@@ -45,14 +42,10 @@ def slides(tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_worker():
     """One worker process of one thread: every slide after the first is queued behind another."""
-    from distributed import Client, LocalCluster
+    from cohort_helpers import local_client
 
-    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                           dashboard_address=":0")
-    client = Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
+    with local_client(1) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

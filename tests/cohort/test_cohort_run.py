@@ -26,13 +26,12 @@ GOOD = {"s_wide": (1024, 512), "s_mid": (768, 512), "s_small": (512, 384)}
 @pytest.fixture(scope="module")
 def cohort_slides(tmp_path_factory):
     """Three good slides, two slides without mpp (one rescued by the manifest), two bad files."""
+    from cohort_helpers import make_cohort_slides
+
     from virtime.simulate.slides import make_slide
 
     d = tmp_path_factory.mktemp("cohort-slides")
-    rows = []
-    for i, (sid, (w, h)) in enumerate(GOOD.items()):
-        make_slide(d / f"{sid}.svs", w, h, mpp=0.5, seed=30 + i)
-        rows.append({"path": f"{sid}.svs", "slide_id": sid, "patient_id": f"P{i // 2}", "mpp": ""})
+    rows = make_cohort_slides(d, GOOD, 30, patient_id=lambda i: f"P{i // 2}", mpp="")
     make_slide(d / "nompp_ok.tif", 512, 384, mpp=0.5, fmt="generic-no-mpp", seed=40)
     make_slide(d / "nompp_bad.tif", 512, 384, mpp=0.5, fmt="generic-no-mpp", seed=41)
     rows.append({"path": "nompp_ok.tif", "slide_id": "nompp_ok", "patient_id": "P2", "mpp": "0.5"})

@@ -127,20 +127,7 @@ def test_empty_batches_hand_their_slot_back(corrupt_slide):
     np.testing.assert_array_equal(out[-1].rgb[0], slide.read_region(*grid.xy[0], 0, 256, 256))
 
 
-@pytest.fixture
-def _single_intra_op_thread():
-    """torch's default thread count oversubscribes a shared 2-core runner."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.mark.usefixtures("_single_intra_op_thread")
+@pytest.mark.usefixtures("one_torch_thread")
 def test_translator_ring_on_cpu_equals_plain_submit(slide_dir, tiny_model):
     """The device path's intake: slots from host_ring, submit(slot=...), recycle after upload."""
     from collections import deque

@@ -22,14 +22,8 @@ OTHER_E = np.array([0.10, 0.86, 0.50]) / np.linalg.norm([0.10, 0.86, 0.50])
 
 
 @pytest.fixture(autouse=True)
-def _single_intra_op_thread():
-    """torch's default thread count oversubscribes a shared 2-core runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here on one intra-op torch thread (tests/conftest.py)."""
 
 
 def _tile(rng, size, glass=0.3, h_scale=1.0):
