@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from virtime.cli._common import (
-    add_min_patients_arg,
-    add_quiet_arg,
-    add_stats_args,
-    write_stats_table,
-)
+from virtime.cli._common import add_min_patients_arg, add_quiet_arg, add_stats_args
 from virtime.cli.validate import cohort_from_args
 
 __all__ = ["register"]
@@ -34,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from virtime.cli._common import write_stats_table
     from virtime.stats import SurvivalConfig, survival_analysis
 
     cohort = cohort_from_args(args)
