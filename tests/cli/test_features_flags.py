@@ -54,7 +54,7 @@ def test_translate_flags_reach_the_features_and_a_rerun_refreshes_them(
 
     # A translate rerun with the defaults: the canvas is current, only the features are redone.
     assert main(args) == 0
-    assert "already done" in capsys.readouterr().out
+    assert "features recomputed with the new settings" in capsys.readouterr().out
     settings = _settings(folder)
     assert (settings["bin_um"], settings["threshold"], settings["max_failed_share"]) == (
         64.0, 0.5, 0.05)

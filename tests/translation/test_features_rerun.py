@@ -53,7 +53,7 @@ def test_rerun_with_other_features_settings_recomputes_only_the_features(
 
     again = virtime.translate(small_slide, tiny_model, tmp_path, cfg)
 
-    assert again.skipped
+    assert again.skipped and again.features_refreshed
     after = pd.read_parquet(out / "features.parquet")
     expected = features_from_outputs(out, bin_um=32.0, threshold=0.41, write=False)
     assert list(after.columns) == list(expected)
@@ -91,7 +91,7 @@ def test_rerun_with_other_features_settings_recomputes_only_the_features(
     # The same settings again: nothing at all changes.
     folder = _files(out)
     third = virtime.translate(small_slide, tiny_model, tmp_path, cfg)
-    assert third.skipped
+    assert third.skipped and not third.features_refreshed
     assert _files(out) == folder
 
 

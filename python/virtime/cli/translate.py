@@ -175,7 +175,10 @@ def _run(args: argparse.Namespace) -> int:
                 failed += 1
                 print(f"virtime translate: error: {exc}", file=sys.stderr)
                 continue
-            if result.skipped:
+            if result.skipped and result.features_refreshed:
+                print(f"{result.slide_id}: already translated in {result.output_dir}; features "
+                      f"recomputed with the new settings")
+            elif result.skipped:
                 print(f"{result.slide_id}: already done in {result.output_dir} (use --force to "
                       f"redo)")
             else:

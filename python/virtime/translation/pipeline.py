@@ -72,6 +72,8 @@ class TranslateResult:
     tiles_failed: int = 0
     seconds: float = 0.0
     record: dict[str, Any] = field(default_factory=dict)
+    #: A skipped slide whose features were recomputed (they had been made with other settings).
+    features_refreshed: bool = False
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -384,7 +386,8 @@ def _already_done(out: Path, slide_path: Path, slide_id: str, source: dict[str, 
         summary = {**summary, "config": {**recorded, **noted}}
         atomic_write_json(out / SUMMARY_NAME, summary)
     log.info("%s: already translated in %s; skipping (use force to redo)", slide_path, out)
-    return TranslateResult(slide_id, out, skipped=True, record=summary), False
+    return TranslateResult(slide_id, out, skipped=True, record=summary,
+                           features_refreshed=stale is not None), False
 
 
 def _stale_features(out: Path, config: TranslateConfig) -> str | None:
