@@ -139,9 +139,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from virtime.errors import OutputError, VirtimeError
+    from virtime.errors import VirtimeError
     from virtime.slide_ids import check_unique_ids
-    from virtime.translation import translate
+    from virtime.translation.many import translate_slides
     from virtime.translation.pipeline import check_output_root
 
     # Before any work: every slide gets its own folder, and the output root can be one.
@@ -151,43 +151,22 @@ def _run(args: argparse.Namespace) -> int:
     config = translate_config_from_args(args, log_json=args.log_json,
                                         lock_timeout=None if args.wait < 0 else args.wait)
     embedder = _embedder_from_args(args)
-    from virtime.translation.device_path import use_device_path
-    from virtime.translation.pipeline import translation_engine
-    from virtime.translation.prefetch import SlidePrefetcher
-
-    # Several slides: one engine for all (CUDA graphs, torch.compile, TensorRT plans are built
-    # once), and the next slide opened, its tissue detected and, on the device path, its first
-    # batches read while one runs (the prefetch thread ends with the loop).
-    engine = translation_engine(model, config) if len(args.slides) > 1 else None
-    read_ahead = 2 if engine is not None and embedder is None and use_device_path(engine, config) \
-        else 0
+    # Several slides: one engine for all, the next slide prepared ahead and each slide's finishing
+    # writes beside the next one's tile loop (virtime.translation.many).
     failed = 0
-    ahead = SlidePrefetcher(args.slides, mpp=config.mpp, model=model, config=config,
-                            read_ahead=read_ahead)
-    try:
-        for slide in args.slides:
-            try:
-                result = translate(slide, model, args.output, config, engine=engine,
-                                   embedder=embedder, prepared=ahead.take(slide))
-            except OutputError:  # the output cannot be written: the others would fail alike
-                raise
-            except VirtimeError as exc:  # a bad slide is recorded and the others go on
-                failed += 1
-                print(f"virtime translate: error: {exc}", file=sys.stderr)
-                continue
-            if result.skipped and result.features_refreshed:
-                print(f"{result.slide_id}: already translated in {result.output_dir}; features "
-                      f"recomputed with the new settings")
-            elif result.skipped:
-                print(f"{result.slide_id}: already done in {result.output_dir} (use --force to "
-                      f"redo)")
-            else:
-                print(f"{result.slide_id}: {result.tiles_done} tiles ({result.tiles_failed} "
-                      f"failed) in {result.seconds:.1f} s -> {result.output_dir}")
-    finally:
-        ahead.close()
-        if engine is not None:
-            engine.close()
+    for _, result in translate_slides(args.slides, model, args.output, config, embedder=embedder):
+        if isinstance(result, VirtimeError):  # a bad slide is recorded and the others go on
+            failed += 1
+            print(f"virtime translate: error: {result}", file=sys.stderr)
+        elif result.skipped and result.features_refreshed:
+            print(f"{result.slide_id}: already translated in {result.output_dir}; features "
+                  f"recomputed with the new settings")
+        elif result.skipped:
+            print(f"{result.slide_id}: already done in {result.output_dir} (use --force to "
+                  f"redo)")
+        else:
+            print(f"{result.slide_id}: {result.tiles_done} tiles ({result.tiles_failed} "
+                  f"failed) in {result.seconds:.1f} s -> {result.output_dir}")
     return 2 if failed else 0
 
 

@@ -167,6 +167,7 @@ def translate(
     engine: Any | None = None,
     embedder: Any | None = None,
     prepared: Any | None = None,
+    finisher: Any | None = None,
 ) -> TranslateResult:
     """Translates one slide into ``out_root/<slide_id>/``.
 
@@ -191,6 +192,11 @@ def translate(
         This slide opened and its tissue detected ahead of time by a
         :class:`virtime.translation.prefetch.SlidePrefetcher` (used only when it is this path
         opened with ``config.mpp``), so the GPU does not wait between slides.
+    finisher
+        A ``concurrent.futures.Executor``: the slide's finishing writes (tile table, masks,
+        thumbnail, features, page, summary) run on it once the tile loop is done, and a
+        ``Future`` of the result is returned at once, so the next slide's loop can start (the
+        slide folder stays locked until they are done). :func:`translate_slides` does this.
 
     Notes
     -----
@@ -235,10 +241,29 @@ def translate(
         if isinstance(exc, VirtimeError):
             raise
         raise OutputError.from_os_error(exc, out) from exc
+    deferred = False
     try:
-        return _translate_locked(slide, slide_path, slide_id, model, out, config, engine,
+        done = _translate_locked(slide, slide_path, slide_id, model, out, config, engine,
                                  embedder, source, t_start,
-                                 None if prepared is None else prepared.tissue)
+                                 None if prepared is None else prepared.tissue,
+                                 defer_finish=finisher is not None)
+        if isinstance(done, TranslateResult):
+            return done
+        deferred = True  # the finisher releases the lock once the slide's outputs are written
+        return finisher.submit(_finish_and_release, done, lock, out)
+    except OSError as exc:
+        if isinstance(exc, VirtimeError):
+            raise
+        raise OutputError.from_os_error(exc, out) from exc
+    finally:
+        if not deferred:
+            lock.release()
+
+
+def _finish_and_release(run: Any, lock: Any, out: Path) -> TranslateResult:
+    """A slide's finishing writes (:meth:`SlideRun.finish`), then its folder's lock released."""
+    try:
+        return run.finish()
     except OSError as exc:
         if isinstance(exc, VirtimeError):
             raise
@@ -426,8 +451,10 @@ def _read_summary(out: Path) -> dict[str, Any] | None:
 
 
 def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, embedder, source,
-                      t_start, tissue=None) -> TranslateResult:
-    """:func:`translate` once the slide folder is locked."""
+                      t_start, tissue=None, defer_finish=False) -> Any:
+    """:func:`translate` once the slide folder is locked: its result, or with ``defer_finish``
+    the :class:`~virtime.translation.run.SlideRun` whose :meth:`finish` is still to run (a
+    skipped slide's result either way)."""
     from virtime.stitch.canvas import StreamingCanvas, canvas_shape
     from virtime.stitch.windows import output_factor, plan_windows, tile_stride, window_weight
     from virtime.tiling import make_tile_grid
@@ -548,7 +575,7 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
         if cells is not None:
             cells.close()  # drops an unfinished cell table; a no-op after finish
         jlog.close()
-    return run.finish()
+    return run if defer_finish else run.finish()
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
