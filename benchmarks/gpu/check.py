@@ -334,7 +334,8 @@ def whole_translate(model: Any, slide: Path, out: Path, dev: str, precision: str
         res = virtime.translate(slide, model, out, cfg)
         _sync(dev)
     k = (tile // int(model.card.window)) ** 2
-    loop = res.record["timings_seconds"].get("tile_loop_wall", res.seconds)
+    timings = res.record["timings_seconds"]
+    loop = timings.get("tile_loop_wall", res.seconds)
     tl = res.record.get("timeline", {})
     compute = tl.get("stages", {}).get("compute", {}).get("busy_s")
     name = f"{precision}" + "".join(f" + {k_}" for k_, v in opts.items() if v)
@@ -342,7 +343,9 @@ def whole_translate(model: Any, slide: Path, out: Path, dev: str, precision: str
     return Row("c virtime translate", model.card.architecture, name,
                round(res.tiles_done * k / max(loop, 1e-9), 1), s.fraction(compute), _peak_gib(dev),
                f"{res.tiles_done} tiles, loop {loop:.1f} s of {res.seconds:.1f} s, bound by "
-               f"{tl.get('bound_by')}, overlap {tl.get('overlap_s')} s")
+               f"{tl.get('bound_by')}, overlap {tl.get('overlap_s')} s, threads: band writer "
+               f"{timings.get('band_writer_thread', 0):.1f} s, observers "
+               f"{timings.get('observer_thread', 0):.1f} s")
 
 
 # -- table ---------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ def test_translation_reads_nothing_back(small_slide, tiny_model, fast_config, tm
     result = virtime.translate(small_slide, tiny_model, tmp_path, fast_config)
     monkeypatch.undo()
     out = result.output_dir
+    timings = result.record["timings_seconds"]  # the background threads' busy time is reported
+    assert timings["band_writer_thread"] > 0 and timings["observer_thread"] > 0
 
     # Independent recomputation from the stored outputs, the way virtime did it before.
     stored = pd.read_parquet(out / "features.parquet").iloc[0]

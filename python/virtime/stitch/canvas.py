@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -228,6 +229,9 @@ class StreamingCanvas(CommitOnExit):
         # The observers (pyramid, thumbnail, features) on a second thread: in band order like
         # the writer, but beside it, so neither waits for the other on a many-core machine.
         self._observing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="canvas-observers")
+        #: Seconds each background thread has worked (level-0 writes; observers): on a fast GPU
+        #: either may bound the loop, and the loop's own ``write`` wait does not say which.
+        self.thread_seconds = {"band_writer": 0.0, "observers": 0.0}
         self._pending: list[Future[None]] = []
         self._writer_failed = False
         self.n_levels = omezarr.n_pyramid_levels(self.shape_yx, self.chunk)
@@ -351,8 +355,10 @@ class StreamingCanvas(CommitOnExit):
         self._observe(y0, np.asarray(self._group["0"][:, y0:y1, :]), prepared)
 
     def _observe(self, y0: int, rows: NDArray[np.uint8], prepared: list[Any]) -> None:
+        t0 = time.perf_counter()
         for observer, prep in zip(self._observers, prepared):
             observer.on_band(y0, rows, prep)
+        self.thread_seconds["observers"] += time.perf_counter() - t0
 
     def _submit(self, pool: ThreadPoolExecutor, fn: Any, *args: Any) -> None:
         """Queue work for the writer or observer thread (in order; a few bands pending)."""
@@ -398,8 +404,10 @@ class StreamingCanvas(CommitOnExit):
         self._submit(self._observing, self._observe, y0, out, prepared)
 
     def _write_band(self, band: int, y0: int, out: NDArray[np.uint8]) -> None:
+        t0 = time.perf_counter()
         omezarr.writable_level(self._group, 0)[:, y0 : y0 + out.shape[1], :] = out  # empty too
         self._manifest.mark_complete(_BANDS, band)
+        self.thread_seconds["band_writer"] += time.perf_counter() - t0
 
     def _raise_writer_errors(self, wait: bool = False) -> None:
         """Re-raise a failed background write; with ``wait``, block until all writes are done."""

@@ -563,6 +563,9 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
         t0 = time.perf_counter()
         canvas.close()
         timings["write"] += time.perf_counter() - t0
+        # Busy seconds of the canvas's background threads (they overlap the loop).
+        timings["band_writer_thread"] = canvas.thread_seconds["band_writer"]
+        timings["observer_thread"] = canvas.thread_seconds["observers"]
     except BaseException:
         canvas.abort()  # settle queued band writes so a rerun resumes from a consistent manifest
         jlog.emit(event="interrupted", slide_id=slide_id)
