@@ -13,13 +13,15 @@ from virtime.stitch.observers import LevelTap, PyramidBuilder
 
 
 def _reference_pyramid(level0: np.ndarray, n_levels: int, band: int) -> list[np.ndarray]:
-    """The old way: each level from the whole finished level above (build_level on arrays)."""
-    shapes = omezarr.pyramid_shapes(level0.shape[1:], n_levels)
+    """Each level from the whole finished level above, in plain numpy: the 2x2 mean rounded half
+    up, an odd edge averaging the pixels it has (edge replication), as the NGFF metadata says."""
     levels = [level0]
-    for h, w in shapes[1:]:
-        dst = np.zeros((level0.shape[0], h, w), np.uint8)
-        omezarr.build_level(levels[-1], dst, band)
-        levels.append(dst)
+    for _ in range(n_levels - 1):
+        a = levels[-1]
+        h, w = a.shape[1:]
+        a = np.pad(a, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge").astype(np.int64)
+        s = a.reshape(a.shape[0], a.shape[1] // 2, 2, a.shape[2] // 2, 2).sum(axis=(2, 4))
+        levels.append(((s + 2) // 4).astype(np.uint8))
     return levels
 
 

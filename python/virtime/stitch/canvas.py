@@ -71,7 +71,6 @@ log = logging.getLogger(__name__)
 MANIFEST_SUFFIX = ".manifest.json"
 _BANDS = "level0_bands"
 _MAX_PENDING_BANDS = 4
-_LEVELS = "pyramid_levels"
 
 
 def canvas_shape(model_shape_yx: tuple[int, int], factor: int) -> tuple[int, int]:
@@ -426,7 +425,8 @@ class StreamingCanvas(CommitOnExit):
         self._pending = still
 
     def close(self) -> None:
-        """Flush every band, build the pyramid, write NGFF metadata, mark the run finished.
+        """Flush every band, wait for its writes and observers (the pyramid is built as the bands
+        come), write NGFF metadata, mark the run finished.
 
         Idempotent; a no-op on a canvas finished by an earlier run.
         """
@@ -437,15 +437,12 @@ class StreamingCanvas(CommitOnExit):
         self._raise_writer_errors(wait=True)
         self._writer.shutdown(wait=True)
         self._observing.shutdown(wait=True)
-        n_levels = self.n_levels
         if not self.pyramid.complete:  # every band went through it: a bug if not
             raise InvalidArgumentError(f"{self.path}: the pyramid was not completed from the "
                                        f"bands")
-        for k in range(1, n_levels):  # written as the bands came (PyramidBuilder)
-            self._manifest.mark_complete(_LEVELS, k)
         omezarr.write_ngff_metadata(
             self._group,
-            n_levels=n_levels,
+            n_levels=self.n_levels,
             channels=self.channels,
             mpp=self.mpp,
             name=self.name,

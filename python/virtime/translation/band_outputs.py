@@ -86,7 +86,8 @@ class BandTissue:
         rows = self._rows
         for r in rows[self._seen :]:
             tile, xy = int(r["tile"]), (float(r["x"]), float(r["y"]))
-            if r.get(self._column) is not None and r.get(self._column) == r.get(self._column):
+            reason = r.get(self._column)
+            if isinstance(reason, str):  # a failure row (a journal gives others None or NaN)
                 if tile not in self._done:
                     self._failed[tile] = xy
             else:

@@ -57,14 +57,16 @@ def translate_slides(
         else 0
     ahead = SlidePrefetcher(paths, mpp=config.mpp, model=model, config=config,
                             read_ahead=read_ahead)
-    finisher = ThreadPoolExecutor(1, thread_name_prefix="virtime-finish")
+    # One slide has nothing to overlap its writes with: translate() finishes it inline.
+    finisher = ThreadPoolExecutor(1, thread_name_prefix="virtime-finish") if len(paths) > 1 \
+        else None
     pending: tuple[Path, Future[TranslateResult]] | None = None
     try:
         for path in paths:
             try:
                 got: Any = translate(path, model, out_root, config, engine=engine,
                                      embedder=embedder, prepared=ahead.take(path),
-                                     finisher=finisher if len(paths) > 1 else None)
+                                     finisher=finisher)
             except OutputError:
                 raise
             except VirtimeError as exc:
@@ -80,7 +82,8 @@ def translate_slides(
             yield pending[0], _outcome(pending[1])
             pending = None
     finally:
-        finisher.shutdown(wait=True)  # writes already started finish: nothing half-written
+        if finisher is not None:  # writes already started finish: nothing half-written
+            finisher.shutdown(wait=True)
         ahead.close()
         if owns_engine:
             engine.close()
