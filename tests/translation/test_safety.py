@@ -258,7 +258,7 @@ def test_temporary_names_are_unique(tmp_path, monkeypatch):
     """Old code wrote every tile table through the fixed name '.tiles.parquet.tmp'."""
     import pyarrow.parquet as pq
 
-    from virtime.translation import pipeline
+    from virtime.io import NO_MODEL, write_parquet
 
     seen = []
     real = pq.write_table
@@ -269,7 +269,7 @@ def test_temporary_names_are_unique(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pq, "write_table", spy)
     for _ in range(2):
-        pipeline._atomic_parquet(pd.DataFrame({"a": [1]}), tmp_path / "tiles.parquet")
+        write_parquet(pd.DataFrame({"a": [1]}), tmp_path / "tiles.parquet", model_hash=NO_MODEL)
     assert len(set(seen)) == 2 and all(str(os.getpid()) in name for name in seen)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiles.parquet"]
 

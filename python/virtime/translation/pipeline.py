@@ -614,20 +614,6 @@ def _load_partial_tiles(out: Path, force: bool) -> list[dict[str, Any]] | None:
     return pd.read_parquet(path).to_dict("records") if path.is_file() else None
 
 
-def _atomic_parquet(frame: pd.DataFrame, path: Path, metadata: dict[str, str] | None = None) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    if metadata:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               **{k.encode(): v.encode() for k, v in metadata.items()}})
-    from virtime.io import atomic_path
-
-    with atomic_path(path) as tmp:  # a unique temporary name, removed if the write fails
-        pq.write_table(table, tmp)
-
-
 def _failure_row(failure: dict[str, Any]) -> dict[str, Any]:
     """A failed tile's row in the partial tile table (so an interrupted run's failures survive)."""
     return {"tile": failure["tile"], "x": failure["x"], "y": failure["y"],

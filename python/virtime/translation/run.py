@@ -20,6 +20,7 @@ import pandas as pd
 
 from virtime import __version__
 from virtime._progress import progress
+from virtime.io import write_parquet
 from virtime.io.slide_folder import SlideFolder
 from virtime.translation.config import TranslateConfig
 from virtime.translation.pipeline import (
@@ -31,7 +32,6 @@ from virtime.translation.pipeline import (
     ZARR_NAME,
     TranslateResult,
     FAILURE_COLUMN,
-    _atomic_parquet,
     _failed_on_canvas,
     _failure_row,
     _mask_on_canvas,
@@ -212,8 +212,7 @@ class SlideRun:
 
         t0 = time.perf_counter()
         table, failures = _split_failures(pd.DataFrame(rows), failures)
-        meta = {"virtime.version": __version__, "virtime.model_hash": model_hash}
-        _atomic_parquet(table, out / TILES_NAME, meta)
+        write_parquet(table, out / TILES_NAME, model_hash=model_hash)  # atomic, stamped
         bands = self.band_outputs
         mask = bands.mask if bands is not None else _mask_on_canvas(tissue.mask, canvas.shape_yx)
         # Tissue under failed tiles has no prediction (zeros in the map): it leaves the mask, so no
