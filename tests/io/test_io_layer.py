@@ -101,6 +101,19 @@ def test_parquet_stream_is_atomic_and_stamped(tmp_path: Path) -> None:
         raise ValueError("boom")
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]
+    # The footer write failing (a full disk) leaves no temporary file either.
+    stream = ParquetStream(path, model_hash="h3")
+    stream.write(pd.DataFrame({"a": [5]}))
+
+    def full_disk() -> None:
+        raise OSError(28, "No space left on device")
+
+    real_close, stream._writer.close = stream._writer.close, full_disk
+    with pytest.raises(OSError, match="No space"):
+        stream.close()
+    real_close()  # the real writer's handle, so the test leaves nothing open
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]
 
 
 def test_the_pipeline_writes_the_names_slide_folder_reads() -> None:

@@ -35,7 +35,10 @@ def _run(args: argparse.Namespace) -> int:
     from virtime.report import load_tiers, write_report
     from virtime.stats import associate, cross_cohort_validation, join_features, survival_analysis
 
-    tiers = load_tiers(args.tiers) if args.tiers else None  # before any work: fail fast
+    # Before any work: fail fast.
+    if args.gallery_feature and not args.slides_dir:
+        raise InputDataError("--gallery-feature needs the slide folders: --slides-dir OUT")
+    tiers = load_tiers(args.tiers) if args.tiers else None
     cohort = cohort_from_args(args)
     kw = dict(levels=tuple(args.levels), min_patients=args.min_patients,
               show_progress=not args.quiet)
@@ -54,8 +57,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.gallery_feature:
         from virtime.report.gallery import gallery_section
 
-        if not args.slides_dir:
-            raise InputDataError("--gallery-feature needs the slide folders: --slides-dir OUT")
         extra.append(gallery_section(args.slides_dir, args.gallery_feature, n=args.gallery_n))
     path = write_report(args.output, cohort=cohort, associations=assoc, survival=surv,
                         validation=val, tiers=tiers, title=args.title, extra_sections=extra)

@@ -208,7 +208,6 @@ def translate_slide_task(
     ``prefetch_batches`` are read by the plugin (this run's prefetch settings; None: the
     plugin's own).
     """
-    from virtime.features.table import FEATURES_FILE
     from virtime.translation import is_translated, slide_output_dir, translate
 
     started = time.time()
@@ -229,11 +228,7 @@ def translate_slide_task(
             result = translate(slide_path, model, out_root, cfg, slide_id=slide_id, engine=engine,
                                prepared=prepared)
             del prepared
-            out = slide_output_dir(out_root, slide_id)
-            if result.skipped and cfg.features and not (out / FEATURES_FILE).is_file():
-                from virtime.features import features_from_outputs
-
-                features_from_outputs(out)
+            out = slide_output_dir(out_root, slide_id)  # translate refreshes stale features
     except VirtimeError as exc:  # deterministic: retrying cannot help
         log.warning("%s: %s", slide_id, exc)
         return {**record, "status": "failed", "reason": f"{type(exc).__name__}: {_one_line(exc)}",

@@ -141,7 +141,12 @@ class ParquetStream(CommitOnExit):
         if self._writer is None:
             self.abort()
             raise RuntimeError(f"{self.path}: nothing written (the schema is unknown)")
-        self._writer.close()
+        try:
+            self._writer.close()  # the footer: a full disk fails here
+        except BaseException:
+            self._writer = None
+            self.abort()  # no temporary file left behind
+            raise
         self._stack.close()
         return self.path
 

@@ -488,11 +488,8 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
     config = run.loop_config if run.loop_config is not None else run.config
     from virtime._progress import progress
     from virtime.batcher import iter_batches
-    from virtime.translation import pipeline
+    from virtime.translation.pipeline import _failure_row, _tile_row
     from virtime.translation.prefetch import take_read_ahead, with_read_ahead
-
-    tile_row = pipeline._tile_row
-    failure_row = getattr(pipeline, "_failure_row", None)  # failed tiles in the partial table
 
     failures: list[dict[str, Any]] = []
     # Stain normalization on the device unless the embedder needs the normalized tiles on the host.
@@ -537,7 +534,7 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
                 with tl.host("write"):
                     add_blocks(canvas, res)
                     for i, tile in enumerate(batch.tile_index):
-                        rows.append(tile_row(int(tile), grid, res.positive_fraction[i],
+                        rows.append(_tile_row(int(tile), grid, res.positive_fraction[i],
                                               res.mean_probability[i]))
                 timings["postprocess"] += time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -559,8 +556,7 @@ def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
                 failures += new
                 if cells is not None and new:
                     cells.fail([f["tile"] for f in new])
-                if failure_row is not None:  # so a resume counts them, as the CPU loop does
-                    rows += [failure_row(f) for f in new]
+                rows += [_failure_row(f) for f in new]  # a resume counts them, as on the CPU
                 ticket = None
                 if len(batch):
                     if embedder is not None:

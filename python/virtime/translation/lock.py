@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from virtime.errors import OutputError, OutputLockedError
+from virtime.io.slide_folder import SlideFolder
 
 __all__ = ["LOCK_NAME", "SlideLock", "slide_lock"]
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".virtime.lock"
+LOCK_NAME = SlideFolder.LOCK
 _POLL_SECONDS = 0.5
 
 

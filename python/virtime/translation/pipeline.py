@@ -493,6 +493,7 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
     owns_engine = engine is None
     if owns_engine:
         engine = translation_engine(model, config)
+    canvas = None
     try:  # the canvas resumes only a partial run with this fingerprint (engine included)
         fp = fingerprint(engine)
         canvas = StreamingCanvas(
@@ -510,6 +511,8 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
         previous = _load_partial_tiles(out, fresh)
         jlog = _JsonLog(config.log_json)
     except BaseException:
+        if canvas is not None:
+            canvas.abort()  # its writer threads stop; the partial canvas stays resumable
         if owns_engine:
             engine.close()
         raise
@@ -544,7 +547,11 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
             cells = run.cells = start_translation_cells(
                 grid, todo, tile_xy_model, config.tile_size, stride, origins, weight, model_mpp,
                 scale, out, model_hash)
-        if len(todo):  # batch sizes for the memory budget (engines/memory.py); outputs unchanged
+        # Batch sizes for the host memory budget (engines/memory.py; outputs unchanged). Not on
+        # the device path: it holds no float tiles or logits on the host, only the bounded ring.
+        from virtime.translation.device_path import use_device_path
+
+        if len(todo) and not use_device_path(engine, config):
             from virtime.engines.memory import fit_memory_budget
 
             run.loop_config = fit_memory_budget(engine, config, window=window,
@@ -558,7 +565,7 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
             timings["cells"] = cells.seconds
         if embedder is not None:
             t0 = time.perf_counter()
-            embedder.finish(out / "embeddings", str(slide_path), grid, slide.mpp)
+            embedder.finish(out / SlideFolder.EMBEDDINGS, str(slide_path), grid, slide.mpp)
             timings["embed"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         canvas.close()

@@ -25,13 +25,13 @@ from virtime.io.slide_folder import SlideFolder
 from virtime.translation.config import TranslateConfig
 from virtime.translation.pipeline import (
     FAILED_MASK_NAME,
+    FAILURE_COLUMN,
     PARTIAL_JOURNAL_NAME,
     PARTIAL_TILES_NAME,
     SUMMARY_NAME,
     TILES_NAME,
     ZARR_NAME,
     TranslateResult,
-    FAILURE_COLUMN,
     _failed_on_canvas,
     _failure_row,
     _mask_on_canvas,
