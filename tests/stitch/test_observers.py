@@ -5,24 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pyramid_reference import reference_pyramid
 
 from virtime.errors import InvalidArgumentError
 from virtime.stitch import omezarr
 from virtime.stitch.canvas import StreamingCanvas
 from virtime.stitch.observers import LevelTap, PyramidBuilder
-
-
-def _reference_pyramid(level0: np.ndarray, n_levels: int, band: int) -> list[np.ndarray]:
-    """Each level from the whole finished level above, in plain numpy: the 2x2 mean rounded half
-    up, an odd edge averaging the pixels it has (edge replication), as the NGFF metadata says."""
-    levels = [level0]
-    for _ in range(n_levels - 1):
-        a = levels[-1]
-        h, w = a.shape[1:]
-        a = np.pad(a, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge").astype(np.int64)
-        s = a.reshape(a.shape[0], a.shape[1] // 2, 2, a.shape[2] // 2, 2).sum(axis=(2, 4))
-        levels.append(((s + 2) // 4).astype(np.uint8))
-    return levels
 
 
 @pytest.mark.parametrize("h, w, chunk", [(1000, 777, 64), (513, 300, 32), (255, 1025, 16),
@@ -39,7 +27,7 @@ def test_pyramid_builder_equals_build_level(tmp_path, h, w, chunk):
         group["0"][:, y0 : y0 + chunk, :] = level0[:, y0 : y0 + chunk]
         builder.on_band(y0, level0[:, y0 : y0 + chunk])
     assert builder.complete
-    for k, ref in enumerate(_reference_pyramid(level0, n, chunk)):
+    for k, ref in enumerate(reference_pyramid(level0, n)):
         np.testing.assert_array_equal(np.asarray(group[str(k)][:]), ref, err_msg=f"level {k}")
         rows = [(y0, m) for lvl, y0, m in seen if lvl == k]
         assert sum(m for _, m in rows) == ref.shape[1]  # every row of every level, once, in order
@@ -74,7 +62,7 @@ def test_canvas_pyramid_is_streamed_not_reread(tmp_path, monkeypatch):
     group = omezarr.open_ome_zarr(tmp_path / "c.zarr")
     level0 = np.asarray(group["0"][:])
     np.testing.assert_array_equal(level0, np.floor(probs.astype(np.float64) * 255 + 0.5))
-    for k, ref in enumerate(_reference_pyramid(level0, canvas.n_levels, 64)):
+    for k, ref in enumerate(reference_pyramid(level0, canvas.n_levels)):
         np.testing.assert_array_equal(np.asarray(group[str(k)][:]), ref)
     assert tap.complete
     np.testing.assert_array_equal(tap.image, np.asarray(group["1"][:])[[0, 12, 14]])
@@ -114,7 +102,7 @@ def test_resumed_canvas_replays_finished_bands_to_observers(tmp_path):
     assert [y0 for y0, _ in rec.bands] == [0, 64, 128, 192] == rec.prepared
     np.testing.assert_array_equal(np.concatenate([r for _, r in rec.bands], axis=1), expected)
     group = omezarr.open_ome_zarr(path)
-    for k, ref in enumerate(_reference_pyramid(expected, again.n_levels, 64)):
+    for k, ref in enumerate(reference_pyramid(expected, again.n_levels)):
         np.testing.assert_array_equal(np.asarray(group[str(k)][:]), ref)
 
 

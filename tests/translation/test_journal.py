@@ -46,15 +46,20 @@ def test_translation_appends_each_row_once(small_slide, tiny_model, fast_config,
                                            monkeypatch):
     import virtime
 
-    written: list[int] = []
+    lines: list[int] = []  # journal lines each append added, counted in the file itself
+    last: list[list[dict]] = [[]]
     real = TileJournal.append
 
     def spy(self, rows, sync=False):
-        written.append(len(rows) - self.written)
-        return real(self, rows, sync)
+        before = self.path.read_bytes().count(b"\n")
+        real(self, rows, sync)
+        lines.append(self.path.read_bytes().count(b"\n") - before)
+        last[0] = read_journal(self.path)  # the journal as it stood at its last append
 
     monkeypatch.setattr(TileJournal, "append", spy)
     result = virtime.translate(small_slide, tiny_model, tmp_path,
                                dataclasses.replace(fast_config, features=False))
-    assert sum(written) == result.tiles_done  # every row written once, none rewritten
+    tiles = pd.read_parquet(result.output_dir / "tiles.parquet")
+    assert sum(lines) == len(tiles) == result.tiles_done > 0  # each row once, none rewritten
+    assert sorted(int(r["tile"]) for r in last[0]) == sorted(tiles["tile"].astype(int))
     assert not list(tmp_path.glob("*/.tiles.partial*"))  # removed when the slide is done
