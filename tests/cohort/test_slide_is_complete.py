@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from virtime.cohort import slide_is_complete
 from virtime.models.card import sha256_file
-from virtime.simulate.slides import make_slide
+from virtime.simulate.slides import make_slide, synthetic_he
+from virtime.stain import get_normalizer
 from virtime.translation import translate
 
 
@@ -26,6 +28,19 @@ def test_finished_folder_of_another_slide_model_or_setting_is_not_complete(
     assert not slide_is_complete(out, True, small_slide, "0" * 64, fast_config)
     assert not slide_is_complete(out, True, small_slide, wanted, replace(fast_config, overlap=16))
     assert not slide_is_complete(out, True, small_slide, wanted, replace(fast_config, cells=True))
+    # Also what the old six-key check missed: the slide's mpp (a manifest mpp sets config.mpp),
+    # the backend, and a normalizer fitted to another reference under the same name.
+    assert not slide_is_complete(out, True, small_slide, wanted, replace(fast_config, mpp=0.45))
+    assert not slide_is_complete(out, True, small_slide, wanted,
+                                 replace(fast_config, backend="torch"))
+    ref_rgb, _ = synthetic_he(256, 256, 0.5, rng=np.random.default_rng(7))
+    normed = translate(small_slide, tiny_model, tmp_path / "norm",
+                       replace(fast_config, normalize="macenko")).output_dir
+    assert slide_is_complete(normed, True, small_slide, wanted,
+                             replace(fast_config, normalize="macenko"))
+    refit = get_normalizer("macenko").fit(ref_rgb)  # same name, another reference
+    assert not slide_is_complete(normed, True, small_slide, wanted,
+                                 replace(fast_config, normalize=refit))
     # Settings that do not change the output (threads, progress) keep it complete.
     assert slide_is_complete(out, True, small_slide, wanted, replace(fast_config, threads=1))
 

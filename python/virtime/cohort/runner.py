@@ -117,10 +117,6 @@ class CohortResult:
         return pd.DataFrame(rows, columns=["status", "slides", *cols])
 
 
-#: Settings that change the output; a finished folder made with other values is not "complete".
-_OUTPUT_SETTINGS = ("tile_size", "overlap", "min_tissue", "output_mpp", "normalize", "precision")
-
-
 def slide_is_complete(out_dir: str | os.PathLike[str], features: bool,
                       slide_path: str | os.PathLike[str] | None = None,
                       model_hash: str | None = None, config: Any = None) -> bool:
@@ -153,9 +149,7 @@ def slide_is_complete(out_dir: str | os.PathLike[str], features: bool,
     if model_hash is not None and summary.get("model_hash") != model_hash:
         return False
     if config is not None:
-        recorded = summary.get("config") or {}
-        wanted = config.as_dict()  # the flat record (a normalizer object as its name)
-        if any(recorded.get(k) != wanted.get(k) for k in _OUTPUT_SETTINGS):
+        if _fingerprint_differs(summary, config):
             return False
         if getattr(config, "cells", False) and not (out / SlideFolder.CELLS).is_file():
             return False
@@ -164,6 +158,29 @@ def slide_is_complete(out_dir: str | os.PathLike[str], features: bool,
         if _stale_features(out, config) is not None:  # translate() recomputes only the features
             return False
     return True
+
+
+def _fingerprint_differs(summary: dict[str, Any], config: Any) -> bool:
+    """Whether ``config`` asks for another translation than the one ``summary`` records: the same
+    rule as translate's (:mod:`virtime.translation.fingerprint`). The model's fields (window,
+    input mpp) are taken from the record (its model hash is checked apart), and so is the slide's
+    mpp unless ``config.mpp`` sets it (a manifest mpp does)."""
+    from virtime.translation.fingerprint import fingerprint_diff, translation_fingerprint
+    from virtime.translation.pipeline import _normalizer
+
+    recorded = summary.get("fingerprint")
+    if not isinstance(recorded, dict):
+        return True
+    try:
+        requested = translation_fingerprint(
+            model_hash=str(recorded.get("model_hash")), engine=None, config=config,
+            normalizer=_normalizer(config.normalize), window=int(recorded["window"]),
+            model_mpp=float(recorded["model_mpp"]),
+            slide_mpp=float(config.mpp if config.mpp is not None else recorded["slide_mpp"]))
+    except (KeyError, TypeError, ValueError):
+        return True
+    identity = {k: recorded.get(k) for k in ("slide_size", "slide_head_sha256")}
+    return bool(fingerprint_diff(recorded, {**requested, **identity}, requested=True))
 
 
 def _weights_hash(weights: str | os.PathLike[str] | None) -> str:
@@ -340,9 +357,10 @@ def run_cohort(
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     ledger = Ledger.open(out, table, run_id, flush_seconds=options.ledger_flush_seconds)
     wanted_hash = _weights_hash(weights)
-    complete = [sid for sid, path in zip(table["slide_id"], table["path"])
-                if not config.force and slide_is_complete(out / sid, config.features, path,
-                                                          wanted_hash, config)]
+    complete = [row.slide_id for row in table.itertuples()
+                if not config.force and slide_is_complete(out / row.slide_id, config.features,
+                                                          row.path, wanted_hash,
+                                                          _slide_config(config, row))]
     _mark_skipped(ledger, out, complete)
     todo = table[~table["slide_id"].isin(set(complete))]
     todo = todo.sort_values("size_bytes", ascending=False, kind="stable")
@@ -434,6 +452,11 @@ def _gpu_resources(client: Any, gpus_per_worker: int) -> dict[str, float] | None
     return None
 
 
+def _slide_config(config: TranslateConfig, row: Any) -> TranslateConfig:
+    """A manifest row's settings: the cohort's, with its own ``mpp`` when it gives one."""
+    return config if math.isnan(row.mpp) else dataclasses.replace(config, mpp=float(row.mpp))
+
+
 def _run_on(client: Any, ledger: Ledger, todo: pd.DataFrame, out: Path, weights: str | None,
             config: TranslateConfig, options: CohortOptions, run_id: str,
             on_client: Callable[[Any], None] | None) -> None:
@@ -449,7 +472,7 @@ def _run_on(client: Any, ledger: Ledger, todo: pd.DataFrame, out: Path, weights:
     futures: dict[Any, str] = {}
     n = len(todo)
     for rank, row in enumerate(todo.itertuples(index=False)):
-        cfg = base if math.isnan(row.mpp) else dataclasses.replace(base, mpp=float(row.mpp))
+        cfg = _slide_config(base, row)
         fut = client.submit(
             translate_slide_task, row.path, row.slide_id, str(out), weights, cfg, run_id,
             options.gpus_per_worker, options.prefetch_bytes, options.prefetch_batches,
