@@ -94,3 +94,4 @@ def test_every_cell_feature_is_known_to_the_statistics(rng):
     names = list(cell_features(cells, 1.0, 0.5, n_perm=3))
     assert names and all(is_known_feature(n) for n in names)
     assert not is_known_feature("cells.cd8_t.unknown_metric")
+
