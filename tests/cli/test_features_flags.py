@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from feature_reference import densities
 
 from virtime.cli import main
 from virtime.features import features_from_outputs, read_features
@@ -42,6 +43,11 @@ def test_translate_flags_reach_the_features_and_a_rerun_refreshes_them(
     config = json.loads((folder / "summary.json").read_text())["config"]
     assert (config["bin_um"], config["threshold"], config["max_failed_share"]) == (32.0, 0.4, 0.3)
     _same_features(folder, bin_um=32.0, threshold=0.4, max_failed_share=0.3)
+    table = pd.read_parquet(folder / "features.parquet").iloc[0]
+    at_04, at_05 = densities(folder, 0.4), densities(folder, 0.5)  # numpy, from the stored map
+    shown = [k for k in at_04 if k in table.index]  # the protein channels
+    assert len(shown) == 21 and all(table[k] == pytest.approx(at_04[k]) for k in shown)
+    assert at_04 != at_05  # the flag changed values, not only the recorded settings
     zarr_files = {p: p.stat().st_mtime_ns for p in (folder / "mif.ome.zarr").rglob("*")}
 
     # `virtime features` still takes --bin-um (and the others) and rewrites the table.

@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import zarr
+from feature_reference import densities
 
 import virtime
-from virtime.channels import CHANNEL_NAMES
 from virtime.features import features_from_outputs, read_features
 
 
@@ -29,16 +28,6 @@ def _files(folder: Path) -> dict[str, tuple[int, bytes]]:
 
 def _settings(out: Path) -> dict:
     return json.loads(read_features(out / "features.parquet")[1]["features.settings"])
-
-
-def _densities(out: Path, threshold: float) -> dict[str, float]:
-    """``<channel>.density`` from the stored map and tissue mask, with numpy (p > t on tissue)."""
-    level0 = np.asarray(zarr.open_group(str(out / "mif.ome.zarr"), mode="r")["0"][:])
-    tissue = np.load(out / "tissue_mask.npy") != 0
-    assert tissue.shape == level0.shape[1:] and tissue.any()
-    p = level0[:, tissue].astype(np.float64) / 255.0
-    return {f"{name}.density": float((p[i] > threshold).mean())
-            for i, name in enumerate(CHANNEL_NAMES)}
 
 
 def test_rerun_with_other_features_settings_recomputes_only_the_features(
@@ -64,11 +53,11 @@ def test_rerun_with_other_features_settings_recomputes_only_the_features(
         else:
             assert got == value, column
     # Independently of features_from_outputs: densities counted on the stored map.
-    for column, value in _densities(out, 0.41).items():
+    for column, value in densities(out, 0.41).items():
         assert column in after.columns or column in ("TRITC.density", "Cy5.density")
         if column in after.columns:
             assert after.iloc[0][column] == pytest.approx(value, rel=1e-9, abs=1e-12), column
-    assert _densities(out, 0.41) != _densities(out, 0.5)  # the planted change is visible
+    assert densities(out, 0.41) != densities(out, 0.5)  # the planted change is visible
     changed = [c for c in after.columns if c.endswith(".density")
                and after.iloc[0][c] != before.iloc[0][c]]
     assert changed, "features did not change with the threshold"
@@ -108,7 +97,7 @@ def test_features_turned_on_for_a_finished_folder(small_slide, tiny_model, fast_
     assert again.skipped
     assert _files(out / "mif.ome.zarr") == canvas
     table = pd.read_parquet(out / "features.parquet")
-    for column, value in _densities(out, 0.5).items():
+    for column, value in densities(out, 0.5).items():
         if column in table.columns:  # the protein channels
             assert table.iloc[0][column] == pytest.approx(value, rel=1e-9, abs=1e-12), column
     assert _settings(out)["max_failed_share"] == 0.2
