@@ -89,3 +89,39 @@ def test_spearman_and_kruskal_match_scipy(rng):
         kref = stats.kruskal(*[x[y == k, j] for k in np.unique(y)])
         assert h[j] == pytest.approx(kref.statistic, rel=1e-10)
         assert pk[j] == pytest.approx(kref.pvalue, rel=1e-8)
+
+
+def _exact_spearman_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """Two-sided permutation p by brute force: scipy's ρ over every ordering of y."""
+    import itertools
+
+    obs = abs(stats.spearmanr(x, y).statistic)
+    rhos = np.array([stats.spearmanr(x, np.asarray(perm)).statistic
+                     for perm in itertools.permutations(y)])
+    return float(np.mean(np.abs(rhos) >= obs - 1e-12))
+
+
+@pytest.mark.parametrize("n", [4, 6])
+def test_spearman_small_n_exact_permutation_p(rng, n):
+    # |ρ| = 1 at n = 4 used to give p = 0; the exact p is 2/4! = 1/12
+    y = np.array([1.0, 2.0, 2.0, 3.0, 4.0, 4.0, 5.0])[:n]  # ties in y (stage-like)
+    x = np.column_stack([np.arange(n, dtype=float), -np.arange(n, dtype=float),
+                         rng.normal(size=n), np.r_[rng.normal(size=n - 1), 0.0]])
+    x[-1, 3] = x[0, 3]  # a tied feature column
+    ranks, _ = rank_columns(x)
+    rho, p = spearman_from_ranks(ranks, stats.rankdata(y))
+    for j in range(x.shape[1]):
+        assert rho[j] == pytest.approx(stats.spearmanr(x[:, j], y).statistic, rel=1e-12)
+        assert p[j] == pytest.approx(_exact_spearman_reference(x[:, j], y), rel=1e-12)
+    assert np.all(p > 0)
+    perfect = np.arange(4.0)
+    r4, _ = rank_columns(perfect[:, None])
+    _, p4 = spearman_from_ranks(r4, stats.rankdata(perfect))
+    assert p4[0] == pytest.approx(2 / 24)
+
+
+def test_spearman_perfect_rank_above_exact_range_is_not_zero():
+    x = np.arange(12.0)[:, None]
+    ranks, _ = rank_columns(x)
+    rho, p = spearman_from_ranks(ranks, stats.rankdata(x[:, 0]))
+    assert rho[0] == 1.0 and p[0] == pytest.approx(2 / 479001600)  # 2 / 12!

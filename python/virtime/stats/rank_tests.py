@@ -10,6 +10,7 @@ compare each function with scipy on small data.
 
 from __future__ import annotations
 
+import itertools
 from functools import lru_cache
 
 import numpy as np
@@ -20,10 +21,15 @@ __all__ = [
     "mannwhitney_from_ranks",
     "mwu_exact_pvalue",
     "rank_columns",
+    "spearman_exact_pvalue",
     "spearman_from_ranks",
 ]
 
 EXACT_MAX_N = 50  # exact MWU up to n1 + n2 = 50 (counts ≤ C(50, 25) ≈ 1.3e14 fit in int64)
+#: Spearman p by full enumeration of the n! permutations up to this n (9! = 362,880), as R's
+#: ``cor.test`` does (AS 89); above it the t approximation, floored at the smallest attainable p.
+SPEARMAN_EXACT_MAX_N = 9
+_PERM_CHUNK = 40_000
 
 
 def rank_columns(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,12 +119,42 @@ def mannwhitney_from_ranks(
     return u1, p, effect
 
 
-def spearman_from_ranks(
-    ranks: np.ndarray, y_ranks: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Spearman ρ of every column with ``y`` (already ranked) and its t-approximation p (scipy's).
+@lru_cache(maxsize=16)
+def _permutations(n: int) -> np.ndarray:
+    """All n! permutations of range(n) as an (n!, n) int8 array (n ≤ SPEARMAN_EXACT_MAX_N)."""
+    return np.array(list(itertools.permutations(range(n))), dtype=np.int8)
 
-    NaN where a column or ``y`` is constant.
+
+def spearman_exact_pvalue(ranks: np.ndarray, y_ranks: np.ndarray) -> np.ndarray:
+    """Two-sided permutation p of Spearman's ρ for every column, by enumerating all n! orders.
+
+    Exact under H0 (every pairing of the two rankings equally likely), ties included: the
+    statistic Σ (r_x − r̄_x)(r_y − r̄_y) of each permuted ``y`` is compared with the observed one;
+    p = share of permutations at least as extreme. NaN where a column or ``y`` is constant.
+    """
+    n, m = ranks.shape
+    xc = ranks - ranks.mean(axis=0)
+    yc = np.asarray(y_ranks, dtype=float) - np.mean(y_ranks)
+    obs = np.abs(yc @ xc)
+    tol = 1e-9 * np.maximum(obs, 1.0)
+    perms = _permutations(n)
+    hits = np.zeros(m)
+    for start in range(0, len(perms), _PERM_CHUNK):
+        stat = yc[perms[start:start + _PERM_CHUNK]] @ xc
+        hits += (np.abs(stat) >= obs - tol).sum(axis=0)
+    p = hits / len(perms)
+    constant = ((xc**2).sum(axis=0) == 0) | ((yc**2).sum() == 0)
+    return np.where(constant, np.nan, p)
+
+
+def spearman_from_ranks(
+    ranks: np.ndarray, y_ranks: np.ndarray, *, exact_max_n: int = SPEARMAN_EXACT_MAX_N
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spearman ρ of every column with ``y`` (already ranked) and its two-sided p.
+
+    n ≤ ``exact_max_n``: the exact permutation p (:func:`spearman_exact_pvalue`); larger n:
+    scipy's t approximation, which gives p = 0 at |ρ| = 1, so it is floored at 2/n!, the
+    smallest p any pairing can reach. NaN where a column or ``y`` is constant.
     """
     n = ranks.shape[0]
     xc = ranks - ranks.mean(axis=0)
@@ -129,7 +165,11 @@ def spearman_from_ranks(
         dof = n - 2
         t = rho * np.sqrt(dof / ((1.0 - rho) * (1.0 + rho)))
         p = 2.0 * stats.t.sf(np.abs(t), dof) if dof > 0 else np.full_like(rho, np.nan)
-    p = np.where(np.isfinite(rho), np.where(np.abs(rho) >= 1.0, 0.0, p), np.nan)
+    if 2 <= n <= exact_max_n:
+        p = spearman_exact_pvalue(ranks, y_ranks)
+    else:
+        p = np.maximum(p, np.exp(np.log(2.0) - special.gammaln(n + 1)))
+    p = np.where(np.isfinite(rho), np.minimum(p, 1.0), np.nan)
     return rho, p
 
 
