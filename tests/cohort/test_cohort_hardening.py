@@ -73,6 +73,7 @@ def _finished_cohort(root, slide_ids):
     for sid in slide_ids:
         (root / sid).mkdir(parents=True)
         write_features([{"slide_id": sid, "CD8.density": 0.1}], root / sid / "features.parquet")
+        (root / sid / "summary.json").write_text('{"status": "done"}')  # a finished translation
         ledger.record(sid, status="done")
     ledger.close()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 
 import numpy as np
@@ -53,6 +55,12 @@ def _write_slide(root, slide_id, prob, tissue=None, model_hash="abc123"):
     if tissue is not None:
         np.save(d / "tissue_mask.npy", tissue)
     return d
+
+
+def _finish(folder, model_hash="abc123"):
+    """What a finished translation writes last: summary.json saying done, with its model."""
+    (folder / "summary.json").write_text(json.dumps({"status": "done", "model_hash": model_hash}))
+    return folder
 
 
 @pytest.fixture
@@ -113,7 +121,7 @@ def test_missing_store_is_an_error(tmp_path):
 def test_merge_features(tmp_path, blobs, rng):
     for i in range(3):
         d = _write_slide(tmp_path, f"S{i}", blobs(23, 40, 48), rng.random((40, 48)) > 0.3)
-        features_from_outputs(d)
+        features_from_outputs(_finish(d))
     out = merge_features(tmp_path, tmp_path / "cohort.parquet")
     df, meta = read_features(out)
     assert sorted(df["slide_id"]) == ["S0", "S1", "S2"] and meta["model_hash"] == "abc123"
@@ -130,24 +138,63 @@ def test_merge_features(tmp_path, blobs, rng):
     assert read_features(old)[0].equals(df)
 
 
-def test_merge_features_refuses_repeats_and_warns_on_models(tmp_path):
-    for sid, model in (("A", "m1"), ("B", "m2")):
-        write_features([{"slide_id": sid, "CD8.density": 0.1}], tmp_path / sid / "features.parquet",
-                       model_hash=model)
-    with pytest.warns(UserWarning, match="2 different models"):
-        merged = merge_features(tmp_path)
+def _features_folder(root, sid, model, rows_id=None):
+    """A finished slide folder holding only a features row made by ``model``."""
+    write_features([{"slide_id": rows_id or sid, "CD8.density": 0.1}],
+                   root / sid / "features.parquet", model_hash=model)
+    return _finish(root / sid, model)
+
+
+def test_merge_features_refuses_repeats_and_mixed_models(tmp_path):
+    for sid, model in (("A", "m1"), ("B", "m2"), ("D", "m2")):
+        _features_folder(tmp_path, sid, model)
+    with pytest.raises(InputDataError, match=r"2 different models \(m2: 2 \(B, D\); m1: 1 \(A\)\)"):
+        merge_features(tmp_path)
+    assert not (tmp_path / "cohort_features.parquet").exists()
+    merged = merge_features(tmp_path, slide_ids=["B", "D"])  # one model's slides apart
     assert merged == tmp_path / "cohort_features.parquet"
-    assert read_features(merged)[1]["model_hash"] == "m1;m2"
-    write_features([{"slide_id": "A", "CD8.density": 0.2}], tmp_path / "C" / "features.parquet",
-                   model_hash="m1")
+    assert read_features(merged)[1]["model_hash"] == "m2"
+    _features_folder(tmp_path, "C", "m2", rows_id="B")
     with pytest.raises(InputDataError, match="slide_id repeated"):
-        merge_features(tmp_path, tmp_path / "x.parquet")
+        merge_features(tmp_path, tmp_path / "x.parquet", slide_ids=["B", "C"])
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_merge_leaves_out_unfinished_and_stale_folders_and_names_them(tmp_path, caplog, capsys):
+    """Two slides translated by model m1; S1 rerun with --force and other weights, killed: its
+    summary.json is gone (the rerun removes it first) and its features.parquet is m1's. S2's
+    summary says done by m2 but its features are m1's. Only S0 may be merged."""
+    for sid in ("S0", "S1", "S2"):
+        _features_folder(tmp_path / "OUT", sid, "m1")
+    (tmp_path / "OUT" / "S1" / "summary.json").unlink()
+    _finish(tmp_path / "OUT" / "S2", "m2")
+    _features_folder(tmp_path / "OUT", "S3", "m1")
+    (tmp_path / "OUT" / "S3" / "summary.json").write_text('{"status": "running"}')
+    with caplog.at_level(logging.WARNING, logger="virtime.features.merge"):
+        merged = merge_features(tmp_path / "OUT")
+    df, meta = read_features(merged)
+    assert df["slide_id"].tolist() == ["S0"] and meta["model_hash"] == "m1"
+    left_out = json.loads(meta["merge.left_out"])
+    assert sorted(left_out) == ["S1", "S2", "S3"]
+    assert "summary.json" in left_out["S1"] and "m2" in left_out["S2"]
+    assert "'running'" in left_out["S3"]
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 1 and all(f"{s} (" in lines[0] for s in ("S1", "S2", "S3"))
+    # the CLI: exit 0 with the finished slide only, one warning line naming the others
+    assert main(["features", "--merge", str(tmp_path / "OUT"), "-o",
+                 str(tmp_path / "cli.parquet")]) == 0
+    assert read_features(tmp_path / "cli.parquet")[0]["slide_id"].tolist() == ["S0"]
+    (tmp_path / "OUT" / "S0" / "summary.json").unlink()  # nothing finished left: one error line
+    assert main(["features", "--merge", str(tmp_path / "OUT"), "-o",
+                 str(tmp_path / "none.parquet")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("virtime features: error: ") and "4 left out" in err
+    assert not (tmp_path / "none.parquet").exists()
 
 
 def test_cli_recompute_and_merge(tmp_path, slide, capsys):
     prob, tissue = slide
-    d = _write_slide(tmp_path / "OUT", "S9", prob, tissue)
+    d = _finish(_write_slide(tmp_path / "OUT", "S9", prob, tissue))
     assert main(["features", "-q", "--plots", str(d)]) == 0
     assert (d / "features.parquet").is_file() and (d / "activation_panel.png").stat().st_size
     cohort = tmp_path / "cohort.parquet"

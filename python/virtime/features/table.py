@@ -331,12 +331,13 @@ def write_features(
     *,
     model_hash: str = "",
     settings: dict[str, Any] | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Writes feature rows (one per slide, with ``slide_id``) to Parquet, atomically.
 
     Through :func:`virtime.io.write_parquet`: the schema metadata carries ``virtime.version``,
     ``virtime.model_hash`` and the feature settings (JSON) so a table always says what produced
-    it.
+    it; ``metadata`` adds more ``virtime.<key>`` strings (the cohort merge's left-out folders).
     """
     import pandas as pd
 
@@ -346,7 +347,8 @@ def write_features(
     if "slide_id" not in df.columns:
         raise InputDataError(f"features: rows written to {path} need a 'slide_id'")
     return write_parquet(df, path, model_hash=model_hash,
-                         metadata={"features.settings": json.dumps(settings or {})})
+                         metadata={**(metadata or {}),
+                                   "features.settings": json.dumps(settings or {})})
 
 
 def read_features(path: str | os.PathLike[str]) -> tuple[Any, dict[str, str]]:
