@@ -18,6 +18,9 @@ def add_cohort_args(p: argparse.ArgumentParser, *, prefix: str = "", required: b
                        help="combine a patient's slides by (mean)")
         p.add_argument("--strict", action="store_true",
                        help="fail if the join loses any patient")
+        p.add_argument("--keep-qc-failed", action="store_true",
+                       help="also analyse slides flagged qc_failed_share_exceeded (failed tiles "
+                            "over too much tissue; left out by default)")
         p.add_argument("--feature-columns", nargs="+", metavar="COLUMN", default=None,
                        help="analyse exactly these columns of the features table (default: "
                             "every known virtime feature; other dotted columns are ignored "
@@ -29,9 +32,18 @@ def cohort_from_args(args: argparse.Namespace, prefix: str = ""):
     from virtime.stats import join_features
 
     key = prefix.replace("-", "_")
-    return join_features(getattr(args, f"{key}features"), getattr(args, f"{key}clinical"),
-                         aggregate=args.aggregate, strict=args.strict,
-                         feature_names=args.feature_columns)
+    adjust = getattr(args, "adjust", None)
+    covariates = () if adjust in (None, "auto", "none") else tuple(adjust.split(","))
+    cohort = join_features(getattr(args, f"{key}features"), getattr(args, f"{key}clinical"),
+                           aggregate=args.aggregate, strict=args.strict,
+                           feature_names=args.feature_columns,
+                           keep_qc_failed=getattr(args, "keep_qc_failed", False),
+                           covariates=covariates)
+    if cohort.qc_excluded:
+        ids = cohort.qc_excluded
+        print(f"left out {len(ids)} slide(s) flagged qc_failed_share_exceeded "
+              f"({', '.join(ids[:3])}{' …' if len(ids) > 3 else ''}); --keep-qc-failed keeps them")
+    return cohort
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -23,13 +23,18 @@ from virtime.errors import InputDataError
 __all__ = [
     "CATEGORICAL_FEATURES",
     "CLINICAL_REQUIRED",
+    "CONTROL_CHANNELS",
+    "COVARIATE_COLUMNS",
     "ID_COLUMNS",
+    "QC_FLAG",
+    "SITE_COLUMNS",
     "SURVIVAL_COLUMNS",
     "AttributeKind",
     "ClinicalTable",
     "Cohort",
     "aggregate_slides",
     "feature_columns",
+    "is_control_feature",
     "is_known_feature",
     "join_features",
     "load_clinical",
@@ -47,6 +52,15 @@ ID_COLUMNS = ("slide_id", "patient_id")
 CLINICAL_REQUIRED = ("patient_id", "cancer_type", "subtype")
 SURVIVAL_COLUMNS = ("os_time", "os_event")
 _CLINICAL_RESERVED = set(CLINICAL_REQUIRED) | set(SURVIVAL_COLUMNS) | {"slide_id"}
+#: Clinical columns naming the hospital or site a slide came from (the first present is "the site").
+SITE_COLUMNS = ("site", "hospital", "centre", "center", "tss")
+#: Clinical columns that describe how a patient was sampled, not their biology: kept as covariates
+#: for adjustment, never tested as attributes.
+COVARIATE_COLUMNS = (*SITE_COLUMNS, "scanner", "batch", "age")
+#: Background channels (no protein): their features are negative controls, never discoveries.
+CONTROL_CHANNELS = ("TRITC", "Cy5")
+#: The features-table column that flags a slide whose failed tiles cover too much of its tissue.
+QC_FLAG = "qc_failed_share_exceeded"
 
 _POSITIVE = {"1", "true", "yes", "y", "mutated", "mut", "mutant", "positive", "pos", "high", "+",
              "msi-h", "msi-high", "tmb-h", "tmb-high", "altered", "present"}
@@ -151,6 +165,21 @@ def is_known_feature(name: str) -> bool:
     return False
 
 
+def is_control_feature(name: str) -> bool:
+    """Whether ``name`` is a background channel's feature (``TRITC.density``, ``Cy5.mean`` …),
+    analysed only as a negative control."""
+    channel, _, metric = name.rpartition(".")
+    return channel in CONTROL_CHANNELS and metric in _CHANNEL_METRICS
+
+
+def _qc_flagged(df: pd.DataFrame) -> np.ndarray:
+    """Rows whose :data:`QC_FLAG` is true (bool, 0/1 or "True"/"False" text after a CSV)."""
+    if QC_FLAG not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    text = df[QC_FLAG].astype("string").str.strip().str.lower()
+    return text.isin(["true", "1", "1.0", "yes"]).fillna(False).to_numpy(dtype=bool)
+
+
 def feature_columns(df: pd.DataFrame, features: list[str] | tuple[str, ...] | None = None
                     ) -> list[str]:
     """The feature columns of ``df``: ``features`` if given, else every known virtime feature.
@@ -163,7 +192,7 @@ def feature_columns(df: pd.DataFrame, features: list[str] | tuple[str, ...] | No
         return [c for c in features if c in df.columns]
     cols = [c for c in df.columns if isinstance(c, str) and c not in ID_COLUMNS]
     known = [c for c in cols if is_known_feature(c)]
-    ignored = [c for c in cols if "." in c and c not in known
+    ignored = [c for c in cols if "." in c and c not in known and not is_control_feature(c)
                and not c.startswith(_NON_FEATURE_PREFIXES)]
     if ignored:
         warnings.warn(
@@ -191,7 +220,8 @@ def _indicators(df: pd.DataFrame, col: str, name: str) -> tuple[pd.DataFrame, li
 
 
 def load_features(source: str | Path | pd.DataFrame,
-                  features: list[str] | tuple[str, ...] | None = None) -> pd.DataFrame:
+                  features: list[str] | tuple[str, ...] | None = None, *,
+                  keep_qc_failed: bool = False) -> pd.DataFrame:
     """Reads and validates a features table: ids present and unique, features numeric.
 
     ``features`` names the columns to analyse (default: every known virtime feature, see
@@ -200,9 +230,23 @@ def load_features(source: str | Path | pd.DataFrame,
     (NaN where undefined), so a patient's value is the share of their slides in that category.
     NaN means "undefined on this slide" and is handled per test; an all-NaN feature is left out
     with a warning; ±inf is an error. Returns the table with ids as strings and only id +
-    feature columns (``patient_id`` may be absent; :func:`join_features` then maps slides).
+    feature columns (``patient_id`` may be absent; :func:`join_features` then maps slides), plus
+    the background channels' features (negative controls, :func:`is_control_feature`).
+
+    Slides flagged :data:`QC_FLAG` (failed tiles over too much tissue) are left out unless
+    ``keep_qc_failed``; their ids are in ``out.attrs["qc_excluded"]`` and one log line says so.
     """
     df, name = read_table(source, "features")
+    flagged = _qc_flagged(df)
+    qc_excluded: list[str] = []
+    if flagged.any() and not keep_qc_failed:
+        id_col = "slide_id" if "slide_id" in df.columns else "patient_id"
+        qc_excluded = [str(v) for v in df.loc[flagged, id_col]] if id_col in df.columns else []
+        log.info("%s: %d slide(s) flagged %s left out", name, int(flagged.sum()), QC_FLAG)
+        df = df[~flagged].reset_index(drop=True)
+        if df.empty:
+            raise InputDataError(f"{name}: every slide is flagged {QC_FLAG} (failed tiles cover "
+                                 "too much tissue); --keep-qc-failed analyses them anyway")
     if "patient_id" not in df.columns and "slide_id" not in df.columns:
         _require_columns(df, ("patient_id",), name)
     if features is not None:
@@ -211,6 +255,8 @@ def load_features(source: str | Path | pd.DataFrame,
             raise InputDataError(f"{name}: requested feature column(s) not in the table: "
                                  f"{_shown(list(absent), 5)}")
     feats = feature_columns(df, features)
+    feats += [c for c in df.columns if isinstance(c, str) and is_control_feature(c)
+              and c not in feats and pd.api.types.is_numeric_dtype(df[c])]
     if not feats:
         raise InputDataError(f"{name}: no feature columns named '<channel>.<metric>'")
     for col in ID_COLUMNS:
@@ -257,7 +303,9 @@ def load_features(source: str | Path | pd.DataFrame,
     if partial:
         log.info("%s: %d feature(s) undefined on some slides; each test uses the patients where "
                  "the feature is defined", name, partial)
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    out.attrs["qc_excluded"] = qc_excluded
+    return out
 
 
 def aggregate_slides(features: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
@@ -369,6 +417,8 @@ def load_clinical(
     Required: ``patient_id``, ``cancer_type``, ``subtype``; optional ``stage``, ``os_time`` and
     ``os_event`` (missing survival must be missing in both), and biomarker columns, binary (0/1,
     True/False, mutated/wild-type, high/low …) or continuous. ``exclude`` names columns to ignore.
+    Site, scanner, batch and age columns (:data:`COVARIATE_COLUMNS`) are kept as covariates for
+    adjustment, not tested as attributes.
     """
     df, name = read_table(source, "clinical")
     _require_columns(df, CLINICAL_REQUIRED, name)
@@ -400,7 +450,10 @@ def load_clinical(
         df["stage"] = parse_stage(df["stage"], name)
         attributes["stage"] = "stage"
     for col in df.columns:
-        if col in _CLINICAL_RESERVED or col == "stage" or col in exclude:
+        if col in COVARIATE_COLUMNS and col not in exclude and pd.api.types.is_numeric_dtype(
+                df[col]):
+            df[col] = df[col].astype(float)
+        if col in _CLINICAL_RESERVED or col == "stage" or col in exclude or col in COVARIATE_COLUMNS:
             continue
         classes = pd.unique(df[col].dropna())
         if len(classes) < 2:  # nothing to test against (a small cohort, a constant column)
@@ -432,7 +485,8 @@ class Cohort:
 
     ``data`` has one row per patient with ``patient_id``, ``cancer_type``, ``subtype``, the
     attribute and survival columns and the features; ``features_only`` / ``clinical_only`` list
-    the patients the join lost.
+    the patients the join lost; ``controls`` the background channels' features (negative
+    controls, not in ``features``); ``qc_excluded`` the QC-flagged slides left out.
     """
 
     data: pd.DataFrame
@@ -440,6 +494,13 @@ class Cohort:
     attributes: dict[str, AttributeKind]
     features_only: list[str] = field(default_factory=list)
     clinical_only: list[str] = field(default_factory=list)
+    controls: list[str] = field(default_factory=list)
+    qc_excluded: list[str] = field(default_factory=list)
+
+    @property
+    def site_column(self) -> str | None:
+        """The clinical column naming each patient's site (first of :data:`SITE_COLUMNS`)."""
+        return next((c for c in SITE_COLUMNS if c in self.data.columns), None)
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -468,6 +529,20 @@ def _mismatch_hint(a: list[str], b: list[str]) -> str:
     ex = ", ".join(f"{x!r} vs {y!r}" for x, y in pairs[:3])
     return (f"; {len(pairs)} of them differ only in leading zeros or spaces (e.g. {ex}): "
             "write the ids the same way in both tables")
+
+
+def _join_hint(features: pd.DataFrame, clinical: pd.DataFrame) -> str:
+    """The column that would join a per-slide features table (``features --merge``: slide ids,
+    no patient ids) to a clinical table without ``slide_id``, for the error line; a slide id that
+    begins with a patient id is shown as the example."""
+    if "patient_id" in features.columns or "slide_id" in clinical.columns:
+        return ""
+    patients = set(clinical["patient_id"])
+    example = next(((sid, sid[:k]) for sid in sorted(features["slide_id"])
+                    for k in range(len(sid) - 1, 0, -1) if sid[:k] in patients), None)
+    seen = f" (slide {example[0]!r} looks like patient {example[1]!r})" if example else ""
+    return (f"; the features have slide_ids only{seen}: add a slide_id column to the clinical "
+            "table (the slide of each patient), or a patient_id column to the features")
 
 
 def _patients_of_slides(feats: pd.DataFrame, clin: ClinicalTable) -> pd.DataFrame:
@@ -500,6 +575,8 @@ def join_features(
     aggregate: str = "mean",
     strict: bool = False,
     feature_names: list[str] | tuple[str, ...] | None = None,
+    keep_qc_failed: bool = False,
+    covariates: tuple[str, ...] | list[str] = (),
 ) -> Cohort:
     """Validates both tables, aggregates slides per patient and joins them on ``patient_id``.
 
@@ -508,14 +585,21 @@ def join_features(
     loss an error. An empty join is always an error. ``feature_names`` restricts the analysis
     to those columns (default: every known virtime feature, see :func:`feature_columns`). A
     features table without ``patient_id`` is mapped to patients by the clinical ``slide_id``
-    column when there is one, else each slide is its own patient.
+    column when there is one, else each slide is its own patient. Slides flagged
+    :data:`QC_FLAG` are left out unless ``keep_qc_failed`` (listed in ``Cohort.qc_excluded``).
+    ``covariates`` names clinical columns used for adjustment: they are not tested as attributes.
     """
-    feats_df = load_features(features, feature_names)
-    clin = clinical if isinstance(clinical, ClinicalTable) else load_clinical(clinical)
+    feats_df = load_features(features, feature_names, keep_qc_failed=keep_qc_failed)
+    qc_excluded = list(feats_df.attrs.get("qc_excluded", []))
+    clin = clinical if isinstance(clinical, ClinicalTable) else load_clinical(
+        clinical, exclude=tuple(covariates))
+    as_given = feats_df
     if "patient_id" not in feats_df.columns:
         feats_df = _patients_of_slides(feats_df, clin)
     per_patient = aggregate_slides(feats_df, aggregate)
-    fnames = [c for c in per_patient.columns if c not in ("patient_id", "n_slides")]
+    fnames = [c for c in per_patient.columns if c not in ("patient_id", "n_slides")
+              and not is_control_feature(c)]
+    controls = [c for c in per_patient.columns if is_control_feature(c)]
     f_ids, c_ids = set(per_patient["patient_id"]), set(clin.table["patient_id"])
     features_only, clinical_only = sorted(f_ids - c_ids), sorted(c_ids - f_ids)
     for ids, where, other in ((features_only, "features", "clinical"),
@@ -529,9 +613,13 @@ def join_features(
             log.warning(msg)
     data = clin.table.merge(per_patient, on="patient_id", how="inner", validate="one_to_one")
     if data.empty:
+        shown = (f"{len(f_ids)} patients, e.g. {_shown(sorted(f_ids), 3)}" if f_ids else
+                 f"{len(as_given)} slides, e.g. {_shown(sorted(as_given['slide_id']), 3)}, none "
+                 "in the clinical slide_id column")
         raise InputDataError(
-            f"no patient_id in common between features ({len(f_ids)} patients, e.g. "
-            f"{_shown(sorted(f_ids), 3)}) and clinical {clin.source} ({len(c_ids)} patients, "
-            f"e.g. {_shown(sorted(c_ids), 3)})" + _mismatch_hint(sorted(f_ids), sorted(c_ids))
+            f"no patient_id in common between features ({shown}) and clinical {clin.source} "
+            f"({len(c_ids)} patients, e.g. {_shown(sorted(c_ids), 3)})"
+            + (_mismatch_hint(sorted(f_ids), sorted(c_ids)) or _join_hint(as_given, clin.table))
         )
-    return Cohort(data, fnames, dict(clin.attributes), features_only, clinical_only)
+    attributes = {a: k for a, k in clin.attributes.items() if a not in covariates}
+    return Cohort(data, fnames, attributes, features_only, clinical_only, controls, qc_excluded)
