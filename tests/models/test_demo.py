@@ -34,3 +34,8 @@ def test_demo_beats_baseline_on_held_out_tiles(tmp_path):
     for channel in ("DAPI", "CK", "CD138", "CD3"):  # morphology-rich channels are learnt
         assert s.loc[channel, "pearson"] > 0.5
     assert s.loc["CD8", "pearson"] > 0.25  # the demo's survival and MSI-high channel
+    # the specificity matrix's diagonal is the per-channel protocol
+    spec = result.specificity
+    full = result.summary.set_index("channel")
+    np.testing.assert_allclose(np.diag(spec.pearson.to_numpy()), full["pearson"], rtol=1e-9)
+    np.testing.assert_allclose(np.diag(spec.dice.to_numpy()), full["dice"], rtol=1e-9)

@@ -39,6 +39,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "virtime.cli.demo",
     "virtime.cli.cells",
     "virtime.cli.view",
+    "virtime.cli.audit",
 )
 
 

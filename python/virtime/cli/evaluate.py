@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="per-channel Pearson / Dice / IoU of a translator on paired tiles",
         description="Coarsened targets vs predictions binarized at 0.5, summed in 8x8 boxes, "
                     "Pearson per channel per tile averaged over tiles; plus Dice and IoU; beside "
-                    "a mean-prevalence baseline. Writes OUT/metrics.csv and OUT/pearson.png.")
+                    "a mean-prevalence baseline. Writes OUT/metrics.csv, OUT/pearson.png and the "
+                    "specificity matrices OUT/specificity_{pearson,dice}.csv (virtime audit).")
     add_pairs_args(p, "report folder")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", help="checkpoint (.safetensors with card, or official .pth)")

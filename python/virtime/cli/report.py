@@ -16,7 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_cohort_args(p)
     add_cohort_args(p, prefix="validation-", required=False)
     p.add_argument("-o", "--output", required=True, help="report .html")
-    p.add_argument("--tiers", help="JSON file mapping channel → confidence tier (model card)")
+    p.add_argument("--tiers", help="JSON file mapping channel → confidence tier (model card); "
+                                   "default: the audit's trust tiers when --audit is given")
+    p.add_argument("--audit", action="store_true",
+                   help="add the channel audit (composition, redundancy; see `virtime audit`)")
+    p.add_argument("--evaluation", help="`virtime evaluate` output folder: the audit's "
+                                        "specificity matrix and trust tiers (implies --audit)")
     add_levels_arg(p)
     add_min_patients_arg(p)
     p.add_argument("--no-survival", action="store_true")
@@ -40,6 +45,9 @@ def _run(args: argparse.Namespace) -> int:
         raise InputDataError("--gallery-feature needs the slide folders: --slides-dir OUT")
     tiers = load_tiers(args.tiers) if args.tiers else None
     cohort = cohort_from_args(args)
+    audit = _audit(args) if args.audit or args.evaluation else None
+    if tiers is None and audit is not None:
+        tiers = audit.tiers
     kw = dict(levels=tuple(args.levels), min_patients=args.min_patients,
               show_progress=not args.quiet)
     assoc = associate(cohort, **kw)
@@ -54,6 +62,10 @@ def _run(args: argparse.Namespace) -> int:
                               aggregate=args.aggregate, feature_names=args.feature_columns)
         val = cross_cohort_validation(cohort, other, assoc, associate(other, **kw))
     extra = []
+    if audit is not None:
+        from virtime.report.audit import audit_section
+
+        extra.append(audit_section(audit))
     if args.gallery_feature:
         from virtime.report.gallery import gallery_section
 
@@ -62,3 +74,14 @@ def _run(args: argparse.Namespace) -> int:
                         validation=val, tiers=tiers, title=args.title, extra_sections=extra)
     print(f"report written to {path}")
     return 0
+
+
+def _audit(args: argparse.Namespace):
+    """The channel audit of the slide-level features table (with the evaluation, if given)."""
+    from virtime.evaluation.specificity import read_specificity
+    from virtime.stats.audit import channel_audit, group_covariates
+    from virtime.stats.validation import read_table
+
+    feats, _ = read_table(args.features, "features")
+    spec = read_specificity(args.evaluation) if args.evaluation else None
+    return channel_audit(feats, specificity=spec, groups=group_covariates(feats, args.clinical))

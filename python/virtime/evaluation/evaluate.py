@@ -21,6 +21,7 @@ from torch import nn
 
 from virtime.errors import InputDataError
 from virtime.evaluation.metrics import EvalAccumulator
+from virtime.evaluation.specificity import SpecificityAccumulator, SpecificityMatrix
 
 __all__ = ["EvaluationResult", "predict_probs", "evaluate", "prevalence", "write_report"]
 
@@ -33,6 +34,7 @@ class EvaluationResult:
 
     summary: pd.DataFrame
     n_tiles: int
+    specificity: SpecificityMatrix | None = None
 
     @property
     def mean_pearson(self) -> float:
@@ -118,6 +120,7 @@ def evaluate(
     window = int(getattr(getattr(model, "card", None), "window", 256) or 256)
     model.eval()
     acc_model, acc_base = EvalAccumulator(), EvalAccumulator()
+    acc_cross = SpecificityAccumulator()
     rows = list(index.iterrows())
     with progress(total=len(rows), desc="evaluate", unit="tile", enabled=show_progress) as bar:
         for start in range(0, len(rows), batch_size):
@@ -127,7 +130,9 @@ def evaluate(
             for g in groups:
                 rgb = np.stack([b[0] for b in g])
                 tg = np.stack([b[1] for b in g])
-                acc_model.update(predict_probs(model, rgb, window=window, device=device), tg)
+                probs = predict_probs(model, rgb, window=window, device=device)
+                acc_model.update(probs, tg)
+                acc_cross.update(probs, tg)
                 acc_base.update(np.broadcast_to(base_p[None, :, None, None], tg.shape), tg)
             bar.update(len(batch))
     s = acc_model.summary()
@@ -135,14 +140,15 @@ def evaluate(
     for col in ("pearson", "dice", "iou"):
         s[f"baseline_{col}"] = b[col].to_numpy()
     s["baseline_prevalence"] = base_p
-    result = EvaluationResult(s, len(rows))
+    result = EvaluationResult(s, len(rows), acc_cross.result())
     logger.info("evaluated %d tiles: mean protein Pearson %.3f", len(rows), result.mean_pearson)
     return result
 
 
 def write_report(result: EvaluationResult, out_dir: str | os.PathLike[str],
                  title: str = "per-channel Pearson") -> tuple[Path, Path]:
-    """Writes ``metrics.csv`` and ``pearson.png`` (bars per channel, model vs baseline)."""
+    """Writes ``metrics.csv``, ``pearson.png`` (bars per channel, model vs baseline) and the
+    specificity matrices (``specificity_pearson.csv``, ``specificity_dice.csv``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,6 +160,8 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike[str],
     out_dir.mkdir(parents=True, exist_ok=True)
     csv = out_dir / "metrics.csv"
     atomic_write_bytes(csv, result.summary.to_csv(index=False).encode())
+    if result.specificity is not None:
+        result.specificity.write(out_dir)
     s = result.summary
     xs = np.arange(len(s))
     fig, ax = plt.subplots(figsize=(10, 3.6))
