@@ -71,11 +71,13 @@ class _ArraySlide:
         self.level_downsamples = [1.0]
         self.reads: list[int] = []
         self.starts: list[int] = []
+        self.blocks: list[tuple[int, int, int, int]] = []  # (x, y, w, h) of every read
         self.properties: dict[str, str] = {}
 
     def read_region(self, x, y, level, w, h):
         self.reads.append(h)
         self.starts.append(y)
+        self.blocks.append((x, y, w, h))
         return self.rgb[y : y + h, x : x + w].copy()
 
 
@@ -104,20 +106,45 @@ def test_strip_thumbnail_equals_whole_image_mean(rng, shape_out) -> None:
     assert np.abs(got - _area_mean(rgb, shape_out)).max() <= 0.5 + 1e-9
 
 
+def _covers_once(blocks, shape) -> bool:
+    seen = np.zeros(shape, np.int64)
+    for x, y, w, h in blocks:
+        seen[y : y + h, x : x + w] += 1
+    return bool((seen == 1).all())
+
+
 def test_strips_follow_the_tile_rows_and_give_the_same_thumbnail(rng) -> None:
-    """A strip boundary inside a tile row would decode that row twice: reads are whole rows."""
+    """A read boundary inside a tile would decode that tile twice: reads are whole tiles."""
     from virtime.stitch.thumbnail import slide_he_reader
 
     rgb = rng.integers(0, 256, (100, 120, 3), dtype=np.uint8)
     plain = _ArraySlide(rgb)
     tiled = _ArraySlide(rgb)
     tiled.properties = {"openslide.level[0].tile-height": "16"}
-    strip_bytes = 7 * 120 * 3  # seven rows: not a multiple of the 16-row tiles
+    strip_bytes = 20 * 120 * 3  # twenty rows: not a multiple of the 16-row tiles
     want = slide_he_reader(plain, strip_bytes=strip_bytes)((21, 17))
     got = slide_he_reader(tiled, strip_bytes=strip_bytes)((21, 17))
     np.testing.assert_array_equal(got, want)
     assert all(y % 16 == 0 for y in tiled.starts)
     assert all(n % 16 == 0 for n in tiled.reads[:-1]) and sum(tiled.reads) == 100
+
+
+def test_a_wide_level_is_read_in_blocks_of_whole_tiles(rng) -> None:
+    """When one row of tiles is larger than the strip budget (a wide single-level slide), reads
+    are narrower blocks of whole tiles, none above the budget, each pixel read once; the
+    thumbnail is the exact area mean all the same."""
+    from virtime.stitch.thumbnail import slide_he_reader
+
+    rgb = rng.integers(0, 256, (100, 120, 3), dtype=np.uint8)
+    tiled = _ArraySlide(rgb)
+    tiled.properties = {"openslide.level[0].tile-height": "16",
+                        "openslide.level[0].tile-width": "8"}
+    strip_bytes = 7 * 120 * 3  # less than one full-width row of 16-row tiles
+    got = slide_he_reader(tiled, strip_bytes=strip_bytes)((21, 17))
+    assert np.abs(got - _area_mean(rgb, (21, 17))).max() <= 0.5 + 1e-9
+    assert max(w * h * 3 for _, _, w, h in tiled.blocks) <= strip_bytes
+    assert all(x % 8 == 0 and y % 16 == 0 for x, y, _, _ in tiled.blocks)
+    assert _covers_once(tiled.blocks, rgb.shape[:2])
 
 
 def test_translation_thumbnail_uses_strips(tmp_path, rng, monkeypatch) -> None:

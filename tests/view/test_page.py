@@ -103,3 +103,41 @@ def test_translate_writes_the_page(tiny_model, tmp_path):
     feats = pd.read_parquet(Path(res.output_dir) / "features.parquet").iloc[0]
     pair = next(c for c in feats.index if c.endswith(".or_density"))
     assert f"<th>{pair}</th>" in text  # the slide-level features, one row each
+
+
+class _ReadSpy:
+    """A slide that records the size of every read and passes everything else through."""
+
+    def __init__(self, slide) -> None:
+        self._slide = slide
+        self.read_bytes: list[int] = []
+
+    def __getattr__(self, name):
+        return getattr(self._slide, name)
+
+    def read_region(self, x, y, level, w, h):
+        self.read_bytes.append(w * h * 3)
+        return self._slide.read_region(x, y, level, w, h)
+
+
+def test_page_of_a_flat_slide_reads_it_in_bounded_blocks(output_dir, tmp_path, rng):
+    """A single-level 8192² TIFF: no read is larger than the strip budget (a bound that does
+    not depend on the slide's size), the level is read once for the whole page, and the page's
+    H&E is the slide's exact area mean (known tile by tile)."""
+    from virtime.simulate.slides import write_flat_slide
+    from virtime.slide import Slide
+    from virtime.stitch.thumbnail import STRIP_BYTES
+
+    colours = rng.integers(60, 200, (32, 32, 3), dtype=np.uint8)
+    colours = np.sort(colours, axis=1)  # smooth-ish: few JPEG artefacts at tile edges
+    flat = Slide(write_flat_slide(tmp_path / "flat.tif", colours, mpp=0.5), mpp=0.5)
+    assert flat.level_count == 1 and flat.dimensions == (8192, 8192)
+    spy = _ReadSpy(flat)
+    path = write_slide_page(output_dir, slide=spy)
+    assert max(spy.read_bytes) <= STRIP_BYTES < 8192 * 8192 * 3
+    assert sum(spy.read_bytes) == 8192 * 8192 * 3  # every pixel once: one pass for all panels
+    he = _decode(dict((html.unescape(a), d) for a, d in _IMG.findall(path.read_text()))["H&E"])
+    # the page's H&E is 256 x 192 (the canvas' size): a tile is exactly 8 x 6 output pixels
+    expected = np.repeat(np.repeat(colours, 6, axis=0), 8, axis=1).astype(int)
+    assert he.shape == expected.shape
+    assert np.abs(he.astype(int) - expected).mean() < 3  # JPEG tolerance

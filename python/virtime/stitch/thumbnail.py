@@ -9,9 +9,10 @@ Each channel has its registry colour ``col_c``; with ``p_c`` the probability (ui
 
 so tissue with no predicted marker shows as plain H&E and a confident marker shows in its colour.
 
-The H&E of a slide is read in strips of bounded height and area-averaged onto the thumbnail grid
-as it goes (:func:`slide_he_reader`, :func:`downsample_strips`), so a single-level 50k x 50k TIFF
-needs tens of MiB, not the whole level in memory.
+The H&E of a slide is read in blocks of bounded size (whole-width strips, or narrower blocks of
+one tile row on a wide slide) and area-averaged onto the thumbnail grid as it goes
+(:func:`slide_he_reader`, :func:`downsample_blocks`), so a single-level 50k x 50k TIFF needs tens
+of MiB, not the whole level in memory.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from virtime.io import atomic_path
 from virtime.stitch import omezarr
 
 __all__ = [
-    "DEFAULT_THUMBNAIL_CHANNELS", "box_weights", "downsample_strips", "render_thumbnail",
+    "DEFAULT_THUMBNAIL_CHANNELS", "box_weights", "downsample_blocks", "render_thumbnail",
     "slide_he_reader", "thumbnail_from_probs", "thumbnail_from_zarr", "thumbnail_level",
     "write_png",
 ]
@@ -66,75 +67,92 @@ def box_weights(n_in: int, n_out: int) -> Any:
     )
 
 
-def downsample_strips(
-    read_rows: Callable[[int, int], NDArray[np.uint8]],
+def downsample_blocks(
+    read_block: Callable[[int, int, int, int], NDArray[np.uint8]],
     shape_in: tuple[int, int],
     shape_out: tuple[int, int],
     *,
     strip_bytes: int = STRIP_BYTES,
-    row_multiple: int = 1,
+    tile: tuple[int, int] = (1, 1),
 ) -> NDArray[np.uint8]:
-    """Area-average an ``(H, W, 3)`` uint8 image to ``shape_out``, reading it in row strips.
+    """Area-average an ``(H, W, 3)`` uint8 image to ``shape_out``, reading it in blocks.
 
-    ``read_rows(y, n)`` returns rows ``y .. y + n`` as ``(n, W, 3)`` uint8; about
-    ``strip_bytes`` of them are asked for at once (at least one row), and each strip is reduced
-    across columns before the next is read, so memory is a few strips plus the output.
-    ``row_multiple`` (the file's tile height) rounds the strips up to whole tile rows, so no
-    tile is decoded twice; the float work still runs on ``strip_bytes``-sized pieces.
+    ``read_block(x, y, w, n)`` returns columns ``x .. x + w`` of rows ``y .. y + n`` as
+    ``(n, w, 3)`` uint8. Blocks are whole ``tile = (height, width)`` tiles of the file (no tile
+    is decoded twice): full-width strips of about ``strip_bytes`` while one row of tiles fits
+    in that, else narrower blocks of one tile row. So no read is larger than ``strip_bytes`` or
+    one tile, whatever the image's size, and memory is a block plus the output.
     """
     h_in, w_in = (int(v) for v in shape_in)
     h_out, w_out = (int(v) for v in shape_out)
-    wx = box_weights(w_in, w_out)  # (w_out, W)
+    tile_h, tile_w = max(1, int(tile[0])), max(1, min(int(tile[1]), w_in))
+    wx = box_weights(w_in, w_out).tocsc()  # (w_out, W); column slices per block
     wy = box_weights(h_in, h_out)  # (h_out, H)
     acc = np.zeros((h_out, w_out * 3), np.float64)
-    piece = max(1, int(strip_bytes) // max(1, w_in * 3))  # rows per float64 computation
-    multiple = max(1, int(row_multiple))
-    step = -(-piece // multiple) * multiple  # rows per read: whole tile rows
-    for y in range(0, h_in, step):
-        n = min(step, h_in - y)
-        strip = np.asarray(read_rows(y, n))
-        if strip.shape != (n, w_in, 3) or strip.dtype != np.uint8:
-            raise InputDataError(
-                f"a strip of rows {y}..{y + n} came back as {strip.shape} {strip.dtype}, "
-                f"expected ({n}, {w_in}, 3) uint8"
-            )
-        for dy in range(0, n, piece):
-            _accumulate(acc, strip[dy : dy + piece], y + dy, wx, wy, h_in, h_out, w_out)
+    budget = max(1, int(strip_bytes))
+    if tile_h * w_in * 3 <= budget:  # full-width strips of whole tile rows
+        step_x = w_in
+        step_y = max(1, budget // (w_in * 3) // tile_h) * tile_h
+    else:  # one tile row, as many whole tiles wide as fit
+        step_y = tile_h
+        step_x = max(1, budget // (tile_h * 3) // tile_w) * tile_w
+    for y in range(0, h_in, step_y):
+        n = min(step_y, h_in - y)
+        for x in range(0, w_in, step_x):
+            m = min(step_x, w_in - x)
+            block = np.asarray(read_block(x, y, m, n))
+            if block.shape != (n, m, 3) or block.dtype != np.uint8:
+                raise InputDataError(
+                    f"a block of rows {y}..{y + n}, columns {x}..{x + m} came back as "
+                    f"{block.shape} {block.dtype}, expected ({n}, {m}, 3) uint8"
+                )
+            piece = max(1, budget // max(1, m * 3))  # rows per float64 computation
+            for dy in range(0, n, piece):
+                _accumulate(acc, block[dy : dy + piece], x, y + dy, wx, wy, h_in, h_out)
     return np.floor(np.clip(acc, 0.0, 255.0) + 0.5).astype(np.uint8).reshape(h_out, w_out, 3)
 
 
-def _accumulate(acc: NDArray[np.float64], rows: NDArray[np.uint8], y: int, wx: Any, wy: Any,
-                h_in: int, h_out: int, w_out: int) -> None:
-    """Adds input rows ``y .. y + len(rows)`` to the output rows they reach."""
-    n, w_in = rows.shape[0], rows.shape[1]
-    # columns first: (w_out, W) @ (W, n*3) -> (n, w_out, 3); float64 temporaries of one piece
-    cols = (wx @ rows.transpose(1, 0, 2).reshape(w_in, n * 3).astype(np.float64)).T
-    cols = cols.reshape(n, 3, w_out).transpose(0, 2, 1).reshape(n, w_out * 3)
+def _accumulate(acc: NDArray[np.float64], block: NDArray[np.uint8], x: int, y: int, wx: Any,
+                wy: Any, h_in: int, h_out: int) -> None:
+    """Adds the input block at ``(x, y)`` to the output pixels it reaches."""
+    n, m = block.shape[0], block.shape[1]
+    part = wx[:, x : x + m].tocsr()  # (w_out, m)
+    reached = np.flatnonzero(np.diff(part.indptr))  # output columns the block touches
+    if not len(reached):
+        return
+    o0, o1 = int(reached[0]), int(reached[-1]) + 1
+    # columns first: (o, m) @ (m, n*3) -> (n, o, 3); float64 temporaries of one piece
+    cols = (part[o0:o1] @ block.transpose(1, 0, 2).reshape(m, n * 3).astype(np.float64)).T
+    cols = cols.reshape(n, 3, o1 - o0).transpose(0, 2, 1).reshape(n, (o1 - o0) * 3)
     r0 = (y * h_out) // h_in
     r1 = min(h_out, -(-((y + n) * h_out) // h_in) + 1)
-    acc[r0:r1] += wy[r0:r1][:, y : y + n] @ cols
+    acc[r0:r1, o0 * 3 : o1 * 3] += wy[r0:r1][:, y : y + n] @ cols
 
 
 def slide_he_reader(
     slide: Any, level: int | None = None, *, strip_bytes: int = STRIP_BYTES
 ) -> Callable[[tuple[int, int]], NDArray[np.uint8]]:
     """``f(shape_yx)``: the slide's H&E at ``level`` (default the coarsest) area-averaged to
-    ``shape_yx``, read in strips of at most ``strip_bytes`` (see :func:`downsample_strips`)."""
+    ``shape_yx``, read in blocks of at most ``strip_bytes`` or one tile (see
+    :func:`downsample_blocks`), so memory does not grow with the level's size."""
     level = slide.level_count - 1 if level is None else int(level)
     w, h = slide.level_dimensions[level]
     ds = float(slide.level_downsamples[level])
 
-    def read_rows(y: int, n: int) -> NDArray[np.uint8]:
-        return slide.read_region(0, int(round(y * ds)), level, w, n)
+    def read_block(x: int, y: int, m: int, n: int) -> NDArray[np.uint8]:
+        return slide.read_region(int(round(x * ds)), int(round(y * ds)), level, m, n)
 
-    try:  # whole tile rows per read: a tile cut by two strips would be decoded twice
-        tile_h = int(slide.properties.get(f"openslide.level[{level}].tile-height", 1))
-    except (TypeError, ValueError, AttributeError):
-        tile_h = 1
+    def tile_side(name: str) -> int:
+        try:  # whole tiles per read: a tile cut by two reads would be decoded twice
+            return int(slide.properties.get(f"openslide.level[{level}].tile-{name}", 1))
+        except (TypeError, ValueError, AttributeError):
+            return 1
+
+    tile = (tile_side("height"), tile_side("width"))
 
     def he(shape_yx: tuple[int, int]) -> NDArray[np.uint8]:
-        return downsample_strips(read_rows, (h, w), shape_yx, strip_bytes=strip_bytes,
-                                 row_multiple=tile_h)
+        return downsample_blocks(read_block, (h, w), shape_yx, strip_bytes=strip_bytes,
+                                 tile=tile)
 
     return he
 

@@ -682,17 +682,28 @@ def _mask_on_canvas(mask: np.ndarray, shape_yx: tuple[int, int]) -> np.ndarray:
     return mask[rows][:, cols].astype(bool)
 
 
-def _write_thumbnail(slide: Any, out: Path, config: TranslateConfig, tap: Any = None) -> None:
+def _write_thumbnail(slide: Any, out: Path, config: TranslateConfig,
+                     tap: Any = None) -> np.ndarray | None:
     """The thumbnail PNG: from the channels a :class:`~virtime.stitch.observers.LevelTap` kept
-    as the canvas was written, or (without a complete tap) read from the stored pyramid."""
+    as the canvas was written, or (without a complete tap) read from the stored pyramid.
+
+    Returns the H&E it read (at the thumbnail's size), which the slide page reuses.
+    """
     from virtime.stitch.thumbnail import slide_he_reader, thumbnail_from_probs, thumbnail_from_zarr
 
     # The H&E's coarsest level, read in strips and area-averaged onto the thumbnail grid as it
     # goes: a single-level slide never has its whole level in memory.
-    he = slide_he_reader(slide)
+    read = slide_he_reader(slide)
+    kept: list[np.ndarray] = []
+
+    def he(shape_yx: tuple[int, int]) -> np.ndarray:
+        kept.append(read(shape_yx))
+        return kept[-1]
+
     if tap is not None and tap.complete:
         thumbnail_from_probs(tap.image, he, config.thumbnail_channels,
                              png_path=out / SlideFolder.THUMBNAIL)
-        return
-    thumbnail_from_zarr(out / ZARR_NAME, he, config.thumbnail_channels,
-                        png_path=out / SlideFolder.THUMBNAIL)
+    else:
+        thumbnail_from_zarr(out / ZARR_NAME, he, config.thumbnail_channels,
+                            png_path=out / SlideFolder.THUMBNAIL)
+    return kept[-1] if kept else None

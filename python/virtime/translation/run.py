@@ -224,7 +224,7 @@ class SlideRun:
             _save_mask(out / FAILED_MASK_NAME, lost)
         else:
             (out / FAILED_MASK_NAME).unlink(missing_ok=True)
-        _write_thumbnail(slide, out, config, None if bands is None else bands.thumbnail)
+        he = _write_thumbnail(slide, out, config, None if bands is None else bands.thumbnail)
         if config.ome_tiff:
             from virtime.stitch.ometiff import export_ome_tiff
 
@@ -246,7 +246,7 @@ class SlideRun:
             timings["features"] = time.perf_counter() - t0
         from virtime.view.page import write_slide_page  # OUT/SLIDE_ID/index.html, no server needed
 
-        write_slide_page(out, slide=slide)
+        write_slide_page(out, slide=slide, he=he)  # the thumbnail's H&E: not read twice
         (out / PARTIAL_TILES_NAME).unlink(missing_ok=True)
         (out / PARTIAL_JOURNAL_NAME).unlink(missing_ok=True)
         seconds = time.perf_counter() - t_start

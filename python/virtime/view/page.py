@@ -125,18 +125,32 @@ def _mif_level(d: Path, max_px: int) -> tuple[Any, list[str]]:
 
 
 def _he_image(slide: Any, size_wh: tuple[int, int]) -> NDArray[np.uint8]:
-    """The H&E resampled to ``size_wh`` from the coarsest level still at least that large."""
+    """The H&E area-averaged to ``size_wh`` from the coarsest level still at least that large.
+
+    Read in strips (:func:`virtime.stitch.thumbnail.slide_he_reader`): on a single-level slide
+    that level is level 0, and reading it in one call would need memory in proportion to the
+    slide's pixel count.
+    """
+    from virtime.stitch.thumbnail import slide_he_reader
+
     dims = slide.level_dimensions
     level = max((i for i, (w, h) in enumerate(dims) if w >= size_wh[0] and h >= size_wh[1]),
                 default=0)
-    w, h = dims[level]
-    return _resize(slide.read_region(0, 0, level, w, h), size_wh)
+    return slide_he_reader(slide, level)((size_wh[1], size_wh[0]))
+
+
+def _panel_size(level: Any, max_px: int) -> tuple[int, int]:
+    """``(w, h)`` of the panels made from mIF ``level``: its shape scaled to ``max_px``."""
+    c, h, w = level.shape
+    scale = min(1.0, max_px / max(h, w))
+    return max(1, round(w * scale)), max(1, round(h * scale))
 
 
 def slide_panels(slide_dir: str | os.PathLike[str], channels: Sequence[str] = (), *,
                  max_px: int = 256, quality: int = 80, slide: Any = None,
                  probs: NDArray[np.uint8] | None = None,
-                 composite_channels: Sequence[str] = COMPOSITE_CHANNELS) -> dict[str, bytes]:
+                 composite_channels: Sequence[str] = COMPOSITE_CHANNELS,
+                 he: NDArray[np.uint8] | None = None) -> dict[str, bytes]:
     """JPEG thumbnails of one slide: ``"H&E"``, ``"composite"``, ``"overlay"`` and ``channels``.
 
     Parameters
@@ -155,12 +169,14 @@ def slide_panels(slide_dir: str | os.PathLike[str], channels: Sequence[str] = ()
         a simulated slide); resampled to the same thumbnail size.
     composite_channels
         Channels of the composite (``"composite"`` on black, ``"overlay"`` over the H&E).
+    he
+        The slide's H&E as ``(h, w, 3)`` uint8 at any size at least the thumbnails' (resized
+        to them), e.g. what an earlier step already read; otherwise read from the slide in
+        strips.
     """
     d = Path(slide_dir)
     level, names = _mif_level(d, max_px)
-    c, h, w = level.shape
-    scale = min(1.0, max_px / max(h, w))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    size = _panel_size(level, max_px)
     wanted = list(dict.fromkeys([*composite_channels, *channels]))
     missing = [n for n in wanted if n not in names]
     if missing:
@@ -173,7 +189,7 @@ def slide_panels(slide_dir: str | os.PathLike[str], channels: Sequence[str] = ()
     for n in wanted:
         src = probs[names.index(n)] if probs is not None else np.asarray(level[names.index(n)])
         maps[n] = _resize(src, size)
-    he = _he_image(_open_slide(d, slide), size)
+    he = _he_image(_open_slide(d, slide), size) if he is None else _resize(np.asarray(he), size)
     comp = [maps[n] for n in composite_channels]
     out = {"H&E": _jpeg(he, quality),
            "composite": _jpeg(composite_rgb(np.stack(comp), composite_channels), quality),
@@ -256,8 +272,12 @@ def _features_html(d: Path) -> str:
 
 
 def write_slide_page(slide_dir: str | os.PathLike[str], *, slide: Any = None,
+                     he: NDArray[np.uint8] | None = None,
                      max_px: int = 512, grid_px: int = 192, quality: int = 80) -> Path:
     """Write ``slide_dir/index.html``, the self-contained page of one translated slide.
+
+    The H&E is read once (in strips, so memory does not grow with the slide's pixel count) and
+    resized for every panel; ``he`` skips even that read.
 
     Parameters
     ----------
@@ -265,6 +285,9 @@ def write_slide_page(slide_dir: str | os.PathLike[str], *, slide: Any = None,
         A slide's output folder (virtual mIF, tile table, features).
     slide
         The open slide (``virtime translate`` passes it; otherwise the summary's path is opened).
+    he
+        The H&E as ``(h, w, 3)`` uint8, at least ``max_px`` on its longer side (``virtime
+        translate`` passes the one its thumbnail step read); read from the slide otherwise.
     max_px, grid_px
         Longer side of the top images and of each channel in the grid.
     quality
@@ -276,9 +299,11 @@ def write_slide_page(slide_dir: str | os.PathLike[str], *, slide: Any = None,
     d = Path(slide_dir)
     slide = _open_slide(d, slide)
     summary = _read_summary(d)
-    top = slide_panels(d, (), max_px=max_px, quality=quality, slide=slide)
+    if he is None:  # once, at the top panels' size; the channel grid's is smaller
+        he = _he_image(slide, _panel_size(_mif_level(d, max_px)[0], max_px))
+    top = slide_panels(d, (), max_px=max_px, quality=quality, slide=slide, he=he)
     grid = slide_panels(d, PROTEIN_CHANNELS, max_px=grid_px, quality=quality, slide=slide,
-                        composite_channels=("DAPI",))
+                        composite_channels=("DAPI",), he=he)
     tiles_html, means = _tile_summary(d)
     sid = html.escape(str(summary.get("slide_id", d.name)))
     w, h = slide.dimensions
