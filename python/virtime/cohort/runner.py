@@ -29,6 +29,7 @@ import pandas as pd
 
 from virtime._progress import progress
 from virtime.cohort.ledger import Ledger, ledger_summary
+from virtime.cohort.lock import cohort_lock
 from virtime.cohort.manifest import read_manifest, validate_manifest
 from virtime.cohort.worker import (
     SLIDE_KEY_PREFIX,
@@ -153,6 +154,8 @@ def slide_is_complete(out_dir: str | os.PathLike[str], features: bool,
             return False
         if getattr(config, "cells", False) and not (out / SlideFolder.CELLS).is_file():
             return False
+        if getattr(config, "retry_failed", False) and summary.get("tiles_failed"):
+            return False  # translate runs the slide again
         from virtime.translation.pipeline import _stale_features
 
         if _stale_features(out, config) is not None:  # translate() recomputes only the features
@@ -179,7 +182,9 @@ def _fingerprint_differs(summary: dict[str, Any], config: Any) -> bool:
             slide_mpp=float(config.mpp if config.mpp is not None else recorded["slide_mpp"]))
     except (KeyError, TypeError, ValueError):
         return True
-    identity = {k: recorded.get(k) for k in ("slide_size", "slide_head_sha256")}
+    from virtime.slide_ids import IDENTITY_FIELDS
+
+    identity = {k: recorded.get(k) for k in IDENTITY_FIELDS}  # same_source compares the file
     return bool(fingerprint_diff(recorded, {**requested, **identity}, requested=True))
 
 
@@ -336,6 +341,10 @@ def run_cohort(
         Called with the client before tasks are submitted (the CLI prints the dashboard there).
     weights
         Deprecated: the old keyword for ``model``.
+
+    The output root is locked for the run (:mod:`virtime.cohort.lock`): while another cohort run
+    holds it, :class:`~virtime.errors.OutputLockedError` (one line) before anything is read or
+    written.
     """
     weights, out_root = _old_call_style(model, out_root, weights)
     config = config if config is not None else TranslateConfig()
@@ -354,6 +363,14 @@ def run_cohort(
     _check_reserved_ids(table)
     out = Path(out_root).absolute()
     out.mkdir(parents=True, exist_ok=True)
+    with cohort_lock(out):  # one run at a time writes this ledger (a second stops here)
+        return _run_locked(table, out, weights, config, options, client, on_client)
+
+
+def _run_locked(table: pd.DataFrame, out: Path, weights: str | None, config: TranslateConfig,
+                options: CohortOptions, client: Any | None,
+                on_client: Callable[[Any], None] | None) -> CohortResult:
+    """:func:`run_cohort` once the output root is locked: ledger, tasks, merge."""
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     ledger = Ledger.open(out, table, run_id, flush_seconds=options.ledger_flush_seconds)
     wanted_hash = _weights_hash(weights)
@@ -411,11 +428,12 @@ def _old_call_style(model: Any, out_root: Any, weights: Any) -> tuple[Any, Any]:
 def _check_reserved_ids(table: pd.DataFrame) -> None:
     """Refuses slide ids that name the cohort's own files (``OUT/<slide_id>/`` would collide)."""
     from virtime.cohort.ledger import JOURNAL_NAME, LEDGER_NAME
+    from virtime.cohort.lock import COHORT_LOCK_NAME
     from virtime.cohort.merge import COHORT_FEATURES_NAME
     from virtime.cohort.worker import ATTEMPTS_DIR
 
     reserved = {n.lower(): n for n in (LEDGER_NAME, JOURNAL_NAME, COHORT_FEATURES_NAME,
-                                       ATTEMPTS_DIR)}
+                                       ATTEMPTS_DIR, COHORT_LOCK_NAME)}
     for sid, path in zip(table["slide_id"], table["path"]):
         if str(sid).lower() in reserved:
             raise InputDataError(

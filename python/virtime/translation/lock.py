@@ -76,11 +76,18 @@ def _is_stale(owner: dict[str, Any]) -> bool:
 
 
 class SlideLock:
-    """The lock of one slide folder; use :func:`slide_lock` (a context manager)."""
+    """The lock of one slide folder; use :func:`slide_lock` (a context manager).
 
-    def __init__(self, folder: str | os.PathLike[str], slide: str = "") -> None:
-        self.path = Path(folder) / LOCK_NAME
+    ``name``, ``holder`` and ``wait_hint`` let another folder that one run at a time may write
+    (a cohort's output root) be locked the same way, under its own file name and message.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], slide: str = "", *,
+                 name: str = LOCK_NAME, holder: str = "another virtime run",
+                 wait_hint: str = "wait for it (--wait)") -> None:
+        self.path = Path(folder) / name
         self.slide = slide
+        self._holder, self._wait_hint = holder, wait_hint
         self.held = False
         self._owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
                        "slide": slide}
@@ -99,8 +106,8 @@ class SlideLock:
                     continue
             elif time.monotonic() >= deadline:
                 raise OutputLockedError(
-                    f"{self.path.parent}: locked by another virtime run, {_describe(owner)}; "
-                    f"wait for it (--wait), or delete {self.path} if that run is gone"
+                    f"{self.path.parent}: locked by {self._holder}, {_describe(owner)}; "
+                    f"{self._wait_hint}, or delete {self.path} if that run is gone"
                 )
             else:
                 time.sleep(min(_POLL_SECONDS, max(deadline - time.monotonic(), 0.01)))
