@@ -114,7 +114,7 @@ def demo_gallery(cohort_root: str | Path, *, max_px: int = 160) -> ReportSection
         slides = pd.read_csv(root / "slides.csv")[["slide_id", "patient_id"]]
     except OSError as exc:
         return sec.add(TextBlock(f"No gallery: cannot read the cohort tables in {root} ({exc})."))
-    table = slides.merge(clinical, on="patient_id")
+    table = slides.merge(clinical.drop(columns=["slide_id"], errors="ignore"), on="patient_id")
     rows = []
     for sid in table["slide_id"]:
         t_path, v_path = root / "truth_features" / f"{sid}.parquet", root / "virtual" / sid

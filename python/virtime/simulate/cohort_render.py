@@ -2,7 +2,9 @@
 
 Layout of ``simulate_cohort(out_dir, ...)``::
 
-    out_dir/clinical.csv         one row per patient (the columns virtime.stats reads)
+    out_dir/clinical.csv         one row per patient (the columns virtime.stats reads), with the
+                                 patient's ``slide_id`` when there is one slide per patient, so
+                                 it joins a ``features --merge`` table (slide ids only) as is
     out_dir/slides.csv           slide_id, patient_id, path
     out_dir/truth.csv            planted (primary) and implied associations
     out_dir/slides/<id>.svs      pyramidal Aperio TIFF (OpenSlide opens it)
@@ -192,6 +194,8 @@ def simulate_cohort(
             rows.append({"slide_id": sid, "patient_id": bio.patient_id, "patient_index": i, "slide": k,
                              "path": str(root / "slides" / f"{sid}.svs")})
     slides = pd.DataFrame(rows)
+    if slides_per_patient == 1:  # the slide -> patient map a per-slide features table needs
+        clinical.insert(1, "slide_id", slides["slide_id"].to_numpy())
     _write_csv(clinical, root / "clinical.csv")
     _write_csv(slides.drop(columns=["patient_index", "slide"]), root / "slides.csv")
     _write_csv(truth, root / "truth.csv")

@@ -615,7 +615,8 @@ def join_features(
     if data.empty:
         shown = (f"{len(f_ids)} patients, e.g. {_shown(sorted(f_ids), 3)}" if f_ids else
                  f"{len(as_given)} slides, e.g. {_shown(sorted(as_given['slide_id']), 3)}, none "
-                 "in the clinical slide_id column")
+                 "in the clinical slide_id column, e.g. "
+                 f"{_shown(sorted(clin.table['slide_id'].dropna().astype(str)), 3)}")
         raise InputDataError(
             f"no patient_id in common between features ({shown}) and clinical {clin.source} "
             f"({len(c_ids)} patients, e.g. {_shown(sorted(c_ids), 3)})"
