@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["BACKENDS", "LEVELS", "PRECISIONS", "add_allow_mpp_arg", "add_allow_slow_arg",
+__all__ = ["BACKENDS", "LEVELS", "PRECISIONS", "add_adjust_arg",
+           "add_allow_mpp_arg", "add_allow_slow_arg",
            "add_backend_arg", "add_batch_size_arg", "add_engine_args", "add_features_args",
            "add_geometry_args", "add_levels_arg", "add_mpp_arg", "add_pairs_args",
            "add_quiet_arg", "add_stats_args", "add_threads_arg", "add_tiling_args",
@@ -147,6 +148,15 @@ def write_stats_table(frame: Any, path: str, args: argparse.Namespace) -> None:
     from virtime.stats.io import features_model_hash, write_table
 
     write_table(frame, path, model_hash=features_model_hash(args.features))
+
+
+def add_adjust_arg(parser: _Parser) -> None:
+    """``--adjust``: the confounders an association or survival command adjusts for."""
+    parser.add_argument(
+        "--adjust", default="auto", metavar="COLS",
+        help="covariates to adjust for: auto (cancer type at pan-cancer level, subtype at "
+             "cancer-type level, and the site column wherever there is one), none (the "
+             "paper's univariate table only), or comma-separated clinical/feature columns")
 
 
 def add_quiet_arg(parser: _Parser) -> None:

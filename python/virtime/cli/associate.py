@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from virtime.cli._common import LEVELS, add_min_patients_arg, add_quiet_arg, add_stats_args
+from virtime.cli._common import (
+    LEVELS,
+    add_adjust_arg,
+    add_min_patients_arg,
+    add_quiet_arg,
+    add_stats_args,
+)
 from virtime.cli.validate import cohort_from_args
 
 __all__ = ["register"]
@@ -21,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--correction", choices=["bh", "holm", "bonferroni"], default="bh")
     p.add_argument("--stage-test", choices=["spearman", "kruskal"], default="spearman")
     p.add_argument("--alpha", type=float, default=0.05)
+    add_adjust_arg(p)
     add_quiet_arg(p)
     p.set_defaults(handler=_run)
 
@@ -33,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = AssociationConfig(levels=tuple(args.levels), min_patients=args.min_patients,
                             min_per_class=args.min_per_class, correction=args.correction,
                             stage_test=args.stage_test, alpha=args.alpha,
-                            show_progress=not args.quiet)
+                            show_progress=not args.quiet, adjust=args.adjust)
     res = associate(cohort, cfg)
     write_stats_table(res.summary, args.output, args)
     if args.plot:
