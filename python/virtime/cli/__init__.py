@@ -40,6 +40,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "virtime.cli.cells",
     "virtime.cli.view",
     "virtime.cli.audit",
+    "virtime.cli.mcp",
 )
 
 
