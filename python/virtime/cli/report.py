@@ -66,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
         from virtime.report.audit import audit_section
 
         extra.append(audit_section(audit))
+    extra += _site(cohort, surv is not None)
     if args.gallery_feature:
         from virtime.report.gallery import gallery_section
 
@@ -74,6 +75,17 @@ def _run(args: argparse.Namespace) -> int:
                         validation=val, tiers=tiers, title=args.title, extra_sections=extra)
     print(f"report written to {path}")
     return 0
+
+
+def _site(cohort, with_survival: bool) -> list:
+    """The site section when the cohort has a site column with two or more sites."""
+    from virtime.report.site import site_section
+    from virtime.stats.site import find_site_column, site_predictability, site_signature
+
+    if find_site_column(cohort) is None:
+        return []
+    signature = site_signature(cohort) if with_survival else None
+    return [site_section(site_predictability(cohort, warn=False), signature)]
 
 
 def _audit(args: argparse.Namespace):

@@ -47,8 +47,19 @@ def cohort_from_args(args: argparse.Namespace, prefix: str = ""):
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("validate", help="validate a features table and a clinical table")
+    p = subparsers.add_parser(
+        "validate", help="validate a features table and a clinical table",
+        description="Checks and joins the tables. With a site column (site, hospital, centre, "
+                    "center, tss, or --site): how well the features predict the site "
+                    "(cross-validated balanced accuracy, warning above chance + 0.2) and, with "
+                    "survival, the out-of-fold signature with k-fold and leave-one-site-out "
+                    "folds and with site partialled out (log-rank p, Harrell's C, C within "
+                    "sites).")
     add_cohort_args(p)
+    p.add_argument("--site", help="site column (default: the first of site, hospital, centre, "
+                                  "center, tss with two or more sites)")
+    p.add_argument("--no-site-signature", action="store_true",
+                   help="skip the site-aware survival signature (the slow part)")
     p.set_defaults(handler=_run)
 
 
@@ -64,4 +75,20 @@ def _run(args: argparse.Namespace) -> int:
         if ids:
             print(f"lost in join ({what}): {len(ids)}: {', '.join(ids[:10])}"
                   + (" …" if len(ids) > 10 else ""))
+    _site_checks(cohort, args)
     return 0
+
+
+def _site_checks(cohort, args: argparse.Namespace) -> None:
+    """Site predictability and the site-aware signature, when the cohort has sites."""
+    from virtime.stats.site import find_site_column, site_predictability, site_signature
+
+    site = args.site or find_site_column(cohort)
+    if site is None:
+        return
+    res = site_predictability(cohort, site=site, warn=False)
+    print(("warning: " if res.warn else "") + res.message)
+    if cohort.has_survival and not args.no_site_signature:
+        table = site_signature(cohort, site=site)
+        print("out-of-fold survival signature:")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))

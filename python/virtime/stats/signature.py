@@ -58,7 +58,8 @@ def _folds(event: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
 
 def signature_risk(time: np.ndarray, event: np.ndarray, x: np.ndarray, *, folds: int = 5,
                    penalizer: float = 0.1, seed: int = 0, in_sample: bool = False,
-                   n_permutations: int = 0) -> SignatureResult:
+                   n_permutations: int = 0, splits: list[np.ndarray] | None = None
+                   ) -> SignatureResult:
     """Penalized-Cox risk score of ``x`` (n × channels), out of fold unless ``in_sample``.
 
     Parameters
@@ -74,17 +75,21 @@ def signature_risk(time: np.ndarray, event: np.ndarray, x: np.ndarray, *, folds:
     n_permutations
         If > 0, also a permutation p: (1 + #{χ²_perm ≥ χ²}) / (1 + B), each permutation rerunning
         the full cross-validation with (time, event) shuffled against ``x``.
+    splits
+        Test indices of each fold, given instead of ``folds`` (e.g. leave one site out, so no
+        site is both learnt and scored).
     """
     time, event = np.asarray(time, float), np.asarray(event, float)
     x = np.asarray(x, float)
     validate_survival(time, event, "signature input")
     n, p = x.shape
-    if folds < 2 and not in_sample:
+    if folds < 2 and not in_sample and splits is None:
         raise InputDataError(f"signature needs at least 2 folds, got {folds}")
     risk = np.full(n, np.nan)
     high = np.zeros(n, dtype=bool)
     failed: list[str] = []
-    splits = [np.arange(n)] if in_sample else _folds(event, folds, seed)
+    if splits is None:
+        splits = [np.arange(n)] if in_sample else _folds(event, folds, seed)
     coefs = np.full((len(splits), p), np.nan)
     for f, test in enumerate(splits):
         train = np.arange(n) if in_sample else np.setdiff1d(np.arange(n), test)
@@ -119,7 +124,7 @@ def signature_risk(time: np.ndarray, event: np.ndarray, x: np.ndarray, *, folds:
         for _ in range(n_permutations):
             order = rng.permutation(n)
             null = signature_risk(time[order], event[order], x, folds=folds, penalizer=penalizer,
-                                  seed=seed, in_sample=in_sample)
+                                  seed=seed, in_sample=in_sample, splits=splits)
             chi2 = null.logrank.chi2 if null.logrank is not None else 0.0
             exceed += chi2 >= lr.chi2 - 1e-12
         perm_p = (1 + exceed) / (1 + n_permutations)
