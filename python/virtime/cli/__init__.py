@@ -27,6 +27,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "virtime.cli.info",
     "virtime.cli.tiles",
     "virtime.cli.translate",
+    "virtime.cli.quantize",
     "virtime.cli.bench",
     "virtime.cli.features",
     "virtime.cli.cohort",

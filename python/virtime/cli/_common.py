@@ -17,8 +17,8 @@ __all__ = ["BACKENDS", "LEVELS", "PRECISIONS", "add_adjust_arg",
            "features_config_from_args",
            "tiling_config_from_args", "write_stats_table"]
 
-BACKENDS = ["auto", "torch", "onnxruntime", "tensorrt"]
-PRECISIONS = ["fp32", "fp16", "bf16"]
+BACKENDS = ["auto", "torch", "onnxruntime", "tensorrt", "openvino"]
+PRECISIONS = ["fp32", "fp16", "bf16", "int8"]
 LEVELS = ["pan-cancer", "cancer_type", "subtype"]  # cohort levels of the statistics commands
 
 _Parser = argparse.ArgumentParser | argparse._ArgumentGroup

@@ -40,6 +40,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     add_engine_args(g)
     add_batch_size_arg(g, 8)
     g.add_argument("--window-batch", type=int, default=32, help="windows per engine call (32)")
+    g.add_argument("--accept-int8-loss", action="store_true",
+                   help="run an INT8 translator (--weights OUT.xml from virtime quantize) even "
+                        "though its card fails the accuracy gate")
     g.add_argument("--memory-budget", type=_memory_size, default=None, metavar="SIZE",
                    help="peak memory to fit, e.g. 2GiB or 1500MB: batch sizes are chosen from "
                         "the model's measured activation size, at most the two above (default: "
@@ -70,6 +73,10 @@ def load_model_from_args(args: argparse.Namespace):  # noqa: ANN201 - torch modu
     path = Path(args.weights)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
+    if path.suffix == ".xml":  # an INT8 translator: refused when its card fails the gate
+        from virtime.models.int8 import load_int8
+
+        return load_int8(path, accept_loss=getattr(args, "accept_int8_loss", False))
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found; {OFFICIAL_WEIGHTS_HINT}")
     return load(path)

@@ -1,6 +1,6 @@
 """The inference-engine protocol, a shared base class with out-of-memory back-off, and the registry.
 
-Every backend (torch, ONNX Runtime, TensorRT) answers the same small protocol so the whole-slide
+Every backend (torch, ONNX Runtime, TensorRT, OpenVINO) answers the same small protocol so the whole-slide
 pipeline never branches on the backend. Backends are registered by *dotted path* and imported only
 when chosen, so ``import virtime.engines`` never imports onnxruntime or TensorRT.
 """
@@ -28,10 +28,12 @@ from virtime.errors import (
 
 __all__ = [
     "BACKENDS",
+    "INT8_BACKENDS",
     "PRECISIONS",
     "BaseEngine",
     "Engine",
     "EngineRequest",
+    "check_int8_request",
     "cpu_threads",
     "create_engine",
     "cuda_available",
@@ -46,14 +48,18 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Names accepted by ``--backend``.
-BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime", "tensorrt")
-#: Compute precisions; the logits handed back are always float32.
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime", "tensorrt", "openvino")
+#: Compute precisions; the logits handed back are always float32. ``int8`` runs an INT8
+#: translator made by ``virtime quantize`` (:mod:`virtime.quantize`), on the backends below only.
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
+#: Backends that run INT8 translators.
+INT8_BACKENDS: tuple[str, ...] = ("openvino",)
 
 _REGISTRY: dict[str, str] = {
     "torch": "virtime.engines.torch_engine:TorchEngine",
     "onnxruntime": "virtime.engines.onnxruntime_engine:OnnxRuntimeEngine",
     "tensorrt": "virtime.engines.tensorrt_engine:TensorRTEngine",
+    "openvino": "virtime.engines.openvino_engine:OpenVinoEngine",
 }
 
 _OOM_MESSAGES = (
@@ -408,7 +414,7 @@ def _machine_capabilities(device: str | None) -> Any:
     from virtime.engines.selection import Capabilities, detect_capabilities
 
     if (device is not None and device.startswith("cpu")) or not cuda_available():
-        return Capabilities()
+        return Capabilities(openvino=importlib.util.find_spec("openvino") is not None)
     return detect_capabilities(device)
 
 
@@ -437,6 +443,50 @@ def resolve_backend(backend: str, device: str | None = None, precision: str = "f
     return backend
 
 
+def _measured_cpu_engine(model_or_onnx: Any, candidates: list[str], opts: dict[str, Any],
+                         request: EngineRequest) -> Engine:
+    """``auto`` on a CPU: the fastest installed candidate, measured once per machine and model
+    (:mod:`virtime.engines.cpu_choice`)."""
+    from virtime.engines.cpu_choice import measured_cpu_engine
+
+    def build(name: str) -> Any:
+        cls = _backend_class(name)
+        mine = {k: v for k, v in opts.items() if k in cls.OPTIONS}
+        return cls._from_request(model_or_onnx, request, **mine)
+
+    return measured_cpu_engine(model_or_onnx, candidates, build, cache_dir=request.cache,
+                               window=request.window, precision=request.precision,
+                               threads=int(opts.get("threads") or cpu_threads()))
+
+
+def check_int8_request(model_or_onnx: Any, backend: str, precision: str) -> None:
+    """Refuse, in one line, a precision the model or backend cannot run.
+
+    ``int8`` needs an INT8 translator (``virtime quantize``; it has an ``ir_path``) on a backend of
+    :data:`INT8_BACKENDS`; an INT8 translator runs at ``int8`` only.
+    """
+    is_int8_model = getattr(model_or_onnx, "ir_path", None) is not None
+    if precision == "int8":
+        if backend not in ("auto", *INT8_BACKENDS):
+            raise InvalidArgumentError(
+                f"--precision int8 runs on the {'/'.join(INT8_BACKENDS)} backend only; the "
+                f"{backend} backend cannot run INT8 translators (use --backend openvino or auto)"
+            )
+        if not is_int8_model:
+            card = getattr(model_or_onnx, "card", None)
+            what = getattr(card, "weights_file", "") or (
+                str(model_or_onnx) if isinstance(model_or_onnx, (str, os.PathLike)) else "")
+            raise InvalidArgumentError(
+                f"{what or 'the model'}: fp32 weights; --precision int8 needs an INT8 translator "
+                f"made by virtime quantize (its .xml, with the model card beside it)"
+            )
+    elif is_int8_model:
+        raise InvalidArgumentError(
+            f"{getattr(model_or_onnx, 'ir_path', '')}: an INT8 translator runs with --precision "
+            f"int8, not {precision}"
+        )
+
+
 def create_engine(
     model_or_onnx: Any,
     backend: str = "auto",
@@ -455,11 +505,14 @@ def create_engine(
         A ``torch.nn.Module`` mapping ``(N, 3, H, W)`` to ``(N, C, H, W)`` logits, or the path of
         an exported ONNX file (ONNX Runtime and TensorRT only).
     backend
-        ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"tensorrt"``. ``auto`` tries TensorRT on a
-        GPU when installed, then torch CUDA; on CPU ONNX Runtime (torch for bf16). If the first
-        choice is unavailable, ``auto`` falls back to the next with a warning.
+        ``"auto"``, ``"torch"``, ``"onnxruntime"``, ``"tensorrt"`` or ``"openvino"``. ``auto``
+        tries TensorRT on a GPU when installed, then torch CUDA; on a CPU it runs the fastest
+        installed engine, measured once per machine and model (torch for bf16, OpenVINO for
+        int8). If the first choice is unavailable, ``auto`` falls back to the next with a
+        warning.
     precision
-        ``"fp32"``, ``"fp16"`` or ``"bf16"``; outputs are float32 either way.
+        ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"int8"`` (an INT8 translator from
+        ``virtime quantize``, OpenVINO only); outputs are float32 either way.
     device
         ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``; default the GPU when there is one.
     cache_dir
@@ -474,6 +527,7 @@ def create_engine(
     """
     if precision not in PRECISIONS:
         raise InvalidArgumentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_int8_request(model_or_onnx, backend, precision)
     if backend != "auto":
         cls = _backend_class(resolve_backend(backend))
         unknown = set(opts) - set(cls.OPTIONS)
@@ -488,14 +542,21 @@ def create_engine(
         )
     candidates = _auto_candidates(device, precision)
     choice = _auto_choice(device, precision)
-    if list(choice.candidates) == candidates:  # not replaced by a test seam: say why
-        logger.info("backend auto -> %s: %s", candidates[0], choice.reason)
-    first_opts = dict(choice.options) if list(choice.candidates) == candidates else {}
+    tabled = list(choice.candidates) == candidates  # False when a test seam replaced the table
+    first_opts = dict(choice.options) if tabled else {}
     if isinstance(model_or_onnx, (str, os.PathLike)):
         # An ONNX file cannot run on torch: ONNX Runtime stands in for it.
         candidates = [c for c in candidates if c != "torch"]
         if "onnxruntime" not in candidates:
             candidates.append("onnxruntime")
+    on_cpu = (device is not None and device.startswith("cpu")) or not cuda_available()
+    if tabled and on_cpu and precision == "fp32" and len(candidates) > 1:
+        # The fastest CPU engine depends on the CPU and the model: measured, then cached.
+        return _measured_cpu_engine(model_or_onnx, candidates, opts, EngineRequest(
+            precision=precision, device=device, cache_dir=cache_dir, max_batch=max_batch,
+            window=window))
+    if tabled:
+        logger.info("backend auto -> %s: %s", candidates[0], choice.reason)
     errors: list[str] = []
     for i, name in enumerate(candidates):
         try:

@@ -7,7 +7,10 @@ The facts it encodes (see the README's backend table):
 * Full TensorRT (``tensorrt``) runs on every data-centre GPU it supports, but its PyPI libraries
   are download stubs on our machines, so it is used only where it imports.
 * bf16 is not offered by our TensorRT or ONNX Runtime engines; torch runs it everywhere.
-* On CPU, ONNX Runtime is the default (measured faster than torch for GigaTIME), torch for bf16.
+* On CPU the installed engines (ONNX Runtime, OpenVINO, torch) are candidates; ``auto`` runs the
+  fastest of them in a short measurement on first use, cached per machine and model
+  (:mod:`virtime.engines.cpu_choice`); their order here is the fallback. torch runs bf16.
+* INT8 translators (``virtime quantize``) run on OpenVINO only.
 
 :func:`choose_backends` is a pure function of a :class:`Capabilities` record, so the table is
 unit-tested with fake capabilities; :func:`detect_capabilities` fills one for this machine.
@@ -53,6 +56,7 @@ class Capabilities:
     tensorrt_rtx: bool = False
     onnxruntime_cuda: bool = False
     gpu_name: str = ""
+    openvino: bool = False
 
     @property
     def sm(self) -> str:
@@ -98,6 +102,8 @@ def choose_backends(caps: Capabilities, precision: str = "fp32", on_cpu: bool = 
     cands: list[tuple[str, str]] = []
     gpu = caps.cuda_capability is not None and not on_cpu
     opts: tuple[tuple[str, str], ...] = ()
+    if precision == "int8":
+        return BackendChoice(("openvino",), ("INT8 translators run on OpenVINO (on the CPU)",))
     if gpu:
         where = f"{caps.gpu_name or 'GPU'} ({caps.sm})"
         if precision == "bf16":
@@ -127,6 +133,8 @@ def choose_backends(caps: Capabilities, precision: str = "fp32", on_cpu: bool = 
             cands.append(("torch", "ONNX Runtime has no bf16 kernels on CPU; torch does"))
         else:
             cands.append(("onnxruntime", "ONNX Runtime is the faster CPU backend for GigaTIME"))
+            if caps.openvino:
+                cands.append(("openvino", "OpenVINO is installed"))
             if not onnx_file:
                 cands.append(("torch", "torch on CPU, if ONNX Runtime is unavailable"))
     seen: dict[str, str] = {}
@@ -160,4 +168,5 @@ def detect_capabilities(device: str | None = None) -> Capabilities:
         tensorrt_rtx=importlib.util.find_spec("tensorrt_rtx") is not None,
         onnxruntime_cuda=ort_cuda,
         gpu_name=name,
+        openvino=importlib.util.find_spec("openvino") is not None,
     )

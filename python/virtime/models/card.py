@@ -76,6 +76,9 @@ class ModelCard:
     evaluation: dict[str, Any] = field(default_factory=dict)
     confidence_tiers: dict[str, str] = field(default_factory=dict)
     tier_cutoffs: dict[str, float] = field(default_factory=lambda: dict(TIER_CUTOFFS))
+    #: INT8 translators only (``virtime quantize``): how they were calibrated and how each
+    #: channel agrees with fp32 on held-out tiles (:mod:`virtime.models.int8`).
+    quantization: dict[str, Any] = field(default_factory=dict)
     virtime_version: str = ""
     weights_file: str = ""
     sha256: str = ""

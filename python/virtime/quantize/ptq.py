@@ -1,0 +1,177 @@
+"""Post-training INT8 quantization of a translator, calibrated and checked on the user's slides.
+
+The fp32 model is exported to ONNX (the engine cache's export), read by OpenVINO and quantized by
+NNCF's post-training quantization with activation ranges from calibration windows of the user's
+own tissue (:mod:`virtime.quantize.calibration`). The INT8 model and the fp32 model then translate
+held-out windows and every channel's agreement is measured (:mod:`virtime.quantize.agreement`);
+the numbers go into the model card beside the IR, where :func:`virtime.models.int8.load_int8`
+checks them against the accuracy gate before any translation uses the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from virtime.errors import BackendUnavailableError
+
+__all__ = ["QuantizeConfig", "QuantizeResult", "quantize_translator"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """How to calibrate and check: window counts, the tissue a window needs, the positivity
+    threshold of the Dice and density comparisons, slide mpp handling and the seed of the draw."""
+
+    calibration_tiles: int = 32
+    held_out_tiles: int = 32
+    min_tissue: float = 0.5
+    threshold: float = 0.5
+    mpp: float | None = None
+    allow_mpp: bool = False
+    threads: int = 0
+    seed: int = 0
+    batch: int = 4
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """Where the INT8 translator was written, its card, and whether it passes the default gate."""
+
+    xml: Path
+    card: Any
+    failures: list[str]
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def _nncf_quantize(onnx_path: Path, calibration: np.ndarray) -> Any:
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"virtime quantize needs openvino and nncf ({exc}); pip install 'virtime[openvino]'"
+        ) from exc
+    nncf.set_log_level(logging.ERROR)
+    model = ov.Core().read_model(str(onnx_path))
+    data = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
+    return nncf.quantize(model, data, subset_size=len(calibration))
+
+
+def _save_ir(quantized: Any, xml: Path) -> None:
+    """Write the IR beside ``xml`` under temporary names, then rename (``.bin`` first)."""
+    import openvino as ov
+
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{xml.stem}.", dir=xml.parent))
+    try:
+        # compress_to_fp16=False: the layers NNCF left in fp32 stay fp32.
+        ov.save_model(quantized, str(tmp_dir / "m.xml"), compress_to_fp16=False)
+        os.replace(tmp_dir / "m.bin", xml.with_suffix(".bin"))
+        os.replace(tmp_dir / "m.xml", xml)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _compare(fp32: Any, int8: Any, windows: np.ndarray, slides: list[str], threshold: float,
+             batch: int) -> dict[str, dict[str, Any]]:
+    from scipy.special import expit
+
+    from virtime.quantize.agreement import ChannelAgreement
+
+    agreement = ChannelAgreement(threshold)
+    names = np.asarray(slides)
+    for slide in dict.fromkeys(slides):
+        idx = np.flatnonzero(names == slide)
+        for start in range(0, len(idx), batch):
+            x = windows[idx[start : start + batch]]
+            agreement.update(expit(fp32.run(x)), expit(int8.run(x)), slide)
+    return agreement.summary()
+
+
+def quantize_translator(
+    model: Any,
+    slides: list[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    config: QuantizeConfig = QuantizeConfig(),  # noqa: B008 - frozen, never mutated
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> QuantizeResult:
+    """Quantize ``model`` (a translator from :func:`virtime.models.load`) to INT8 and write
+    ``OUTPUT.xml``/``.bin`` with its model card ``OUTPUT.json``.
+
+    Calibration and held-out windows come from ``slides``; the card records per channel the
+    Dice, Pearson and slide-level density against fp32 on the held-out windows, and whether the
+    default gate (:data:`virtime.models.int8.DEFAULT_GATE`) passes. A failing gate is not an
+    error here (the card says so, and translation refuses the model unless told to accept it).
+    """
+    import dataclasses
+
+    from virtime import __version__
+    from virtime.engines import create_engine, default_cache_dir
+    from virtime.engines.onnx_export import ensure_onnx
+    from virtime.engines.openvino_engine import OpenVinoEngine, openvino_version
+    from virtime.models.card import sha256_file
+    from virtime.models.int8 import DEFAULT_GATE, gate_failures, int8_paths
+    from virtime.quantize.calibration import calibration_windows
+
+    t0 = time.perf_counter()
+    openvino_version()  # a clear error before reading slides when OpenVINO is missing
+    card = model.card
+    window, model_mpp = int(card.window), float(card.input_mpp)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    windows = calibration_windows(
+        list(slides), model_mpp=model_mpp, window=window,
+        calibration_tiles=config.calibration_tiles, held_out_tiles=config.held_out_tiles,
+        min_tissue=config.min_tissue, mpp=config.mpp, allow_mpp=config.allow_mpp,
+        threads=config.threads, seed=config.seed)
+    onnx_path = ensure_onnx(model, cache, window=window)
+    quantized = _nncf_quantize(onnx_path, windows.calibration)
+    xml, binary, card_path = int8_paths(output)
+    _save_ir(quantized, xml)
+    bin_sha = sha256_file(binary)
+    with create_engine(model, backend="openvino", precision="fp32", cache_dir=cache,
+                       window=window, max_batch=config.batch) as fp32, \
+            OpenVinoEngine(xml, source_hash=bin_sha, precision="int8", window=window,
+                           max_batch=config.batch, cache_dir=cache) as int8:
+        channels = _compare(fp32, int8, windows.held_out, windows.held_out_slides,
+                            config.threshold, config.batch)
+    failures = gate_failures(channels, DEFAULT_GATE)
+    import nncf
+
+    int8_card = dataclasses.replace(
+        card, virtime_version=__version__, weights_file=binary.name, sha256=bin_sha,
+        quantization={
+            "method": "NNCF post-training quantization (OpenVINO IR)",
+            "nncf": nncf.__version__, "openvino": openvino_version(),
+            "source_weights": card.weights_file, "source_sha256": card.sha256,
+            "xml_sha256": sha256_file(xml),
+            "calibration_slides": {Path(k).name: v for k, v in windows.tissue_tiles.items()},
+            "calibration_tiles": len(windows.calibration),
+            "held_out_tiles": len(windows.held_out),
+            "min_tissue": config.min_tissue, "seed": config.seed,
+            "threshold": config.threshold,
+            "gate": dataclasses.asdict(DEFAULT_GATE), "gate_passed": not failures,
+            "gate_failures": failures,
+            "channels": channels,
+        })
+    int8_card.save(card_path)
+    seconds = time.perf_counter() - t0
+    logger.info("wrote INT8 translator %s (%s) in %.1f s", xml,
+                "passes the gate" if not failures else f"fails the gate: {', '.join(failures)}",
+                seconds)
+    return QuantizeResult(xml=xml, card=int8_card, failures=failures, seconds=seconds)
