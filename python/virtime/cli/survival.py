@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from virtime.cli._common import add_min_patients_arg, add_quiet_arg, add_stats_args
+from virtime.cli._common import (
+    add_adjust_arg,
+    add_min_patients_arg,
+    add_quiet_arg,
+    add_stats_args,
+)
 from virtime.cli.validate import cohort_from_args
 
 __all__ = ["register"]
@@ -24,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-events", type=int, default=10)
     p.add_argument("--no-signature", action="store_true", help="skip the combined signature")
     p.add_argument("--seed", type=int, default=0)
+    add_adjust_arg(p)
     add_quiet_arg(p)
     p.set_defaults(handler=_run)
 
@@ -37,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
                          signature_penalizer=args.penalizer, min_patients=args.min_patients,
                          min_events=args.min_events, signature=not args.no_signature,
                          signature_permutations=args.permutations, seed=args.seed,
-                         show_progress=not args.quiet)
+                         show_progress=not args.quiet, adjust=args.adjust)
     res = survival_analysis(cohort, cfg)
     write_stats_table(res.summary, args.output, args)
     if args.scores:

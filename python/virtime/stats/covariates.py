@@ -79,8 +79,9 @@ class Design:
 
     ``usable``: patients with every covariate known; ``strata``: joint code of the categorical
     covariates (None without any); ``matrix``: continuous columns plus categorical dummies (None
-    when only strata entered); ``entered``: covariates that vary in the group; ``note``: why the
-    adjusted test is undefined for the whole group ("" when it is not).
+    when only strata entered); ``continuous``: the continuous columns alone (None without any);
+    ``entered``: covariates that vary in the group; ``note``: why the adjusted test is undefined
+    for the whole group ("" when it is not).
     """
 
     usable: np.ndarray
@@ -88,11 +89,15 @@ class Design:
     matrix: np.ndarray | None
     entered: tuple[str, ...]
     note: str = ""
+    continuous: np.ndarray | None = None
 
     def subset(self, rows: np.ndarray) -> Design:
         """The design of the patients ``rows`` (a boolean mask or indices) of the group."""
-        return Design(self.usable[rows], None if self.strata is None else self.strata[rows],
-                      None if self.matrix is None else self.matrix[rows], self.entered, self.note)
+        def sub(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[rows]
+
+        return Design(self.usable[rows], sub(self.strata), sub(self.matrix), self.entered,
+                      self.note, sub(self.continuous))
 
     @property
     def active(self) -> bool:
@@ -128,6 +133,7 @@ def design_for_group(data: pd.DataFrame, covariates: tuple[str, ...]) -> Design:
     if not continuous:
         return Design(usable, strata, None, entered)
     parts = [cols[c].to_numpy(dtype=float)[:, None] for c in continuous]
+    cont = np.concatenate(parts, axis=1)
     for c in categorical:
         codes, _ = pd.factorize(cols[c].where(usable))
         k = codes[usable].max() + 1
@@ -145,4 +151,4 @@ def design_for_group(data: pd.DataFrame, covariates: tuple[str, ...]) -> Design:
                 "adjusted p undefined")
     elif np.linalg.matrix_rank(np.column_stack([np.ones(n_used), centred])) < matrix.shape[1] + 1:
         note = f"covariates {', '.join(entered)} are collinear; adjusted p undefined"
-    return Design(usable, None, matrix, entered, note)
+    return Design(usable, strata, matrix, entered, note, cont)

@@ -87,11 +87,14 @@ def _derivatives(beta, xs, last, block, deaths, d_block, frac, first, need_hess=
 
 
 def cox_fit(time: np.ndarray, event: np.ndarray, x: np.ndarray, *, penalizer: float = 0.0,
-            max_iter: int = 60, tol: float = 1e-9, max_abs_coef: float = 15.0) -> CoxResult:
+            max_iter: int = 60, tol: float = 1e-9, max_abs_coef: float = 15.0,
+            strata: np.ndarray | None = None) -> CoxResult:
     """Fits a Cox model of ``x`` (n × p) by Newton–Raphson with step halving.
 
     ``max_abs_coef`` bounds |β·sd(x)| (the log hazard ratio per SD): beyond it the fit is reported
-    as a failure (complete separation) rather than returning absurd numbers.
+    as a failure (complete separation) rather than returning absurd numbers. ``strata`` (one
+    label per row) fits a stratified model: a baseline hazard per stratum, shared coefficients
+    (lifelines' ``strata=``, R's ``strata()``).
     """
     time, event = np.asarray(time, float), np.asarray(event, float)
     x = np.asarray(x, float)
@@ -108,11 +111,19 @@ def cox_fit(time: np.ndarray, event: np.ndarray, x: np.ndarray, *, penalizer: fl
                          f"constant covariate(s) at column(s) {np.flatnonzero(sd == 0).tolist()}")
     mean = x.mean(axis=0)
     z = (x - mean) / sd  # fit and penalize on standardized covariates
-    prep = _prepare(time, event, z)
+    if strata is None:
+        preps = [_prepare(time, event, z)]
+    else:  # stratified: one baseline hazard per stratum, the partial likelihoods add up
+        _, code = np.unique(np.asarray(strata), return_inverse=True)
+        preps = [_prepare(time[code == s], event[code == s], z[code == s])
+                 for s in range(code.max() + 1)]
     pen_z = np.full(k, float(penalizer))  # lifelines penalizes standardized coefficients
 
     def objective(b, need_hess=True):
-        ll, g, h = _derivatives(b, *prep, need_hess=need_hess)
+        parts = [_derivatives(b, *prep, need_hess=need_hess) for prep in preps]
+        ll = sum(q[0] for q in parts)
+        g = sum(q[1] for q in parts)
+        h = sum(q[2] for q in parts) if need_hess else None
         obj = ll / n - 0.5 * np.sum(pen_z * b**2)
         g = g / n - pen_z * b
         if h is not None:

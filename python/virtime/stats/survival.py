@@ -5,6 +5,11 @@ For each group with enough patients and events: every channel's density is split
 The 21-channel signature is scored out of fold (:mod:`virtime.stats.signature`) and tested the
 same way, so the bar plot of −log10 log-rank p compares like with like. Failed fits are rows in
 ``failures``, not exceptions.
+
+Each channel's Cox model is also fitted adjusted (``adjust``, as :func:`~virtime.stats.associate`):
+stratified by the categorical covariates (cancer type pan-cancer, site wherever there is one: a
+baseline hazard per stratum) with the numeric ones as covariates, which adds the ``*_adj``
+columns; ``adjust="none"`` gives the unadjusted table exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from virtime._progress import progress
 from virtime.channels import PROTEIN_CHANNELS
 from virtime.errors import InputDataError, InvalidArgumentError
 from virtime.stats.associations import _groups
+from virtime.stats.covariates import AUTO, NONE, Design, design_for_group, parse_adjust, \
+    resolve_covariates
 from virtime.stats.cox import cox_fit
 from virtime.stats.logrank import logrank, split_groups
 from virtime.stats.multiple_testing import adjust_by_family
@@ -39,6 +46,8 @@ log = logging.getLogger(__name__)
 SIGNATURE = "signature"
 _COLUMNS = ["level", "group", "feature", "kind", "n", "events", "split", "logrank_chi2",
             "logrank_p", "logrank_q", "permutation_p", "cox_hr", "cox_coef", "cox_se", "cox_p", "cox_q", "status"]
+ADJUSTED_COLUMNS = ["n_adj", "events_adj", "cox_hr_adj", "cox_coef_adj", "cox_se_adj", "cox_p_adj",
+                    "cox_q_adj", "covariates", "status_adj"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,8 @@ class SurvivalConfig:
     ``split``: median or tertiles; ``features``: default every ``<protein>.density`` present;
     ``min_patients``/``min_events``: smallest group analysed; ``cox_penalizer``: ridge of the
     per-channel Cox fits; ``signature_penalizer``/``folds``/``seed``: the out-of-fold signature;
-    ``signature_permutations``: B of its permutation p (0: χ² p only).
+    ``signature_permutations``: B of its permutation p (0: χ² p only); ``adjust``: "auto",
+    "none" or covariate columns, as :class:`~virtime.stats.AssociationConfig`'s.
     """
 
     levels: tuple[str, ...] = ("pan-cancer", "cancer_type")
@@ -64,8 +74,10 @@ class SurvivalConfig:
     seed: int = 0
     correction: str = "bh"
     show_progress: bool = False
+    adjust: str | tuple[str, ...] = AUTO
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "adjust", parse_adjust(self.adjust))
         if self.split not in ("median", "tertiles"):
             raise InvalidArgumentError(f"split must be median or tertiles, not {self.split!r}")
         if self.min_patients < 4 or self.min_events < 1:
@@ -99,7 +111,37 @@ def default_survival_features(cohort: Cohort) -> list[str]:
     return feats
 
 
-def _group_rows(level, group, d, feats, cfg, failures, scores):
+def _adjusted_cox(x: np.ndarray, t: np.ndarray, e: np.ndarray, design: Design,
+                  cfg: SurvivalConfig) -> dict:
+    """The ``*_adj`` fields of one channel: Cox of the channel (per SD) stratified by the
+    categorical covariates, with the continuous ones as further columns."""
+    use = design.usable & np.isfinite(x)
+    out = dict(n_adj=int(use.sum()), events_adj=int(e[use].sum()),
+               covariates=", ".join(design.entered), status_adj="ok")
+    if design.note:
+        out["status_adj"] = design.note
+        return out
+    if out["n_adj"] < cfg.min_patients or out["events_adj"] < cfg.min_events:
+        out["status_adj"] = (f"{out['n_adj']} patients ({out['events_adj']} events) with every "
+                             f"covariate known; needs ≥ {cfg.min_patients} and ≥ {cfg.min_events}")
+        return out
+    xu = x[use]
+    sd = xu.std(ddof=1)
+    cols = [xu / sd if sd > 0 else xu]
+    if design.continuous is not None:
+        cols.append(design.continuous[use])
+    strata = None if design.strata is None else design.strata[use]
+    fit = cox_fit(t[use], e[use], np.column_stack(cols), penalizer=cfg.cox_penalizer,
+                  strata=strata)
+    if fit.ok:
+        out.update(cox_coef_adj=fit.coef[0], cox_se_adj=fit.se[0], cox_p_adj=fit.p[0],
+                   cox_hr_adj=float(np.exp(fit.coef[0])))
+    else:
+        out["status_adj"] = f"cox failed: {fit.message}"
+    return out
+
+
+def _group_rows(level, group, d, feats, cfg, failures, scores, design=None):
     t_all, e_all = d["os_time"].to_numpy(float), d["os_event"].to_numpy(float)
     rows = []
     x_all = d[feats].to_numpy(float)
@@ -129,6 +171,13 @@ def _group_rows(level, group, d, feats, cfg, failures, scores):
         else:
             row["status"] = f"cox failed: {fit.message}"
             failures.append((level, group, f, "cox", fit.message))
+        if design is not None:
+            if design.active:
+                row.update(_adjusted_cox(x_all[:, j], t_all, e_all, design, cfg))
+            else:  # nothing to adjust for in this group: the unadjusted fit
+                row.update(n_adj=n, events_adj=ev, covariates="", status_adj=row["status"],
+                           **{f"{k}_adj": row.get(k, np.nan)
+                              for k in ("cox_hr", "cox_coef", "cox_se", "cox_p")})
         rows.append(row)
     if cfg.signature:
         # complete cases: the signature needs every channel of a patient
@@ -184,6 +233,8 @@ def survival_analysis(cohort: Cohort, config: SurvivalConfig | None = None, **ov
     failures: list[tuple] = []
     scores: list[pd.DataFrame] = []
     skipped: list[tuple] = []
+    adjusting = cfg.adjust != NONE
+    covariates = {lv: resolve_covariates(cohort, cfg.adjust, lv) for lv in cfg.levels}
     jobs = [(lv, g, idx) for lv in cfg.levels for g, idx in _groups(data, lv)]
     with progress(jobs, desc="survival", unit="group", enabled=cfg.show_progress) as bar:
         for level, group, idx in bar:
@@ -193,16 +244,20 @@ def survival_analysis(cohort: Cohort, config: SurvivalConfig | None = None, **ov
                 skipped.append((level, group, len(d), ev,
                                 f"needs ≥ {cfg.min_patients} patients and ≥ {cfg.min_events} events"))
                 continue
-            rows.extend(_group_rows(level, group, d, feats, cfg, failures, scores))
-    summary = pd.DataFrame(rows).reindex(columns=_COLUMNS)
+            design = design_for_group(d, covariates[level]) if adjusting else None
+            rows.extend(_group_rows(level, group, d, feats, cfg, failures, scores, design))
+    summary = pd.DataFrame(rows).reindex(
+        columns=_COLUMNS + (ADJUSTED_COLUMNS if adjusting else []))
     if len(summary):
         fam = (summary["level"] + "/" + summary["group"]).to_numpy()
         chan = (summary["kind"] == "channel").to_numpy()
-        for col in ("logrank", "cox"):
+        for col in ("logrank", "cox") + (("cox_adj",) if adjusting else ()):
             q = np.full(len(summary), np.nan)
-            q[chan] = adjust_by_family(summary.loc[chan, f"{col}_p"].to_numpy(float), fam[chan],
+            p_col, q_col = ("cox_p_adj", "cox_q_adj") if col == "cox_adj" else (f"{col}_p",
+                                                                                 f"{col}_q")
+            q[chan] = adjust_by_family(summary.loc[chan, p_col].to_numpy(float), fam[chan],
                                        cfg.correction)
-            summary[f"{col}_q"] = q
+            summary[q_col] = q
     return SurvivalResult(
         summary,
         pd.DataFrame(failures, columns=["level", "group", "feature", "step", "message"]),
