@@ -112,7 +112,8 @@ class OpenVinoEngine(BaseEngine):
 
         def compile_to(tmp: Path) -> None:
             compiled = core.compile_model(core.read_model(str(self.source)), "CPU", config)
-            tmp.write_bytes(compiled.export_model().getvalue())
+            blob = compiled.export_model()  # BytesIO (bytes in older releases)
+            tmp.write_bytes(blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob))
 
         from virtime.engines.engine_cache import cached_file
 
