@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pandas as pd
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from virtime import errors
 from virtime.slide_ids import (
     check_unique_ids,
+    content_sha256,
     same_source,
     slide_id_from_path,
     slide_source,
@@ -65,12 +67,14 @@ def test_collisions_name_both_files(tmp_path):
     assert check_unique_ids(["case.A.svs", "case.B.svs"]) == ["case.A", "case.B"]
 
 
-def test_slide_source_is_size_and_header_hash(tmp_path):
+def test_slide_source_is_size_time_and_sampled_hashes(tmp_path):
     a = tmp_path / "a.svs"
     a.write_bytes(b"x" * 3_000_000)
     src = slide_source(a)
-    assert src == {"path": str(a.resolve()), "size": 3_000_000,
-                   "head_sha256": hashlib.sha256(b"x" * (1 << 20)).hexdigest()}
+    assert set(src) == {"path", "size", "mtime_ns", "head_sha256", "sampled_sha256"}
+    assert (src["path"], src["size"], src["mtime_ns"]) == (str(a.resolve()), 3_000_000,
+                                                            a.stat().st_mtime_ns)
+    assert src["head_sha256"] == hashlib.sha256(b"x" * (1 << 20)).hexdigest()
     copy = tmp_path / "copy" / "a.svs"
     copy.parent.mkdir()
     copy.write_bytes(a.read_bytes())
@@ -79,6 +83,60 @@ def test_slide_source_is_size_and_header_hash(tmp_path):
     other.write_bytes(b"y" + b"x" * 2_999_999)
     assert not same_source(src, slide_source(other))
     assert not same_source(None, src)
+
+
+def _rewrite(path, offset: int, data: bytes) -> None:
+    """Overwrite bytes in place (same size), with a modification time other than before."""
+    before = path.stat().st_mtime_ns
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(data)
+    os.utime(path, ns=(before + 5_000_000_000, before + 5_000_000_000))
+
+
+def test_a_changed_file_with_the_same_size_and_header_is_not_the_same(tmp_path):
+    """Old identity (size + first MiB) took any of these changes for the same slide."""
+    size = 40_000_000
+    a = tmp_path / "a.svs"
+    a.write_bytes(b"")
+    os.truncate(a, size)  # zeros (sparse: cheap)
+    recorded = {**slide_source(a), "content_sha256": content_sha256(a)}
+    assert recorded["content_sha256"] == hashlib.sha256(bytes(size)).hexdigest()
+    assert same_source(recorded, slide_source(a), a)
+    _rewrite(a, size - 10, b"\x01")  # in the last MiB: the samples see it
+    assert slide_source(a)["head_sha256"] == recorded["head_sha256"]
+    assert slide_source(a)["sampled_sha256"] != recorded["sampled_sha256"]
+    assert not same_source(recorded, slide_source(a), a)
+    _rewrite(a, size - 10, b"\x00")  # back to the recorded content (a new time)
+    assert same_source(recorded, slide_source(a), a)
+    # Between two samples (just after the first MiB; 62 samples are ~0.6 MB apart in 40 MB):
+    # only the whole file's hash sees it, read because the time changed.
+    gap = (1 << 20) + 1000
+    probe = {**slide_source(a), "content_sha256": recorded["content_sha256"]}
+    _rewrite(a, gap, b"\x01")
+    assert slide_source(a)["sampled_sha256"] == probe["sampled_sha256"]  # not sampled
+    assert not same_source(probe, slide_source(a), a)
+    # Untouched since it was recorded: decided by the samples, the whole file not read again.
+    fresh = {**slide_source(a), "content_sha256": content_sha256(a)}
+    import virtime.slide_ids as ids
+
+    def no_full_read(path):
+        raise AssertionError("the whole file was hashed for an untouched slide")
+
+    original, ids.content_sha256 = ids.content_sha256, no_full_read
+    try:
+        assert same_source(fresh, slide_source(a), a)
+    finally:
+        ids.content_sha256 = original
+
+
+def test_a_record_of_an_older_virtime_is_compared_as_it_was_made(tmp_path):
+    a = tmp_path / "a.svs"
+    a.write_bytes(b"x" * 2_000_000)
+    old = {"path": str(a), "size": 2_000_000,
+           "head_sha256": hashlib.sha256(b"x" * (1 << 20)).hexdigest()}
+    assert same_source(old, slide_source(a), a)
+    assert not same_source({**old, "size": 1}, slide_source(a), a)
 
 
 def test_cohort_manifest_uses_the_same_rule(tmp_path):

@@ -183,8 +183,11 @@ def test_other_slide_with_the_same_id_is_never_already_done(small_slide, tiny_mo
     second_path = make_slide(tmp_path / "d2" / "s.svs", 640, 512, mpp=0.5, seed=99)
     first = virtime.translate(first_path, tiny_model, tmp_path / "out", fast_config)
     head = hashlib.sha256(first_path.read_bytes()[: 1 << 20]).hexdigest()
-    assert first.record["source"] == {"path": str(first_path.resolve()),
-                                       "size": first_path.stat().st_size, "head_sha256": head}
+    whole = hashlib.sha256(first_path.read_bytes()).hexdigest()
+    assert {k: first.record["source"][k] for k in ("path", "size", "head_sha256",
+                                                   "content_sha256")} == {
+        "path": str(first_path.resolve()), "size": first_path.stat().st_size,
+        "head_sha256": head, "content_sha256": whole}
     with pytest.raises(errors.SlideIdError) as info:
         virtime.translate(second_path, tiny_model, tmp_path / "out", fast_config)
     assert str(first_path.resolve()) in str(info.value) and str(second_path) in str(info.value)

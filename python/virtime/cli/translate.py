@@ -117,6 +117,7 @@ def translate_config_from_args(args: argparse.Namespace, **overrides: object):  
         "min_tissue": args.min_tissue, "output_mpp": args.output_mpp,
         "normalize": args.normalize, "mpp": args.mpp, "ome_tiff": args.ome_tiff,
         "features": not args.no_features, "force": args.force, "show_progress": not args.quiet,
+        "retry_failed": getattr(args, "retry_failed", False),
         "cells": args.cells,
         "allow_mpp": args.allow_mpp,
         "bin_um": args.bin_um, "threshold": args.threshold,
@@ -131,6 +132,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output root; one folder per slide")
     add_model_args(p)
     add_translation_args(p)
+    p.add_argument("--retry-failed", action="store_true",
+                   help="translate again the finished slides that have failed tiles (the rest "
+                        "are skipped as usual; --force redoes every slide)")
     p.add_argument("--log-json", default=None, metavar="FILE",
                    help="append machine-readable progress events (JSON lines) to FILE")
     p.add_argument("--wait", nargs="?", type=float, const=-1.0, default=0.0, metavar="SECONDS",

@@ -28,7 +28,8 @@ _AS_DICT = ("backend", "precision", "device", "batch_size", "window_batch", "thr
             "tile_size", "overlap", "min_tissue", "output_mpp", "normalize", "mpp", "model_mpp",
             "ome_tiff", "thumbnail_channels", "features", "force", "lock_timeout", "mpp_range",
             "max_upsample", "allow_mpp", "show_progress", "log_json", "cache_dir",
-            "engine_options", "cells", "memory_budget", "device_path", *_FEATURES)
+            "engine_options", "cells", "memory_budget", "device_path", *_FEATURES,
+            "retry_failed")
 
 
 @flat_views  # read-only flat views of the parts (the keywords of the same names set them)
@@ -73,6 +74,8 @@ class TranslateConfig:
     thumbnail_channels: tuple[str, ...] = ("DAPI", "CD8", "CK")
     features: bool = True
     force: bool = False
+    # A finished slide with failed tiles is translated again (without force, nothing else redone).
+    retry_failed: bool = False
     lock_timeout: float | None = 0.0  # seconds to wait for another run's lock (None: for ever)
     mpp_range: tuple[float, float] = (0.1, 2.0)  # plausible level-0 um/px from slide metadata
     max_upsample: float = 4.0  # largest slide mpp / model mpp accepted

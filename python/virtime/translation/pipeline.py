@@ -104,8 +104,8 @@ def is_translated(out_dir: str | os.PathLike[str],
                   slide_path: str | os.PathLike[str] | None = None) -> bool:
     """True when ``out_dir`` holds a finished translation (its summary says so).
 
-    With ``slide_path``, only a translation of that slide file (same size and header hash, as
-    recorded in the summary) counts.
+    With ``slide_path``, only a translation of that slide file (the same content, as
+    :func:`virtime.slide_ids.same_source` compares it with the summary's record) counts.
     """
     summary = _read_summary(Path(out_dir))
     if summary is None or summary.get("status") != "done":
@@ -115,7 +115,7 @@ def is_translated(out_dir: str | os.PathLike[str],
     from virtime.slide_ids import same_source, slide_source
 
     try:
-        return same_source(summary.get("source"), slide_source(slide_path))
+        return same_source(summary.get("source"), slide_source(slide_path), slide_path)
     except OSError:
         return False
 
@@ -361,7 +361,7 @@ def _already_done(out: Path, slide_path: Path, slide_id: str, source: dict[str, 
     Raises :class:`~virtime.errors.SlideIdError` when ``out`` (finished or partial) belongs to
     a different slide file, unless ``config.force``.
     """
-    from virtime.slide_ids import same_source
+    from virtime.slide_ids import IDENTITY_FIELDS, same_source
     from virtime.stitch.canvas import canvas_fingerprint
     from virtime.translation.fingerprint import fingerprint_diff, format_diff
 
@@ -371,9 +371,16 @@ def _already_done(out: Path, slide_path: Path, slide_id: str, source: dict[str, 
     else:
         fp = canvas_fingerprint(out / ZARR_NAME) or {}
         recorded = ({"path": None, "size": fp.get("slide_size"),
-                     "head_sha256": fp.get("slide_head_sha256")} if fp.get("slide_head_sha256")
-                    else None)
-    if recorded and not same_source(recorded, source) and not config.force:
+                     "head_sha256": fp.get("slide_head_sha256"),
+                     "sampled_sha256": fp.get("slide_sampled_sha256")}
+                    if fp.get("slide_head_sha256") else None)
+    same = bool(recorded) and same_source(recorded, source, slide_path)
+    if recorded and not same and not config.force:
+        if summary is not None and recorded.get("path") == source["path"]:  # changed in place
+            log.warning("%s: the slide file changed since it was translated into %s (its size "
+                        "or content differs from the record); translating it again",
+                        slide_path, out)
+            return None, True
         what = recorded.get("path") or (f"a different slide file ({recorded.get('size')} bytes, "
                                         f"partial output)")
         raise SlideIdError(
@@ -386,11 +393,21 @@ def _already_done(out: Path, slide_path: Path, slide_id: str, source: dict[str, 
     if config.cells and not (out / SlideFolder.CELLS).is_file():  # done, but without cells
         log.warning("%s: redoing %s to add the cell table (--cells)", slide_path, out)
         return None, True
-    fields = fingerprint_diff(summary.get("fingerprint"), requested, requested=True)
+    # The slide file's identity was compared above (same_source); the rest must match.
+    fields = [f for f in fingerprint_diff(summary.get("fingerprint"), requested, requested=True)
+              if f not in IDENTITY_FIELDS]
     if fields or not recorded:
         log.warning("%s: redoing the finished translation in %s, it was made with other settings: "
                     "%s", slide_path, out,
                     format_diff(summary.get("fingerprint"), requested, fields))
+        return None, True
+    failed = int(summary.get("tiles_failed") or 0)
+    if config.retry_failed and failed:
+        # Neighbouring tiles blend into the same canvas pixels, so a failed tile cannot be
+        # patched into a finished canvas alone: the slide is translated again (same settings,
+        # so every tile that succeeded comes out the same) and its failures recorded anew.
+        log.warning("%s: retrying %d failed tile(s) of %s: translating the slide again",
+                    slide_path, failed, out)
         return None, True
     settings = config.slide_features.as_kwargs()
     stale = _stale_features(out, config)
@@ -403,12 +420,16 @@ def _already_done(out: Path, slide_path: Path, slide_id: str, source: dict[str, 
 
         features_from_outputs(out, **settings)
         write_slide_page(out, slide=Slide(slide_path, mpp=summary.get("slide_mpp")))
-    recorded = summary.get("config") or {}
+    recorded_config = summary.get("config") or {}
     noted = {"features": True, **settings} if config.features else {}
-    if any(recorded.get(k) != v for k, v in noted.items()):  # summary.json says the settings
+    touched = recorded.get("mtime_ns") != source.get("mtime_ns")  # same content, touched/copied
+    if any(recorded_config.get(k) != v for k, v in noted.items()) or touched:
         from virtime.io import atomic_write_json
 
-        summary = {**summary, "config": {**recorded, **noted}}
+        # summary.json says the settings, and the file's new time (its content was verified,
+        # so the next check is cheap again)
+        summary = {**summary, "config": {**recorded_config, **noted},
+                   "source": {**recorded, "mtime_ns": source.get("mtime_ns")}}
         atomic_write_json(out / SUMMARY_NAME, summary)
     log.info("%s: already translated in %s; skipping (use force to redo)", slide_path, out)
     return TranslateResult(slide_id, out, skipped=True, record=summary,
@@ -458,13 +479,14 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
     from virtime.stitch.canvas import StreamingCanvas, canvas_shape
     from virtime.stitch.windows import output_factor, plan_windows, tile_stride, window_weight
     from virtime.tiling import make_tile_grid
+    from virtime.slide_ids import content_sha256, identity_fields
     from virtime.tissue import detect_tissue
     from virtime.translation.fingerprint import translation_fingerprint
 
     model_mpp, window, model_hash = _check_model(model, config)
     factor = output_factor(model_mpp, config.output_mpp)
     normalizer = _normalizer(config.normalize)
-    identity = {"slide_size": source["size"], "slide_head_sha256": source["head_sha256"]}
+    identity = identity_fields(source)
 
     def fingerprint(eng: Any) -> dict[str, Any]:
         return {**translation_fingerprint(model_hash=model_hash, engine=eng, config=config,
@@ -474,6 +496,9 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
     done, redo = _already_done(out, slide_path, slide_id, source, fingerprint(engine), config)
     if done is not None:
         return done
+    t_hash = time.perf_counter()  # the whole file's hash: what a later skip check falls back on
+    source = {**source, "content_sha256": content_sha256(slide_path)}
+    t_hash = time.perf_counter() - t_hash
     tissue = tissue if tissue is not None else detect_tissue(slide)  # prefetched, or now
     tiling = config.tiling_for(model_mpp)
     origins = plan_windows(config.tile_size, window, config.overlap)
@@ -522,6 +547,7 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
                "postprocess": 0.0, "write": 0.0}
     if embedder is not None:
         timings["embed"] = 0.0
+    timings["slide_hash"] = t_hash
     # Rows of tiles that lie wholly in finished bands are kept; every tile reaching an unfinished
     # band is recomputed (its canvas contribution to that band was lost with the interruption).
     redo = set(todo.tolist())
