@@ -120,6 +120,7 @@ class _ReadSpy:
         return self._slide.read_region(x, y, level, w, h)
 
 
+@pytest.mark.slow  # decodes 200 MB of slide tiles
 def test_page_of_a_flat_slide_reads_it_in_bounded_blocks(output_dir, tmp_path, rng):
     """A single-level 8192² TIFF: no read is larger than the strip budget (a bound that does
     not depend on the slide's size), the level is read once for the whole page, and the page's
