@@ -169,8 +169,11 @@ def simulate_cohort(
     write_slides
         False skips the slide files (ground truth only: fast statistics checks).
     workers
-        Rendering processes (0: one per core; fewer than 2 renders in this process). Features
-        of the ground truth are computed here, so the numba kernels compile once.
+        Rendering threads (0: one per core; fewer than 2 renders in this thread). Threads, not
+        processes: a spawned process re-imports the caller's script, so a plain script without
+        an ``if __name__ == "__main__":`` guard would die (BrokenProcessPool); the rendering is
+        numpy work that releases the GIL for much of its time. Features of the ground truth are
+        computed in the calling thread, so the numba kernels compile once.
     """
     design = design or default_design()
     factor = round(feature_mpp / mpp)
@@ -212,11 +215,10 @@ def simulate_cohort(
     with progress(total=len(todo), desc=f"simulate {root.name}", unit="slide",
                   enabled=show_progress) as bar:
         if n_workers >= 2:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
+            from concurrent.futures import ThreadPoolExecutor
 
-            with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn")) as pool:
-                for res in pool.map(_render_one, todo, chunksize=2):
+            with ThreadPoolExecutor(n_workers, thread_name_prefix="virtime-render") as pool:
+                for res in pool.map(_render_one, todo):
                     _write_truth_features(root, *res, feature_mpp)
                     bar.update(1)
         else:
@@ -253,7 +255,9 @@ def _check_manifest(root: Path, settings: dict) -> None:
 
 
 def _render_one(job: tuple) -> tuple[str, str, np.ndarray, np.ndarray]:
-    """Worker: renders one slide, writes it and its ground-truth map; returns the map."""
+    """Worker: renders one slide, writes it and its ground-truth map; returns the map.
+
+    Thread-safe: every slide has its own generator, output paths and arrays."""
     from virtime.simulate.slides import write_slide
 
     sid, pid, path, bio, seeds, slide_px, mpp, factor, site, write_slides, npz = job
