@@ -26,6 +26,8 @@ __all__ = [
     "SlideIdError",
     "OutputLockedError",
     "OutputError",
+    "VirtimeWarning",
+    "StatisticalWarning",
 ]
 
 
@@ -101,10 +103,25 @@ class OutputError(VirtimeError, OSError):
     """
 
     @classmethod
-    def from_os_error(cls, exc: OSError, path: object = None) -> OutputError:
-        """Wrap ``exc``, naming its file (or ``path`` when the OS did not say which)."""
-        where = exc.filename if exc.filename is not None else path
+    def from_os_error(cls, exc: OSError, path: object = None, *,
+                      name_target: bool = False) -> OutputError:
+        """Wrap ``exc``, naming its file (or ``path`` when the OS did not say which, or always
+        with ``name_target``: the file being written rather than its temporary name)."""
+        where = path if name_target or exc.filename is None else exc.filename
         problem = exc.strerror or str(exc) or type(exc).__name__
         err = cls(f"{where}: {problem}" if where is not None else problem)
         err.errno = exc.errno
         return err
+
+
+class VirtimeWarning(UserWarning):
+    """Base class of every warning virtime issues on purpose (a caveat, not a failure).
+
+    A ``UserWarning`` so generic filters keep working; its own class so a caller can silence or
+    escalate virtime's warnings alone (``warnings.filterwarnings("error", category=...)``), and
+    so the CLI can tell them from third-party warnings.
+    """
+
+
+class StatisticalWarning(VirtimeWarning):
+    """A statistical caveat: a feature, group or column left out of an analysis, and why."""

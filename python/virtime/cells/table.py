@@ -139,7 +139,26 @@ def read_cells(path: str | os.PathLike[str], columns: list[str] | None = None) -
     p = p / CELLS_FILE if p.is_dir() else p
     if not p.is_file():
         raise InputDataError(f"cells: {p} not found (translate with --cells)")
+    schema = _cell_table_schema(p)
+    needed = ["x_um", "y_um", *(f"{c}.{m}" for c in PROTEIN_CHANNELS for m in ("mean", "positive"))]
+    absent = [c for c in needed if c not in schema.names]
+    if absent:
+        raise InputDataError(f"{p}: not a virtime cell table (no column {', '.join(absent[:3])}"
+                             f"{' …' if len(absent) > 3 else ''}); give a slide folder translated "
+                             f"with --cells, or its {CELLS_FILE}")
     return pd.read_parquet(p, columns=columns)
+
+
+def _cell_table_schema(path: Path) -> Any:
+    """The Parquet schema of ``path``; InputDataError naming the file if it is not Parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputDataError(f"{path}: not a Parquet file ({str(exc).splitlines()[0]}); give a "
+                             f"slide folder translated with --cells, or its {CELLS_FILE}") from exc
 
 
 def read_cells_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -148,6 +167,6 @@ def read_cells_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
     p = Path(path)
     p = p / CELLS_FILE if p.is_dir() else p
-    raw = {**(pq.read_schema(p).metadata or {}), **(pq.read_metadata(p).metadata or {})}
+    raw = {**(_cell_table_schema(p).metadata or {}), **(pq.read_metadata(p).metadata or {})}
     return {k.decode()[len("virtime."):]: v.decode() for k, v in raw.items()
             if k.startswith(b"virtime.")}

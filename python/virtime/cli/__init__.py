@@ -2,14 +2,16 @@
 
 Each subcommand lives in its own module under ``virtime.cli`` and exposes ``register(subparsers)``;
 modules keep heavy imports inside their handlers so ``virtime --help`` stays instant. Errors that
-virtime raises on purpose become one line on stderr and exit code 2.
+virtime raises on purpose, and OS errors (a read-only folder, a full disk, a port in use), become
+one line on stderr and exit code 2; warnings are one line each (:mod:`virtime.cli._console`);
+Ctrl-C and SIGTERM stop a run the same way (exit 130 or 143). Usage errors exit 2 with the
+usage of the command that was typed.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -45,9 +47,18 @@ _COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated flags (``--weight`` is not ``--weights``: a typo must not pass silently);
+    subcommand parsers are of this class too (argparse makes them of the parent's class)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every registered subcommand)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="virtime",
         description="Virtual multiplex immunofluorescence from H&E whole-slide images.",
     )
@@ -62,28 +73,68 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+    _describe_from_help(parser)
     return parser
+
+
+def _describe_from_help(parser: argparse.ArgumentParser) -> None:
+    """A subcommand registered with ``help=`` only gets it as its ``--help`` description too."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                if sub.description is None and helps.get(name):
+                    text = str(helps[name])
+                    sub.description = text[:1].upper() + text[1:] + "."
+                _describe_from_help(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the process exit code (tests call this directly)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(levelname)s %(name)s: %(message)s",
+    from virtime.cli._console import (
+        configure_logging,
+        console_session,
+        error_line,
+        exit_code_for_interrupt,
     )
+
+    parser = build_parser()
+    args = _parse_args(parser, argv)
+    configure_logging(args.verbose)
     if not getattr(args, "handler", None):
-        parser.print_help()
-        return 1
-    try:
-        return int(args.handler(args) or 0)
-    except VirtimeError as exc:
-        print(f"virtime {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"virtime {args.command}: interrupted", file=sys.stderr)
-        return 130
+        parser.print_help(sys.stderr)
+        return 2  # as argparse's own usage errors
+    with console_session(args.command, args.verbose):
+        try:
+            return int(args.handler(args) or 0)
+        except (VirtimeError, OSError) as exc:  # OSError: read-only, full disk, port in use
+            print(f"virtime {args.command}: error: {error_line(exc)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (console_session)
+            code = exit_code_for_interrupt(exc)
+            how = "" if code == 130 else f" ({exc})"
+            print(f"virtime {args.command}: interrupted{how}", file=sys.stderr)
+            return code
+
+
+def _parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that an unknown flag is reported with the usage of the
+    (sub)command it was given to, not the top-level usage."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _chosen_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def _chosen_parser(parser: argparse.ArgumentParser,
+                   args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost subcommand parser that ``args`` went through."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(args, action.dest, None)
+            if chosen in action.choices:
+                return _chosen_parser(action.choices[chosen], args)
+    return parser
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,13 +42,16 @@ def add_allow_mpp_arg(parser: _Parser) -> None:
 
 
 def add_backend_arg(parser: _Parser, default: str = "auto") -> None:
-    parser.add_argument("--backend", default=default, choices=BACKENDS)
+    parser.add_argument("--backend", default=default, choices=BACKENDS,
+                        help="inference engine; auto picks the fastest one installed for the "
+                             f"device (default: {default})")
 
 
 def add_engine_args(parser: _Parser) -> None:
     """``--backend / --precision / --device``: which engine runs the model, and where."""
     add_backend_arg(parser)
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="engine arithmetic; fp16/bf16 are faster on a GPU (default: fp32)")
     parser.add_argument("--device", default=None,
                         help="cpu, cuda or cuda:N (default: GPU if present)")
 
@@ -121,8 +124,9 @@ def add_pairs_args(parser: _Parser, output: str) -> None:
 
 def add_levels_arg(parser: _Parser, default: list[str] | None = None) -> None:
     """``--levels``: the cohort levels a statistics command tests at (default: all three)."""
-    parser.add_argument("--levels", nargs="+", default=list(LEVELS if default is None else default),
-                        choices=LEVELS)
+    levels = list(LEVELS if default is None else default)
+    parser.add_argument("--levels", nargs="+", default=levels, choices=LEVELS,
+                        help=f"cohort levels to test at (default: {' '.join(levels)})")
 
 
 def add_min_patients_arg(parser: _Parser, default: int = 20) -> None:

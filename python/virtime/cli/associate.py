@@ -20,13 +20,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("associate", help="associations of features with clinical attributes")
     add_stats_args(p, "association")
     p.add_argument("--plot", help="bubble-grid PNG of the given --plot-level")
-    p.add_argument("--plot-level", default="pan-cancer", choices=LEVELS)
+    p.add_argument("--plot-level", default="pan-cancer", choices=LEVELS,
+                   help="cohort level drawn by --plot (default: pan-cancer)")
     add_min_patients_arg(p)
     p.add_argument("--min-per-class", type=int, default=5,
                    help="smallest biomarker class within a group (5)")
-    p.add_argument("--correction", choices=["bh", "holm", "bonferroni"], default="bh")
-    p.add_argument("--stage-test", choices=["spearman", "kruskal"], default="spearman")
-    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--correction", choices=["bh", "holm", "bonferroni"], default="bh",
+                   help="multiple-testing correction of the q values (default: bh, "
+                        "Benjamini-Hochberg)")
+    p.add_argument("--stage-test", choices=["spearman", "kruskal"], default="spearman",
+                   help="test of features against stage: ordered (spearman) or not (kruskal) "
+                        "(default: spearman)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="q value below which an association counts as significant (0.05)")
     add_adjust_arg(p)
     add_quiet_arg(p)
     p.set_defaults(handler=_run)

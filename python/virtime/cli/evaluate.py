@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--demo", action="store_true", help="evaluate the bundled demo model")
     p.add_argument("--split", choices=["val", "all"], default="val",
                    help="held-out slides of the slide-level split (default) or every tile")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--update-card", action="store_true",
                    help="store the per-channel Pearson and tiers in the checkpoint's model card")
     add_quiet_arg(p)

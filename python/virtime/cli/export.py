@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--demo", action="store_true", help="export the bundled demo model")
     p.add_argument("--onnx", required=True, help="output .onnx path")
     p.add_argument("--window", type=int, default=None, help="default: the model card's window")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (17)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch axis at 1")
     p.set_defaults(handler=_run)
 

@@ -24,8 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                         "specificity matrix and trust tiers (implies --audit)")
     add_levels_arg(p)
     add_min_patients_arg(p)
-    p.add_argument("--no-survival", action="store_true")
-    p.add_argument("--title", default="virtime population report")
+    p.add_argument("--no-survival", action="store_true",
+                   help="leave out the survival section (default: included when the clinical "
+                        "table has survival columns)")
+    p.add_argument("--title", default="virtime population report",
+                   help="report title (default: %(default)s)")
     p.add_argument("--gallery-feature", help="show the slides with the highest and lowest value "
                                              "of this feature (e.g. CD8.tumour_density)")
     p.add_argument("--slides-dir", help="translation output root OUT (one folder per slide), "

@@ -20,15 +20,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_stats_args(p, "survival", levels=["pan-cancer", "cancer_type"])
     p.add_argument("--scores", help="also write the signature's out-of-fold risk per patient")
     p.add_argument("--plot", help="bar plot PNG of −log10 log-rank p (pan-cancer)")
-    p.add_argument("--split", choices=["median", "tertiles"], default="median")
+    p.add_argument("--split", choices=["median", "tertiles"], default="median",
+                   help="how patients are grouped by each feature for the log-rank test "
+                        "(default: median)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (5)")
     p.add_argument("--penalizer", type=float, default=0.1, help="signature ridge penalty (0.1)")
     p.add_argument("--permutations", type=int, default=0,
                    help="permutation p of the signature with this many shuffles (0: off)")
     add_min_patients_arg(p, 30)
-    p.add_argument("--min-events", type=int, default=10)
+    p.add_argument("--min-events", type=int, default=10,
+                   help="fewest events (deaths) a group needs to be tested (10)")
     p.add_argument("--no-signature", action="store_true", help="skip the combined signature")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the cross-validation folds and permutations (0)")
     add_adjust_arg(p)
     add_quiet_arg(p)
     p.set_defaults(handler=_run)

@@ -16,17 +16,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "+ cosine schedule; a checkpoint every epoch in RUN_DIR; the best model by "
                     "mean validation Pearson is RUN_DIR/best.safetensors + best.json.")
     add_pairs_args(p, "run folder")
-    p.add_argument("--architecture", default="gigatime", choices=["gigatime"])
+    p.add_argument("--architecture", default="gigatime", choices=["gigatime"],
+                   help="translator architecture (default: gigatime)")
     p.add_argument("--filters", type=int, nargs="+", default=[8, 16, 32, 64, 128],
                    help="UNet++ widths (official: 32 64 128 256 512)")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=20, help="training epochs (20)")
     p.add_argument("--steps-per-epoch", type=int, default=None,
                    help="default: one pass over the training tiles")
     p.add_argument("--crop", type=int, default=256, help="training crop size in pixels")
     p.add_argument("--window", type=int, default=256, help="inference window for the card")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-min", type=float, default=1e-5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (1e-3)")
+    p.add_argument("--lr-min", type=float, default=1e-5,
+                   help="learning rate at the end of the cosine schedule (1e-5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and shuffling (0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on GPU")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")

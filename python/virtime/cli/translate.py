@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 
@@ -87,7 +88,8 @@ def add_translation_args(p: argparse.ArgumentParser, title: str = "geometry and 
     g = p.add_argument_group(title)
     add_geometry_args(g)
     g.add_argument("--output-mpp", type=float, default=2.0, help="canvas um/px (2.0)")
-    g.add_argument("--normalize", choices=["none", "macenko", "reinhard"], default="none")
+    g.add_argument("--normalize", choices=["none", "macenko", "reinhard"], default="none",
+                   help="stain normalization of the H&E tiles before the model (default: none)")
     add_threads_arg(g)
     g.add_argument("--ome-tiff", action="store_true", help="also write mif.ome.tiff")
     g.add_argument("--no-features", action="store_true", help="skip slide features")
@@ -127,7 +129,12 @@ def translate_config_from_args(args: argparse.Namespace, **overrides: object):  
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("translate", help="H&E slides to virtual mIF (OME-Zarr + tables)")
+    p = subparsers.add_parser(
+        "translate", help="H&E slides to virtual mIF (OME-Zarr + tables)",
+        description="Translate each H&E slide into virtual multiplex immunofluorescence: "
+                    "OUT/<slide_id>/ holds the 23-channel map (mif.ome.zarr), the tile and slide "
+                    "feature tables, a thumbnail and index.html. A rerun skips finished slides and "
+                    "resumes interrupted ones.")
     p.add_argument("slides", nargs="+", help="slide files")
     p.add_argument("-o", "--output", required=True, help="output root; one folder per slide")
     add_model_args(p)
@@ -136,7 +143,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="translate again the finished slides that have failed tiles (the rest "
                         "are skipped as usual; --force redoes every slide)")
     p.add_argument("--log-json", default=None, metavar="FILE",
-                   help="append machine-readable progress events (JSON lines) to FILE")
+                   help="append machine-readable events (JSON lines) to FILE: each slide's "
+                        "start, progress and end (slide_done, slide_skipped, slide_failed, "
+                        "interrupted), then the run's (run_done, run_failed, run_interrupted)")
     p.add_argument("--wait", nargs="?", type=float, const=-1.0, default=0.0, metavar="SECONDS",
                    help="when another run holds a slide's folder, wait for it (for ever, or up "
                         "to SECONDS) instead of stopping with a message naming it")
@@ -150,26 +159,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """The translation, with how it ended recorded in ``--log-json`` (for a batch scheduler)."""
+    try:
+        failed = _translate_all(args)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (the CLI turns it into this)
+        with contextlib.suppress(OSError):  # the original reason is what gets reported
+            _log_event(args.log_json, "run_interrupted", reason=str(exc) or "SIGINT")
+        raise
+    except Exception as exc:
+        from virtime.cli._console import error_line
+
+        with contextlib.suppress(OSError):  # e.g. the same full disk: report the first error
+            _log_event(args.log_json, "run_failed", error=error_line(exc))
+        raise
+    _log_event(args.log_json, "run_done", slides=len(args.slides), failed=failed)
+    return 2 if failed else 0
+
+
+def _translate_all(args: argparse.Namespace) -> int:
+    """Translates every slide; returns how many failed."""
     from virtime.errors import VirtimeError
     from virtime.slide_ids import check_unique_ids
     from virtime.translation.many import translate_slides
     from virtime.translation.pipeline import check_output_root
 
-    # Before any work: every slide gets its own folder, and the output root can be one.
+    # Before any work (and before the demo model's warning): every slide is there and gets its
+    # own folder, the output root can be one, the settings and weights are valid.
+    _check_slides_exist(args.slides)
     check_unique_ids(args.slides)
     check_output_root(args.output)
-    model = load_model_from_args(args)
     config = translate_config_from_args(args, log_json=args.log_json,
                                         lock_timeout=None if args.wait < 0 else args.wait)
     embedder = _embedder_from_args(args)
+    model = load_model_from_args(args)
     # Several slides: one engine for all, the next slide prepared ahead and each slide's finishing
     # writes beside the next one's tile loop (virtime.translation.many).
     failed = 0
-    for _, result in translate_slides(args.slides, model, args.output, config, embedder=embedder):
+    for slide, result in translate_slides(args.slides, model, args.output, config,
+                                          embedder=embedder):
         if isinstance(result, VirtimeError):  # a bad slide is recorded and the others go on
             failed += 1
+            _log_event(args.log_json, "slide_failed", slide=str(slide), error=str(result))
             print(f"virtime translate: error: {result}", file=sys.stderr)
-        elif result.skipped and result.features_refreshed:
+            continue
+        _log_event(args.log_json, "slide_skipped" if result.skipped else "slide_done",
+                   slide=str(slide), slide_id=result.slide_id, output_dir=str(result.output_dir),
+                   tiles_done=result.tiles_done, tiles_failed=result.tiles_failed,
+                   seconds=round(result.seconds, 3))
+        if result.skipped and result.features_refreshed:
             print(f"{result.slide_id}: already translated in {result.output_dir}; features "
                   f"recomputed with the new settings")
         elif result.skipped:
@@ -178,7 +215,31 @@ def _run(args: argparse.Namespace) -> int:
         else:
             print(f"{result.slide_id}: {result.tiles_done} tiles ({result.tiles_failed} "
                   f"failed) in {result.seconds:.1f} s -> {result.output_dir}")
-    return 2 if failed else 0
+    return failed
+
+
+def _log_event(path: str | None, event: str, **fields: object) -> None:
+    """One JSON line in the ``--log-json`` file (beside the per-slide events translation
+    writes there): how each slide and the whole run ended."""
+    if not path:
+        return
+    import json
+    import time
+
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"time": time.time(), "event": event, **fields}) + "\n")
+
+
+def _check_slides_exist(slides: list[str]) -> None:
+    """A slide path that is not a file is a typo: stop before any work, naming it."""
+    from pathlib import Path
+
+    from virtime.errors import SlideNotFoundError
+
+    for slide in slides:
+        if not Path(slide).is_file():
+            what = "is a folder, not a slide file" if Path(slide).is_dir() else "no such file"
+            raise SlideNotFoundError(f"{slide}: {what}")
 
 
 def _embedder_from_args(args: argparse.Namespace):  # noqa: ANN202 - TileEmbedder or None

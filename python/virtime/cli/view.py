@@ -18,10 +18,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("path", help="a slide's output folder OUT/SLIDE_ID, or the slide file with -o")
     p.add_argument("-o", "--output", help="output root the slide was translated into")
     p.add_argument("--slide", help="the H&E slide, if it moved since translation")
-    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--port", type=_port, default=0, help="port, 1-65535 (default: a free one)")
     p.add_argument("--no-browser", action="store_true", help="print the URL, open nothing")
     add_mpp_arg(p)
     p.set_defaults(handler=_run)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (1-65535, 0: a free one)")
+    return port
 
 
 def resolve_slide_dir(path: str, output: str | None) -> Path:
@@ -46,7 +56,13 @@ def _run(args: argparse.Namespace) -> int:
 
     slide_dir = resolve_slide_dir(args.path, args.output)
     source = ViewSource(slide_dir, slide_path=args.slide, mpp=args.mpp)
-    server = ViewServer(source, port=args.port)
+    try:
+        server = ViewServer(source, port=args.port)
+    except OSError as exc:  # in use, or not ours to take
+        from virtime.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"port {args.port}: {exc.strerror or exc}; choose another "
+                                   f"--port, or leave it out for a free one") from exc
     print(f"virtime view: {source.slide_id} at {server.url}  (Ctrl-C stops)", flush=True)
     if not args.no_browser:
         webbrowser.open(server.url)

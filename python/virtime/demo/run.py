@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from virtime._progress import progress
-from virtime.errors import InvalidArgumentError
+from virtime.errors import InvalidArgumentError, VirtimeWarning
 from virtime.simulate.cohort import CohortDesign, analysed_features, default_design
 
 __all__ = ["DemoConfig", "DemoResult", "prepare_features", "run_demo"]
@@ -91,13 +91,13 @@ def prepare_features(features: pd.DataFrame, wanted: list[str], what: str
     empty = ~np.isfinite(values).any(axis=1)
     if empty.any():
         warnings.warn(f"demo: {what}: no features (no tissue found) on slide(s) "
-                      f"{list(features['slide_id'][empty])[:10]}; left out", UserWarning,
+                      f"{list(features['slide_id'][empty])[:10]}; left out", VirtimeWarning,
                       stacklevel=2)
         features = features[~empty]
     bad = [f for f in present if not np.isfinite(features[f].to_numpy(float)).all()]
     if bad:
         warnings.warn(f"demo: {what}: features undefined on some slides, left out: {bad}",
-                      UserWarning, stacklevel=2)
+                      VirtimeWarning, stacklevel=2)
     keep = [f for f in present if f not in bad]
     flat = [f for f in keep if np.ptp(features[f].to_numpy(float)) == 0] if len(features) else keep
     if flat:
@@ -172,7 +172,7 @@ def _analyse(features: pd.DataFrame, clinical: pd.DataFrame, feats: list[str], c
     from virtime.stats import associate, join_features, survival_analysis
 
     if not feats or features.empty:
-        warnings.warn(f"demo: {label}: no usable features; analysis skipped", UserWarning,
+        warnings.warn(f"demo: {label}: no usable features; analysis skipped", VirtimeWarning,
                       stacklevel=2)
         return {"cohort": None, "assoc": None, "surv": None}
     cohort = join_features(features, clinical)

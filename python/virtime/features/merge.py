@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from virtime.errors import InputDataError
+from virtime.errors import InputDataError, VirtimeWarning
 from virtime.io import SlideFolder
 
 __all__ = ["COHORT_FEATURES_NAME", "merge_features"]
@@ -112,7 +112,7 @@ def merge_features(
                     len(left_out), "; ".join(f"{k} ({v})" for k, v in left_out.items()))
     if missing:
         warnings.warn(f"{root}: {len(missing)} finished slides have no {FEATURES_FILE} "
-                      f"(translated with --no-features?): {missing[:5]}", UserWarning,
+                      f"(translated with --no-features?): {missing[:5]}", VirtimeWarning,
                       stacklevel=2)
     if not frames:
         raise InputDataError(f"{root}: no finished slide with {FEATURES_FILE} to merge"
@@ -125,7 +125,7 @@ def merge_features(
         raise InputDataError(f"{root}: slide_id repeated: {dup[:5]}")
     if len(set(settings)) > 1:
         warnings.warn(f"{root}: merging slides computed with different feature settings",
-                      UserWarning, stacklevel=2)
+                      VirtimeWarning, stacklevel=2)
     log.info("merged the features of %d slides into %s", len(cohort), target)
     try:
         return write_features(cohort.to_dict("records"), target, model_hash=next(iter(hashes)),

@@ -21,7 +21,7 @@ import numpy as np
 
 from virtime._progress import progress
 from virtime.channels import CHANNEL_NAMES
-from virtime.errors import InputDataError, MissingMppError
+from virtime.errors import InputDataError, MissingMppError, VirtimeWarning
 from virtime.features.bands import column_blocks
 from virtime.features.partials import SlideFeatureAccumulator
 from virtime.io import SlideFolder
@@ -311,7 +311,7 @@ def features_from_outputs(
             f"{d}: {n_failed} failed tile(s) cover {share:.1%} of the tissue "
             f"({failed_mm2:.3g} mm²), more than {max_failed_share:.1%}; their area is left out "
             f"of the features, and the slide is flagged (qc_failed_share_exceeded)",
-            UserWarning, stacklevel=2)
+            VirtimeWarning, stacklevel=2)
     row: dict[str, Any] = {"slide_id": out.slide_id, "tiles_failed": n_failed,
                            "tissue_mm2_failed": failed_mm2, "failed_tissue_share": share,
                            "qc_failed_share_exceeded": exceeded, **feats}

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from virtime.errors import InputDataError, InvalidArgumentError
+from virtime.errors import InputDataError, InvalidArgumentError, OutputError
 
 __all__ = [
     "CommitOnExit",
@@ -49,8 +49,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Unique per process and call (pid + mkstemp's random suffix, created O_EXCL), so concurrent
     # writers of the same target never share a temporary file.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial",
-                                    dir=target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.",
+                                        suffix=".partial", dir=target.parent)
+    except OSError as exc:  # name the file the user asked for, not the temporary one
+        raise OutputError.from_os_error(exc, target, name_target=True) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:

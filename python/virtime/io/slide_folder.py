@@ -157,6 +157,32 @@ class SlideFolder:
         """The H&E slide this folder was translated from (recorded in the summary)."""
         return Path(str(self.require_done()["slide"]))
 
+    def read_tissue_mask(self, mmap: bool = True) -> Any:
+        """The tissue mask (2-D, on the canvas grid), memory-mapped; ``None`` if the folder has
+        none. InputDataError naming the file when it is not a 2-D boolean/uint8 ``.npy`` array
+        (never unpickled)."""
+        import numpy as np
+
+        path = self.tissue_mask
+        if not path.is_file():
+            return None
+        try:
+            with open(path, "rb") as fh:
+                if fh.read(6) != b"\x93NUMPY":
+                    raise ValueError("not a .npy file")
+            mask = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputDataError(f"{path}: not a tissue mask ({reason}); rerun virtime translate "
+                                 f"with --force to rewrite it") from None
+        if not isinstance(mask, np.ndarray) or mask.ndim != 2 or mask.dtype not in (
+                np.bool_, np.uint8):
+            what = (f"a {mask.ndim}-D {mask.dtype} array" if isinstance(mask, np.ndarray)
+                    else type(mask).__name__)
+            raise InputDataError(f"{path}: not a tissue mask ({what}, expected a 2-D boolean "
+                                 f"array); rerun virtime translate with --force to rewrite it")
+        return mask
+
     def read_tiles(self) -> Any:
         """The tile table as a DataFrame (after checking that the run finished)."""
         import pandas as pd

@@ -26,6 +26,7 @@ from torch import nn
 
 from virtime.errors import CheckpointError
 from virtime.models.card import ModelCard, atomic_write_bytes, sha256_file
+from virtime.models.file_kind import describe_non_checkpoint
 from virtime.models.registry import build_model, detect_architecture, strip_module_prefix
 
 __all__ = [
@@ -56,6 +57,12 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
+    try:
+        kind = describe_non_checkpoint(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the weights file ({exc.strerror})") from exc
+    if kind is not None:
+        raise CheckpointError(f"{path}: not a checkpoint: {kind}")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -67,13 +74,15 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path}: refused to load: the pickle holds objects other than tensors "
-            f"(weights_only=True): {first}"
+            f"{path}: refused to load: the file holds Python objects other than tensors"
+            f"{_unsupported_global(exc)}, and virtime never unpickles those (a pickle can run "
+            f"code); save the weights as a state dict (torch.save(model.state_dict(), PATH)) "
+            f"or as .safetensors"
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - the unpickler fails on junk with any error
+        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint "
+                              f"({type(exc).__name__}: {_first_line(exc)})") from exc
     if isinstance(obj, Mapping):
         for key in _WRAPPER_KEYS:
             inner = obj.get(key)
@@ -88,6 +97,21 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if bad:
         raise CheckpointError(f"{path}: not a state dict; non-tensor entries: {', '.join(bad[:8])}")
     return {str(k): v for k, v in obj.items()}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _unsupported_global(exc: pickle.UnpicklingError) -> str:
+    """`` (e.g. mymodule.MyClass)``: the object torch refused, from its message (whose advice
+    to turn the check off is not passed on)."""
+    for line in str(exc).splitlines():
+        if "Unsupported global" in line and "GLOBAL" in line:
+            name = line.split("GLOBAL", 1)[1].strip().split()[0].rstrip(",.")
+            return f" (e.g. {name})"
+    return ""
 
 
 def _describe(missing: list[str], unexpected: list[str], bad_shape: list[str]) -> str:
@@ -177,7 +201,10 @@ def load(
     card: ModelCard | None = None
     if path.suffix == ".safetensors" and card_file.is_file():
         card = ModelCard.load(card_file)
-    detected, config = detect_architecture(state)
+    try:
+        detected, config = detect_architecture(state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     arch = architecture or (card.architecture if card else detected)
     if arch != detected:
         config = {}

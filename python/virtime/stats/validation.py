@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from virtime.errors import InputDataError
+from virtime.errors import InputDataError, StatisticalWarning
 
 __all__ = [
     "CATEGORICAL_FEATURES",
@@ -198,7 +198,7 @@ def feature_columns(df: pd.DataFrame, features: list[str] | tuple[str, ...] | No
         warnings.warn(
             f"{len(ignored)} column(s) are not virtime features and are not analysed: "
             f"{_shown(ignored, 5)} (name them explicitly, e.g. --feature-columns, to analyse them)",
-            UserWarning, stacklevel=3)
+            StatisticalWarning, stacklevel=3)
     return known
 
 
@@ -209,7 +209,7 @@ def _indicators(df: pd.DataFrame, col: str, name: str) -> tuple[pd.DataFrame, li
     cats = sorted(set(text[~missing].astype(str)))
     if len(cats) > _MAX_CATEGORIES:
         warnings.warn(f"{name}: categorical feature {col!r} has {len(cats)} categories (more "
-                      f"than {_MAX_CATEGORIES}); not analysed", UserWarning, stacklevel=4)
+                      f"than {_MAX_CATEGORIES}); not analysed", StatisticalWarning, stacklevel=4)
         return pd.DataFrame(index=df.index), []
     out = {}
     for cat in cats:
@@ -295,7 +295,7 @@ def load_features(source: str | Path | pd.DataFrame,
     empty = [numeric[j] for j in np.flatnonzero(np.isnan(values).all(axis=0))]
     if empty:
         warnings.warn(f"{name}: {len(empty)} feature(s) undefined (NaN) on every slide, left "
-                      f"out: {_shown(empty, 5)}", UserWarning, stacklevel=2)
+                      f"out: {_shown(empty, 5)}", StatisticalWarning, stacklevel=2)
         out = out.drop(columns=empty)
     if len(empty) == len(numeric):
         raise InputDataError(f"{name}: every feature is NaN on every slide")
@@ -360,7 +360,8 @@ def _binary_codes(col: pd.Series, name: str) -> pd.Series | None:
         return None
     if len(uniq) < 2:
         raise InputDataError(
-            f"{name}: biomarker column {col.name!r} has fewer than two classes ({list(uniq)})"
+            f"{name}: biomarker column {col.name!r} has fewer than two classes "
+            f"({_shown([str(u) for u in uniq], 5)})"
         )
     if pd.api.types.is_bool_dtype(present) or pd.api.types.is_numeric_dtype(present):
         vals = sorted(float(u) for u in uniq)
@@ -458,7 +459,8 @@ def load_clinical(
         classes = pd.unique(df[col].dropna())
         if len(classes) < 2:  # nothing to test against (a small cohort, a constant column)
             warnings.warn(f"{name}: biomarker column {col!r} has fewer than two classes "
-                          f"({list(classes)}); it is not analysed", UserWarning, stacklevel=2)
+                          f"({_shown([str(c) for c in classes], 5)}); it is not analysed",
+                          StatisticalWarning, stacklevel=2)
             df = df.drop(columns=[col])
             continue
         coded = _binary_codes(df[col], name)

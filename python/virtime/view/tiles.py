@@ -151,8 +151,7 @@ class ViewSource:
         self.levels = [_Level(k, arr, f * 2**k) for k, arr in enumerate(image.levels)]
         self.canvas_shape = tuple(int(v) for v in self.levels[0].array.shape[1:])
         self.max_zoom = max(0, math.ceil(math.log2(max(self.width, self.height) / TILE)))
-        mask_path = folder.tissue_mask
-        self.mask = np.load(mask_path, mmap_mode="r") if mask_path.is_file() else None
+        self.mask = folder.read_tissue_mask()
         self._tiles = self._load_tiles()
         self.cache = LRUCache(cache_bytes)
         self._slide_ds = [float(v) for v in self.slide.level_downsamples]
