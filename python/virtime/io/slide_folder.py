@@ -155,7 +155,27 @@ class SlideFolder:
     @property
     def slide_path(self) -> Path:
         """The H&E slide this folder was translated from (recorded in the summary)."""
-        return Path(str(self.require_done()["slide"]))
+        path = self.recorded_slide(self.require_done())
+        if path is None:
+            raise InputDataError(f"{self.summary_file}: names no H&E slide")
+        return path
+
+    @staticmethod
+    def recorded_slide(summary: dict[str, Any]) -> Path | None:
+        """The H&E slide a summary names, as an absolute path (None: it names none).
+
+        ``summary["slide"]`` is absolute as translate writes it; a summary of an older virtime
+        kept the path as typed, relative to the folder translate ran in, so its absolute
+        ``source.path`` is used instead (the relative one only when there is nothing else).
+        """
+        slide = summary.get("slide")
+        if slide and Path(str(slide)).is_absolute():
+            return Path(str(slide))
+        source = summary.get("source")
+        recorded = source.get("path") if isinstance(source, dict) else None
+        if recorded and Path(str(recorded)).is_absolute():
+            return Path(str(recorded))
+        return Path(str(slide)).absolute() if slide else None
 
     def read_tissue_mask(self, mmap: bool = True) -> Any:
         """The tissue mask (2-D, on the canvas grid), memory-mapped; ``None`` if the folder has

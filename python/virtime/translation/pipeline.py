@@ -524,7 +524,7 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
         canvas = StreamingCanvas(
             out / ZARR_NAME, shape, factor=factor, mpp=config.output_mpp, resume=not fresh,
             name=slide_id,
-            extra_metadata={"model_hash": model_hash, "slide": str(slide_path),
+            extra_metadata={"model_hash": model_hash, "slide": os.path.abspath(slide_path),
                             "overlap": config.overlap, "virtime_version": __version__,
                             "fingerprint": fp},
             fingerprint=fp, restart_on_mismatch=True,

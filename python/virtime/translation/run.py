@@ -10,6 +10,7 @@ on a GPU) and :meth:`SlideRun.finish` writes the tile table, masks, thumbnail, f
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,7 +253,7 @@ class SlideRun:
         seconds = time.perf_counter() - t_start
         summary = {
             "status": "done",
-            "slide": str(slide_path),
+            "slide": os.path.abspath(slide_path),  # readable from any folder
             "slide_id": slide_id,
             "virtime_version": __version__,
             "model_hash": model_hash,

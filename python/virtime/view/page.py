@@ -106,9 +106,10 @@ def _open_slide(d: Path, slide: Any) -> Any:
     from virtime.slide import Slide
 
     summary = _read_summary(d)
-    path = summary.get("slide")
-    if not path or not Path(path).is_file():
-        raise InputDataError(f"{d}: the H&E slide {path!r} is not there (summary.json 'slide')")
+    path = SlideFolder.recorded_slide(summary)
+    if path is None or not path.is_file():
+        raise InputDataError(f"{d}: the H&E slide {None if path is None else str(path)!r} is not "
+                             f"there (summary.json 'slide')")
     return Slide(path, mpp=summary.get("slide_mpp"))
 
 

@@ -117,7 +117,8 @@ class ViewSource:
     slide_dir
         A folder written by ``virtime translate`` (``summary.json`` with ``status: done``).
     slide_path
-        The H&E slide, if it moved since translation (default: ``summary["slide"]``).
+        The H&E slide, if it moved since translation (default: the one the summary records,
+        :meth:`SlideFolder.recorded_slide`).
     mpp
         Level-0 microns per pixel for a slide without metadata (default: the summary's).
     cache_bytes
@@ -133,9 +134,9 @@ class ViewSource:
         folder = SlideFolder(self.dir)
         self.summary = check_output_dir(self.dir)
         self.slide_id = str(self.summary.get("slide_id", self.dir.name))
-        path = slide_path or self.summary.get("slide")
+        path = slide_path or SlideFolder.recorded_slide(self.summary)
         if not path or not Path(path).is_file():
-            raise InputDataError(f"{self.dir}: the H&E slide {path!r} is not there any more; "
+            raise InputDataError(f"{self.dir}: the H&E slide {str(path)!r} is not there any more; "
                                  "pass its new path with --slide")
         mpp = mpp or self.summary.get("slide_mpp")
         self.slide = Slide(path, mpp=mpp)
