@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("mcp")
-
 
 @dataclass(frozen=True)
 class Sandbox:

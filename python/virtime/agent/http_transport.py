@@ -55,6 +55,7 @@ def serve_http(config: AgentConfig, port: int = 0, token: str | None = None) -> 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((HOST, port))
+    sock.listen(128)  # before the banner: a client reading it can connect at once
     url = f"http://{HOST}:{sock.getsockname()[1]}/mcp"
     print(f"virtime mcp: streamable HTTP at {url} ; send the header "
           f"'Authorization: Bearer {token}'", file=sys.stderr, flush=True)
