@@ -56,4 +56,21 @@ def _run(args: argparse.Namespace) -> int:
     counts = res.counts()
     print(f"{len(res.summary)} tests, {int(counts['significant'].sum())} significant at "
           f"q < {args.alpha}, {res.excluded} excluded (undefined p) → {args.output}")
+    if res.skip_reason():
+        print(res.skip_reason())
+    _print_controls(res)
     return 0
+
+
+def _print_controls(res) -> None:
+    """One line on the negative controls (TRITC, Cy5)."""
+    if res.controls.empty:
+        print("negative controls: no TRITC/Cy5 features in the table, not run")
+        return
+    flags = res.control_like()
+    q = res.summary["q_adj" if "q_adj" in res.summary.columns else "q"]
+    c = res.controls
+    print(f"negative controls (TRITC, Cy5): {int(flags.fillna(False).sum())} of "
+          f"{int((q < res.config.alpha).sum())} discoveries are control_like; protein features "
+          f"beat the strongest background in {int(c['n_beating'].sum())} of "
+          f"{int(c['n_protein'].sum())} tests")

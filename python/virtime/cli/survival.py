@@ -58,4 +58,6 @@ def _run(args: argparse.Namespace) -> int:
         survival_bar_plot(res).savefig(args.plot, dpi=120)
     print(f"{len(res.summary)} rows, {len(res.failures)} failed fit(s), "
           f"{len(res.skipped)} group(s) skipped → {args.output}")
+    if res.skip_reason():
+        print(res.skip_reason())
     return 0

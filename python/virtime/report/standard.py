@@ -97,11 +97,18 @@ def associations_section(result, *, tiers: Mapping[str, object] | None = None,
         f"stage: {cfg.stage_test}. Correction: {cfg.correction} per level × group; groups need "
         f"≥ {cfg.min_patients} patients and ≥ {cfg.min_per_class} per class. {result.excluded} "
         "tests had an undefined p (constant feature) and were left out of their family."))
+    if result.summary.empty:  # say which rule emptied it, not an empty table
+        sec.add(TextBlock(result.skip_reason()))
+        return sec
     sec.add(TableBlock(result.counts(), "Tests and significant associations per level",
                        index=True))
     sig = result.significant()
-    sec.add(TableBlock(sig.drop(columns=["note"]), f"Top associations (q < {cfg.alpha})",
-                       max_rows=top))
+    if sig.empty:
+        sec.add(TextBlock(f"No association reached q < {cfg.alpha} among "
+                          f"{len(result.summary)} tests."))
+    else:
+        sec.add(TableBlock(sig.drop(columns=["note"]), f"Top associations (q < {cfg.alpha})",
+                           max_rows=top))
     for level in [lv for lv in cfg.levels if lv in set(result.summary["level"].astype(str))]:
         sec.add(figure_block(bubble_grid(result, level=level, tiers=tiers),
                              f"Bubble grid — {level}: circle size −log10 q, red higher / blue "
@@ -132,6 +139,10 @@ def survival_section(result, cohort=None, *, km_features: int = 2
         f"ratio per SD). Signature: ridge Cox (penalizer {cfg.signature_penalizer}) on all "
         f"channels, risk scored out of fold ({cfg.folds}-fold) and split at each training fold's "
         f"median, so its log-rank p is not optimistic. {len(result.failures)} fit(s) failed."))
+    if result.skip_reason():
+        sec.add(TextBlock(result.skip_reason()))
+    if s.empty:  # the sentence above says which rule emptied it
+        return sec
     sec.add(TableBlock(s.sort_values("logrank_p"), "Survival statistics", max_rows=40))
     if len(result.failures):
         sec.add(TableBlock(result.failures, "Failed fits"))

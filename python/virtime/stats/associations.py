@@ -26,6 +26,7 @@ import pandas as pd
 from virtime._progress import progress
 from virtime.errors import InvalidArgumentError
 from virtime.stats.adjusted import adjusted_block
+from virtime.stats.controls import control_comparison, control_like
 from virtime.stats.covariates import (
     AUTO,
     NONE,
@@ -99,18 +100,39 @@ class AssociationResult:
     """Tidy association table plus the groups/attributes that were skipped and why.
 
     ``summary`` columns: level, group, feature, attribute, kind, test, n, n_positive, effect,
-    direction (higher/lower/none), p, q, note. ``excluded`` counts tests whose p was NaN.
+    direction (higher/lower/none), p, q, note (adjusted runs add the adjusted columns and
+    ``control_like``). ``excluded`` counts tests whose p was NaN. ``control_tests``: the same
+    tests of the background channels (TRITC, Cy5), outside the FDR families; ``controls``: per
+    level × group × attribute × metric, the strongest background |effect| and how many protein
+    features beat it (:mod:`virtime.stats.controls`).
     """
 
     summary: pd.DataFrame
     skipped: pd.DataFrame
     config: AssociationConfig
     attributes: dict[str, str] = field(default_factory=dict)
+    controls: pd.DataFrame = field(default_factory=pd.DataFrame)
+    control_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def control_like(self) -> pd.Series:
+        """The ``control_like`` flag of every summary row (adjusted q and effect when the run
+        was adjusted): a discovery no stronger than the background channels' strongest."""
+        adj = "p_adj" in self.summary.columns
+        return control_like(self.summary, self.controls, q="q_adj" if adj else "q",
+                            effect="effect_adj" if adj else "effect", alpha=self.config.alpha)
 
     def significant(self, alpha: float | None = None) -> pd.DataFrame:
         """Rows with q < alpha (config.alpha by default), smallest q first."""
         a = self.config.alpha if alpha is None else alpha
         return self.summary[self.summary["q"] < a].sort_values("q", kind="mergesort")
+
+    def skip_reason(self) -> str:
+        """One sentence: which rule skipped groups or attributes (or emptied the table) and
+        which setting to change; "" when nothing was skipped."""
+        from virtime.stats.skips import association_skip_reason
+
+        return association_skip_reason(self.skipped, len(self.summary), self.config.min_patients,
+                                       self.config.min_per_class, len(self.attributes))
 
     @property
     def excluded(self) -> int:
@@ -361,9 +383,10 @@ def associate(cohort: Cohort, config: AssociationConfig | None = None, **overrid
     adjusting = cfg.adjust != NONE
     covariates = {lv: resolve_covariates(cohort, cfg.adjust, lv) for lv in cfg.levels}
     data = cohort.data
-    x_all = data[features].to_numpy(dtype=np.float64)
+    controls = [c for c in cohort.controls if c in data.columns and c not in features]
+    x_all = data[features + controls].to_numpy(dtype=np.float64)
     y_all = {a: data[a].to_numpy(dtype=np.float64) for a in attrs}
-    col = _Collector(features)
+    col = _Collector(features + controls)
     jobs = [(lv, g, idx) for lv in cfg.levels for g, idx in _groups(data, lv)]
     with progress(jobs, desc="associations", unit="group", enabled=cfg.show_progress) as bar:
         for level, group, idx in bar:
@@ -374,7 +397,34 @@ def associate(cohort: Cohort, config: AssociationConfig | None = None, **overrid
             tested = {a: k for a, k in attrs.items() if a not in covariates[level]}
             _test_group(col, cfg, level, group, x_all[idx],
                         tested, {a: y_all[a][idx] for a in tested}, design)
-    summary = col.frame(adjusting)
+    summary, control_tests = _split_controls(col.frame(adjusting), controls)
+    summary = _corrected(summary, cfg, adjusting)
+    control_tests = _corrected(control_tests, cfg, adjusting)
+    effect = "effect_adj" if adjusting else "effect"
+    comparison = control_comparison(summary, control_tests, effect)
+    if adjusting:
+        summary["control_like"] = control_like(summary, comparison, q="q_adj", effect=effect,
+                                               alpha=cfg.alpha)
+    skipped = pd.DataFrame(col.skipped, columns=["level", "group", "attribute", "n", "reason"])
+    log.info("associations: %d tests, %d significant at q<%g, %d excluded (NaN p)",
+             len(summary), int((summary["q"] < cfg.alpha).sum()) if len(summary) else 0,
+             cfg.alpha, int(summary["p"].isna().sum()) if len(summary) else 0)
+    return AssociationResult(summary, skipped, cfg, attrs, comparison, control_tests)
+
+
+def _split_controls(frame: pd.DataFrame, controls: list[str]
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(protein-feature rows, background-channel rows) of a collector frame."""
+    if not controls or frame.empty:
+        return frame, frame.iloc[0:0]
+    is_control = frame["feature"].isin(controls).to_numpy()
+    main, ctrl = frame[~is_control].reset_index(drop=True), frame[is_control].reset_index(drop=True)
+    main["feature"] = main["feature"].cat.remove_categories(controls)
+    return main, ctrl
+
+
+def _corrected(summary: pd.DataFrame, cfg: AssociationConfig, adjusting: bool) -> pd.DataFrame:
+    """q (and q_adj) per level × group family, columns in table order."""
     if len(summary):
         # category codes are int8/int16: widen before combining (overflow with > 127 groups)
         n_groups = len(summary["group"].cat.categories) + 1
@@ -385,11 +435,7 @@ def associate(cohort: Cohort, config: AssociationConfig | None = None, **overrid
             summary["q_adj"] = adjust_by_family(summary["p_adj"].to_numpy(), family,
                                                 cfg.correction)
         summary = summary[SUMMARY_COLUMNS + (ADJUSTED_COLUMNS if adjusting else [])]
-    skipped = pd.DataFrame(col.skipped, columns=["level", "group", "attribute", "n", "reason"])
-    log.info("associations: %d tests, %d significant at q<%g, %d excluded (NaN p)",
-             len(summary), int((summary["q"] < cfg.alpha).sum()) if len(summary) else 0,
-             cfg.alpha, int(summary["p"].isna().sum()) if len(summary) else 0)
-    return AssociationResult(summary, skipped, cfg, attrs)
+    return summary
 
 
 def config_dict(cfg: AssociationConfig) -> dict:

@@ -99,6 +99,14 @@ class SurvivalResult:
     skipped: pd.DataFrame
     config: SurvivalConfig
 
+    def skip_reason(self) -> str:
+        """One sentence: which groups were skipped, by which rule, and which setting to change;
+        "" when none was."""
+        from virtime.stats.skips import survival_skip_reason
+
+        return survival_skip_reason(self.skipped, len(self.summary), self.config.min_patients,
+                                    self.config.min_events)
+
 
 def default_survival_features(cohort: Cohort) -> list[str]:
     """``<channel>.density`` for every protein channel present (else every ``*.density``)."""
