@@ -14,8 +14,12 @@ here from ``virtime.simulate`` and small random models.
 * ``<!-- readme-test: synopsis -->`` right before a block: its ``virtime`` lines are only checked
   against the subcommand's parser (every ``--flag`` exists, every ``a|b|c`` value list is among the
   flag's choices).
-* Python blocks are exec'd with the sandbox paths defined (``slide_path``, ``weights_path``,
-  ``out_dir`` …; see ``_namespace``), after the substitutions of ``PYTHON_SUBSTITUTIONS``.
+* Python blocks run as a user runs them: each is written to a script and run in a fresh
+  interpreter (a subprocess, in the sandbox folder), after the substitutions of
+  ``PYTHON_SUBSTITUTIONS`` (the tiny demo); nothing is predefined, so a block that uses a name it
+  does not define fails. Each is also fed line by line to an interactive console (without running
+  it), so it can be pasted into ``python`` as it stands (a statement right after an indented
+  block needs a blank line there).
 * ``<!-- readme-test: skip REASON -->`` skips a block that cannot run here (official weights, GPU,
   a package virtime does not depend on).
 """
@@ -23,12 +27,15 @@ here from ``virtime.simulate`` and small random models.
 from __future__ import annotations
 
 import argparse
+import code
 import glob
 import json
 import os
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 import threading
 import urllib.request
 import warnings
@@ -43,10 +50,12 @@ DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LANGS = {"bash": "shell", "sh": "shell", "shell": "shell", "python": "python"}
 MARKER = re.compile(r"<!--\s*readme-test:\s*(synopsis|skip)\b\s*(.*?)\s*-->")
 
-# Python blocks: heavy literal settings replaced by tiny ones (each must occur in some block).
+# Python blocks: heavy literal settings replaced by tiny ones (each must occur in some block);
+# ``{name}`` fields are filled from the shared fixture state (absolute paths, as literals).
 PYTHON_SUBSTITUTIONS: tuple[tuple[str, str], ...] = (
-    ('run_demo(None, out_dir / "demo", DemoConfig(patients=300, slide_px=512))',
-     ("run_demo(tiny_demo_model, demo_dir, DemoConfig(patients=30, second_patients=0, slide_px=128, "
+    ('run_demo(None, "demo_out", DemoConfig(patients=300, slide_px=512))',
+     ('run_demo(__import__("virtime.models", fromlist=["load"]).load({tiny_demo_weights!r}), '
+      "{demo_dir!r}, DemoConfig(patients=30, second_patients=0, slide_px=128, "
       "show_progress=False))")),
 )
 # Blocks whose run takes more than a few seconds (translations, the demo, training, Dask).
@@ -386,24 +395,40 @@ def quick_view(monkeypatch):
     monkeypatch.setattr(ViewServer, "serve_forever", serve_once)
 
 
-def _namespace(sb: Path, shared: dict) -> dict:
-    from virtime.models import load
+class _PasteCheck(code.InteractiveConsole):
+    """An interactive console that compiles what is pasted into it but runs nothing."""
 
-    return {
-        "__name__": "readme_block", "Path": Path,
-        "slide_path": sb / "SLIDE.svs", "weights_path": sb / "model.pth",
-        "flash_weights_path": sb / "flash" / "model.pth", "out_dir": sb / "OUT",
-        "clinical_path": sb / "clinical.csv", "cohort_features_path": sb / "cohort_features.parquet",
-        "validation_features_path": sb / "tcga_features.parquet",
-        "validation_clinical_path": sb / "tcga_clinical.csv",
-        "demo_dir": shared["demo_dir"], "tiny_demo_model": load(shared["tiny_demo_weights"]),
-    }
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[str] = []
+
+    def runcode(self, code_obj) -> None:  # only the statement splitting is checked
+        pass
+
+    def showsyntaxerror(self, filename=None, **kwargs) -> None:
+        self.errors.append(self.buffer[-1] if self.buffer else "")
 
 
-def run_python_block(code: str, ns: dict) -> None:
+def check_pastes(code_text: str) -> None:
+    """Feeds a block line by line to an interactive console, as a paste into ``python`` does."""
+    console = _PasteCheck()
+    for line in [*code_text.splitlines(), ""]:
+        console.push(line)
+    assert not console.errors, f"the block does not paste into python, at: {console.errors}"
+
+
+def run_python_block(code_text: str, sandbox: Path, ctx: dict, timeout: float = 600) -> str:
+    """Runs a block as a script in a fresh interpreter in ``sandbox``; returns its stdout."""
     for old, new in PYTHON_SUBSTITUTIONS:
-        code = code.replace(old, new)
-    exec(compile(code, "<readme block>", "exec"), ns)  # noqa: S102 (the README's own code)
+        code_text = code_text.replace(old, new.format(
+            tiny_demo_weights=str(ctx["tiny_demo_weights"]), demo_dir=str(ctx["demo_dir"])))
+    script = sandbox / "readme_block.py"
+    script.write_text(code_text + "\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}  # a user sees warnings; not failures here
+    proc = subprocess.run([sys.executable, script.name], cwd=sandbox, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, f"the block failed as a script:\n{proc.stderr[-4000:]}"
+    return proc.stdout
 
 
 # ------------------------------------------------------------------------------------------------
@@ -420,8 +445,8 @@ def test_block(block: Block, sandbox, shared, quick_view):
         elif block.lang == "shell":
             run_shell_block(block.code, sandbox, shared)
         else:
-            (sandbox / "OUT").mkdir(exist_ok=True)
-            run_python_block(block.code, _namespace(sandbox, shared))
+            check_pastes(block.code)
+            run_python_block(block.code, sandbox, shared)
 
 
 def test_blocks_found_and_skips_rare():
@@ -429,12 +454,22 @@ def test_blocks_found_and_skips_rare():
     assert langs == {"shell", "python"}
     skips = [b for b in ALL_BLOCKS if b.mode == "skip"]
     assert len(skips) <= 4, [b.id for b in skips]
+    # The Python quick start runs (as a script, in a fresh process: see run_python_block).
+    quick = readme_python_blocks_after("## Python quick start")
+    assert quick and quick[0].mode == "run" and "virtime.translate(" in quick[0].code
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     # The two set-up commands, verbatim; .ci/run calls the second.
     assert "```bash\npip install . && virtime demo\n```" in readme
     assert "```bash\npip install \".[test]\" && python -m pytest\n```" in readme
     assert (ROOT / ".ci" / "run").read_text().rstrip().splitlines()[-1] == \
         'pip install ".[test]" && python -m pytest'
+
+
+def readme_python_blocks_after(heading: str) -> list[Block]:
+    """The README's Python blocks below ``heading`` (in order)."""
+    readme = ROOT / "README.md"
+    start = readme.read_text(encoding="utf-8").splitlines().index(heading) + 1
+    return [b for b in ALL_BLOCKS if b.path == readme and b.lang == "python" and b.line > start]
 
 
 def test_python_substitutions_still_match():
@@ -482,9 +517,13 @@ def test_checker_fails_on_a_misspelt_flag(sandbox, shared):
 def test_checker_fails_on_unknown_program_or_name(sandbox, shared):
     with pytest.raises(AssertionError, match="add it"):
         run_shell_block("rm -rf OUT", sandbox, shared)
-    with pytest.raises(AttributeError):
-        run_python_block("import virtime\nvirtime.open_slides(slide_path)",
-                         _namespace(sandbox, shared))
+    with pytest.raises(AssertionError, match="AttributeError"):
+        run_python_block("import virtime\nvirtime.open_slides('SLIDE.svs')", sandbox, shared)
+    with pytest.raises(AssertionError, match="NameError: name 'slide_path'"):  # nothing predefined
+        run_python_block("import virtime\nvirtime.open_slide(slide_path)", sandbox, shared)
+    with pytest.raises(AssertionError, match="does not paste"):
+        check_pastes("for i in range(2):\n    x = i\nprint(x)")
+    check_pastes("for i in range(2):\n    x = i\n\nprint(x)")
 
 
 def test_checker_runs_info_and_parses_blocks(sandbox, shared, capsys):
