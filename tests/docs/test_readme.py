@@ -465,6 +465,20 @@ def test_blocks_found_and_skips_rare():
         'pip install ".[test]" && python -m pytest'
 
 
+def test_setup_section_tells_a_newcomer_what_to_expect():
+    """Set-up: exactly two commands, and around them what a newcomer trips on."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    setup = readme.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    assert len(extract_blocks(ROOT / "README.md", setup)) == 2
+    prose = " ".join(setup.split())
+    assert "virtual environment" in prose and "venv" in prose
+    assert "CPU build of torch" in prose and "https://download.pytorch.org/whl/cpu" in prose
+    assert re.search(r"about [\d.]+ GB on disk", prose)  # the demo's outputs
+    assert re.search(r"minutes on a \d+-core x86_64 CPU", prose)  # the machine of the timing
+    if "chromium" in (ROOT / ".ci" / "run").read_text():  # CI runs browser tests the command skips
+        assert "without Chromium the browser tests" in prose
+
+
 def readme_python_blocks_after(heading: str) -> list[Block]:
     """The README's Python blocks below ``heading`` (in order)."""
     readme = ROOT / "README.md"
