@@ -61,3 +61,29 @@ def test_without_background_features_control_like_is_unknown(rng, cohort_factory
     feats, clin = cohort_factory(rng, per_subtype=15)
     res = associate(join_features(feats, clin), levels=("pan-cancer",), attributes=("KRAS",))
     assert res.controls.empty and res.summary["control_like"].isna().all()
+
+
+def test_survival_runs_the_background_channels_as_controls(rng, cohort_factory):
+    import pandas as pd
+    from lifelines import CoxPHFitter
+
+    from virtime.stats import survival_analysis
+
+    feats, clin = cohort_factory(rng, per_subtype=20, hazard={"CD8.density": 0.5})
+    feats["TRITC.density"] = rng.normal(size=len(feats))
+    feats["Cy5.density"] = rng.normal(size=len(feats))
+    cohort = join_features(feats, clin)
+    res = survival_analysis(cohort, levels=("pan-cancer",), signature=False)
+    assert set(res.controls["feature"]) == {"TRITC.density", "Cy5.density"}
+    assert "TRITC.density" not in set(res.summary["feature"])
+    d = cohort.data
+    bounds = []
+    for c in cohort.controls:
+        frame = pd.DataFrame({"t": d.os_time, "e": d.os_event, "x": d[c] / d[c].std(ddof=1),
+                              "ct": d.cancer_type})
+        bounds.append(abs(CoxPHFitter().fit(frame, "t", "e", strata=["ct"]).params_["x"]))
+    row = res.control_comparison.iloc[0]
+    assert row.control_effect == pytest.approx(max(bounds), rel=1e-4)
+    assert row.n_protein == 21
+    assert row.n_beating == int((res.summary["cox_coef_adj"].abs() > max(bounds)).sum())
+    assert "control_like" in res.summary.columns

@@ -60,4 +60,8 @@ def _run(args: argparse.Namespace) -> int:
           f"{len(res.skipped)} group(s) skipped → {args.output}")
     if res.skip_reason():
         print(res.skip_reason())
+    c = res.control_comparison
+    print("negative controls: no TRITC/Cy5 density in the table, not run" if c.empty else
+          f"negative controls (TRITC, Cy5): channels beat the strongest background in "
+          f"{int(c['n_beating'].sum())} of {int(c['n_protein'].sum())} Cox fits")
     return 0

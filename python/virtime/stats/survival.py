@@ -15,7 +15,7 @@ columns; ``adjust="none"`` gives the unadjusted table exactly.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -90,7 +90,11 @@ class SurvivalResult:
 
     ``summary``: one row per level × group × feature (``kind`` channel or signature) with
     log-rank χ²/p/q (q per level × group over channels) and Cox HR per SD/p/q; ``failures``: fits
-    that failed and why; ``signature_scores``: out-of-fold risk and high/low call per patient.
+    that failed and why; ``signature_scores``: out-of-fold risk and high/low call per patient;
+    ``controls``: the same rows for the background channels' densities (TRITC, Cy5: negative
+    controls, outside the q families); ``control_comparison``: per level × group the strongest
+    background |Cox log HR per SD| (adjusted when the run is) and how many channels beat it.
+    Adjusted runs flag ``control_like`` channels: q < 0.05 but no stronger than the background.
     """
 
     summary: pd.DataFrame
@@ -98,6 +102,8 @@ class SurvivalResult:
     signature_scores: pd.DataFrame
     skipped: pd.DataFrame
     config: SurvivalConfig
+    controls: pd.DataFrame = field(default_factory=pd.DataFrame)
+    control_comparison: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def skip_reason(self) -> str:
         """One sentence: which groups were skipped, by which rule, and which setting to change;
@@ -243,6 +249,9 @@ def survival_analysis(cohort: Cohort, config: SurvivalConfig | None = None, **ov
     skipped: list[tuple] = []
     adjusting = cfg.adjust != NONE
     covariates = {lv: resolve_covariates(cohort, cfg.adjust, lv) for lv in cfg.levels}
+    controls = [c for c in cohort.controls if c.endswith(".density") and c not in feats]
+    no_signature = replace(cfg, signature=False)
+    control_rows: list[dict] = []
     jobs = [(lv, g, idx) for lv in cfg.levels for g, idx in _groups(data, lv)]
     with progress(jobs, desc="survival", unit="group", enabled=cfg.show_progress) as bar:
         for level, group, idx in bar:
@@ -254,6 +263,9 @@ def survival_analysis(cohort: Cohort, config: SurvivalConfig | None = None, **ov
                 continue
             design = design_for_group(d, covariates[level]) if adjusting else None
             rows.extend(_group_rows(level, group, d, feats, cfg, failures, scores, design))
+            if controls:
+                control_rows.extend(_group_rows(level, group, d, controls, no_signature, [],
+                                                [], design))
     summary = pd.DataFrame(rows).reindex(
         columns=_COLUMNS + (ADJUSTED_COLUMNS if adjusting else []))
     if len(summary):
@@ -266,6 +278,10 @@ def survival_analysis(cohort: Cohort, config: SurvivalConfig | None = None, **ov
             q[chan] = adjust_by_family(summary.loc[chan, p_col].to_numpy(float), fam[chan],
                                        cfg.correction)
             summary[q_col] = q
+    control_table = pd.DataFrame(control_rows).reindex(columns=summary.columns)
+    comparison = _control_comparison(summary, control_table, adjusting)
+    if adjusting:
+        summary["control_like"] = _survival_control_like(summary, comparison)
     return SurvivalResult(
         summary,
         pd.DataFrame(failures, columns=["level", "group", "feature", "step", "message"]),
@@ -273,5 +289,41 @@ def survival_analysis(cohort: Cohort, config: SurvivalConfig | None = None, **ov
             columns=["patient_id", "level", "group", "risk", "high", "os_time", "os_event"]),
         pd.DataFrame(skipped, columns=["level", "group", "n", "events", "reason"]),
         cfg,
+        control_table,
+        comparison,
     )
+
+
+def _control_comparison(summary: pd.DataFrame, controls: pd.DataFrame, adjusted: bool
+                        ) -> pd.DataFrame:
+    """Per level × group: the strongest background |log HR per SD| and the channels beating it."""
+    cols = ["level", "group", "control_feature", "control_effect", "n_protein", "n_beating"]
+    coef = "cox_coef_adj" if adjusted else "cox_coef"
+    if controls.empty or summary.empty:
+        return pd.DataFrame(columns=cols)
+    out = []
+    ctrl = controls.dropna(subset=[coef])
+    chan = summary[summary["kind"] == "channel"].dropna(subset=[coef])
+    for (level, group), c in ctrl.groupby(["level", "group"], sort=False):
+        strongest = c.loc[c[coef].abs().idxmax()]
+        bound = abs(float(strongest[coef]))
+        mine = chan[(chan["level"] == level) & (chan["group"] == group)]
+        out.append((level, group, strongest["feature"], bound, len(mine),
+                    int((mine[coef].abs() > bound).sum())))
+    return pd.DataFrame(out, columns=cols)
+
+
+def _survival_control_like(summary: pd.DataFrame, comparison: pd.DataFrame,
+                           alpha: float = 0.05) -> pd.Series:
+    """Channels with adjusted Cox q < alpha whose |log HR| is no larger than the background's;
+    NA where no control was fitted (and for the signature)."""
+    if comparison.empty:
+        return pd.Series(pd.array([pd.NA] * len(summary), dtype="boolean"), index=summary.index)
+    bound = summary.join(comparison.set_index(["level", "group"])["control_effect"],
+                         on=["level", "group"])["control_effect"].to_numpy(dtype=float)
+    flag = pd.array((summary["cox_q_adj"].to_numpy(dtype=float) < alpha)
+                    & (summary["cox_coef_adj"].abs().to_numpy(dtype=float) <= bound),
+                    dtype="boolean")
+    flag[np.isnan(bound) | (summary["kind"] != "channel").to_numpy()] = pd.NA
+    return pd.Series(flag, index=summary.index)
 
