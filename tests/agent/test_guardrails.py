@@ -66,14 +66,12 @@ def test_config_checks() -> None:
 
 
 def test_budget_counts_each_slide_once_per_session(tree) -> None:
-    from virtime.agent.state import AgentState, BudgetExceededError
+    from virtime.agent.state import AgentState, BudgetExceededError, session_key
 
     state = AgentState(AgentConfig(allow=(tree["allow"],), out=tree["out"], max_slides=2))
-
-    class Session:  # stands for an MCP session object
-        pass
-
-    one, two = Session(), Session()
+    one = session_key(None)  # stdio: the server process is the session
+    two = session_key({"content-type": "application/json", "Mcp-Session-Id": "abc"})
+    assert one == session_key({"accept": "*/*"}) != two
     assert state.charge_slide(one, Path("/s/a.svs")) == 1
     assert state.charge_slide(one, Path("/s/a.svs")) == 1  # a resume is not a new slide
     assert state.charge_slide(one, Path("/s/b.svs")) == 0

@@ -51,9 +51,12 @@ def test_associate_and_survival_equal_the_cli(sandbox, mcp_run, rng) -> None:
         a = await client.call_tool("associate", {**common, "output": "stats/assoc.parquet"})
         s = await client.call_tool("survival", {**common, "output": "stats/surv.parquet",
                                                 "min_events": 5, "signature": False})
-        return a, s
+        r = await client.call_tool("report", {**common, "output": "report.html",
+                                              "survival": False})
+        page = await client.read_resource("virtime://reports/report.html")
+        return a, s, r, page
 
-    assoc, surv = mcp_run(sandbox.server_args("--max-rows", "5"), scenario)
+    assoc, surv, report, page = mcp_run(sandbox.server_args("--max-rows", "5"), scenario)
     assert not assoc.is_error and not surv.is_error
     a, s = assoc.structured_content, surv.structured_content
     assert a["table"] == str((sandbox.out / "stats" / "assoc.parquet").resolve())
@@ -78,3 +81,9 @@ def test_associate_and_survival_equal_the_cli(sandbox, mcp_run, rng) -> None:
     for result in (a, s):
         assert set(result["provenance"]["input_sha256"]) == {
             str((sandbox.allow / n).resolve()) for n in ("features.csv", "clinical.csv")}
+
+    assert not report.is_error, report.content
+    written = sandbox.out / "report.html"
+    assert report.structured_content["report"] == str(written.resolve())
+    assert page.contents[0].text == written.read_text(encoding="utf-8")
+    assert "CD8.density" in page.contents[0].text

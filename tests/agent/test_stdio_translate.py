@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 pytest.importorskip("mcp")
@@ -78,10 +79,16 @@ def test_translate_progress_cancel_resume(sandbox, mcp_run) -> None:
         feats = await client.read_resource("virtime://slides/big/features")
         bad = await client.call_tool("translate", {"slide": "../outside.svs"})
         view = await client.call_tool("view_url", {"slide_folder": str(folder.path)})
-        return finished, first, partial, second, result, thumb, cd8, feats, bad, view
+        table = pd.read_parquet(folder.features)  # as the translation wrote it
+        recomputed = await client.call_tool("slide_features", {"slide_folder": "../out/big"})
+        merged = await client.call_tool("merge_features", {"output_root": str(sandbox.out)})
+        over_budget = await client.call_tool("translate", {"slide": "small.svs"})
+        return (finished, first, partial, second, result, thumb, cd8, feats, bad, view, table,
+                recomputed, merged, over_budget)
 
-    finished, first, partial, second, result, thumb, cd8, feats, bad, view = mcp_run(
-        sandbox.server_args("--batch-size", "4"), scenario)
+    (finished, first, partial, second, result, thumb, cd8, feats, bad, view, table, recomputed,
+     merged, over_budget) = mcp_run(sandbox.server_args("--batch-size", "4", "--max-slides", "1"),
+                                    scenario)
 
     assert not finished  # cancelled before it returned
     assert first and CANCEL_AT * first[0][1] <= first[-1][0] < first[0][1]
@@ -112,11 +119,18 @@ def test_translate_progress_cancel_resume(sandbox, mcp_run) -> None:
         assert img.size == stored.size or max(img.size) == 1024
     assert cd8.contents[0].mime_type == "image/jpeg"
     assert base64.b64decode(cd8.contents[0].blob)[:2] == b"\xff\xd8"  # a JPEG
-    import pandas as pd
-
     row = json.loads(feats.contents[0].text)["features"][0]
-    table = pd.read_parquet(folder.features)
     assert row["CD8.density"] == pytest.approx(float(table["CD8.density"].iloc[0]))
+    # recomputed from the stored map, the densities equal those the translation streamed
+    assert not recomputed.is_error, recomputed.content
+    dens = recomputed.structured_content["densities"]
+    assert dens and all(v == pytest.approx(float(table[k].iloc[0]), abs=1e-9)
+                        for k, v in dens.items())
+    assert not merged.is_error, merged.content
+    assert merged.structured_content["slide_ids"] == ["big"]
+    assert pd.read_parquet(merged.structured_content["table"])["CD8.density"].tolist() == \
+        pytest.approx(table["CD8.density"].tolist())
+    assert over_budget.is_error and "--max-slides" in over_budget.content[0].text
 
     assert bad.is_error and "refused" in bad.content[0].text
     url = view.structured_content["url"]

@@ -1,13 +1,15 @@
 """What the MCP server holds between calls: guardrails, file hashes, budgets and viewers.
 
-One :class:`AgentState` per server process; the per-session translation budget is keyed by the
-MCP session object, so each client connection (stdio has one; HTTP may have several) gets its own.
+One :class:`AgentState` per server process. The translation budget is per MCP session: over
+stdio a server process serves one client, so the process is the session; over HTTP a client that
+keeps an ``Mcp-Session-Id`` gets its own budget, and stateless requests (no session id: the
+2026 protocol's single exchanges) share the server's one budget, the stricter reading.
 """
 
 from __future__ import annotations
 
 import threading
-import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,19 @@ from virtime.agent.limits import fit_result
 from virtime.agent.provenance import FileHasher, provenance
 from virtime.errors import VirtimeError
 
-__all__ = ["AgentState", "BudgetExceededError"]
+__all__ = ["AgentState", "BudgetExceededError", "session_key"]
 
 
 class BudgetExceededError(VirtimeError, PermissionError):
     """This MCP session has translated as many slides as the server allows."""
+
+
+def session_key(headers: Mapping[str, str] | None) -> str:
+    """The budget key of a request: its HTTP ``Mcp-Session-Id``, else the whole server."""
+    for name, value in (headers or {}).items():
+        if name.lower() == "mcp-session-id" and value:
+            return f"http-session:{value}"
+    return "server"
 
 
 class AgentState:
@@ -31,7 +41,7 @@ class AgentState:
         self.config = config
         self.guard = PathGuard(config.allow, config.out)
         self.hasher = FileHasher()
-        self._budget: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+        self._budget: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._model_hash: str | None = None
         self.viewers: dict[Path, Any] = {}
@@ -45,8 +55,9 @@ class AgentState:
             self._model_hash = self.hasher.file(self.config.weights or DEMO_WEIGHTS)
         return self._model_hash
 
-    def charge_slide(self, session: Any, slide: Path) -> int:
-        """Counts ``slide`` against ``session``'s budget (once per slide); returns slides left.
+    def charge_slide(self, session: str, slide: Path) -> int:
+        """Counts ``slide`` against the budget of ``session`` (a :func:`session_key`), once per
+        slide (a resumed or repeated slide is not counted again); returns the slides left.
 
         Raises :class:`BudgetExceededError` when a new slide would pass ``max_slides``.
         """

@@ -190,7 +190,8 @@ def register_cohort_tools(app: Any, state: AgentState) -> None:
         path = write_report(_output(state, output), cohort=cohort, associations=assoc,
                             survival=surv, title=title)
         rel = Path(path).relative_to(state.guard.out).as_posix()
-        body = {"report": str(path), "resource": f"virtime://reports/{rel}",
+        body = {"report": str(path),  # a resource when written at the top of --out
+                "resource": None if "/" in rel else f"virtime://reports/{rel}",
                 "survival_included": surv is not None}
         return state.result(body, settings={"levels": list(lv), "min_patients": min_patients,
                                             "survival": survival, "aggregate": aggregate},

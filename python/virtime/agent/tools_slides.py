@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
-from virtime.agent.state import AgentState
+from virtime.agent.state import AgentState, session_key
 from virtime.agent.tool_errors import tool_errors
 
 __all__ = ["register_slide_tools", "slide_summary"]
@@ -131,7 +131,7 @@ def register_slide_tools(app: Any, state: AgentState) -> None:
                   "features": features, "force": force,
                   # A call that resumes a cancelled one waits for its worker to let go.
                   "lock_timeout": _LOCK_WAIT_S}
-        left = state.charge_slide(ctx.request_context.session, path)
+        left = state.charge_slide(session_key(ctx.headers), path)
         partial = target.is_dir() and not SlideFolder(target).is_done()
 
         async def progress(done: int, total: int) -> None:
