@@ -35,6 +35,7 @@ __all__ = [
     "NGFF_VERSION",
     "OmeZarrImage",
     "VerifiedArray",
+    "array_problem",
     "build_level",
     "create_pyramid",
     "downsample_2x",
@@ -243,27 +244,24 @@ def _blosc_problem(head: bytes, size: int, nbytes: int) -> str | None:
     return None
 
 
-def verify_array(array: Any, where: str | os.PathLike[str] | None = None) -> None:
-    """Check that every chunk of a Zarr array in a local store is on disk and whole.
+def array_problem(array: Any, where: str | os.PathLike[str] | None = None, *,
+                  headers: bool = True) -> str | None:
+    """What is wrong with the chunks of a Zarr array in a local store (None: nothing found).
 
     virtime writes every chunk (:func:`writable_level`), so a chunk file that is absent was lost,
     and reading it would silently give ``fill_value``. Each expected chunk key must exist and be
-    non-empty; for Zarr-v2 Blosc chunks the 16-byte header must agree with the file size and the
-    chunk size (a truncated chunk). Chunks that decode badly anyway are caught on reading by
-    :class:`VerifiedArray`.
-
-    Raises
-    ------
-    InputDataError
-        Naming the first bad chunk file, the problem and how many chunks are affected.
+    non-empty; with ``headers``, for Zarr-v2 Blosc chunks the 16-byte header must also agree
+    with the file size and the chunk size (a truncated chunk). Without ``headers`` only the
+    files' sizes are looked at (one ``stat`` per chunk: the cheap check of a rerun's skip).
+    The message names the first bad chunk file, the problem and how many chunks are affected.
     """
     label = Path(where) if where is not None else Path(getattr(array.store, "root", "")) / array.path
     if not getattr(array.store, "root", None):
-        return  # not a local store: nothing to list
+        return None  # not a local store: nothing to list
     meta = array.metadata
     compressor = getattr(meta, "compressor", None)
-    blosc = getattr(compressor, "codec_id", None) == "blosc" or (
-        isinstance(compressor, dict) and compressor.get("id") == "blosc")
+    blosc = headers and (getattr(compressor, "codec_id", None) == "blosc" or (
+        isinstance(compressor, dict) and compressor.get("id") == "blosc"))
     nbytes = int(np.prod(array.chunks)) * np.dtype(array.dtype).itemsize
     missing: list[Path] = []
     broken: list[tuple[Path, str]] = []
@@ -283,31 +281,55 @@ def verify_array(array: Any, where: str | os.PathLike[str] | None = None) -> Non
                 broken.append((path, problem))
     total = int(np.prod(_chunk_grid(array)))
     if missing:
-        raise InputDataError(
-            f"{missing[0]}: chunk missing ({len(missing)} of {total} chunks of {label} absent); "
-            f"the map is incomplete, rerun virtime translate --force"
-        )
+        return (f"{missing[0]}: chunk missing ({len(missing)} of {total} chunks of {label} "
+                f"absent); the map is incomplete")
     if broken:
         path, problem = broken[0]
         more = f" ({len(broken)} of {total} chunks of {label} damaged)" if len(broken) > 1 else ""
-        raise InputDataError(f"{path}: chunk {problem}{more}; rerun virtime translate --force")
+        return f"{path}: chunk {problem}{more}"
+    return None
+
+
+def verify_array(array: Any, where: str | os.PathLike[str] | None = None) -> None:
+    """Check that every chunk of a Zarr array in a local store is on disk and whole
+    (:func:`array_problem`, headers included). Chunks that decode badly anyway are caught on
+    reading by :class:`VerifiedArray`.
+
+    Raises
+    ------
+    InputDataError
+        Naming the first bad chunk file, the problem and how many chunks are affected.
+    """
+    problem = array_problem(array, where)
+    if problem is not None:
+        raise InputDataError(f"{problem}; rerun virtime translate --force")
 
 
 class VerifiedArray:
     """A Zarr array whose reads turn a chunk that fails to decode into an InputDataError.
 
     Wraps what :func:`verify_array` checked; a read that fails (a corrupt chunk whose header looks
-    whole) names the chunk file rather than surfacing a codec's RuntimeError.
+    whole) names the chunk file rather than surfacing a codec's RuntimeError. With
+    ``check_present`` each read first checks that the chunk files it touches exist (a few
+    ``stat`` calls; for readers that open without :func:`verify_array`, such as the viewer), so
+    a lost chunk is an error instead of ``fill_value``.
     """
 
-    def __init__(self, array: Any) -> None:
+    def __init__(self, array: Any, *, check_present: bool = False) -> None:
         self.array = array
         self.shape = tuple(array.shape)
         self.dtype = np.dtype(array.dtype)
         self.chunks = tuple(array.chunks)
         self.ndim = len(self.shape)
+        self.check_present = bool(check_present) and bool(getattr(array.store, "root", None))
 
     def __getitem__(self, key: Any) -> Any:
+        if self.check_present:
+            for coords in itertools.product(*self._chunk_ranges(key)):
+                path = _chunk_file(self.array, coords)
+                if not path.is_file():
+                    raise InputDataError(f"{path}: chunk missing (the map is incomplete); "
+                                         f"rerun virtime translate --force")
         try:
             return self.array[key]
         except InputDataError:
@@ -316,8 +338,8 @@ class VerifiedArray:
             raise InputDataError(f"{self._culprit(key)}: chunk cannot be decoded ({exc}); "
                                  f"rerun virtime translate --force") from exc
 
-    def _culprit(self, key: Any) -> Path:
-        """The first chunk file of the failed read that fails on its own."""
+    def _chunk_ranges(self, key: Any) -> list[range]:
+        """Per axis, the chunk indices a read of ``key`` (ints and slices) touches."""
         keys = key if isinstance(key, tuple) else (key,)
         ranges = []
         for d, n in enumerate(self.shape):
@@ -325,7 +347,11 @@ class VerifiedArray:
             start, stop, _ = (k if isinstance(k, slice) else slice(int(k), int(k) + 1)).indices(n)
             c = self.chunks[d]
             ranges.append(range(start // c, max(start // c + 1, -(-stop // c))))
-        for coords in itertools.product(*ranges):
+        return ranges
+
+    def _culprit(self, key: Any) -> Path:
+        """The first chunk file of the failed read that fails on its own."""
+        for coords in itertools.product(*self._chunk_ranges(key)):
             sel = tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, self.chunks))
             try:
                 self.array[sel]

@@ -102,13 +102,18 @@ def slide_output_dir(out_root: str | os.PathLike[str], slide_id: str) -> Path:
 
 def is_translated(out_dir: str | os.PathLike[str],
                   slide_path: str | os.PathLike[str] | None = None) -> bool:
-    """True when ``out_dir`` holds a finished translation (its summary says so).
+    """True when ``out_dir`` holds a finished translation: its summary says so and its outputs
+    are whole (:func:`virtime.translation.integrity.damaged_outputs`: files and map chunks there).
 
     With ``slide_path``, only a translation of that slide file (the same content, as
     :func:`virtime.slide_ids.same_source` compares it with the summary's record) counts.
     """
     summary = _read_summary(Path(out_dir))
     if summary is None or summary.get("status") != "done":
+        return False
+    from virtime.translation.integrity import damaged_outputs
+
+    if damaged_outputs(out_dir, summary) is not None:  # a lost file or chunk since
         return False
     if slide_path is None:
         return True
@@ -400,6 +405,13 @@ def _already_done(out: Path, slide_path: Path, slide_id: str, source: dict[str, 
         log.warning("%s: redoing the finished translation in %s, it was made with other settings: "
                     "%s", slide_path, out,
                     format_diff(summary.get("fingerprint"), requested, fields))
+        return None, True
+    from virtime.translation.integrity import damaged_outputs
+
+    damage = damaged_outputs(out, summary)
+    if damage is not None:  # done once, but a file or chunk was lost since: repair it
+        log.warning("%s: the finished outputs in %s are damaged (%s); translating the slide "
+                    "again to repair them", slide_path, out, damage)
         return None, True
     failed = int(summary.get("tiles_failed") or 0)
     if config.retry_failed and failed:

@@ -179,6 +179,10 @@ class ViewServer:
                 rel = parts.path[len(prefix):]
                 try:
                     status, ctype, body = server.route(rel, parse_qs(parts.query))
+                except InputDataError as exc:  # a damaged output file: the server's side
+                    log.warning("view: %s: %s", rel, exc)
+                    status, ctype, body = (HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain",
+                                           str(exc).encode())
                 except (InvalidArgumentError, ValueError) as exc:
                     status, ctype, body = HTTPStatus.BAD_REQUEST, "text/plain", str(exc).encode()
                 except VirtimeError as exc:

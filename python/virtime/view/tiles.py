@@ -128,7 +128,7 @@ class ViewSource:
     def __init__(self, slide_dir: str | os.PathLike[str], *, slide_path: str | None = None,
                  mpp: float | None = None, cache_bytes: int = 256 * 2**20) -> None:
         from virtime.slide import Slide
-        from virtime.stitch.omezarr import read_ome_zarr
+        from virtime.stitch.omezarr import VerifiedArray, read_ome_zarr
 
         self.dir = Path(slide_dir)
         folder = SlideFolder(self.dir)
@@ -149,7 +149,10 @@ class ViewSource:
         self.canvas_mpp = out_mpp = image.mpp
         self._zarr_factor = _zarr_factor(image.virtime)
         f = out_mpp / self.mpp  # level-0 pixels per canvas pixel
-        self.levels = [_Level(k, arr, f * 2**k) for k, arr in enumerate(image.levels)]
+        # Reads check that the chunks they touch exist and decode (a lost chunk would read as
+        # zeros): a damaged map gives an error tile naming the chunk, not a silent hole.
+        self.levels = [_Level(k, VerifiedArray(arr, check_present=True), f * 2**k)
+                       for k, arr in enumerate(image.levels)]
         self.canvas_shape = tuple(int(v) for v in self.levels[0].array.shape[1:])
         self.max_zoom = max(0, math.ceil(math.log2(max(self.width, self.height) / TILE)))
         self.mask = folder.read_tissue_mask()
