@@ -44,6 +44,18 @@ def test_openvino_fp32_equals_torch_on_gigatime(tmp_path, rng) -> None:
     assert _relative_error(eng.run(x), expected) < 1e-4
 
 
+@pytest.mark.slow
+def test_openvino_fp32_equals_torch_on_flash(tmp_path, rng) -> None:
+    from tiny_models import tiny_flash
+
+    model = tiny_flash(5).eval()  # a ViT: its windows are the configured 256 px
+    x = rng.standard_normal((2, 3, 256, 256)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    eng = create_engine(model, backend="openvino", cache_dir=tmp_path, window=256)
+    assert _relative_error(eng.run(x), expected) < 1e-4
+
+
 def test_tampered_cache_entry_is_rebuilt(tiny_model, batch, ref, tmp_path, caplog) -> None:
     first = create_engine(tiny_model, backend="openvino", cache_dir=tmp_path, window=32)
     blob = first.blob_path
