@@ -387,13 +387,15 @@ def associate(cohort: Cohort, config: AssociationConfig | None = None, **overrid
     x_all = data[features + controls].to_numpy(dtype=np.float64)
     y_all = {a: data[a].to_numpy(dtype=np.float64) for a in attrs}
     col = _Collector(features + controls)
+    cov_data = data[sorted({c for covs in covariates.values() for c in covs})]
     jobs = [(lv, g, idx) for lv in cfg.levels for g, idx in _groups(data, lv)]
     with progress(jobs, desc="associations", unit="group", enabled=cfg.show_progress) as bar:
         for level, group, idx in bar:
             if len(idx) < cfg.min_patients:
                 col.skip(level, group, "*", len(idx), f"fewer than {cfg.min_patients} patients")
                 continue
-            design = design_for_group(data.iloc[idx], covariates[level]) if adjusting else None
+            design = design_for_group(cov_data.iloc[idx], covariates[level]) if adjusting \
+                else None
             tested = {a: k for a, k in attrs.items() if a not in covariates[level]}
             _test_group(col, cfg, level, group, x_all[idx],
                         tested, {a: y_all[a][idx] for a in tested}, design)

@@ -125,10 +125,11 @@ def design_for_group(data: pd.DataFrame, covariates: tuple[str, ...]) -> Design:
     if not entered:
         return Design(usable, None, None, ())
     strata = None
-    if categorical:
-        joint = pd.Series([""] * n, index=data.index, dtype=object)
+    if categorical:  # joint code of the categorical covariates (−1 where one is missing)
+        joint = np.zeros(n, dtype=np.int64)
         for c in categorical:
-            joint = joint + "\x1f" + cols[c].astype(str)
+            codes, uniques = pd.factorize(cols[c])
+            joint = joint * (len(uniques) + 1) + (codes + 1)
         strata = pd.factorize(joint)[0]
     if not continuous:
         return Design(usable, strata, None, entered)
