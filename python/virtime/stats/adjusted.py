@@ -19,7 +19,7 @@ from virtime.stats.rank_tests import mannwhitney_from_ranks, rank_columns, spear
 from virtime.stats.regression import logistic_feature_tests, rank_linear_feature_tests
 from virtime.stats.stratified import StratifiedRanks, stratified_rank_test
 
-__all__ = ["AdjustedBlock", "STRATIFIED_TEST", "adjusted_block"]
+__all__ = ["REGRESSION_TEST", "STRATIFIED_TEST", "AdjustedBlock", "adjusted_block"]
 
 STRATIFIED_TEST = {"binary": "van-elteren", "stage": "stratified-trend",
                    "continuous": "stratified-spearman"}
