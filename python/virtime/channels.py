@@ -24,7 +24,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Channel:
-    """One output channel: its name, role, cellular compartment and display colour (hex RGB)."""
+    """One output channel: its name, role, cellular compartment and display colour (hex RGB).
+
+    Display colours are chosen so that every two protein channels differ by a CIELAB ΔE*ab of at
+    least 20 (tests/report/test_legibility.py), so a legend or an overlay tells them apart.
+    """
 
     name: str
     role: Literal["protein", "background"]
@@ -45,14 +49,14 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("CD16", "protein", "membrane/cytoplasm", "#66C2A5"),
     Channel("CD11c", "protein", "membrane/cytoplasm", "#FC8D62"),
     Channel("CD138", "protein", "membrane/cytoplasm", "#8DA0CB"),
-    Channel("CD20", "protein", "membrane/cytoplasm", "#E78AC3"),
+    Channel("CD20", "protein", "membrane/cytoplasm", "#00E187"),
     Channel("CD3", "protein", "membrane/cytoplasm", "#00FF00"),
     Channel("CD8", "protein", "membrane/cytoplasm", "#FF00FF"),
-    Channel("PD-L1", "protein", "membrane/cytoplasm", "#FF4500"),
+    Channel("PD-L1", "protein", "membrane/cytoplasm", "#0069FF"),
     Channel("CK", "protein", "membrane/cytoplasm", "#00FFFF"),
     Channel("Ki67", "protein", "nuclear", "#FFFF00"),
-    Channel("Tryptase", "protein", "membrane/cytoplasm", "#1B9E77"),
-    Channel("Actin-D", "protein", "membrane/cytoplasm", "#D95F02"),
+    Channel("Tryptase", "protein", "membrane/cytoplasm", "#D2C369"),
+    Channel("Actin-D", "protein", "membrane/cytoplasm", "#C369FF"),
     Channel("Caspase3-D", "protein", "membrane/cytoplasm", "#7570B3"),
     Channel("PHH3-B", "protein", "nuclear", "#E7298A"),
     Channel("Transgelin", "protein", "membrane/cytoplasm", "#66A61E"),

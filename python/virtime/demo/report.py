@@ -166,7 +166,8 @@ def demo_report(path: str | Path, *, cfg: Any, model: Any, truth: pd.DataFrame,
     sections = [_overview(cfg, model, n_patients, truth), _recovery(recovery, truth, cfg.alpha),
                 demo_gallery(root), _fidelity(fidelity)]
     sections += standard_sections(cohort=res_virtual["cohort"], associations=res_virtual["assoc"],
-                                  survival=res_virtual["surv"], validation=validation, tiers=tiers)
+                                  survival=res_virtual["surv"], validation=validation, tiers=tiers,
+                                  time_unit="months")  # the simulator's os_time unit
     gt = ReportSection("Ground-truth mIF associations (for comparison)", anchor="ground-truth")
     if res_truth["assoc"] is None:
         gt.add(TextBlock("No usable ground-truth features."))

@@ -125,9 +125,10 @@ def associations_section(result, *, tiers: Mapping[str, object] | None = None,
     return sec
 
 
-def survival_section(result, cohort=None, *, km_features: int = 2
-                     ) -> ReportSection:
-    """Per-channel log-rank/Cox table, bar plots of −log10 p with the signature, KM curves."""
+def survival_section(result, cohort=None, *, km_features: int = 2,
+                     time_unit: str | None = None) -> ReportSection:
+    """Per-channel log-rank/Cox table, bar plots of −log10 p with the signature, KM curves
+    (``time_unit``: the unit of ``os_time``, named on their time axis)."""
     from virtime.stats.plots import km_feature_plot, km_signature_plot, survival_bar_plot
     from virtime.stats.survival import SIGNATURE
 
@@ -153,11 +154,12 @@ def survival_section(result, cohort=None, *, km_features: int = 2
     pan = s[(s["level"] == "pan-cancer") & (s["kind"] == "channel")].sort_values("logrank_p")
     if cohort is not None:
         for f in pan["feature"].head(km_features):
-            sec.add(figure_block(km_feature_plot(cohort, f, split=cfg.split),
+            sec.add(figure_block(km_feature_plot(cohort, f, split=cfg.split,
+                                                 time_unit=time_unit),
                                  f"Kaplan–Meier by {f} ({cfg.split} split), pan-cancer"))
     if (s["feature"] == SIGNATURE).any() and len(result.signature_scores):
         lv, gr = s.loc[s["feature"] == SIGNATURE, ["level", "group"]].iloc[0]
-        sec.add(figure_block(km_signature_plot(result, lv, gr),
+        sec.add(figure_block(km_signature_plot(result, lv, gr, time_unit=time_unit),
                              f"Kaplan–Meier of the out-of-fold signature — {gr}"))
     return sec
 
@@ -180,16 +182,17 @@ def validation_section(result) -> ReportSection:
 
 
 def standard_sections(*, cohort=None, associations=None, survival=None,
-                      validation=None, tiers: Mapping[str, object] | None = None
-                      ) -> list[ReportSection]:
-    """Every standard section for which a result is given, in reading order."""
+                      validation=None, tiers: Mapping[str, object] | None = None,
+                      time_unit: str | None = None) -> list[ReportSection]:
+    """Every standard section for which a result is given, in reading order (``time_unit``:
+    the unit of ``os_time``, e.g. ``"months"``, for the Kaplan–Meier axes)."""
     out: list[ReportSection] = []
     if cohort is not None:
         out += [cohort_section(cohort), spectrum_section(cohort)]
     if associations is not None:
         out.append(associations_section(associations, tiers=tiers))
     if survival is not None:
-        out.append(survival_section(survival, cohort))
+        out.append(survival_section(survival, cohort, time_unit=time_unit))
     if validation is not None:
         out.append(validation_section(validation))
     return out
@@ -198,9 +201,10 @@ def standard_sections(*, cohort=None, associations=None, survival=None,
 def write_report(path: str | Path, *, cohort=None, associations=None, survival=None,
                  validation=None, tiers: Mapping[str, object] | None = None,
                  extra_sections: list[ReportSection] | None = None,
-                 title: str = "virtime population report") -> Path:
-    """Standard sections plus ``extra_sections`` (appended) written as one HTML file."""
+                 title: str = "virtime population report", time_unit: str | None = None) -> Path:
+    """Standard sections plus ``extra_sections`` (appended) written as one HTML file
+    (``time_unit``: the unit of ``os_time``, named on the Kaplan–Meier axes)."""
     sections = standard_sections(cohort=cohort, associations=associations, survival=survival,
-                                 validation=validation, tiers=tiers)
+                                 validation=validation, tiers=tiers, time_unit=time_unit)
     sections += list(extra_sections or [])
     return build_report(sections, path, title=title)

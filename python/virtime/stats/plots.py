@@ -170,9 +170,18 @@ def survival_bar_plot(result: SurvivalResult, level: str = "pan-cancer", group: 
     return fig
 
 
+def _time_label(time_unit: str | None) -> str:
+    """The survival time axis: ``os_time`` in the unit the clinical table uses."""
+    return f"os_time ({time_unit})" if time_unit else "os_time (the clinical table's unit)"
+
+
 def km_plot(time: np.ndarray, event: np.ndarray, labels: np.ndarray, title: str = "",
-            p: float | None = None) -> Figure:
-    """Kaplan–Meier curves per label with numbers at risk under the axis (lifelines)."""
+            p: float | None = None, *, time_unit: str | None = None) -> Figure:
+    """Kaplan–Meier curves per label with numbers at risk under the axis (lifelines).
+
+    ``time_unit`` (e.g. ``"months"``) names the x axis's unit; virtime cannot know it from the
+    table, so without it the axis says it is the clinical table's own unit.
+    """
     from lifelines import KaplanMeierFitter
     from lifelines.plotting import add_at_risk_counts
 
@@ -186,6 +195,7 @@ def km_plot(time: np.ndarray, event: np.ndarray, labels: np.ndarray, title: str 
         km.plot_survival_function(ax=ax, ci_show=False)
         fitters.append(km)
     add_at_risk_counts(*fitters, ax=ax, fig=fig, rows_to_show=["At risk"])
+    ax.set_xlabel(_time_label(time_unit))
     ax.set_ylabel("survival probability")
     ax.set_title((title or "Kaplan–Meier") + (f" (log-rank p = {p:.2g})" if p is not None else ""),
                  fontsize=9)
@@ -194,7 +204,8 @@ def km_plot(time: np.ndarray, event: np.ndarray, labels: np.ndarray, title: str 
 
 
 def km_feature_plot(cohort: Cohort, feature: str, *, level: str = "pan-cancer",
-                    group: str = "all", split: str = "median") -> Figure:
+                    group: str = "all", split: str = "median",
+                    time_unit: str | None = None) -> Figure:
     """KM plot of one feature split at its median (or tertiles) in one group."""
     from virtime.stats.logrank import logrank, split_groups
 
@@ -204,11 +215,11 @@ def km_feature_plot(cohort: Cohort, feature: str, *, level: str = "pan-cancer",
     t, e = d["os_time"].to_numpy(float), d["os_event"].to_numpy(float)
     labels = split_groups(d[feature].to_numpy(float), split)
     p = logrank(t, e, labels).p if len(set(labels)) > 1 else None
-    return km_plot(t, e, labels, f"{feature} — {group}", p)
+    return km_plot(t, e, labels, f"{feature} — {group}", p, time_unit=time_unit)
 
 
-def km_signature_plot(result: SurvivalResult, level: str = "pan-cancer", group: str = "all"
-                      ) -> Figure:
+def km_signature_plot(result: SurvivalResult, level: str = "pan-cancer", group: str = "all",
+                      *, time_unit: str | None = None) -> Figure:
     """KM plot of the out-of-fold signature's high/low risk groups."""
     sc = result.signature_scores
     sc = sc[(sc["level"] == level) & (sc["group"] == group) & sc["risk"].notna()]
@@ -217,7 +228,7 @@ def km_signature_plot(result: SurvivalResult, level: str = "pan-cancer", group: 
     p = float(row["logrank_p"].iloc[0]) if len(row) else None
     labels = np.where(sc["high"].to_numpy(bool), "high risk", "low risk")
     return km_plot(sc["os_time"].to_numpy(float), sc["os_event"].to_numpy(float), labels,
-                   f"Signature (out of fold) — {group}", p)
+                   f"Signature (out of fold) — {group}", p, time_unit=time_unit)
 
 
 def cross_cohort_scatter(result: CrossCohortResult, title: str = "") -> Figure:
@@ -270,6 +281,13 @@ def overlap_grid(result: CrossCohortResult, level: str = "pan-cancer", title: st
     return fig
 
 
+def _upright_tangent(theta: float) -> float:
+    """Rotation (degrees) of a label along the circle at polar angle ``theta``, turned half a
+    turn where it would read upside down (the lower half of the circle)."""
+    rotation = (np.degrees(theta) - 90.0) % 360.0
+    return float(rotation - 180.0 if 90.0 < rotation < 270.0 else rotation)
+
+
 def spectrum_plot(cohort: Cohort, features: list[str] | None = None, title: str = "") -> Figure:
     """The population TIME spectrum: circular bars of mean activation per channel, one sector
     per cancer type (paper Figure 1B). Each channel is scaled to its maximum over cancer types.
@@ -290,13 +308,12 @@ def spectrum_plot(cohort: Cohort, features: list[str] | None = None, title: str 
         ax.bar(theta, row.to_numpy(), width=width * 0.9, bottom=0.35, color=colors,
                edgecolor="none")
         mid = theta.mean()
-        ax.text(mid, 1.55, str(ct), ha="center", va="center", fontsize=8,
-                rotation=np.degrees(mid) - 90 if np.pi / 2 < mid < 3 * np.pi / 2 else
-                np.degrees(mid) + 90 - 180, rotation_mode="anchor")
+        ax.text(mid, 1.55, str(ct), ha="center", va="center", fontsize=10,
+                rotation=_upright_tangent(mid), rotation_mode="anchor")
     ax.set_ylim(0, 1.7)
     ax.set_axis_off()
     ax.legend(handles=[Patch(color=c, label=f.split(".")[0]) for f, c in zip(features, colors)],
-              fontsize=6, ncol=1, loc="center left", bbox_to_anchor=(1.02, 0.5))
+              fontsize=10, ncol=1, loc="center left", bbox_to_anchor=(1.02, 0.5))
     ax.set_title(title or "Population TIME spectrum (mean activation per cancer type)", fontsize=9)
     fig.tight_layout()
     return fig
