@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,6 +16,9 @@ from typing import Any, ClassVar
 from virtime.errors import InputDataError
 
 __all__ = ["SlideFolder"]
+
+#: The temporary name of an atomic write: ``.<target name>.<pid>.<random>.partial``.
+_PARTIAL_NAME = re.compile(r"^\..+\.\d+\.[^.]+\.partial$")
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,19 @@ class SlideFolder:
     @property
     def summary_file(self) -> Path:
         return self.path / self.SUMMARY
+
+    def remove_stale_partials(self) -> list[Path]:
+        """Delete the temporary files a killed run left in the folder; returns them.
+
+        Atomic writers (:func:`virtime.io.atomic_path`, ``ParquetStream``) write
+        ``.<name>.<pid>.<random>.partial`` and remove it on any error, but not after
+        ``kill -9``. Call only while holding the folder's lock: then no live writer owns one.
+        """
+        stale = [p for p in self.path.glob(".*.partial")
+                 if _PARTIAL_NAME.match(p.name) and p.is_file()]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
 
     def is_done(self) -> bool:
         """True when the summary says the translation finished (never raises)."""

@@ -499,6 +499,9 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
     factor = output_factor(model_mpp, config.output_mpp)
     normalizer = _normalizer(config.normalize)
     identity = identity_fields(source)
+    # Temporary files of a killed run (e.g. the cell table's): ours to remove, the folder is locked.
+    for stale in SlideFolder(out).remove_stale_partials():
+        log.info("%s: removed %s, left by an interrupted run", out, stale.name)
 
     def fingerprint(eng: Any) -> dict[str, Any]:
         return {**translation_fingerprint(model_hash=model_hash, engine=eng, config=config,
