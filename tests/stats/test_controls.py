@@ -44,6 +44,8 @@ def test_controls_stay_out_of_the_families_and_count_channels_beating_them(table
     assert row.control_feature == "TRITC.density"
     assert row.control_effect == pytest.approx(ctrl, rel=1e-12)
     assert row.n_protein == 21 and row.n_beating == beat
+    by_level = res.controls_by_level().iloc[0]
+    assert (by_level.level, by_level.attribute, by_level.n_beating) == ("pan-cancer", "KRAS", beat)
 
 
 def test_discoveries_no_stronger_than_the_background_are_control_like(tables):

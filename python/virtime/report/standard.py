@@ -109,6 +109,18 @@ def associations_section(result, *, tiers: Mapping[str, object] | None = None,
     else:
         sec.add(TableBlock(sig.drop(columns=["note"]), f"Top associations (q < {cfg.alpha})",
                            max_rows=top))
+    if "p_adj" in result.summary.columns:
+        adj = result.summary
+        what = cfg.adjust if isinstance(cfg.adjust, str) else ", ".join(cfg.adjust)
+        sec.add(TextBlock(
+            f"Adjusted for confounders ({what}; auto: cancer type pan-cancer, subtype per cancer "
+            f"type, site wherever there is one): {int((adj['q_adj'] < cfg.alpha).sum())} "
+            f"associations reach q_adj < {cfg.alpha}, "
+            f"{int(result.control_like().fillna(False).sum())} of them no stronger than the "
+            "background channels (control_like)."))
+    if len(result.controls):
+        sec.add(TableBlock(result.controls_by_level(), "Negative controls: protein tests whose "
+                           "effect beats the strongest background channel (TRITC, Cy5)"))
     for level in [lv for lv in cfg.levels if lv in set(result.summary["level"].astype(str))]:
         sec.add(figure_block(bubble_grid(result, level=level, tiers=tiers),
                              f"Bubble grid — {level}: circle size −log10 q, red higher / blue "

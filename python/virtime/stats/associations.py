@@ -126,6 +126,17 @@ class AssociationResult:
         a = self.config.alpha if alpha is None else alpha
         return self.summary[self.summary["q"] < a].sort_values("q", kind="mergesort")
 
+    def controls_by_level(self) -> pd.DataFrame:
+        """Per level and attribute: groups with background controls, protein tests compared,
+        and how many beat the strongest background channel (summed over groups and metrics)."""
+        c = self.controls
+        if c.empty:
+            return pd.DataFrame(columns=["level", "attribute", "groups", "n_protein",
+                                         "n_beating"])
+        g = c.groupby(["level", "attribute"], sort=False)
+        return pd.DataFrame({"groups": g["group"].nunique(), "n_protein": g["n_protein"].sum(),
+                             "n_beating": g["n_beating"].sum()}).reset_index()
+
     def skip_reason(self) -> str:
         """One sentence: which rule skipped groups or attributes (or emptied the table) and
         which setting to change; "" when nothing was skipped."""
