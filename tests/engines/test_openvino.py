@@ -127,3 +127,14 @@ def test_auto_on_cpu_measures_real_engines(tiny_model, batch, ref, tmp_path, cap
     assert set(rates) == {"onnxruntime", "openvino", "torch"}
     assert eng.name == max(rates, key=rates.get)
     assert _relative_error(eng.run(batch), ref(tiny_model, batch)) < 1e-4
+
+
+def test_selection_table_offers_openvino_on_cpu_and_for_int8() -> None:
+    from virtime.engines.selection import Capabilities, choose_backends
+
+    cpu = choose_backends(Capabilities(openvino=True), "fp32")
+    assert cpu.candidates == ("onnxruntime", "openvino", "torch")
+    assert choose_backends(Capabilities(), "fp32").candidates == ("onnxruntime", "torch")
+    gpu = Capabilities(cuda_capability=(9, 0), openvino=True)
+    assert choose_backends(gpu, "int8").candidates == ("openvino",)
+    assert "openvino" not in choose_backends(gpu, "fp32").candidates

@@ -140,8 +140,11 @@ def measured_cpu_engine(
               "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     from virtime.io import atomic_write_json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, record)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, record)
+    except OSError as exc:  # a read-only cache: the choice stands, it is just measured next time
+        logger.warning("could not cache the auto backend choice in %s (%s)", path, exc)
     logger.info("backend auto -> %s: fastest on this CPU for this model in a short measurement "
                 "(%s; cached in %s)", chosen, _rates(rates), path)
     return engines[chosen]
