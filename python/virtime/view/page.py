@@ -257,18 +257,27 @@ def _features_html(d: Path) -> str:
         return "<p>The features table is empty.</p>"
     row = frame.iloc[0]
     grid: dict[str, dict[str, Any]] = {}
-    other = {}
+    other, pairs = {}, {}
     for col, v in row.items():
         name, _, metric = str(col).partition(".")
-        if metric and (name in CHANNEL_NAMES or "+" in name or "_" in name):
+        if metric and ("|" in name or "&" in name):
+            pairs[str(col)] = v
+        elif metric and (name in CHANNEL_NAMES or "+" in name or "_" in name):
             grid.setdefault(name, {})[metric] = v
         else:
             other[str(col)] = v
+    # The channel table first; slide descriptors; the hundreds of pair features folded away,
+    # one per row (they read down, not across).
     parts = []
-    if other:  # one row per feature (hundreds of pair densities read down, not across)
-        parts.append(_table(pd.DataFrame.from_dict(other, orient="index", columns=["value"])))
     if grid:
         parts.append(_table(pd.DataFrame.from_dict(grid, orient="index")))
+    if other:
+        parts.append(_table(pd.DataFrame.from_dict(other, orient="index", columns=["value"])))
+    if pairs:
+        parts.append(f"<details><summary>{len(pairs)} channel-pair features (A|B: either "
+                     "channel positive, A&amp;B: both)</summary>"
+                     + _table(pd.DataFrame.from_dict(pairs, orient="index", columns=["value"]))
+                     + "</details>")
     return "".join(parts)
 
 
