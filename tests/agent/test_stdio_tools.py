@@ -39,7 +39,10 @@ def test_tools_slide_info_and_refused_paths(sandbox, mcp_run) -> None:
     before = _tree(sandbox.root, sandbox.out)
 
     async def scenario(client):
-        tools = {t.name for t in (await client.list_tools()).tools}
+        listed = (await client.list_tools()).tools
+        tools = {t.name for t in listed}
+        # each publishes its result's shape, provenance included
+        assert all("provenance" in t.output_schema["required"] for t in listed)
         info = await client.call_tool("slide_info", {"path": "small.svs", "target_mpp": 0.5,
                                                      "tile_size": 128})
         bad = {}

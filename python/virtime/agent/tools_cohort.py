@@ -14,6 +14,13 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from virtime.agent.limits import table_rows
+from virtime.agent.results import (
+    AssociationResult,
+    FeaturesResult,
+    MergeResult,
+    ReportResult,
+    SurvivalResult,
+)
 from virtime.agent.state import AgentState
 from virtime.agent.tool_errors import tool_errors
 
@@ -50,7 +57,7 @@ def register_cohort_tools(app: Any, state: AgentState) -> None:
         bin_um: Annotated[float, Field(gt=0)] = 64.0,
         threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5,
         max_failed_share: Annotated[float, Field(ge=0, le=1)] = 0.05,
-    ) -> dict[str, Any]:
+    ) -> FeaturesResult:
         """Recomputes a translated slide's features (densities, spatial metrics) from its
         virtual mIF and writes features.parquet in its folder; returns the main values."""
         from virtime.features import features_from_outputs
@@ -68,7 +75,7 @@ def register_cohort_tools(app: Any, state: AgentState) -> None:
     def merge_features(
         output_root: Annotated[str, Field(description="folder of translated slide folders")],
         output: Annotated[str, Field(description=_OUTPUT_DOC)] = "cohort_features.parquet",
-    ) -> dict[str, Any]:
+    ) -> MergeResult:
         """Joins the features.parquet of every finished slide under a folder into one table."""
         import pandas as pd
 
@@ -95,7 +102,7 @@ def register_cohort_tools(app: Any, state: AgentState) -> None:
         alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05,
         aggregate: Literal["mean", "median", "max", "min"] = "mean",
         feature_columns: list[str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> AssociationResult:
         """Feature × clinical-attribute associations (as `virtime associate`): the top rows by
         q, counts, and the path of the full table."""
         from virtime.stats import AssociationConfig
@@ -136,7 +143,7 @@ def register_cohort_tools(app: Any, state: AgentState) -> None:
         seed: int = 0,
         aggregate: Literal["mean", "median", "max", "min"] = "mean",
         feature_columns: list[str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> SurvivalResult:
         """Log-rank and Cox per channel and the out-of-fold signature (as `virtime survival`):
         the top rows by log-rank p and the path of the full table."""
         from virtime.stats import SurvivalConfig, survival_analysis
@@ -171,7 +178,7 @@ def register_cohort_tools(app: Any, state: AgentState) -> None:
         survival: bool = True,
         title: str = "virtime population report",
         aggregate: Literal["mean", "median", "max", "min"] = "mean",
-    ) -> dict[str, Any]:
+    ) -> ReportResult:
         """The self-contained HTML report (cohort, spectrum, associations, survival), as
         `virtime report`; read it as the resource virtime://reports/<name>."""
         from virtime.report import write_report

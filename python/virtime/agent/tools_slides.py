@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
+from virtime.agent.results import SlideInfoResult, SlideListResult, TranslateResult, ViewResult
 from virtime.agent.state import AgentState, session_key
 from virtime.agent.tool_errors import tool_errors
 
@@ -61,7 +62,7 @@ def register_slide_tools(app: Any, state: AgentState) -> None:
     def list_slides(
         folder: Annotated[str, Field(description="a folder under an --allow root")],
         recursive: bool = False,
-    ) -> dict[str, Any]:
+    ) -> SlideListResult:
         """Slide files in a folder, with size, dimensions, mpp and whether each is translated."""
         from virtime.slide_ids import SLIDE_EXTENSIONS
 
@@ -86,7 +87,7 @@ def register_slide_tools(app: Any, state: AgentState) -> None:
         target_mpp: Annotated[float, Field(gt=0, description="the model's input um/px")] = 0.25,
         tile_size: Annotated[int, Field(ge=64, le=4096)] = 512,
         min_tissue: Annotated[float, Field(ge=0, le=1)] = 0.1,
-    ) -> dict[str, Any]:
+    ) -> SlideInfoResult:
         """Pyramid levels, mpp, vendor, tissue fraction and tile count of one slide."""
         from virtime.slide_info import describe_slide
         from virtime.tiling import TilingConfig
@@ -111,7 +112,7 @@ def register_slide_tools(app: Any, state: AgentState) -> None:
         mpp: Annotated[float | None, Field(gt=0)] = None,
         features: bool = True,
         force: bool = False,
-    ) -> dict[str, Any]:
+    ) -> TranslateResult:
         """Virtual mIF of one slide into OUT/<slide_id> (long: reports progress, can be
         cancelled; a cancelled or interrupted slide resumes when called again with the same
         settings). Returns the output folder and the summary. Virtual mIF is a model
@@ -152,7 +153,7 @@ def register_slide_tools(app: Any, state: AgentState) -> None:
     @tool_errors
     def view_url(
         slide_folder: Annotated[str, Field(description="a translated slide's folder OUT/<id>")],
-    ) -> dict[str, Any]:
+    ) -> ViewResult:
         """URL of the local viewer (127.0.0.1, random token) for a translated slide; starts it
         once and reuses it."""
         from virtime.view import ViewServer, ViewSource
