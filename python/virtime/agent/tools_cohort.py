@@ -29,6 +29,7 @@ __all__ = ["register_cohort_tools"]
 Level = Literal["pan-cancer", "cancer_type", "subtype"]
 _FEATURES_DOC = "features table (Parquet/CSV) under an --allow root or --out"
 _CLINICAL_DOC = "clinical table (CSV/Parquet): patient_id, cancer_type, subtype, attributes"
+_REPORT_DOC = "report .html, relative to --out"
 _OUTPUT_DOC = "table to write, relative to --out (.parquet, .csv or .tsv)"
 
 
@@ -172,7 +173,7 @@ def register_cohort_tools(app: Any, state: AgentState) -> None:
     def report(
         features: Annotated[str, Field(description=_FEATURES_DOC)],
         clinical: Annotated[str, Field(description=_CLINICAL_DOC)],
-        output: Annotated[str, Field(description="report .html, relative to --out")] = "report.html",
+        output: Annotated[str, Field(description=_REPORT_DOC)] = "report.html",
         levels: list[Level] | None = None,
         min_patients: Annotated[int, Field(ge=3)] = 20,
         survival: bool = True,

@@ -19,6 +19,7 @@ from virtime.agent.tool_errors import tool_errors
 __all__ = ["register_slide_tools", "slide_summary"]
 
 _LISTED_MAX = 500  # slides described by one list_slides call
+_MPP_DOC = "level-0 um/px, for a slide whose metadata lacks it"
 _LOCK_WAIT_S = 120.0  # how long translate waits for another run holding the slide folder
 
 #: Facts of a finished slide's summary.json worth an agent's context (the rest is on disk).
@@ -83,7 +84,7 @@ def register_slide_tools(app: Any, state: AgentState) -> None:
     @tool_errors
     def slide_info(
         path: Annotated[str, Field(description="slide file under an --allow root")],
-        mpp: Annotated[float | None, Field(gt=0, description="level-0 um/px if the file lacks it")] = None,
+        mpp: Annotated[float | None, Field(gt=0, description=_MPP_DOC)] = None,
         target_mpp: Annotated[float, Field(gt=0, description="the model's input um/px")] = 0.25,
         tile_size: Annotated[int, Field(ge=64, le=4096)] = 512,
         min_tissue: Annotated[float, Field(ge=0, le=1)] = 0.1,
@@ -124,7 +125,8 @@ def register_slide_tools(app: Any, state: AgentState) -> None:
         from virtime.slide_ids import slide_id_from_path
 
         path = state.guard.readable(slide)
-        target = state.guard.writable(SlideFolder.of(state.guard.out, slide_id_from_path(path)).path)
+        out = state.guard.out
+        target = state.guard.writable(SlideFolder.of(out, slide_id_from_path(path)).path)
         asked = {"tile_size": tile_size, "overlap": overlap, "min_tissue": min_tissue,
                  "output_mpp": output_mpp, "normalize": normalize, "mpp": mpp}
         config = {**state.config.translate_defaults,

@@ -46,10 +46,10 @@ def _run(args: argparse.Namespace) -> int:
     from virtime.agent import AgentConfig
     from virtime.errors import CheckpointError, InvalidArgumentError
 
-    try:
-        import mcp  # noqa: F401 - the optional dependency, checked before anything starts
-    except ModuleNotFoundError:
-        raise InvalidArgumentError("virtime mcp needs the MCP SDK: pip install 'virtime[mcp]'") from None
+    import importlib.util
+
+    if importlib.util.find_spec("mcp") is None:  # the optional dependency, checked up front
+        raise InvalidArgumentError("virtime mcp needs the MCP SDK: pip install 'virtime[mcp]'")
     weights = Path(args.weights).resolve() if args.weights else None
     if weights is not None and not weights.is_file():
         raise CheckpointError(f"{args.weights}: weights file not found")
