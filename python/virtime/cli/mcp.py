@@ -50,6 +50,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("mcp") is None:  # the optional dependency, checked up front
         raise InvalidArgumentError("virtime mcp needs the MCP SDK: pip install 'virtime[mcp]'")
+    for folder in args.allow:
+        if not Path(folder).is_dir():
+            raise InvalidArgumentError(f"--allow {folder}: no such folder")
     weights = Path(args.weights).resolve() if args.weights else None
     if weights is not None and not weights.is_file():
         raise CheckpointError(f"{args.weights}: weights file not found")
