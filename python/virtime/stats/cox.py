@@ -34,11 +34,19 @@ class CoxResult:
     message: str = ""
 
 
-def _prepare(time: np.ndarray, event: np.ndarray, x: np.ndarray):
-    order = np.argsort(-time, kind="stable")  # descending: cumsums give risk sets t_j ≥ t
+def _prepare(time: np.ndarray, event: np.ndarray, x: np.ndarray,
+             stratum: np.ndarray | None = None):
+    if stratum is None:
+        order = np.argsort(-time, kind="stable")  # descending: cumsums give risk sets t_j ≥ t
+    else:  # by stratum, then descending time: each stratum's risk sets are one contiguous run
+        order = np.lexsort((-time, stratum))
     t, e, xs = time[order], event[order], x[order]
     # last index of each block of equal times (in descending order) closes that risk set
-    last = np.r_[np.flatnonzero(t[1:] != t[:-1]), len(t) - 1]
+    change = t[1:] != t[:-1]
+    if stratum is not None:
+        st = stratum[order]
+        change |= st[1:] != st[:-1]
+    last = np.r_[np.flatnonzero(change), len(t) - 1]
     block = np.repeat(np.arange(len(last)), np.diff(np.r_[-1, last]))
     deaths = np.flatnonzero(e == 1)
     d_block = block[deaths]
@@ -48,7 +56,17 @@ def _prepare(time: np.ndarray, event: np.ndarray, x: np.ndarray):
     pos = np.arange(len(deaths)) - np.repeat(first_of_block, np.diff(np.r_[first_of_block,
                                                                              len(deaths)]))
     frac = pos / d_count[d_block]
-    return xs, last, block, deaths, d_block, frac, first_of_block
+    segments = None
+    if stratum is not None:
+        # per block: the first row of its stratum, and the first block after its stratum, so
+        # cumulative sums can restart at every stratum (a risk set never crosses strata)
+        sizes = np.bincount(st)
+        row_start = np.repeat(np.cumsum(sizes) - sizes, sizes)
+        block_st = st[last]
+        nblk = np.bincount(block_st, minlength=len(sizes))
+        block_end = np.repeat(np.cumsum(nblk), nblk)
+        segments = (row_start[last], block_end)
+    return xs, last, block, deaths, d_block, frac, first_of_block, segments
 
 
 def _block_sums(values: np.ndarray, d_block: np.ndarray, first: np.ndarray, nb: int) -> np.ndarray:
@@ -59,12 +77,23 @@ def _block_sums(values: np.ndarray, d_block: np.ndarray, first: np.ndarray, nb: 
     return out
 
 
-def _derivatives(beta, xs, last, block, deaths, d_block, frac, first, need_hess=True):
+def _risk_sums(values: np.ndarray, last: np.ndarray, segments) -> np.ndarray:
+    """Σ of ``values`` over each block's risk set: a cumulative sum up to the block's last row,
+    restarted at the block's stratum (``segments``) when the model is stratified."""
+    cs = np.cumsum(values, axis=0)
+    if segments is None:
+        return cs[last]
+    padded = np.concatenate([np.zeros((1, *values.shape[1:])), cs])
+    return cs[last] - padded[segments[0]]
+
+
+def _derivatives(beta, xs, last, block, deaths, d_block, frac, first, segments,
+                 need_hess=True):
     eta = xs @ beta
     shift = eta.max()
     w = np.exp(eta - shift)
-    s0 = np.cumsum(w)[last]
-    s1 = np.cumsum(w[:, None] * xs, axis=0)[last]
+    s0 = _risk_sums(w, last, segments)
+    s1 = _risk_sums(w[:, None] * xs, last, segments)
     nb = len(last)
     d0 = np.bincount(d_block, weights=w[deaths], minlength=nb)
     d1 = _block_sums(w[deaths, None] * xs[deaths], d_block, first, nb)
@@ -77,7 +106,8 @@ def _derivatives(beta, xs, last, block, deaths, d_block, frac, first, need_hess=
     # Σ_k (S2_k − f_k·D2_k)/den_k without forming the p×p risk-set sums: observation j enters
     # S2 of every block at or after its own (descending time), hence a reverse cumsum of 1/den.
     c = np.bincount(d_block, weights=1.0 / den, minlength=nb)
-    cj = np.cumsum(c[::-1])[::-1][block]
+    rc = np.r_[np.cumsum(c[::-1])[::-1], 0.0]  # Σ over blocks ≥ b; stratified: within stratum
+    cj = (rc[:nb] - (0.0 if segments is None else rc[segments[1]]))[block]
     ef = np.bincount(d_block, weights=frac / den, minlength=nb)
     xd = xs[deaths]
     h_pos = (xs * (w * cj)[:, None]).T @ xs - (xd * (w[deaths] * ef[d_block])[:, None]).T @ xd
@@ -111,19 +141,13 @@ def cox_fit(time: np.ndarray, event: np.ndarray, x: np.ndarray, *, penalizer: fl
                          f"constant covariate(s) at column(s) {np.flatnonzero(sd == 0).tolist()}")
     mean = x.mean(axis=0)
     z = (x - mean) / sd  # fit and penalize on standardized covariates
-    if strata is None:
-        preps = [_prepare(time, event, z)]
-    else:  # stratified: one baseline hazard per stratum, the partial likelihoods add up
-        _, code = np.unique(np.asarray(strata), return_inverse=True)
-        preps = [_prepare(time[code == s], event[code == s], z[code == s])
-                 for s in range(code.max() + 1)]
+    # stratified: one baseline hazard per stratum, the partial likelihoods add up
+    code = None if strata is None else np.unique(np.asarray(strata), return_inverse=True)[1]
+    prep = _prepare(time, event, z, code)
     pen_z = np.full(k, float(penalizer))  # lifelines penalizes standardized coefficients
 
     def objective(b, need_hess=True):
-        parts = [_derivatives(b, *prep, need_hess=need_hess) for prep in preps]
-        ll = sum(q[0] for q in parts)
-        g = sum(q[1] for q in parts)
-        h = sum(q[2] for q in parts) if need_hess else None
+        ll, g, h = _derivatives(b, *prep, need_hess=need_hess)
         obj = ll / n - 0.5 * np.sum(pen_z * b**2)
         g = g / n - pen_z * b
         if h is not None:
