@@ -161,3 +161,16 @@ def test_bad_covariates_are_one_line_or_a_noted_nan(cohort, tmp_path, capsys):
                str(tmp_path / "c.csv"), "-o", str(tmp_path / "a.csv"), "--adjust", "smoker", "-q"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "smoker" in err and "Traceback" not in err
+
+
+def test_feature_explained_by_covariates_and_separation_are_noted(cohort, rng):
+    d = cohort.data.copy()
+    d["CK.density"] = d["KRAS"] + rng.normal(scale=0.01, size=len(d))  # separates KRAS
+    c = type(cohort)(d, cohort.features, cohort.attributes)
+    s = associate(c, features=FEATURES, levels=("pan-cancer",), attributes=("KRAS",),
+                  adjust=("CD8.density", "age")).summary.set_index("feature")
+    assert np.isnan(s.loc["CD8.density", "p_adj"])
+    assert "explained by the covariates" in s.loc["CD8.density", "note_adj"]
+    assert np.isnan(s.loc["CK.density", "p_adj"]) and "separation" in s.loc["CK.density",
+                                                                            "note_adj"]
+    assert np.isfinite(s.loc["Ki67.density", "p_adj"])

@@ -81,7 +81,7 @@ def logistic_feature_tests(x: np.ndarray, y: np.ndarray, covariates: np.ndarray,
             h[:, 1:, 0] = h[:, 0, 1:]
             h[:, 1:, 1:] = np.einsum("nj,na,nb->jab", w, a, a, optimize=True)
             break
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):
         for j in range(m):
             try:
                 cov_xx[j] = np.linalg.inv(h[j])[0, 0]
@@ -91,7 +91,12 @@ def logistic_feature_tests(x: np.ndarray, y: np.ndarray, covariates: np.ndarray,
         p = 2.0 * special.ndtr(-np.abs(beta_x / se))
     bad = ~converged | (np.abs(beta_x) > MAX_LOG_OR_PER_SD) | ~np.isfinite(p)
     constant = np.all(xz == 0, axis=0)
-    note = np.where(constant, "", np.where(bad, _NOTE_SEPARATION, ""))
+    qmat, _ = np.linalg.qr(a)
+    resid = xz - qmat @ (qmat.T @ xz)
+    explained = ~constant & ((resid**2).sum(axis=0) <= 1e-10 * (n - 1))
+    note = np.where(constant, "", np.where(explained, _NOTE_EXPLAINED,
+                                           np.where(bad, _NOTE_SEPARATION, "")))
+    bad |= explained
     p = np.where(bad | constant, np.nan, p)
     effect = np.where(bad | constant, np.nan, beta_x)
     return p, effect, note
