@@ -21,7 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("-o", "--output", required=True, help="output root; one folder per slide")
     g = run.add_argument_group("cluster")
     g.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="existing Dask scheduler (tcp://host:8786); default: a local cluster")
+                   help="existing Dask scheduler (tcp://host:8786, tls://host:8786); default: a "
+                        "local cluster that only this run's client can join (TLS)")
+    g.add_argument("--tls-ca-file", default=None, metavar="PEM",
+                   help="CA certificate of a tls:// --scheduler's cluster")
+    g.add_argument("--tls-cert", default=None, metavar="PEM",
+                   help="this client's certificate for a tls:// --scheduler")
+    g.add_argument("--tls-key", default=None, metavar="PEM",
+                   help="this client's private key (unless it is in --tls-cert)")
     g.add_argument("--workers", type=int, default=None,
                    help="local cluster workers (default: one per GPU, else one per 2 cores)")
     g.add_argument("--threads-per-worker", type=int, default=1, help="local CPU workers (1)")
@@ -56,10 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from virtime.cohort import CohortOptions, run_cohort
+    from virtime.cohort.security import TlsFiles
 
     config = translate_config_from_args(args, show_progress=False)
     options = CohortOptions(
         scheduler=args.scheduler, workers=args.workers, threads_per_worker=args.threads_per_worker,
+        tls=TlsFiles(args.tls_ca_file, args.tls_cert, args.tls_key),
         gpus_per_worker=args.gpus_per_worker, max_attempts=args.max_attempts,
         prefetch_bytes=0 if args.no_prefetch else CohortOptions.prefetch_bytes,
         host=args.host, dashboard=args.dashboard, dashboard_address=args.dashboard_address,

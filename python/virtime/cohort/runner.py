@@ -8,7 +8,8 @@ Dask's: ``retries=`` for exceptions and the scheduler's ``allowed-failures`` for
 (a worker killed mid-slide makes the slide run again elsewhere, resuming from its last band).
 
 Without a scheduler address a local cluster is started: one worker per GPU with ``dask-cuda``
-when GPUs are present, otherwise CPU worker processes.
+when GPUs are present, otherwise CPU worker processes; it speaks only TLS with credentials made
+for the run, so no other client can attach to it (:mod:`virtime.cohort.security`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from virtime._progress import progress
 from virtime.cohort.ledger import Ledger, ledger_summary
 from virtime.cohort.lock import cohort_lock
 from virtime.cohort.manifest import read_manifest, validate_manifest
+from virtime.cohort.security import TlsFiles, local_cluster_security, scheduler_security
 from virtime.cohort.worker import (
     SLIDE_KEY_PREFIX,
     CohortWorkerPlugin,
@@ -63,10 +65,12 @@ class CohortOptions:
     queued on it is prepared (up to that many bytes of its file read into the page cache, opened,
     tissue detected, and on the device path its first ``prefetch_batches`` batches of tiles
     read), so the GPU does not wait between slides; ``prefetch_bytes=0`` turns it off. Outputs
-    do not change.
+    do not change. ``tls``: the client's credentials for a ``tls://`` ``scheduler`` (a local
+    cluster makes its own, see :mod:`virtime.cohort.security`).
     """
 
     scheduler: str | None = None
+    tls: TlsFiles = TlsFiles()
     workers: int | None = None
     threads_per_worker: int = 1
     gpus_per_worker: int = 0
@@ -262,7 +266,7 @@ def _client(options: CohortOptions, extra_config: dict[str, Any]) -> Iterator[An
     from distributed import Client, LocalCluster
 
     if options.scheduler:
-        client = Client(options.scheduler)
+        client = _connect(options.scheduler, options.tls)
         try:
             yield client
         finally:
@@ -272,7 +276,8 @@ def _client(options: CohortOptions, extra_config: dict[str, Any]) -> Iterator[An
 
     settings = {"distributed.scheduler.allowed-failures": max(0, options.max_attempts - 1),
                 **extra_config}
-    where = _listen_kwargs(options)
+    # Mutual TLS with this run's own credentials: only the client below can attach.
+    where = {**_listen_kwargs(options), "security": local_cluster_security()}
     with dask.config.set(settings):
         gpus = _gpu_count()
         cluster: Any
@@ -290,12 +295,26 @@ def _client(options: CohortOptions, extra_config: dict[str, Any]) -> Iterator[An
             n = options.workers or max(1, cpu_threads() // 2)
             cluster = LocalCluster(n_workers=n, threads_per_worker=options.threads_per_worker,
                                    processes=True, **where)
-        client = Client(cluster)
+        client = Client(cluster, security=cluster.security)
     try:
         yield client
     finally:
         client.close()
         cluster.close()
+
+
+def _connect(address: str, tls: TlsFiles) -> Any:
+    """A client of the existing scheduler at ``address``; one line when it cannot connect."""
+    from distributed import Client
+
+    security = scheduler_security(address, tls)
+    try:
+        return Client(address, security=security)
+    except (OSError, TimeoutError, TypeError, ValueError) as exc:  # refused, TLS, bad address
+        hint = (" (a tls:// scheduler needs --tls-ca-file, --tls-cert and --tls-key)"
+                if address.startswith("tls://") and security is None else "")
+        raise InvalidArgumentError(f"--scheduler {address}: cannot connect: "
+                                   f"{' '.join(str(exc).split())[:200]}{hint}") from exc
 
 
 _UNSET: Any = object()
@@ -351,6 +370,9 @@ def run_cohort(
     options = options if options is not None else CohortOptions()
     if options.max_attempts < 1:
         raise InvalidArgumentError(f"max_attempts must be >= 1, got {options.max_attempts}")
+    if options.tls.given() and not options.scheduler:
+        raise InvalidArgumentError("TLS files (--tls-ca-file/--tls-cert/--tls-key) are for an "
+                                   "existing --scheduler; a local cluster makes its own")
     if weights is not None:
         weights = os.path.abspath(weights)
         if os.path.isdir(weights):
