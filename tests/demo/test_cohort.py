@@ -32,15 +32,26 @@ def test_clinical_table_reads_and_prevalences_match(big_cohort):
     assert table.attributes == {"stage": "stage", "KRAS": "binary", "KMT2D": "binary",
                                 "MSI-high": "binary", "TMB-high": "binary"}
     design = default_design()
+    art = design.artefact
+    at_site = (clinical["site"] == art.site).to_numpy()
+    assert set(clinical["site"]) == {art.site, art.reference}
+    assert abs(at_site.mean() - art.share) < 4 * math.sqrt(art.share * (1 - art.share) / 3000)
     for spec in design.subtypes:
         sub = clinical[clinical["subtype"] == spec.code]
         share = len(sub) / len(clinical)
         w = spec.weight / sum(s.weight for s in design.subtypes)
         assert abs(share - w) < 4 * math.sqrt(w * (1 - w) / len(clinical))
         for marker, p in spec.prevalence.items():
-            se = math.sqrt(max(p * (1 - p), 1e-4) / len(sub))
-            assert abs(sub[marker].mean() - p) < 4.5 * se, (spec.code, marker)
+            for site in (art.reference, art.site):
+                q = min(1.0, p + art.extra_prevalence) if (
+                    site == art.site and marker == art.attribute) else p
+                part = sub[sub["site"] == site]
+                se = math.sqrt(max(q * (1 - q), 1e-4) / len(part))
+                assert abs(part[marker].mean() - q) < 4.5 * se, (spec.code, marker, site)
     assert [b.patient_id for b in bio] == list(clinical["patient_id"])
+    # the artefact site's slides get its stain look; nothing else about its patients differs
+    assert {b.stain for b, s in zip(bio, at_site) if s} == {(art.h_scale, art.e_scale)}
+    assert {b.stain for b, s in zip(bio, at_site) if not s} == {(1.0, 1.0)}
 
 
 def test_planted_density_and_marker_effects_in_composition(big_cohort):

@@ -86,3 +86,41 @@ def test_recovery_table_and_bad_input():
         recovery_table(_truth(), x_bad=R(_tests()))
     with pytest.raises(InputDataError, match="lacks"):
         score_associations(_tests().drop(columns=["q"]), _truth())
+
+
+def _with_artefact() -> tuple[pd.DataFrame, pd.DataFrame]:
+    truth = pd.concat([_truth(), pd.DataFrame(
+        [("pan-cancer", "all", "CD20.density", "KMT2D", "either", np.nan, "artefact"),
+         ("pan-cancer", "all", "CD68.density", "KMT2D", "either", np.nan, "artefact")],
+        columns=_truth().columns)], ignore_index=True)
+    tests = _tests()
+    tests = pd.concat([tests, pd.DataFrame(
+        [("pan-cancer", "all", "CD20.density", "KMT2D", "lower", 0.001),
+         ("pan-cancer", "all", "CD68.density", "KMT2D", "lower", 0.3)],
+        columns=tests.columns)], ignore_index=True)
+    # adjusted: the artefact is gone, the planted CD8 effect stays, Ki67 turns the right way
+    tests["q_adj"] = [0.002, 0.01, 0.2, 0.5, 0.5, 0.04, np.nan, 0.6, 0.7]
+    tests["effect_adj"] = [0.5, 0.3, 0.1, 0.1, -0.1, 0.2, np.nan, -0.05, 0.0]
+    # control-flagged: CD20 ~ KMT2D and the CD20 ~ KRAS discovery look like the controls
+    tests["control_like"] = [False, False, False, True, False, False, False, True, False]
+    return truth, tests
+
+
+def test_artefact_discoveries_are_false_and_counted_by_way():
+    truth, tests = _with_artefact()
+    lv = ("pan-cancer", "cancer_type")
+    naive = score_associations(tests, truth, levels=lv).set_index("level").loc["pan-cancer"]
+    assert (naive.discoveries, naive.unplanted, naive.artefact) == (5, 3, 1)
+    assert naive.fdp == pytest.approx(3 / 5) and naive.found == 1
+    adj = score_associations(tests, truth, levels=lv, way="adjusted").set_index("level")
+    pan = adj.loc["pan-cancer"]
+    assert (pan.discoveries, pan.unplanted, pan.artefact, pan.found) == (2, 0, 0, 2)
+    assert pan.power == 1.0 and pan.fdp == 0.0
+    assert adj.loc["cancer_type", "found"] == 1  # Lung CD138 ~ KRAS: q_adj 0.04
+    flagged = score_associations(tests, truth, levels=lv, way="control-flagged")
+    pan = flagged.set_index("level").loc["pan-cancer"]
+    assert (pan.discoveries, pan.unplanted, pan.artefact) == (3, 1, 0)
+    rec = recovery_table(truth, virtual_assoc=type("R", (), {"summary": tests})())
+    assert set(rec["analysis"]) == {"associations", "associations (adjusted)"}
+    with pytest.raises(InputDataError, match="way"):
+        score_associations(tests, truth, way="both")

@@ -66,6 +66,15 @@ def _recovery(recovery: pd.DataFrame, truth: pd.DataFrame, alpha: float) -> Repo
         "direction) / all discoveries. 'ground-truth' analyses the mIF rendered with the "
         "slides; 'virtual' analyses the translator's output — the gap is the translator's cost."))
     sec.add(TableBlock(recovery, "Power and false discovery proportion per level", max_rows=40))
+    art = truth.loc[truth["role"] == "artefact", "effect"].drop_duplicates()
+    sec.add(TextBlock(
+        "Each association analysis is scored three ways: 'associations' is the paper's naive "
+        "test; 'associations (adjusted)' adjusts for the demo's covariates (the site by "
+        "default); 'associations (control-flagged)' withholds naive discoveries whose effect is "
+        "no larger than the background channels' (shown only when the features include them). "
+        + (f"The population carries a site artefact ({art.iloc[0]}): the column 'artefact' "
+           "counts discoveries on its rows of the truth table — false discoveries made through "
+           "the site's stain look and patient mix." if len(art) else "")))
     prim = truth[truth["role"] == "primary"].drop(columns=["effect", "role"])
     sec.add(TableBlock(prim, "Truth table: planted (primary) associations; size = expected "
                              "log2 fold change", max_rows=120))

@@ -7,7 +7,10 @@ biomarker prevalences, baseline changes of the tissue composition) and the plant
   stroma (e.g. MSI-high: CD8 T cells x4 inside tumour nests), in all or some subtypes;
 * :class:`MarkerEffect` — an ordinal attribute moves a marker's rate on a cell type (e.g. stage
   raises the Ki67-positive share of tumour cells);
-* :class:`SurvivalEffect` — the hazard falls with a cell type's density (e.g. intratumoural CD8).
+* :class:`SurvivalEffect` — the hazard falls with a cell type's density (e.g. intratumoural CD8);
+* :class:`SiteArtefact` — not biology: one site's slides have their own stain look (which a
+  translator may read as a shift of some virtual channels) and its patients carry one biomarker
+  more often, with no effect in the tissue. Analyses must not call it biology.
 
 :func:`draw_patients` draws the clinical table (cancer type, subtype, biomarkers, stage, overall
 survival) and each patient's tissue composition; :mod:`virtime.simulate.cohort_render` renders
@@ -22,7 +25,8 @@ averaged over the cohort design within each group (pan-cancer, cancer type, subt
 ``PRIMARY_LOG2`` (x1.41) both directly (within a subtype) and at the group level — these define
 power; ``implied`` rows are any other expected change of at least ``IMPLIED_LOG2`` (~5%): marker
 sharing (CD3 on CD8 T cells), dilution across subtypes, confounding by the subtype mix — found or
-not, they are not false discoveries. Everything else is null.
+not, they are not false discoveries. ``artefact`` rows are every other feature of the artefact's
+biomarker: found, they are false discoveries made through the site. Everything else is null.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ __all__ = [
     "DensityEffect",
     "MarkerEffect",
     "PatientBiology",
+    "SiteArtefact",
     "SubtypeSpec",
     "SurvivalEffect",
     "analysed_features",
@@ -135,6 +140,35 @@ class SurvivalEffect:
 
 
 @dataclass(frozen=True)
+class SiteArtefact:
+    """A site confounder: its slides look different and its patients differ, its tissue does not.
+
+    ``share`` of the patients come from ``site`` (the others from ``reference``; both in the
+    clinical ``site`` column). Their ``attribute`` prevalence is raised by ``extra_prevalence``
+    (capped at 1), and their slides are stained with ``h_scale`` x hematoxylin and ``e_scale`` x
+    eosin — a stain/scanner look the translator sees and the ground-truth mIF does not.
+    """
+
+    attribute: str = "KMT2D"
+    share: float = 0.35
+    extra_prevalence: float = 0.6
+    h_scale: float = 1.5
+    e_scale: float = 1.0
+    site: str = "site-2"
+    reference: str = "site-1"
+    description: str = ("site-2: strong hematoxylin (x1.5) and KMT2D +0.6, no effect in the "
+                        "tissue")
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.share < 1.0 or not 0.0 <= self.extra_prevalence <= 1.0:
+            raise InvalidArgumentError("artefact share must be in (0, 1) and extra_prevalence "
+                                       "in [0, 1]")
+        if self.h_scale <= 0 or self.e_scale <= 0 or self.site == self.reference:
+            raise InvalidArgumentError("artefact stain scales must be > 0 and its site differ "
+                                       "from the reference")
+
+
+@dataclass(frozen=True)
 class CohortDesign:
     """Everything that defines a virtual cohort, apart from its size and seed.
 
@@ -163,6 +197,7 @@ class CohortDesign:
     stage_probs: tuple[float, float, float, float] = (0.25, 0.3, 0.27, 0.18)
     median_os_months: float = 30.0
     follow_up_months: float = 72.0
+    artefact: SiteArtefact | None = None
 
     def __post_init__(self) -> None:
         if not self.subtypes:
@@ -184,13 +219,18 @@ class CohortDesign:
                                        f"{self.nest_scale_um}")
         if abs(sum(self.stage_probs) - 1) > 1e-6:
             raise InvalidArgumentError("stage_probs must sum to 1")
+        if self.artefact is not None and (self.artefact.attribute not in self.biomarkers
+                                          or self.artefact.attribute in self.effect_attributes):
+            raise InvalidArgumentError(f"the artefact's attribute {self.artefact.attribute!r} "
+                                       "must be a biomarker without planted effects")
 
     def spread_of(self, phenotype: str) -> float:
         """Between-patient SD of the log density of ``phenotype`` (its override or ``spread``)."""
         return dict(self.phenotype_spread).get(phenotype, self.spread)
 
     def null(self) -> CohortDesign:
-        """The same cohort with no planted effect (for false-discovery checks)."""
+        """The same cohort with no planted effect (for false-discovery checks); a site
+        artefact, not being biology, is kept."""
         return replace(self, density_effects=(), marker_effects=(), survival_effect=None)
 
     @property
@@ -206,7 +246,8 @@ class CohortDesign:
 
 
 def default_design() -> CohortDesign:
-    """Three cancer types, six subtypes, four biomarkers, stage and survival; five effects.
+    """Three cancer types, six subtypes, four biomarkers, stage and survival; five effects and
+    one site artefact (a second site with its own stain look and more KMT2D, no tissue effect).
 
     Prevalences are rounded from published cohorts (e.g. MSI-high in ~15% of colon and ~30% of
     endometrioid carcinomas, KRAS in ~40% of colorectal and ~30% of lung adenocarcinomas).
@@ -255,6 +296,7 @@ def default_design() -> CohortDesign:
         phenotype_spread=(("cd8_t", 0.6),),
         nest_scale_um=(100.0, 160.0),
         follow_up_months=120.0,
+        artefact=SiteArtefact(),
     )
 
 
@@ -274,6 +316,7 @@ class PatientBiology:
     marker_prob: Mapping[str, Mapping[str, float]]
     nest_scale_um: float
     hazard_log_density: float  # log density of the survival driver relative to its baseline
+    stain: tuple[float, float] = (1.0, 1.0)  # the site's hematoxylin, eosin strength factors
 
     def composition(self) -> Composition:
         """The :class:`~virtime.simulate.tissue.Composition` the renderer draws."""
@@ -322,6 +365,9 @@ def draw_patients(n: int, design: CohortDesign | None = None, *, seed: int = 0,
         (months), os_event (0/1)`` — the columns :func:`virtime.stats.load_clinical` reads.
     biology : list of PatientBiology
         One per patient, in the same order.
+
+    With a :class:`SiteArtefact` the table has a ``site`` column, drawn from its own random
+    stream so that every other draw is the same as without the artefact.
     """
     design = design or default_design()
     if n < 1:
@@ -333,10 +379,17 @@ def draw_patients(n: int, design: CohortDesign | None = None, *, seed: int = 0,
     stages = rng.choice(4, size=n, p=np.asarray(design.stage_probs)) + 1
     rows, bio = [], []
     surv = design.survival_effect
+    art = design.artefact
+    at_site = (np.random.default_rng(np.random.SeedSequence([seed, 7302])).random(n) < art.share
+               if art is not None else np.zeros(n, dtype=bool))
     for i in range(n):
         spec = specs[pick[i]]
         pid = f"{prefix}{i + 1:04d}"
-        attrs: dict[str, float] = {b: float(rng.random() < spec.prevalence.get(b, 0.0))
+        prevalence = dict(spec.prevalence)
+        if art is not None and at_site[i]:
+            prevalence[art.attribute] = min(1.0, prevalence.get(art.attribute, 0.0)
+                                            + art.extra_prevalence)
+        attrs: dict[str, float] = {b: float(rng.random() < prevalence.get(b, 0.0))
                                    for b in design.biomarkers}
         attrs["stage"] = float(stages[i])
         dens = _densities(design, spec, attrs)
@@ -351,10 +404,13 @@ def draw_patients(n: int, design: CohortDesign | None = None, *, seed: int = 0,
             hazard_log = math.log(max(now, 1e-9) / max(base, 1e-9))
         bio.append(PatientBiology(
             pid, spec.code, float(rng.uniform(*design.tumour_fraction)), tumour, stroma,
-            _marker_overrides(design, attrs), float(rng.uniform(*design.nest_scale_um)), hazard_log))
+            _marker_overrides(design, attrs), float(rng.uniform(*design.nest_scale_um)), hazard_log,
+            (art.h_scale, art.e_scale) if at_site[i] and art is not None else (1.0, 1.0)))
         rows.append({"patient_id": pid, "cancer_type": spec.cancer_type, "subtype": spec.code,
                      **{b: int(attrs[b]) for b in design.biomarkers},
-                     "stage": ["I", "II", "III", "IV"][int(stages[i]) - 1]})
+                     "stage": ["I", "II", "III", "IV"][int(stages[i]) - 1],
+                     **({"site": art.site if at_site[i] else art.reference}
+                        if art is not None else {})})
     clinical = pd.DataFrame(rows)
     t, e = _survival(design, np.array([b.hazard_log_density for b in bio]), rng)
     clinical["os_time"] = np.round(t, 2)
@@ -482,7 +538,7 @@ def _conditional_mean(design: CohortDesign, specs: list, attribute: str, value: 
         if attribute in design.effect_attributes:
             grid = [(a, p) for a, p in _attribute_grid(design, spec) if a[attribute] == value]
         else:
-            prob = spec.prevalence.get(attribute, 0.0)
+            prob = _marginal_prevalence(design, spec, attribute)
             prob = prob if value == 1 else 1 - prob
             grid = [(dict(a), p * prob) for a, p in _attribute_grid(design, spec)]
         for attrs, p in grid:
@@ -493,6 +549,15 @@ def _conditional_mean(design: CohortDesign, specs: list, attribute: str, value: 
                 acc[k] = acc.get(k, 0.0) + wgt * v
             total += wgt
     return ({k: v / total for k, v in acc.items()} if total > 0 else {}), total
+
+
+def _marginal_prevalence(design: CohortDesign, spec: SubtypeSpec, attribute: str) -> float:
+    """P(attribute = 1) in a subtype, over both sites when a site artefact raises it at one."""
+    p = spec.prevalence.get(attribute, 0.0)
+    art = design.artefact
+    if art is None or art.attribute != attribute:
+        return p
+    return (1 - art.share) * p + art.share * min(1.0, p + art.extra_prevalence)
 
 
 def _direct_sizes(design: CohortDesign, specs: list, attribute: str) -> dict[str, float]:
@@ -555,9 +620,32 @@ def truth_table(design: CohortDesign | None = None, *,
                                  "effect": _descriptions(design, attribute) if primary else
                                  "side effect of the planted biology (shared markers, "
                                  "displacement, subtype mix)"})
+    if design.artefact is not None:
+        rows += _artefact_truth(design, levels, feats, rows)
     if design.survival_effect is not None:
         rows += _survival_truth(design, survival_levels, feats)
     return pd.DataFrame(rows, columns=TRUTH_COLUMNS)
+
+
+def _artefact_truth(design: CohortDesign, levels: tuple[str, ...], feats: list[str],
+                    rows: list[dict]) -> list[dict]:
+    """``artefact`` rows: every feature of the artefact's biomarker in every group that the
+    tissue does not already tie to it (implied rows keep their role). The direction is
+    ``either``: whichever way the translator reads the stain look, a discovery is false."""
+    art = design.artefact
+    assert art is not None
+    known = {(r["level"], r["group"], r["feature"]) for r in rows
+             if r["attribute"] == art.attribute}
+    out = []
+    for level, group, _ in _groups(design, levels):
+        for feat in feats:
+            if (level, group, feat) in known:
+                continue
+            out.append({"level": level, "group": group, "feature": feat,
+                        "channel": feat.split(".")[0], "attribute": art.attribute,
+                        "direction": "either", "size": float("nan"), "role": "artefact",
+                        "effect": art.description})
+    return out
 
 
 def _survival_truth(design: CohortDesign, levels: tuple[str, ...], feats: list[str]) -> list:

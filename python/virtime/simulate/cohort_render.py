@@ -114,8 +114,12 @@ def render_patient_slide(patient: PatientBiology, size_px: int, mpp: float,
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """H&E (uint8 HxWx3, glass outside the tissue), targets (bool 23xHxW), tissue mask (HxW)."""
     tissue = _tissue_shape(size_px, size_px, rng)
+    scanner = site_scanner(site, rng)
+    h, e = patient.stain  # a site artefact's stain look: the H&E changes, the tissue does not
+    if (h, e) != (1.0, 1.0):
+        scanner = replace(scanner, h_scale=scanner.h_scale * h, e_scale=scanner.e_scale * e)
     rgb, targets, _ = render_tissue((size_px, size_px), patient.composition(), mpp=mpp, rng=rng,
-                                    scanner=site_scanner(site, rng))
+                                    scanner=scanner)
     scanner_bg = np.asarray([246, 245, 248], np.float32)
     glass = scanner_bg + rng.normal(0, 1.5, (size_px, size_px, 1)).astype(np.float32)
     rgb = np.where(tissue[..., None], rgb, np.clip(glass, 0, 255).astype(np.uint8))
