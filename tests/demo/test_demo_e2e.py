@@ -47,6 +47,15 @@ def test_demo_cli_end_to_end_and_resume(tmp_path, tiny_demo_weights, capsys):
                   "Associations"):
         assert title in html
     assert (out / "cross_cohort.csv").is_file()
+    # The cohort's clinical.csv joins its own `features --merge` table (slide ids only).
+    from virtime.stats import join_features
+
+    merged = tmp_path / "merged.parquet"
+    assert main(["features", "--merge", str(out / "cohort_a" / "virtual"), "-o", str(merged)]) == 0
+    joined = join_features(merged, out / "cohort_a" / "clinical.csv",
+                           feature_names=["CD8.density", "CK.density"])
+    slides = pd.read_csv(out / "cohort_a" / "slides.csv")
+    assert sorted(joined.data["patient_id"]) == sorted(slides["patient_id"])
     stamp = {p: p.stat().st_mtime_ns for p in (out / "cohort_a" / "virtual").glob("*/summary.json")}
     # Rerun: nothing is rendered or translated again; the analysis gives the same numbers.
     assert main(argv) == 0
