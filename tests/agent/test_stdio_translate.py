@@ -15,9 +15,10 @@ import pytest
 pytest.importorskip("mcp")
 
 SIDE = 1536  # px at 0.5 um/px; 128-px tiles: a 12 x 12 grid, long enough to cancel mid-run
-# The map at 1 um/px is written in bands of 256 rows, four tile rows each: cancelled after half
-# the tiles, at least one band is finished, and the resumed run redoes only the rest.
-CANCEL_AT = 0.5
+# The map at 0.5 um/px is written in bands of 256 rows, two tile rows each: cancelled after a third
+# of the tiles, a band is finished, and the resumed run redoes only the rest; two thirds of the
+# tiles are left, so the cancel arrives before the loop ends even on a fast machine.
+CANCEL_AT = 0.35
 
 
 def _files_outside(root: Path, out: Path) -> dict[str, tuple[int, int]]:
@@ -42,7 +43,7 @@ def test_translate_progress_cancel_resume(sandbox, mcp_run) -> None:
     slide = Path(make_slide(sandbox.allow / "big.svs", SIDE, SIDE, mpp=0.5, seed=3))
     folder = SlideFolder(sandbox.out / "big")
     before = _files_outside(sandbox.root, sandbox.out)
-    args = {"slide": "big.svs", "tile_size": 128, "output_mpp": 1.0}
+    args = {"slide": "big.svs", "tile_size": 128, "output_mpp": 0.5}
 
     async def scenario(client):
         first: list[tuple[float, float | None]] = []
