@@ -174,3 +174,19 @@ def test_feature_explained_by_covariates_and_separation_are_noted(cohort, rng):
     assert np.isnan(s.loc["CK.density", "p_adj"]) and "separation" in s.loc["CK.density",
                                                                             "note_adj"]
     assert np.isfinite(s.loc["Ki67.density", "p_adj"])
+
+
+def test_tissue_area_is_a_covariate_not_a_feature(rng, cohort_factory):
+    feats, clin = cohort_factory(rng, per_subtype=15)
+    feats["tissue.area_mm2"] = rng.gamma(5.0, 20.0, size=len(feats))
+    cohort = join_features(feats, clin)
+    assert "tissue.area_mm2" not in cohort.features and "tissue.area_mm2" in cohort.data
+    s = associate(cohort, features=FEATURES, levels=("pan-cancer",), attributes=("TMB",),
+                  adjust=("tissue.area_mm2",)).summary
+    d = cohort.data
+    design = np.column_stack([np.ones(len(d)), stats.rankdata(d["CK.density"]),
+                              d["tissue.area_mm2"]])
+    fit = sm.OLS(stats.rankdata(d["TMB"]), design).fit()
+    row = s[s.feature == "CK.density"].iloc[0]
+    assert row.covariates == "tissue.area_mm2" and row.p_adj == pytest.approx(fit.pvalues[1],
+                                                                               rel=1e-8)

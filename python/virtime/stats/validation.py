@@ -25,6 +25,7 @@ __all__ = [
     "CLINICAL_REQUIRED",
     "CONTROL_CHANNELS",
     "COVARIATE_COLUMNS",
+    "COVARIATE_FEATURES",
     "ID_COLUMNS",
     "QC_FLAG",
     "SITE_COLUMNS",
@@ -59,6 +60,8 @@ SITE_COLUMNS = ("site", "hospital", "centre", "center", "tss")
 COVARIATE_COLUMNS = (*SITE_COLUMNS, "scanner", "batch", "age")
 #: Background channels (no protein): their features are negative controls, never discoveries.
 CONTROL_CHANNELS = ("TRITC", "Cy5")
+#: Slide descriptors kept beside the features as possible covariates (never tested).
+COVARIATE_FEATURES = ("tissue.area_mm2",)
 #: The features-table column that flags a slide whose failed tiles cover too much of its tissue.
 QC_FLAG = "qc_failed_share_exceeded"
 
@@ -255,10 +258,11 @@ def load_features(source: str | Path | pd.DataFrame,
             raise InputDataError(f"{name}: requested feature column(s) not in the table: "
                                  f"{_shown(list(absent), 5)}")
     feats = feature_columns(df, features)
-    feats += [c for c in df.columns if isinstance(c, str) and is_control_feature(c)
-              and c not in feats and pd.api.types.is_numeric_dtype(df[c])]
     if not feats:
         raise InputDataError(f"{name}: no feature columns named '<channel>.<metric>'")
+    feats += [c for c in df.columns if isinstance(c, str)
+              and (is_control_feature(c) or c in COVARIATE_FEATURES)
+              and c not in feats and pd.api.types.is_numeric_dtype(df[c])]
     for col in ID_COLUMNS:
         if col in df.columns:
             if df[col].isna().any():
@@ -600,7 +604,7 @@ def join_features(
         feats_df = _patients_of_slides(feats_df, clin)
     per_patient = aggregate_slides(feats_df, aggregate)
     fnames = [c for c in per_patient.columns if c not in ("patient_id", "n_slides")
-              and not is_control_feature(c)]
+              and not is_control_feature(c) and c not in COVARIATE_FEATURES]
     controls = [c for c in per_patient.columns if is_control_feature(c)]
     f_ids, c_ids = set(per_patient["patient_id"]), set(clin.table["patient_id"])
     features_only, clinical_only = sorted(f_ids - c_ids), sorted(c_ids - f_ids)
