@@ -31,9 +31,9 @@ from virtime.io import atomic_path
 from virtime.stitch import omezarr
 
 __all__ = [
-    "DEFAULT_THUMBNAIL_CHANNELS", "box_weights", "downsample_blocks", "render_thumbnail",
-    "slide_he_reader", "thumbnail_from_probs", "thumbnail_from_zarr", "thumbnail_level",
-    "write_png",
+    "DEFAULT_THUMBNAIL_CHANNELS", "box_weights", "downsample_blocks", "level_tile_shape",
+    "render_thumbnail", "slide_he_reader", "thumbnail_from_probs", "thumbnail_from_zarr",
+    "thumbnail_level", "write_png",
 ]
 
 DEFAULT_THUMBNAIL_CHANNELS: tuple[str, ...] = ("DAPI", "CD8", "CK")
@@ -129,6 +129,19 @@ def _accumulate(acc: NDArray[np.float64], block: NDArray[np.uint8], x: int, y: i
     acc[r0:r1, o0 * 3 : o1 * 3] += wy[r0:r1][:, y : y + n] @ cols
 
 
+def level_tile_shape(slide: Any, level: int) -> tuple[int, int]:
+    """``(height, width)`` of the file's tiles at ``level`` (OpenSlide's properties; ``(1, 1)``
+    when unknown): reads of whole tiles never decode a tile twice."""
+
+    def side(name: str) -> int:
+        try:
+            return int(slide.properties.get(f"openslide.level[{level}].tile-{name}", 1))
+        except (TypeError, ValueError, AttributeError):
+            return 1
+
+    return side("height"), side("width")
+
+
 def slide_he_reader(
     slide: Any, level: int | None = None, *, strip_bytes: int = STRIP_BYTES
 ) -> Callable[[tuple[int, int]], NDArray[np.uint8]]:
@@ -142,13 +155,7 @@ def slide_he_reader(
     def read_block(x: int, y: int, m: int, n: int) -> NDArray[np.uint8]:
         return slide.read_region(int(round(x * ds)), int(round(y * ds)), level, m, n)
 
-    def tile_side(name: str) -> int:
-        try:  # whole tiles per read: a tile cut by two reads would be decoded twice
-            return int(slide.properties.get(f"openslide.level[{level}].tile-{name}", 1))
-        except (TypeError, ValueError, AttributeError):
-            return 1
-
-    tile = (tile_side("height"), tile_side("width"))
+    tile = level_tile_shape(slide, level)
 
     def he(shape_yx: tuple[int, int]) -> NDArray[np.uint8]:
         return downsample_blocks(read_block, (h, w), shape_yx, strip_bytes=strip_bytes,

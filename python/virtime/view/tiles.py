@@ -206,14 +206,32 @@ class ViewSource:
         """The H&E tile as ``(h, w, 3)`` uint8 (see the module docstring)."""
         from PIL import Image
 
+        from virtime.stitch.thumbnail import STRIP_BYTES
+
         x0, y0, w, h, d = self.tile_box(z, tx, ty)
         level = max((i for i, ds in enumerate(self._slide_ds) if ds <= d * 1.001), default=0)
         ds = self._slide_ds[level]
         rw, rh = max(1, round(w * d / ds)), max(1, round(h * d / ds))
+        if rw * rh * 3 > STRIP_BYTES:  # a coarse view without a fitting level (a flat TIFF)
+            return self._he_in_blocks(x0, y0, level, (rh, rw), (h, w))
         rgb = self.slide.read_region(x0, y0, level, rw, rh)
         if (rw, rh) == (w, h):
             return rgb
         return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR))
+
+    def _he_in_blocks(self, x0: int, y0: int, level: int, region_yx: tuple[int, int],
+                      tile_yx: tuple[int, int]) -> NDArray[np.uint8]:
+        """The region area-averaged to the tile, read in blocks of bounded size: a zoomed-out
+        tile of a single-level slide would otherwise read a region as large as the slide."""
+        from virtime.stitch.thumbnail import downsample_blocks, level_tile_shape
+
+        ds = self._slide_ds[level]
+
+        def read(x: int, y: int, m: int, n: int) -> NDArray[np.uint8]:
+            return self.slide.read_region(x0 + round(x * ds), y0 + round(y * ds), level, m, n)
+
+        return downsample_blocks(read, region_yx, tile_yx,
+                                 tile=level_tile_shape(self.slide, level))
 
     def _sample_index(self, z: int, tx: int, ty: int, level_px: list[float]
                       ) -> tuple[int, NDArray[np.int64], NDArray[np.int64]]:
