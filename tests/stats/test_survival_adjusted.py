@@ -1,4 +1,4 @@
-"""Adjusted survival: stratified Cox against lifelines' ``strata=``, covariates as lifelines fits."""
+"""Adjusted survival: stratified Cox against lifelines' ``strata=``, covariates as lifelines."""
 
 from __future__ import annotations
 

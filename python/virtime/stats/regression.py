@@ -1,4 +1,4 @@
-"""Covariate-adjusted tests of every feature at once: logistic regression and a linear model on ranks.
+"""Covariate-adjusted tests of all features at once: logistic regression, a linear model on ranks.
 
 With continuous covariates (age, cellularity, a background channel) strata are not enough, so the
 attribute is regressed on the feature plus the covariates, one model per feature:
