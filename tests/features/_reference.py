@@ -39,8 +39,9 @@ def ref_partials(prob, tissue, idx, thr_native, y0, x0, bin_px):
     return int(t.sum()), sums, cooc, bins
 
 
-def ref_features(prob, tissue, names, analyse, threshold, bin_px):
-    """Whole-canvas features by the README formulas (probability units)."""
+def ref_features(prob, tissue, names, analyse, threshold, bin_px, pairs=None):
+    """Whole-canvas features by the README formulas (probability units); pair features among
+    ``pairs`` (default: every analysed channel)."""
     scale = 255.0 if prob.dtype == np.uint8 else 1.0
     t = tissue.astype(bool)
     n = int(t.sum())
@@ -77,7 +78,7 @@ def ref_features(prob, tissue, names, analyse, threshold, bin_px):
         dx = np.abs(p[:, 1:] - p[:, :-1])[t[:, 1:] & t[:, :-1]].sum()
         dy = np.abs(p[1:] - p[:-1])[t[1:] & t[:-1]].sum()
         out[f"{name}.sharpness"] = (dx + dy) / n
-    for a, b in itertools.combinations(analyse, 2):
+    for a, b in itertools.combinations(analyse if pairs is None else pairs, 2):
         out[f"{a}|{b}.or_density"] = (pos_masks[a] | pos_masks[b]).sum() / n
         out[f"{a}&{b}.and_density"] = (pos_masks[a] & pos_masks[b]).sum() / n
     return out

@@ -7,11 +7,13 @@ import math
 import numpy as np
 import pytest
 
+from virtime.channels import CHANNEL_NAMES, PROTEIN_CHANNELS
 from virtime.errors import InputDataError, InvalidArgumentError, InvalidMppError
 from virtime.features import SlideFeatureAccumulator
 
 NAMES = ("DAPI", "TRITC", "CD3", "CD8", "CK")
-ANALYSE = ("DAPI", "CD3", "CD8", "CK")  # TRITC is background
+ANALYSE = NAMES  # TRITC (background) too: a negative control of the statistics
+PAIRS = ("DAPI", "CD3", "CD8", "CK")  # no pair features with a background channel
 
 
 def _acc(**kw):
@@ -28,9 +30,12 @@ def _random_tiling(rng, H, W):
             for i in range(len(ys) - 1) for j in range(len(xs) - 1)]
 
 
-def test_default_channels_are_the_21_proteins():
+def test_default_channels_are_the_23_and_pairs_the_21_proteins():
     acc = SlideFeatureAccumulator(mpp=0.5)
-    assert len(acc.analyse) == 21 and "TRITC" not in acc.analyse and "Cy5" not in acc.analyse
+    assert acc.analyse == CHANNEL_NAMES and acc.pairs == PROTEIN_CHANNELS
+    assert len(acc.analyse) == 23 and len(acc.pairs) == 21
+    with pytest.raises(InvalidArgumentError, match="pair channels"):
+        SlideFeatureAccumulator(mpp=0.5, analyse=("CD3", "CD8"), pairs=("CD3", "CK"))
     with pytest.raises(InvalidMppError):
         SlideFeatureAccumulator(mpp=float("nan"))
     with pytest.raises(InvalidArgumentError):
@@ -46,10 +51,12 @@ def test_whole_canvas_matches_reference(rng, ref, blobs, dtype, shape):
     acc = _acc()
     acc.add_tile(prob, tissue, 0, 0)
     got = acc.result()
-    want = ref.ref_features(prob, tissue, NAMES, ANALYSE, 0.5, acc.bin_px)
+    want = ref.ref_features(prob, tissue, NAMES, ANALYSE, 0.5, acc.bin_px, pairs=PAIRS)
     assert len([k for k in got if k.endswith(".or_density")]) == 6
     ref.assert_features_close(got, want)
-    assert "TRITC.density" not in got
+    assert "TRITC.density" in got and not any("TRITC|" in k or "|TRITC" in k for k in got)
+    pair_keys = {k for k in got if k.endswith(("or_density", "and_density"))}
+    assert pair_keys == {k for k in want if k.endswith(("or_density", "and_density"))}
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
@@ -118,7 +125,7 @@ def test_never_positive_channel(rng, ref):
     assert res["CD8.density"] == 0.0 and res["CD8.entropy"] == 0.0
     assert math.isnan(res["CD8.snr"]) and res["CD8.sharpness"] == 0.0
     ref.assert_features_close(res, ref.ref_features(prob, np.ones((40, 40), bool), NAMES,
-                                                    ANALYSE, 0.5, acc.bin_px))
+                                                    ANALYSE, 0.5, acc.bin_px, PAIRS))
 
 
 def test_all_positive_and_constant(ref):
@@ -131,7 +138,7 @@ def test_all_positive_and_constant(ref):
     assert res["CD3|CD8.or_density"] == 1.0 and res["CD3&CD8.and_density"] == 1.0
     # positives spread evenly over 3 x 3 bins, tissue edge bins are partial: entropy < 1
     ref.assert_features_close(res, ref.ref_features(prob, tissue, NAMES, ANALYSE, 0.5,
-                                                    acc.bin_px))
+                                                    acc.bin_px, PAIRS))
 
 
 def test_entropy_extremes():

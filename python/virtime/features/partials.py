@@ -20,6 +20,12 @@ Metrics (per analysed channel c; T = tissue pixels, p = probability in [0, 1], t
   neither, and it is dominated by pixel noise.
 * ``A|B.or_density`` = #{p_A > t or p_B > t} / |T|; ``A&B.and_density`` = #{both} / |T|.
 
+By default every protein channel and both background channels (TRITC, Cy5) get the per-channel
+metrics: the background channels carry no protein, and the statistics test them beside the
+proteins as negative controls (:mod:`virtime.stats.controls`). Pair features are computed among
+the protein channels only: a pair with a background channel is no marker combination, and the
+21 proteins' pairs alone are 420 columns.
+
 Input: uint8 (probability x 255; ``value > 255 t``, so t = 0.5 means value >= 128) or float32
 probabilities. For uint8 every partial sum is an integer held exactly in float64, so tile-wise ==
 whole-canvas bit for bit; float32 sums agree to rounding (~1e-12 relative).
@@ -35,7 +41,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from virtime.channels import CHANNEL_NAMES, PROTEIN_CHANNELS
+from virtime.channels import BACKGROUND_CHANNELS, CHANNEL_NAMES, PROTEIN_CHANNELS
 from virtime.errors import InputDataError, InvalidArgumentError, InvalidMppError
 from virtime.features.contexture import ContextureConfig, immune_contexture
 from virtime.features.edges import BoundaryLedger
@@ -69,7 +75,11 @@ class SlideFeatureAccumulator:
     channels : sequence of str, optional
         Names of the C input channels in order (default: the 23 GigaTIME channels).
     analyse : sequence of str, optional
-        Channels to compute features for (default: the protein channels among ``channels``).
+        Channels to compute the per-channel features for (default: the protein and background
+        channels among ``channels``, in their order).
+    pairs : sequence of str, optional
+        Channels among ``analyse`` whose pair features (``A|B.or_density``, ``A&B.and_density``)
+        are computed (default: every analysed channel but the background ones).
     contexture : ContextureConfig, optional
         Cut-offs of the immune contexture features (default ``ContextureConfig()``).
 
@@ -87,6 +97,7 @@ class SlideFeatureAccumulator:
         channels: Sequence[str] | None = None,
         analyse: Sequence[str] | None = None,
         contexture: ContextureConfig | None = None,
+        pairs: Sequence[str] | None = None,
     ) -> None:
         try:
             mpp = float(mpp)
@@ -104,13 +115,21 @@ class SlideFeatureAccumulator:
         self.bin_px = max(1, round(bin_um / mpp))
         self.channels = tuple(channels) if channels is not None else CHANNEL_NAMES
         if analyse is None:
-            analyse = [c for c in self.channels if c in PROTEIN_CHANNELS]
+            analyse = [c for c in self.channels
+                       if c in PROTEIN_CHANNELS or c in BACKGROUND_CHANNELS]
         missing = [c for c in analyse if c not in self.channels]
         if missing or not analyse or len(analyse) > 32:
             raise InvalidArgumentError(
                 f"features: analysed channels must be 1..32 of the input channels; bad: {missing}"
             )
         self.analyse = tuple(analyse)
+        if pairs is None:
+            pairs = [c for c in self.analyse if c not in BACKGROUND_CHANNELS]
+        outside = [c for c in pairs if c not in self.analyse]
+        if outside:
+            raise InvalidArgumentError(
+                f"features: pair channels must be analysed channels; not analysed: {outside}")
+        self.pairs = tuple(c for c in self.analyse if c in set(pairs))  # in analysed order
         self.contexture = contexture if contexture is not None else ContextureConfig()
         self._idx = np.array([self.channels.index(c) for c in self.analyse], dtype=np.int64)
         K = len(self.analyse)
@@ -209,8 +228,9 @@ class SlideFeatureAccumulator:
 
     def merge(self, other: SlideFeatureAccumulator) -> SlideFeatureAccumulator:
         """Adds the partial sums of ``other`` (same settings, disjoint tiles); returns self."""
-        same = (self.mpp, self.bin_px, self.threshold, self.channels, self.analyse) == (
-            other.mpp, other.bin_px, other.threshold, other.channels, other.analyse)
+        same = (self.mpp, self.bin_px, self.threshold, self.channels, self.analyse,
+                self.pairs) == (other.mpp, other.bin_px, other.threshold, other.channels,
+                                other.analyse, other.pairs)
         if not same:
             raise InvalidArgumentError("features: cannot merge accumulators with other settings")
         if other._scale is not None:
@@ -232,11 +252,11 @@ class SlideFeatureAccumulator:
         return self._bins
 
     def result(self) -> dict[str, float | str]:
-        """The slide's features: ``"<channel>.<metric>"``, pair densities, contexture.
+        """The slide's features: ``"<channel>.<metric>"`` per analysed channel, the pair
+        densities of the ``pairs`` channels, contexture.
 
         With no tissue every numeric feature is NaN and a RuntimeWarning is issued.
         """
-        K = len(self.analyse)
         n = self.n_tissue
         scale = self._scale or 1.0
         out: dict[str, float | str] = {"tissue.pixels": float(n),
@@ -256,7 +276,8 @@ class SlideFeatureAccumulator:
             out[f"{name}.entropy"] = entropy[k]
             out[f"{name}.snr"] = self._snr(k, n)
             out[f"{name}.sharpness"] = tv[k] / scale / n
-        for i, j in itertools.combinations(range(K), 2):
+        paired = [self.analyse.index(c) for c in self.pairs]  # ascending: cooc's upper triangle
+        for i, j in itertools.combinations(paired, 2):
             a, b = self.analyse[i], self.analyse[j]
             both = self._cooc[i, j]
             out[f"{a}|{b}.or_density"] = (pos[i] + pos[j] - both) / n if n else math.nan
