@@ -19,6 +19,7 @@ const char* class_name(virtime::ErrorKind kind) {
     case K::Library: return "OpenSlideLibraryError";
     case K::InvalidArgument: return "InvalidArgumentError";
     case K::Cuda: return "CudaError";
+    case K::Batcher: return "BatcherError";
     case K::Generic: break;
   }
   return "VirtimeError";

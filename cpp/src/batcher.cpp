@@ -3,6 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <new>
+#include <typeinfo>
+
+#if defined(__GNUG__)
+#include <cxxabi.h>
+#include <cstdlib>
+#endif
 
 #include "virtime/errors.hpp"
 #include "virtime/image.hpp"
@@ -12,6 +19,21 @@ namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The exception's C++ type, readable where the compiler can demangle it ("std::invalid_argument").
+std::string type_name(const std::exception& e) {
+  const char* raw = typeid(e).name();
+#if defined(__GNUG__)
+  int status = 0;
+  char* readable = abi::__cxa_demangle(raw, nullptr, nullptr, &status);
+  if (status == 0 && readable != nullptr) {
+    std::string out(readable);
+    std::free(readable);
+    return out;
+  }
+#endif
+  return raw;
 }
 
 }  // namespace
@@ -76,6 +98,51 @@ void Batcher::stop() {
 }
 
 void Batcher::worker_loop() {
+  try {
+    run_worker();
+  } catch (...) {  // e.g. std::bad_alloc while making a batch's buffers: no tile to blame
+    fail(worker_error(std::current_exception(), -1));
+  }
+}
+
+void Batcher::fail(std::exception_ptr error) noexcept {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!fatal_) fatal_ = std::move(error);
+    stopping_ = true;  // the other workers finish their tile and leave
+  }
+  work_cv_.notify_all();
+  ready_cv_.notify_all();
+}
+
+std::exception_ptr Batcher::worker_error(std::exception_ptr original,
+                                         int64_t tile_idx) const noexcept {
+  try {
+    std::string what;
+    try {
+      std::rethrow_exception(original);
+    } catch (const Error& e) {
+      what = e.reason();
+    } catch (const std::exception& e) {
+      what = type_name(e);
+      if (what != e.what()) what += std::string(": ") + e.what();  // bad_alloc says only its name
+    } catch (...) {
+      what = "an exception that is not a std::exception";
+    }
+    std::string where = "a worker failed";
+    if (tile_idx >= 0) {
+      const TileRequest& t = tiles_[static_cast<size_t>(tile_idx)];
+      where += " on tile " + std::to_string(tile_idx) + " at (x=" + std::to_string(t.x) +
+               ", y=" + std::to_string(t.y) + ")";
+    }
+    return std::make_exception_ptr(Error(ErrorKind::Batcher, slide_->path(),
+                                         where + ", not while reading the slide: " + what));
+  } catch (...) {
+    return original;  // not even the message could be built (memory): pass the original on
+  }
+}
+
+void Batcher::run_worker() {
   std::vector<uint32_t> scratch;
   std::vector<uint8_t> read_buf;
   const int64_t n = num_tiles();
@@ -123,9 +190,16 @@ void Batcher::worker_loop() {
     std::string failure;
     try {
       process_tile(idx, *batch, slot, scratch, read_buf);
-    } catch (const std::exception& e) {
+    } catch (const Error& e) {
+      // Only an unreadable region is the slide's fault and skipped; anything else is a bug.
+      if (e.kind() != ErrorKind::SlideRead) {
+        fail(worker_error(std::current_exception(), idx));
+        return;
+      }
       failure = e.what();
-      if (failure.empty()) failure = "unknown error";
+    } catch (...) {
+      fail(worker_error(std::current_exception(), idx));
+      return;  // the tile's batch never completes: next() throws instead of waiting for it
     }
     bool complete = false;
     {
@@ -221,16 +295,18 @@ void Batcher::finalize(Batch& b) const {
 
 std::unique_ptr<Batch> Batcher::next() {
   std::unique_lock<std::mutex> lock(mu_);
+  if (fatal_) std::rethrow_exception(fatal_);
   if (next_consume_ >= num_batches_) return nullptr;
   bool starved = false;
   ready_cv_.wait(lock, [&] {
-    if (stopping_) return true;
+    if (stopping_ || fatal_) return true;
     auto it = in_flight_.find(next_consume_);
     // Batches start in order, so a next batch without a slot while none is free means the
     // consumer holds every slot: waiting would never end.
     starved = !ring_.empty() && it == in_flight_.end() && free_slots_.empty();
     return starved || (it != in_flight_.end() && it->second->remaining == -1);
   });
+  if (fatal_) std::rethrow_exception(fatal_);
   if (stopping_) return nullptr;
   if (starved) {
     throw invalid_argument("the consumer holds all " + std::to_string(ring_.size()) +

@@ -3,7 +3,9 @@
 Worker threads read tiles, resample them to the model size, normalize stain and pack
 ImageNet-normalized NCHW tensors while Python consumes earlier batches (the GIL is released while
 the pool works). Batches come in tile order; a tile that fails to read is recorded with its
-coordinates and reason and left out, and the run goes on.
+coordinates and reason and left out, and the run goes on. Only a slide read is skipped that way:
+any other error in a worker (a bug such as an invalid argument, exhausted memory) stops the pool,
+and iterating raises :class:`~virtime.errors.BatcherError` naming the tile.
 
 With ``ring=`` (a few preallocated ``(B, H, W, 3)`` uint8 arrays, e.g. views of pinned host
 memory), the workers write each batch's tiles straight into a free ring slot: ``Batch.rgb`` is a
@@ -95,6 +97,9 @@ def iter_batches(
     them (``Batch.slot``; ``Batch.rgb`` is a view of it) and it stays the consumer's until
     :meth:`Batch.release`; a batch without tiles hands its slot back at once. Asking for the next
     batch while holding every slot raises :class:`~virtime.errors.InvalidArgumentError`.
+
+    Raises :class:`~virtime.errors.BatcherError` when a worker fails other than by reading the
+    slide (unreadable tiles are :attr:`Batch.failures` instead).
     """
     from virtime import _core
 

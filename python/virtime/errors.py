@@ -19,6 +19,7 @@ __all__ = [
     "OpenSlideLibraryError",
     "InvalidArgumentError",
     "CudaError",
+    "BatcherError",
     "CheckpointError",
     "ModelMismatchError",
     "InputDataError",
@@ -69,6 +70,12 @@ class InvalidArgumentError(VirtimeError, ValueError):
 
 class CudaError(VirtimeError, RuntimeError):
     """A CUDA call failed, or CUDA support was not compiled in."""
+
+
+class BatcherError(VirtimeError, RuntimeError):
+    """A batcher worker failed on something other than reading the slide: a bug (an invalid
+    argument inside the core) or exhausted memory. Unlike an unreadable tile, which is recorded and
+    skipped, this stops the run, so a slide is never finished as done over a bug."""
 
 
 class CheckpointError(VirtimeError, ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import tifffile
 
 from virtime.batcher import iter_batches
+from virtime.errors import BatcherError
 from virtime.slide import Slide
 from virtime.tiling import TilingConfig, make_tile_grid
 
@@ -61,6 +63,7 @@ def test_resampled_tiles_match_area_reference(slide_dir):
 
 
 def test_corrupt_tile_is_recorded_and_run_continues(slide_dir, tmp_path):
+    """A slide-read error (OpenSlide cannot decode a tile) is the one failure that is skipped."""
     path = tmp_path / "corrupt.svs"
     shutil.copy(slide_dir / "aperio.svs", path)
     with tifffile.TiffFile(path) as tif:
@@ -80,6 +83,35 @@ def test_corrupt_tile_is_recorded_and_run_continues(slide_dir, tmp_path):
     assert [(f.x, f.y) for f in failed] == [(bad_x, bad_y)]
     assert "corrupt.svs" in failed[0].reason and "read_region" in failed[0].reason
     assert len(ok) == len(grid) - 1  # every other tile still read (the handle was renewed)
+
+
+@pytest.mark.parametrize(("bug", "change", "says"), [
+    # a bug in what the caller asks for: read_region's invalid-argument error in every worker
+    ("invalid argument", {"level": 99}, r"level 99 out of range"),
+    # a read buffer of 2^30 x 2^30 x 3 bytes: operator new throws std::bad_alloc in the worker
+    ("bad_alloc", {"read_size": 2**30}, r"std::bad_alloc"),
+])
+def test_a_worker_bug_stops_the_run_instead_of_failing_tiles(slide_dir, bug, change, says):
+    """Only slide reads become failed tiles: any other worker error is raised by the batch call."""
+    slide = Slide(slide_dir / "aperio.svs")
+    grid = dataclasses.replace(_grid(slide), **change)
+    failed = []
+    with pytest.raises(BatcherError, match=says) as caught:
+        for batch in iter_batches(slide, grid, batch_size=3, threads=2, prefetch=2):
+            failed += batch.failures  # the old pool recorded every tile here and finished
+    assert failed == []
+    assert "aperio.svs" in str(caught.value) and "tile " in str(caught.value)
+    assert isinstance(caught.value, RuntimeError)
+
+
+def test_a_worker_bug_with_a_ring_stops_the_run(slide_dir):
+    """The same with caller-owned ring slots: the consumer is woken, not left waiting for a slot."""
+    slide = Slide(slide_dir / "aperio.svs")
+    grid = dataclasses.replace(_grid(slide), level=99)
+    ring = [np.empty((2, 256, 256, 3), np.uint8) for _ in range(2)]
+    with pytest.raises(BatcherError, match="level 99"):
+        for _ in iter_batches(slide, grid, batch_size=2, threads=2, ring=ring):
+            pass
 
 
 def test_empty_tile_list(slide_dir):

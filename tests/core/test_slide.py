@@ -114,7 +114,7 @@ def test_error_mapping_covers_every_core_kind():
         errors.VirtimeError, errors.SlideNotFoundError, errors.SlideFormatError,
         errors.SlideReadError, errors.MissingMppError, errors.InvalidMppError,
         errors.SlideTooSmallError, errors.OpenSlideLibraryError, errors.InvalidArgumentError,
-        errors.CudaError,
+        errors.CudaError, errors.BatcherError,
     ]
     for kind, cls in enumerate(expected):
         with pytest.raises(cls, match="f.svs: why"):

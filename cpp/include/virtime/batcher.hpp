@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -90,6 +91,10 @@ class Batcher {
   // Blocks until the next batch in order is complete; returns null when all were consumed.
   // With a ring, throws InvalidArgument instead of waiting forever when the consumer holds every
   // slot and the next batch has none (release a slot first).
+  // A tile whose slide read fails (Error of kind SlideRead) is recorded in its batch and skipped.
+  // Any other error in a worker (a bug such as an invalid argument, std::bad_alloc) stops the
+  // workers, and this call throws it as Error(ErrorKind::Batcher) naming the tile, so a run never
+  // finishes as done over a bug.
   std::unique_ptr<Batch> next();
   // Hands a ring slot back to the workers; throws InvalidArgument unless the consumer holds it.
   void release(int64_t slot);
@@ -98,6 +103,11 @@ class Batcher {
 
  private:
   void worker_loop();
+  void run_worker();
+  // Records the first fatal worker error and stops the pool; next() throws it.
+  void fail(std::exception_ptr error) noexcept;
+  // `original` as Error(ErrorKind::Batcher) naming the slide and tile (tile_idx < 0: none).
+  std::exception_ptr worker_error(std::exception_ptr original, int64_t tile_idx) const noexcept;
   void process_tile(int64_t tile_idx, Batch& batch, int64_t slot, std::vector<uint32_t>& scratch,
                     std::vector<uint8_t>& read_buf);
   void finalize(Batch& batch) const;
@@ -114,6 +124,7 @@ class Batcher {
   int64_t next_tile_ = 0;      // next tile a worker will claim
   int64_t next_consume_ = 0;   // next batch the consumer expects
   bool stopping_ = false;
+  std::exception_ptr fatal_;   // a worker's error other than a slide read (see next())
   std::map<int64_t, std::unique_ptr<Batch>> in_flight_;
   std::vector<RingSlot> ring_;
   std::deque<int64_t> free_slots_;  // ring slots no batch and no consumer holds, oldest first

@@ -18,6 +18,8 @@ enum class ErrorKind {
   Library,        // OpenSlideLibraryError (ImportError-like): the runtime library is missing
   InvalidArgument,// InvalidArgumentError (ValueError)
   Cuda,           // CudaError (RuntimeError)
+  Batcher,        // BatcherError (RuntimeError): a batcher worker failed on something other than a
+                  // slide read (a bug, memory exhausted); the run stops instead of skipping the tile
 };
 
 class Error : public std::runtime_error {
