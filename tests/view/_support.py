@@ -211,3 +211,18 @@ class Browser:
                 self.proc.kill()
                 self.proc.wait()
         self._profile.cleanup()
+
+
+class ReadSpy:
+    """A slide that records the bytes of every ``read_region`` and passes everything else on."""
+
+    def __init__(self, slide) -> None:
+        self._slide = slide
+        self.read_bytes: list[int] = []
+
+    def __getattr__(self, name):
+        return getattr(self._slide, name)
+
+    def read_region(self, x, y, level, w, h):
+        self.read_bytes.append(w * h * 3)
+        return self._slide.read_region(x, y, level, w, h)

@@ -9,21 +9,6 @@ import pytest
 from virtime.view import ViewSource
 
 
-class _ReadSpy:
-    """A slide that records the bytes of every read and passes everything else through."""
-
-    def __init__(self, slide) -> None:
-        self._slide = slide
-        self.read_bytes: list[int] = []
-
-    def __getattr__(self, name):
-        return getattr(self._slide, name)
-
-    def read_region(self, x, y, level, w, h):
-        self.read_bytes.append(w * h * 3)
-        return self._slide.read_region(x, y, level, w, h)
-
-
 @pytest.mark.slow  # decodes a 4096² slide
 def test_zoomed_out_tile_of_a_flat_slide_is_read_in_bounded_blocks(tmp_path, syn, rng):
     """Old code read the whole 4096² level in one call for the zoom-0 tile (50 MB; 1.8 GB for a
@@ -35,7 +20,7 @@ def test_zoomed_out_tile_of_a_flat_slide_is_read_in_bounded_blocks(tmp_path, syn
     flat = write_flat_slide(tmp_path / "flat.tif", colours, mpp=0.5)
     source = ViewSource(syn.make_output(tmp_path, "F", slide=flat))
     assert source.slide.level_count == 1 and source.max_zoom == 4
-    spy = source.slide = _ReadSpy(source.slide)
+    spy = source.slide = syn.ReadSpy(source.slide)
     tile = source.he_array(0, 0, 0)  # the whole slide in one 256-px tile: 16 px per slide tile
     assert max(spy.read_bytes) <= STRIP_BYTES < 4096 * 4096 * 3
     assert sum(spy.read_bytes) == 4096 * 4096 * 3  # each pixel once

@@ -105,23 +105,8 @@ def test_translate_writes_the_page(tiny_model, tmp_path):
     assert f"<th>{pair}</th>" in text  # the slide-level features, one row each
 
 
-class _ReadSpy:
-    """A slide that records the size of every read and passes everything else through."""
-
-    def __init__(self, slide) -> None:
-        self._slide = slide
-        self.read_bytes: list[int] = []
-
-    def __getattr__(self, name):
-        return getattr(self._slide, name)
-
-    def read_region(self, x, y, level, w, h):
-        self.read_bytes.append(w * h * 3)
-        return self._slide.read_region(x, y, level, w, h)
-
-
 @pytest.mark.slow  # decodes 200 MB of slide tiles
-def test_page_of_a_flat_slide_reads_it_in_bounded_blocks(output_dir, tmp_path, rng):
+def test_page_of_a_flat_slide_reads_it_in_bounded_blocks(output_dir, tmp_path, rng, syn):
     """A single-level 8192² TIFF: no read is larger than the strip budget (a bound that does
     not depend on the slide's size), the level is read once for the whole page, and the page's
     H&E is the slide's exact area mean (known tile by tile)."""
@@ -133,7 +118,7 @@ def test_page_of_a_flat_slide_reads_it_in_bounded_blocks(output_dir, tmp_path, r
     colours = np.sort(colours, axis=1)  # smooth-ish: few JPEG artefacts at tile edges
     flat = Slide(write_flat_slide(tmp_path / "flat.tif", colours, mpp=0.5), mpp=0.5)
     assert flat.level_count == 1 and flat.dimensions == (8192, 8192)
-    spy = _ReadSpy(flat)
+    spy = syn.ReadSpy(flat)
     path = write_slide_page(output_dir, slide=spy)
     assert max(spy.read_bytes) <= STRIP_BYTES < 8192 * 8192 * 3
     assert sum(spy.read_bytes) == 8192 * 8192 * 3  # every pixel once: one pass for all panels
