@@ -129,3 +129,17 @@ def test_report_has_a_site_section_when_the_cohort_has_sites(rng, cohort_factory
     html = (tmp_path / "r.html").read_text()
     assert "<h2>Site</h2>" in html and "leave-one-site-out" in html
     assert "Warning: site" not in html  # no site effect planted
+
+
+def test_validate_skips_the_site_check_when_a_site_has_one_patient(rng, cohort_factory,
+                                                                     tmp_path, capsys):
+    from virtime.cli import main
+
+    feats, clin = cohort_factory(rng, per_subtype=5)
+    clin["site"] = "A"
+    clin.loc[0, "site"] = "B"
+    feats.to_parquet(tmp_path / "f.parquet")
+    clin.to_csv(tmp_path / "c.csv", index=False)
+    assert main(["validate", "--features", str(tmp_path / "f.parquet"), "--clinical",
+                 str(tmp_path / "c.csv")]) == 0
+    assert "site check skipped: site prediction needs ≥ 2 sites" in capsys.readouterr().out

@@ -85,10 +85,19 @@ def _site(cohort, with_survival: bool) -> list:
     from virtime.report.site import site_section
     from virtime.stats.site import find_site_column, site_predictability, site_signature
 
+    from virtime.errors import InputDataError
+
     if find_site_column(cohort) is None:
         return []
+    try:
+        predictability = site_predictability(cohort, warn=False)
+    except InputDataError as exc:  # e.g. a site with one patient: no section, one log line
+        import logging
+
+        logging.getLogger(__name__).warning("site section left out: %s", exc)
+        return []
     signature = site_signature(cohort) if with_survival else None
-    return [site_section(site_predictability(cohort, warn=False), signature)]
+    return [site_section(predictability, signature)]
 
 
 def _audit(args: argparse.Namespace):

@@ -83,10 +83,18 @@ def _site_checks(cohort, args: argparse.Namespace) -> None:
     """Site predictability and the site-aware signature, when the cohort has sites."""
     from virtime.stats.site import find_site_column, site_predictability, site_signature
 
+    from virtime.errors import InputDataError
+
     site = args.site or find_site_column(cohort)
     if site is None:
         return
-    res = site_predictability(cohort, site=site, warn=False)
+    if site not in cohort.data.columns:
+        raise InputDataError(f"site column {site!r} not in the clinical table")
+    try:
+        res = site_predictability(cohort, site=site, warn=False)
+    except InputDataError as exc:  # e.g. a site with one patient: the tables are still valid
+        print(f"site check skipped: {exc}")
+        return
     print(("warning: " if res.warn else "") + res.message)
     if cohort.has_survival and not args.no_site_signature:
         table = site_signature(cohort, site=site)
