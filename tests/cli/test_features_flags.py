@@ -45,8 +45,8 @@ def test_translate_flags_reach_the_features_and_a_rerun_refreshes_them(
     _same_features(folder, bin_um=32.0, threshold=0.4, max_failed_share=0.3)
     table = pd.read_parquet(folder / "features.parquet").iloc[0]
     at_04, at_05 = densities(folder, 0.4), densities(folder, 0.5)  # numpy, from the stored map
-    shown = [k for k in at_04 if k in table.index]  # the protein channels
-    assert len(shown) == 21 and all(table[k] == pytest.approx(at_04[k]) for k in shown)
+    shown = [k for k in at_04 if k in table.index]  # every channel, TRITC and Cy5 included
+    assert len(shown) == 23 and all(table[k] == pytest.approx(at_04[k]) for k in shown)
     assert at_04 != at_05  # the flag changed values, not only the recorded settings
     zarr_files = {p: p.stat().st_mtime_ns for p in (folder / "mif.ome.zarr").rglob("*")}
 

@@ -297,9 +297,16 @@ def load_features(source: str | Path | pd.DataFrame,
             f"{name}: {int(inf.sum())} infinite feature value(s) in column(s) {_shown(cols)} "
             f"(rows {_shown(list(row_ids[inf.any(axis=1)]))})")
     empty = [numeric[j] for j in np.flatnonzero(np.isnan(values).all(axis=0))]
+    # A background channel that is never positive has no snr anywhere: unremarkable for a
+    # negative control, so only the analysed features' losses are warned about.
+    lost = [c for c in empty if not is_control_feature(c)]
+    if lost:
+        warnings.warn(f"{name}: {len(lost)} feature(s) undefined (NaN) on every slide, left "
+                      f"out: {_shown(lost, 5)}", StatisticalWarning, stacklevel=2)
+    if len(lost) < len(empty):
+        log.info("%s: negative-control feature(s) undefined on every slide, not tested: %s",
+                 name, _shown([c for c in empty if c not in lost], 5))
     if empty:
-        warnings.warn(f"{name}: {len(empty)} feature(s) undefined (NaN) on every slide, left "
-                      f"out: {_shown(empty, 5)}", StatisticalWarning, stacklevel=2)
         out = out.drop(columns=empty)
     if len(empty) == len(numeric):
         raise InputDataError(f"{name}: every feature is NaN on every slide")
