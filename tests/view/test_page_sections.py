@@ -9,14 +9,14 @@ import re
 
 import pytest
 
-from virtime.channels import PROTEIN_CHANNELS
+from virtime.channels import CHANNEL_NAMES, PROTEIN_CHANNELS
 from virtime.view import write_slide_page
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory, syn):
     pairs = list(itertools.combinations(PROTEIN_CHANNELS, 2))
-    feats = {f"{c}.density": 0.01 * i for i, c in enumerate(PROTEIN_CHANNELS)}
+    feats = {f"{c}.density": 0.01 * i for i, c in enumerate(CHANNEL_NAMES)}  # with TRITC, Cy5
     feats |= {f"{a}|{b}.or_density": 0.5 for a, b in pairs}
     feats |= {f"{a}&{b}.and_density": 0.1 for a, b in pairs}
     feats |= {"tissue.area_mm2": 1.25, "tiles_failed": 0}
@@ -45,3 +45,10 @@ def test_pair_features_are_folded_in_one_details_element(page):
     assert len(re.findall(pattern, inside)) == n_pairs and not re.findall(pattern, outside)
     assert f"{n_pairs} channel-pair features" in inside
     assert "tissue.area_mm2" in outside  # slide descriptors stay in view
+
+
+def test_background_channels_follow_the_proteins_labelled_as_such(page):
+    section, _ = page
+    table = section[:section.index("</table>")]
+    rows = re.findall(r"<th>([^<]+)</th>\s*<td>", table)
+    assert rows == [*PROTEIN_CHANNELS, "TRITC (background)", "Cy5 (background)"]

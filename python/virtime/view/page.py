@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from virtime.channels import CHANNEL_NAMES, PROTEIN_CHANNELS, get_channel
+from virtime.channels import BACKGROUND_CHANNELS, CHANNEL_NAMES, PROTEIN_CHANNELS, get_channel
 from virtime.errors import InputDataError, InvalidArgumentError
 from virtime.io import SlideFolder
 
@@ -114,15 +114,14 @@ def _open_slide(d: Path, slide: Any) -> Any:
 
 
 def _mif_level(d: Path, max_px: int) -> tuple[Any, list[str]]:
-    """The finest pyramid level whose longer side is ``<= max_px`` (else the coarsest)."""
-    from virtime.stitch.omezarr import read_ome_zarr
+    """The finest pyramid level whose longer side is ``<= max_px`` (else the coarsest); its
+    reads check that the chunks they touch are there and decode (a lost one would be zeros)."""
+    from virtime.stitch.omezarr import VerifiedArray, read_ome_zarr
 
     image = read_ome_zarr(SlideFolder(d).zarr, verify=False)
     names = list(image.channels)
-    for level in image.levels:
-        if max(level.shape[1:]) <= max_px:
-            return level, names
-    return image.levels[-1], names
+    level = next((lv for lv in image.levels if max(lv.shape[1:]) <= max_px), image.levels[-1])
+    return VerifiedArray(level, check_present=True), names
 
 
 def _he_image(slide: Any, size_wh: tuple[int, int]) -> NDArray[np.uint8]:
@@ -266,6 +265,11 @@ def _features_html(d: Path) -> str:
             grid.setdefault(name, {})[metric] = v
         else:
             other[str(col)] = v
+    # Background channels (no protein; the statistics' negative controls) after the proteins,
+    # labelled as such.
+    background = [n for n in grid if n in BACKGROUND_CHANNELS]
+    grid = {**{n: v for n, v in grid.items() if n not in background},
+            **{f"{n} (background)": grid[n] for n in background}}
     # The channel table first; slide descriptors; the hundreds of pair features folded away,
     # one per row (they read down, not across).
     parts = []
