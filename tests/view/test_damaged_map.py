@@ -63,3 +63,19 @@ def test_a_corrupt_chunk_is_an_error_tile_not_a_dropped_connection(tmp_path, syn
         assert status == 500 and b"cannot be decoded" in body and str(bad).encode() in body
         assert _get(srv.url + "info.json")[0] == 200  # the connection and the server go on
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_page_and_galleries_check_the_level_they_read(tmp_path, syn):
+    """Old code: slide_panels (the slide page, the report galleries) drew a lost chunk as black."""
+    from virtime.view import slide_panels
+
+    out = syn.make_output(tmp_path, "S")
+    r0, _, c0, _ = syn.CD8_BOX
+    # max_px 128: pyramid level 1 (96 x 128, 64-px chunks); CD8's box starts in chunk (0, 0)
+    lost = out / "mif.ome.zarr" / "1" / str(CD8) / str(r0 // 128) / str(c0 // 128)
+    assert lost.is_file()
+    lost.unlink()
+    with pytest.raises(InputDataError, match="chunk missing") as info:
+        slide_panels(out, ["CD8"], max_px=128)
+    assert str(lost) in str(info.value)
+    assert set(slide_panels(out, ["CK"], max_px=128, composite_channels=("CK",))) >= {"CK"}
