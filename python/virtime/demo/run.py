@@ -90,6 +90,9 @@ def prepare_features(features: pd.DataFrame, wanted: list[str], what: str
 
     NaN comes from a slide where a feature is undefined (e.g. tumour density without any
     CK-positive region); the statistics layer refuses NaN, and imputing would invent data.
+    The background channels' features of the wanted metrics (``TRITC.density`` ...) stay in
+    the table, outside the returned names: the statistics test them as negative controls. A
+    table without them (a ground truth rendered without background) simply has no controls.
     """
     present = [f for f in wanted if f in features.columns]
     values = features[present].to_numpy(float)
@@ -108,7 +111,21 @@ def prepare_features(features: pd.DataFrame, wanted: list[str], what: str
     if flat:
         log.info("demo: %s: constant features left out (nothing to test): %s", what, flat)
     keep = [f for f in keep if f not in flat]
-    return features[["slide_id", "patient_id", *keep]].copy(), keep
+    return features[["slide_id", "patient_id", *keep, *_controls(features, keep)]].copy(), keep
+
+
+def _controls(features: pd.DataFrame, keep: list[str]) -> list[str]:
+    """Background-channel columns of the metrics in ``keep``, defined and varying on every slide."""
+    from virtime.stats.validation import is_control_feature
+
+    metrics = {f.rpartition(".")[2] for f in keep}
+    out = []
+    for c in features.columns:
+        if isinstance(c, str) and is_control_feature(c) and c.rpartition(".")[2] in metrics:
+            v = features[c].to_numpy(float)
+            if len(v) and np.isfinite(v).all() and np.ptp(v) > 0:
+                out.append(c)
+    return out
 
 
 def _model_geometry(model: Any) -> tuple[float, int]:
