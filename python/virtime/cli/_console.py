@@ -8,7 +8,8 @@ A user of ``virtime`` reads messages, not Python internals. For the length of on
 * logs without tracebacks (``-vv`` shows them, for a bug report);
 * turns SIGTERM (a batch scheduler's time limit, ``kill``) into :class:`Terminated`, a
   ``KeyboardInterrupt``, so a terminated run cleans up exactly as after Ctrl-C: locks released,
-  partial outputs resumable, an ``interrupted`` event in ``--log-json``;
+  partial outputs resumable, an ``interrupted`` event in ``--log-json``; after either, only
+  errors are logged while the run winds down;
 
 and :func:`error_line` words an exception as the one line the CLI prints. Everything is restored
 when the command returns, so tests (and notebooks) can call ``virtime.cli.main`` repeatedly.
@@ -183,22 +184,35 @@ def console_session(command: str, verbose: int = 0,
                 warnings.simplefilter("ignore", category)
         warnings.showwarning = _WarningPrinter(command, stream)
         stack.enter_context(_log_records_once())
-        stack.enter_context(_sigterm_as_interrupt())
+        stack.enter_context(_interrupts())
         yield
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` in the main thread while the command runs."""
+def _interrupts() -> Iterator[None]:
+    """Ctrl-C raises ``KeyboardInterrupt`` and SIGTERM :class:`Terminated` in the main thread,
+    and from then on the command's log shows errors only: what libraries log while an
+    interrupted run winds down (a cluster closing, tasks cancelled) is what stopping means, and
+    the CLI says it in one line."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
+    handlers = list(logging.getLogger().handlers)
+    levels = [h.level for h in handlers]
 
-    def _raise(signum: int, frame: Any) -> None:
+    def _stop(signum: int, frame: Any) -> None:
+        for handler in handlers:
+            handler.setLevel(max(handler.level, logging.ERROR))
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, _raise)
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for handler, level in zip(handlers, levels):
+            handler.setLevel(level)

@@ -36,6 +36,7 @@ from virtime.cohort.security import TlsFiles, local_cluster_security, scheduler_
 from virtime.cohort.worker import (
     SLIDE_KEY_PREFIX,
     CohortWorkerPlugin,
+    IgnoreInterruptsPlugin,
     count_attempts,
     translate_slide_task,
 )
@@ -296,6 +297,7 @@ def _client(options: CohortOptions, extra_config: dict[str, Any]) -> Iterator[An
             cluster = LocalCluster(n_workers=n, threads_per_worker=options.threads_per_worker,
                                    processes=True, **where)
         client = Client(cluster, security=cluster.security)
+        client.register_plugin(IgnoreInterruptsPlugin())  # Ctrl-C is the driver's to handle
     try:
         yield client
     finally:

@@ -40,6 +40,7 @@ from virtime.errors import VirtimeError
 __all__ = [
     "SLIDE_KEY_PREFIX",
     "CohortWorkerPlugin",
+    "IgnoreInterruptsPlugin",
     "attempts_path",
     "cached_engine",
     "clear_engine_cache",
@@ -371,6 +372,28 @@ def _prefetch_file(path: str, slide_id: str, max_bytes: int,
         os.close(fd)
     with _LOCK:
         _PREFETCHED.append(slide_id)
+
+
+class IgnoreInterruptsPlugin(WorkerPlugin):
+    """Workers of virtime's own local cluster ignore SIGINT.
+
+    Ctrl-C in a terminal reaches the whole process group: the driver stops the run (its slides
+    stay resumable) and closes the cluster it started; its worker processes taking the signal
+    too would only print tracebacks of their own (and warnings about the slides the driver
+    cancels). Never registered on an external cluster
+    (``--scheduler``), whose workers are someone else's to stop.
+    """
+
+    name = "virtime-ignore-interrupts"
+    idempotent = True
+
+    def setup(self, worker: Any) -> None:
+        import signal
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # The driver cancels the queued slides when it stops: not a warning in a worker's log.
+        logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
 
 
 class CohortWorkerPlugin(WorkerPlugin):

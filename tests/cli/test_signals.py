@@ -1,0 +1,80 @@
+"""Stopping a run: SIGTERM (a batch scheduler's time limit) as Ctrl-C, each in one line.
+
+Real processes and real signals: the run is started with ``python -m virtime.cli`` and signalled
+once its JSON log (or its output folder) shows it is working.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from virtime.translation.lock import LOCK_NAME
+
+
+def _wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    start = time.monotonic()
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before it was signalled: {proc.communicate()}")
+        if time.monotonic() - start > timeout:
+            proc.kill()
+            pytest.fail("the run never started")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def long_slide(tmp_path_factory) -> Path:
+    """Enough tiles (144 at 128 px) that the tiny model is still at work when signalled."""
+    from virtime.simulate.slides import make_slide
+
+    return make_slide(tmp_path_factory.mktemp("long") / "long.svs", 1536, 1536, mpp=0.5, seed=5)
+
+
+def test_sigterm_stops_translate_like_ctrl_c(long_slide, tiny_weights, tmp_path):
+    log = tmp_path / "events.jsonl"
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "virtime.cli", "translate", str(long_slide), "-o", str(out),
+         "--weights", str(tiny_weights), "-q", "--backend", "onnxruntime", "--tile-size", "128",
+         "--threads", "1", "--batch-size", "2", "--no-features", "--log-json", str(log)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: log.is_file() and '"start"' in log.read_text(), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines() == ["virtime translate: interrupted (SIGTERM)"]
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    assert "interrupted" in events and events[-1] == "run_interrupted", events
+    folder = out / "long"
+    assert not (folder / LOCK_NAME).exists()  # released: a rerun needs no --wait or cleanup
+    assert not (folder / "summary.json").exists()  # and it is not taken for finished
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_cohort_run_is_one_line(long_slide, small_slide, tiny_weights, tmp_path):
+    """Ctrl-C reaches the whole process group: the driver and its local cluster's workers."""
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [str(long_slide), str(small_slide)], "slide_id": ["long", "small"],
+                  "patient_id": ["P1", "P2"]}).to_csv(manifest, index=False)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "virtime.cli", "cohort", "run", str(manifest), "-o", str(out),
+         "--weights", str(tiny_weights), "-q", "--no-dashboard", "--workers", "1",
+         "--backend", "onnxruntime", "--tile-size", "128", "--threads", "1", "--batch-size", "2",
+         "--no-features"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for(lambda: (out / "long" / "mif.ome.zarr").exists(), proc, timeout=180)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal does
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert err.strip().splitlines() == ["virtime cohort: interrupted"], err
