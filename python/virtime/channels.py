@@ -1,8 +1,9 @@
 """The 23 output channels of the GigaTIME checkpoints, in checkpoint order.
 
 One registry so that every stage (models, features, statistics, plots) agrees on order, role and
-colour. TRITC and Cy5 are background channels of the COMET platform: models predict them, but
-analyses use only the 21 protein channels.
+colour. TRITC and Cy5 are background channels of the COMET platform: models predict them, and
+slide features are computed for them too, but only the 21 protein channels are tested for
+discoveries; the background channels are the statistics' negative controls.
 """
 
 from __future__ import annotations
