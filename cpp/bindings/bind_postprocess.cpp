@@ -1,5 +1,4 @@
-// Python binding of the post-processing around the engine: CPU twins on numpy arrays and the CUDA
-// kernels on raw device pointers (e.g. torch tensor.data_ptr()) and a stream (cudaStream_t as int).
+// Python binding of the post-processing around the engine, on numpy arrays.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -7,7 +6,6 @@
 #include <string>
 #include <vector>
 
-#include "virtime/cuda_postprocess.hpp"
 #include "virtime/errors.hpp"
 #include "virtime/postprocess.hpp"
 
@@ -88,7 +86,7 @@ void bind_postprocess(py::module_& m) {
           return py::make_tuple(wp, ws);
         },
         py::arg("logits"), py::arg("weight"), py::arg("factor"), py::arg("threads") = 0,
-        "CPU twin: sigmoid(logits (n, C, h, w)) * weight (h, w), summed over factor x factor blocks. "
+        "sigmoid(logits (n, C, h, w)) * weight (h, w), summed over factor x factor blocks. "
         "Returns (wp (n, C, h/f, w/f), ws (h/f, w/f)) float32.");
 
   m.def("tile_stats",
@@ -112,7 +110,7 @@ void bind_postprocess(py::module_& m) {
         },
         py::arg("logits"), py::arg("weight"), py::arg("origins"), py::arg("tile_size"), py::arg("core"),
         py::arg("threshold") = 0.5, py::arg("threads") = 0,
-        "CPU twin: per tile and channel, (positive count int64 (n, C), probability sum float64 (n, C)) "
+        "Per tile and channel, (positive count int64 (n, C), probability sum float64 (n, C)) "
         "of the blended map sum(w p) / sum(w) over the tile's core x core region. logits hold the k "
         "windows of each tile in order, (n*k, C, h, w); origins (k, 2) are window (x, y) in the tile.");
 
@@ -173,57 +171,6 @@ void bind_postprocess(py::module_& m) {
           return out;
         },
         py::arg("tiles"), py::arg("half") = false, py::arg("threads") = 0,
-        "CPU twin of cuda_pack_tiles: uint8 (n, h, w, 3) RGB -> ImageNet-normalized (n, 3, h, w) "
+        "uint8 (n, h, w, 3) RGB -> ImageNet-normalized (n, 3, h, w) "
         "float32, or float16 when half.");
-
-  m.def("cuda_sigmoid_pool_windows",
-        [](uintptr_t logits, int64_t n, int64_t C, int64_t h, int64_t w, uintptr_t weight,
-           int64_t factor, uintptr_t wp, uintptr_t ws, uintptr_t stream) {
-          // Safe: only launches kernels on caller-owned device memory; no Python objects touched.
-          py::gil_scoped_release release;
-          virtime::launch_sigmoid_pool_windows(reinterpret_cast<const float*>(logits), n, C, h, w,
-                                               reinterpret_cast<const float*>(weight), factor,
-                                               reinterpret_cast<float*>(wp), reinterpret_cast<float*>(ws),
-                                               stream);
-        },
-        py::arg("logits_ptr"), py::arg("n"), py::arg("channels"), py::arg("height"), py::arg("width"),
-        py::arg("weight_ptr"), py::arg("factor"), py::arg("wp_ptr"), py::arg("ws_ptr"),
-        py::arg("stream") = 0,
-        "Launches the sigmoid/weight/pool kernel on float32 device buffers (0 output pointer: skip it); "
-        "asynchronous on the stream.");
-
-  m.def("cuda_tile_stats",
-        [](uintptr_t logits, int64_t n_tiles, int64_t C, int64_t h, int64_t w, uintptr_t weight,
-           const py::handle& origins, int64_t tile_size, int64_t core, double threshold,
-           uintptr_t pos, uintptr_t psum, uintptr_t stream) {
-          const virtime::TileLayout L = make_layout(origins, tile_size, core, threshold);
-          // Safe: only launches a kernel on caller-owned device memory; no Python objects touched.
-          py::gil_scoped_release release;
-          virtime::launch_tile_stats(reinterpret_cast<const float*>(logits), n_tiles, C, h, w,
-                                     reinterpret_cast<const float*>(weight), L,
-                                     reinterpret_cast<int64_t*>(pos), reinterpret_cast<double*>(psum),
-                                     stream);
-        },
-        py::arg("logits_ptr"), py::arg("n_tiles"), py::arg("channels"), py::arg("height"),
-        py::arg("width"), py::arg("weight_ptr"), py::arg("origins"), py::arg("tile_size"),
-        py::arg("core"), py::arg("threshold"), py::arg("pos_ptr"), py::arg("psum_ptr"),
-        py::arg("stream") = 0,
-        "Launches the tile statistics kernel: int64 positive counts and float64 probability sums "
-        "(n_tiles, C) on device; asynchronous on the stream.");
-
-  m.def("cuda_pack_tiles",
-        [](uintptr_t rgb, int64_t n, int64_t h, int64_t w, uintptr_t out, bool half, uintptr_t stream) {
-          // Safe: only launches a kernel on caller-owned device memory; no Python objects touched.
-          py::gil_scoped_release release;
-          if (half) {
-            virtime::launch_pack_tiles_f16(reinterpret_cast<const uint8_t*>(rgb), n, h, w,
-                                           reinterpret_cast<uint16_t*>(out), stream);
-          } else {
-            virtime::launch_pack_tiles_f32(reinterpret_cast<const uint8_t*>(rgb), n, h, w,
-                                           reinterpret_cast<float*>(out), stream);
-          }
-        },
-        py::arg("rgb_ptr"), py::arg("n"), py::arg("height"), py::arg("width"), py::arg("out_ptr"),
-        py::arg("half") = false, py::arg("stream") = 0,
-        "Launches the uint8 NHWC -> normalized NCHW float32/float16 pack kernel; asynchronous.");
 }

@@ -1,4 +1,4 @@
-// CPU twins of the post-processing kernels: one pass over the logits per (tile, channel) pair.
+// The fused post-processing: one pass over the logits per (tile, channel) pair.
 #include "virtime/postprocess.hpp"
 
 #include <algorithm>
@@ -12,8 +12,8 @@
 #include "virtime/postprocess_pixel.hpp"
 
 // The per-element loops get an AVX2 clone chosen at load time (8 lanes instead of SSE2's 4).
-// AVX2 without FMA: every multiply and add still rounds on its own, so both clones (and the CUDA
-// kernels) give identical results.
+// AVX2 without FMA: every multiply and add still rounds on its own, so both clones give identical
+// results.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define VIRTIME_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
 #else

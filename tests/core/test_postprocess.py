@@ -1,5 +1,5 @@
-"""Post-processing twins (sigmoid, blend weight, pooling, blended tile statistics, NCHW packing)
-against numpy/scipy references written here, and the CUDA kernels against the CPU twins."""
+"""The C++ post-processing (sigmoid, blend weight, pooling, blended tile statistics, NCHW packing)
+against numpy/scipy references written here."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from scipy.special import expit
 
 from virtime import _core
-from virtime.errors import CudaError, InvalidArgumentError
+from virtime.errors import InvalidArgumentError
 from virtime.translation.postprocess import WindowPostprocessor
 
 MEAN = np.array([0.485, 0.456, 0.406])
@@ -175,80 +175,3 @@ def test_bad_arguments_raise(call):
     with pytest.raises(InvalidArgumentError):
         call()
 
-
-# ----------------------------------------------------------------------------- CUDA
-def test_cuda_entry_points_without_a_device():
-    if _core.cuda_available():
-        pytest.skip("a CUDA device is present; see the gpu tests")
-    with pytest.raises(CudaError):
-        _core.cuda_sigmoid_pool_windows(1, 1, 1, 8, 8, 2, 4, 3, 4, 0)
-    with pytest.raises(CudaError):
-        _core.cuda_tile_stats(1, 1, 1, 8, 8, 2, np.array([[0, 0]]), 8, 8, 0.5, 3, 4, 0)
-    with pytest.raises(CudaError):
-        _core.cuda_pack_tiles(1, 1, 4, 4, 2, False, 0)
-
-
-def _gpu():
-    torch = pytest.importorskip("torch")
-    if not _core.cuda_available():
-        pytest.skip("virtime was built without CUDA or sees no device")
-    return torch
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize(("tile", "window", "step", "core", "overlap", "f", "c"),
-                         [(512, 256, 256, 512, 0, 8, 23), (128, 64, 32, 112, 16, 4, 7),
-                          (96, 48, 24, 80, 12, 3, 3)])
-def test_cuda_postprocess_matches_cpu_twin(tile, window, step, core, overlap, f, c):
-    torch = _gpu()
-    rng = np.random.default_rng()  # fresh inputs each run: the kernels must agree on any data
-    origins = grid_origins(tile, window, step)
-    n = 3
-    logits = rng.normal(0.0, 3.0, (n * len(origins), c, window, window)).astype(np.float32)
-    weight = ramp_weight(window, overlap)
-    want_wp, want_ws, want_pos, want_psum = _core.postprocess_tiles(
-        logits, weight, f, np.array(origins), tile, core, 0.5, 0)
-    d_logits = torch.from_numpy(logits).cuda()
-    d_weight = torch.from_numpy(weight).cuda()
-    stream = torch.cuda.Stream()
-    d_wp = torch.full(tuple(want_wp.shape), float("nan"), device="cuda")  # poison
-    d_ws = torch.full(tuple(want_ws.shape), float("nan"), device="cuda")
-    d_pos = torch.full((n, c), -1, dtype=torch.int64, device="cuda")
-    d_psum = torch.full((n, c), float("nan"), dtype=torch.float64, device="cuda")
-    stream.wait_stream(torch.cuda.current_stream())  # the copies and fills come first
-    _core.cuda_sigmoid_pool_windows(d_logits.data_ptr(), n * len(origins), c, window, window,
-                                    d_weight.data_ptr(), f, d_wp.data_ptr(), d_ws.data_ptr(),
-                                    stream.cuda_stream)
-    _core.cuda_tile_stats(d_logits.data_ptr(), n, c, window, window, d_weight.data_ptr(),
-                          np.array(origins), tile, core, 0.5, d_pos.data_ptr(), d_psum.data_ptr(),
-                          stream.cuda_stream)
-    stream.synchronize()
-    # Same per-element functions, same summation order: identical except the float64 tree sum.
-    np.testing.assert_array_equal(d_wp.cpu().numpy(), want_wp)
-    np.testing.assert_array_equal(d_ws.cpu().numpy(), want_ws)
-    np.testing.assert_array_equal(d_pos.cpu().numpy(), want_pos)
-    np.testing.assert_allclose(d_psum.cpu().numpy(), want_psum, rtol=1e-10)
-    # The Python layer on torch CUDA tensors (current stream).
-    post = WindowPostprocessor(weight, f, origins, tile, core)
-    res = post.process(d_logits)
-    torch.cuda.synchronize()
-    np.testing.assert_array_equal(res.wp.cpu().numpy().reshape(want_wp.shape), want_wp)
-    np.testing.assert_array_equal(res.positive_fraction.cpu().numpy(), want_pos / core**2)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("half", [False, True])
-def test_cuda_pack_matches_cpu_twin(half):
-    torch = _gpu()
-    rng = np.random.default_rng()
-    tiles = rng.integers(0, 256, (5, 67, 131, 3), dtype=np.uint8)
-    tiles[0, 0, :3] = [[0, 0, 0], [255, 255, 255], [1, 128, 254]]
-    want = _core.pack_tiles(tiles, half, 0)
-    src = torch.from_numpy(tiles).cuda()
-    dt = torch.float16 if half else torch.float32
-    out = torch.full((5, 3, 67, 131), float("nan"), dtype=dt, device="cuda")  # poison
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    _core.cuda_pack_tiles(src.data_ptr(), 5, 67, 131, out.data_ptr(), half, stream.cuda_stream)
-    stream.synchronize()
-    np.testing.assert_array_equal(out.cpu().numpy(), want)

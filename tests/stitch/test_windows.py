@@ -10,7 +10,6 @@ from virtime.stitch.windows import (
     output_factor,
     plan_windows,
     pool_weighted,
-    pool_weighted_torch,
     ramp_1d,
     tile_stride,
     window_offsets,
@@ -115,15 +114,3 @@ def test_pool_weighted_matches_full_resolution_block_sums(rng, x, y) -> None:
     assert (ox, oy) == (gx0 // f, gy0 // f)
     np.testing.assert_allclose(wp, ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ws, refw, rtol=1e-5, atol=1e-5)
-
-
-def test_pool_weighted_torch_matches_numpy(rng) -> None:
-    import torch
-
-    probs = rng.random((2, 4, 64, 64), dtype=np.float32)
-    weight = window_weight(64, 16)
-    wp_t, ws_t = pool_weighted_torch(torch.from_numpy(probs), torch.from_numpy(weight), 8)
-    for i in range(2):
-        wp, ws, _, _ = pool_weighted(probs[i], weight, 8)
-        np.testing.assert_allclose(wp_t[i].numpy(), wp, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(ws_t.numpy(), ws, rtol=1e-5, atol=1e-5)

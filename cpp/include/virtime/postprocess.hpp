@@ -1,8 +1,7 @@
-// CPU twins of the post-processing around the engine: sigmoid, blend weight, pooling to the
+// The post-processing around the engine on the CPU: sigmoid, blend weight, pooling to the
 // canvas grid and per-tile statistics of the blended map, fused into one pass over the logits so
-// each probability is computed once. Multi-threaded over (tile, channel) pairs. The CUDA versions
-// (virtime/cuda_postprocess.hpp) compute the same thing with the same per-element functions
-// (virtime/postprocess_pixel.hpp).
+// each probability is computed once. Multi-threaded over (tile, channel) pairs; the per-element
+// functions are in virtime/postprocess_pixel.hpp.
 //
 // Layouts (all C-contiguous):
 //   logits  float32 (n_tiles * k, C, h, w): the k windows of tile i are rows i*k .. i*k+k-1

@@ -1,5 +1,4 @@
-// Argument checks shared by the CPU twins (src/postprocess.cpp) and the CUDA launchers
-// (cuda/postprocess_kernels.cu): inline, so the CUDA library needs nothing from the core library.
+// Argument checks of the post-processing entry points (src/postprocess.cpp).
 #pragma once
 #include <algorithm>
 #include <cstdint>

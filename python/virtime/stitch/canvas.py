@@ -281,9 +281,9 @@ class StreamingCanvas(CommitOnExit):
     def add_pooled(self, wp: NDArray[Any], ws: NDArray[Any], ox: int, oy: int) -> None:
         """Add pre-pooled sums (``Σ w·p`` ``(C, h, w)`` and ``Σ w`` ``(h, w)``) at output ``(ox, oy)``.
 
-        For engines that pool on the device (:func:`~virtime.stitch.windows.pool_weighted_torch`).
-        Parts outside the canvas are cropped; parts in bands finished by an earlier run are
-        ignored; a part in a band flushed by this run means tiles came out of order: an error.
+        For callers that pool elsewhere (the fused C++ pass, the device path). Parts outside the
+        canvas are cropped; parts in bands finished by an earlier run are ignored; a part in a band
+        flushed by this run means tiles came out of order: an error.
         """
         wp = np.asarray(wp, dtype=np.float32)
         ws = np.asarray(ws, dtype=np.float32)

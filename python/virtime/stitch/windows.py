@@ -29,7 +29,6 @@ __all__ = [
     "output_factor",
     "plan_windows",
     "pool_weighted",
-    "pool_weighted_torch",
     "ramp_1d",
     "tile_stride",
     "window_offsets",
@@ -173,28 +172,3 @@ def pool_weighted(
     wp_s = wp.reshape(c, hh // f, f, ww).sum(axis=2).reshape(c, hh // f, ww // f, f).sum(axis=3)
     w_s = weight.reshape(hh // f, f, ww).sum(axis=1).reshape(hh // f, ww // f, f).sum(axis=2)
     return wp_s, w_s, int(ox), int(oy)
-
-
-def pool_weighted_torch(probs: Any, weight: Any, factor: int) -> tuple[Any, Any]:
-    """Batched :func:`pool_weighted` on torch tensors (e.g. on the GPU, before the host copy).
-
-    ``probs`` ``(n, C, h, w)`` and ``weight`` ``(h, w)`` with ``h, w`` multiples of ``factor``
-    (windows aligned to the output grid). Returns tensors ``(n, C, h/f, w/f)`` and ``(h/f, w/f)``
-    of block sums, 1/f² of the data to transfer.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    f = int(factor)
-    h, w = probs.shape[-2:]
-    if h % f or w % f or tuple(weight.shape) != (h, w):
-        raise InvalidArgumentError(
-            f"windows {h}x{w} must be multiples of factor {f} and weight must be {h}x{w}"
-        )
-    weight = weight.to(dtype=torch.float32, device=probs.device)
-    wp = probs.to(torch.float32) * weight
-    if f == 1:
-        return wp, weight.clone()
-    wp_s = F.avg_pool2d(wp, kernel_size=f, stride=f) * float(f * f)
-    w_s = F.avg_pool2d(weight[None, None], kernel_size=f, stride=f)[0, 0] * float(f * f)
-    return wp_s, w_s

@@ -1,9 +1,8 @@
 """Post-processing of the engine's logits in one fused pass: sigmoid, blend weight, pooling to the
 canvas grid and per-tile statistics of the blended map.
 
-The work runs in the C++ core: the multi-threaded CPU twin for numpy arrays, the CUDA kernels for
-torch CUDA tensors (raw device pointers and the current stream, so the core never links torch).
-It reproduces, in one pass that computes each probability once,
+The work runs in the C++ core, multi-threaded, on numpy arrays (the device path post-processes
+on the GPU with torch instead). It reproduces, in one pass that computes each probability once,
 
 * :func:`virtime.stitch.windows.pool_weighted` of every window (for windows aligned to the
   ``factor`` grid): ``wp = Σ_block w·σ(l)``, ``ws = Σ_block w``;
@@ -78,7 +77,7 @@ class WindowGeometry:
 
 @dataclass(frozen=True)
 class PostprocessResult:
-    """Outputs of :meth:`WindowPostprocessor.process` (numpy arrays, or torch tensors on the GPU).
+    """Outputs of :meth:`WindowPostprocessor.process` (numpy arrays).
 
     Attributes
     ----------
@@ -95,10 +94,6 @@ class PostprocessResult:
     ws: Any
     positive_fraction: Any
     mean_probability: Any
-
-
-def _is_torch_cuda(x: Any) -> bool:
-    return type(x).__module__.startswith("torch") and bool(getattr(x, "is_cuda", False))
 
 
 class WindowPostprocessor:
@@ -127,7 +122,6 @@ class WindowPostprocessor:
         self.weight, self.factor, self.origins = g.weight, g.factor, g.origins
         self.tile_size, self.core, self.threshold = g.tile_size, g.core, g.threshold
         self.threads = int(threads)
-        self._device_weight: dict[Any, Any] = {}
 
     @property
     def windows_per_tile(self) -> int:
@@ -162,8 +156,6 @@ class WindowPostprocessor:
         ``logits`` is ``(n*k, C, h, w)``: the ``k`` windows of each tile in ``origins`` order.
         """
         n, c = self._check_logits(logits)
-        if _is_torch_cuda(logits):
-            return self._process_cuda(logits, n, c)
         from virtime import _core
 
         x = np.ascontiguousarray(np.asarray(logits), dtype=np.float32)
@@ -189,53 +181,7 @@ class WindowPostprocessor:
             raise InvalidArgumentError(
                 f"windows {self.weight.shape} are not multiples of the factor {self.factor}"
             )
-        if _is_torch_cuda(logits):
-            return self._pool_cuda(logits)
         from virtime import _core
 
         x = np.ascontiguousarray(np.asarray(logits), dtype=np.float32)
         return _core.sigmoid_pool_windows(x, self.weight, self.factor, self.threads)
-
-    # ------------------------------------------------------------------ CUDA
-    def _weight_on(self, device: Any) -> Any:
-        import torch
-
-        if device not in self._device_weight:
-            self._device_weight[device] = torch.from_numpy(self.weight).to(device)
-        return self._device_weight[device]
-
-    def _pool_cuda(self, logits: Any) -> tuple[Any, Any]:
-        import torch
-
-        from virtime import _core
-
-        x = logits.to(torch.float32).contiguous()
-        n, c, h, w = x.shape
-        f = self.factor
-        wp = torch.empty((n, c, h // f, w // f), dtype=torch.float32, device=x.device)
-        ws = torch.empty((h // f, w // f), dtype=torch.float32, device=x.device)
-        stream = torch.cuda.current_stream(x.device).cuda_stream
-        _core.cuda_sigmoid_pool_windows(x.data_ptr(), n, c, h, w, self._weight_on(x.device).data_ptr(),
-                                        f, wp.data_ptr(), ws.data_ptr(), stream)
-        return wp, ws
-
-    def _process_cuda(self, logits: Any, n: int, c: int) -> PostprocessResult:
-        import torch
-
-        from virtime import _core
-
-        x = logits.to(torch.float32).contiguous()
-        h, w = self.weight.shape
-        weight = self._weight_on(x.device)
-        stream = torch.cuda.current_stream(x.device).cuda_stream
-        pos = torch.empty((n, c), dtype=torch.int64, device=x.device)
-        psum = torch.empty((n, c), dtype=torch.float64, device=x.device)
-        _core.cuda_tile_stats(x.data_ptr(), n, c, h, w, weight.data_ptr(), self.origins,
-                              self.tile_size, self.core, self.threshold, pos.data_ptr(),
-                              psum.data_ptr(), stream)
-        wp = ws = None
-        if self.can_pool:
-            wp, ws = self._pool_cuda(x)
-            wp = wp.reshape(n, self.windows_per_tile, *wp.shape[1:])
-        area = float(self.core * self.core)
-        return PostprocessResult(wp, ws, pos.to(torch.float64) / area, psum / area)
