@@ -258,6 +258,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_full_disk_in_translate_is_one_line_in_a_real_process(small_slide, tiny_weights,
                                                                tmp_path):
     """In its own process, so whatever zarr's event loop or the interpreter's shutdown prints

@@ -39,6 +39,7 @@ def long_slide(tmp_path_factory) -> Path:
     return make_slide(tmp_path_factory.mktemp("long") / "long.svs", 1536, 1536, mpp=0.5, seed=5)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_translate_like_ctrl_c(long_slide, tiny_weights, tmp_path):
     log = tmp_path / "events.jsonl"
     out = tmp_path / "out"
