@@ -81,7 +81,8 @@ def test_a_log_warning_checked_twice_is_shown_once(tmp_path):
     ["{tmp}/missing.svs", "-o", "{tmp}/out"],
     ["{slide}", "-o", "{tmp}/out", "--overlap", "-5"],
     ["{slide}", "{slide}", "-o", "{tmp}/out"],
-], ids=["missing-slide", "bad-overlap", "same-slide-twice"])
+    ["{slide}", "-o", "{tmp}/out", "--tile-size", "3"],  # smaller than the model's window
+], ids=["missing-slide", "bad-overlap", "same-slide-twice", "tile-below-window"])
 def test_bad_input_is_reported_before_the_demo_model_warning(bad, small_slide, tmp_path, capsys,
                                                               caplog):
     argv = ["translate", *(a.format(tmp=tmp_path, slide=small_slide) for a in bad)]

@@ -21,7 +21,7 @@ from virtime.cli._common import (
 
 __all__ = [
     "add_model_args", "add_translation_args", "load_model_from_args", "register",
-    "translate_config_from_args",
+    "translate_config_from_args", "warn_if_demo_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,16 +60,19 @@ def _memory_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def load_model_from_args(args: argparse.Namespace):  # noqa: ANN201 - torch module
-    """The model named by --weights (with a clear error when the file is missing), or the demo."""
+def load_model_from_args(args: argparse.Namespace,  # noqa: ANN201 - torch module
+                         warn_demo: bool = True):
+    """The model named by --weights (with a clear error when the file is missing), or the demo
+    (with a warning, unless ``warn_demo`` is False: the caller warns once its inputs are
+    checked, :func:`warn_if_demo_model`)."""
     from pathlib import Path
 
     from virtime.errors import CheckpointError
     from virtime.models import load, load_demo
 
     if args.weights is None:
-        log.warning("no --weights given: using the demo model, which knows only simulated "
-                    "tissue; for real slides %s", OFFICIAL_WEIGHTS_HINT)
+        if warn_demo:
+            warn_if_demo_model(args)
         return load_demo()
     path = Path(args.weights)
     if path.is_dir():
@@ -81,6 +84,13 @@ def load_model_from_args(args: argparse.Namespace):  # noqa: ANN201 - torch modu
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found; {OFFICIAL_WEIGHTS_HINT}")
     return load(path)
+
+
+def warn_if_demo_model(args: argparse.Namespace) -> None:
+    """Without --weights: say that the demo model knows only simulated tissue."""
+    if args.weights is None:
+        log.warning("no --weights given: using the demo model, which knows only simulated "
+                    "tissue; for real slides %s", OFFICIAL_WEIGHTS_HINT)
 
 
 def add_translation_args(p: argparse.ArgumentParser, title: str = "geometry and outputs") -> None:
@@ -181,17 +191,19 @@ def _translate_all(args: argparse.Namespace) -> int:
     from virtime.errors import VirtimeError
     from virtime.slide_ids import check_unique_ids
     from virtime.translation.many import translate_slides
-    from virtime.translation.pipeline import check_output_root
+    from virtime.translation.pipeline import check_model, check_output_root
 
     # Before any work (and before the demo model's warning): every slide is there and gets its
-    # own folder, the output root can be one, the settings and weights are valid.
+    # own folder, the output root can be one, the settings and weights are valid and fit.
     _check_slides_exist(args.slides)
     check_unique_ids(args.slides)
     check_output_root(args.output)
     config = translate_config_from_args(args, log_json=args.log_json,
                                         lock_timeout=None if args.wait < 0 else args.wait)
     embedder = _embedder_from_args(args)
-    model = load_model_from_args(args)
+    model = load_model_from_args(args, warn_demo=False)
+    check_model(model, config)
+    warn_if_demo_model(args)
     # Several slides: one engine for all, the next slide prepared ahead and each slide's finishing
     # writes beside the next one's tile loop (virtime.translation.many).
     failed = 0

@@ -36,8 +36,8 @@ from virtime.errors import (
 from virtime.io.slide_folder import SlideFolder
 from virtime.translation.config import TranslateConfig
 
-__all__ = ["TranslateResult", "check_output_root", "check_slide_mpp", "is_translated",
-           "slide_output_dir", "translate", "translation_engine"]
+__all__ = ["TranslateResult", "check_model", "check_output_root", "check_slide_mpp",
+           "is_translated", "slide_output_dir", "translate", "translation_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,10 @@ def is_translated(out_dir: str | os.PathLike[str],
         return False
 
 
-def _check_model(model: Any, config: TranslateConfig) -> tuple[float, int, str]:
+def check_model(model: Any, config: TranslateConfig) -> tuple[float, int, str]:
+    """``(input mpp, window, weights hash)`` of ``model`` for ``config``: ModelMismatchError or
+    InvalidArgumentError when the two do not fit (channels, mpp, a tile smaller than the window).
+    Cheap: callers check before any work."""
     card = getattr(model, "card", None)
     if card is None:
         raise ModelMismatchError("model has no model card (load it with virtime.models.load)")
@@ -228,7 +231,7 @@ def translate(
     slide_id = (validate_slide_id(slide_id, slide_path) if slide_id is not None
                 else slide_id_from_path(slide_path))
     out = slide_output_dir(out_root, slide_id)
-    model_mpp, _, _ = _check_model(model, config)
+    model_mpp, _, _ = check_model(model, config)
     output_factor(model_mpp, config.output_mpp)  # refuse bad geometry before writing anything
     if prepared is not None and not prepared.fits(slide_path, config.mpp):
         prepared = None
@@ -495,7 +498,7 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
     from virtime.tissue import detect_tissue
     from virtime.translation.fingerprint import translation_fingerprint
 
-    model_mpp, window, model_hash = _check_model(model, config)
+    model_mpp, window, model_hash = check_model(model, config)
     factor = output_factor(model_mpp, config.output_mpp)
     normalizer = _normalizer(config.normalize)
     identity = identity_fields(source)

@@ -116,10 +116,10 @@ def _read_ahead(slide: Any, tissue: Any, model: Any, config: Any, n: int) -> int
     """Reads the first ``n`` batches of the slide's fresh-run tiles onto ``slide``."""
     from virtime.batcher import iter_batches
     from virtime.tiling import make_tile_grid
-    from virtime.translation.pipeline import _check_model, _normalizer, check_slide_mpp
+    from virtime.translation.pipeline import _normalizer, check_model, check_slide_mpp
 
     t0 = time.perf_counter()
-    model_mpp, _, _ = _check_model(model, config)
+    model_mpp, _, _ = check_model(model, config)
     check_slide_mpp(slide, config, model_mpp)  # a refused slide is not read at all
     grid = make_tile_grid(slide, config.tiling_for(model_mpp), tissue)
     tiles = np.arange(min(len(grid), n * int(config.batch_size)), dtype=np.int64)
