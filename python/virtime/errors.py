@@ -29,6 +29,7 @@ __all__ = [
     "OutputError",
     "VirtimeWarning",
     "StatisticalWarning",
+    "NoTissueWarning",
 ]
 
 
@@ -132,3 +133,8 @@ class VirtimeWarning(UserWarning):
 
 class StatisticalWarning(VirtimeWarning):
     """A statistical caveat: a feature, group or column left out of an analysis, and why."""
+
+
+class NoTissueWarning(VirtimeWarning, RuntimeWarning):
+    """A slide or map without tissue: its features are NaN (a ``RuntimeWarning`` too, as a NaN
+    result is)."""

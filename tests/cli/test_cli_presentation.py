@@ -44,11 +44,13 @@ def test_cli_warning_is_one_line_once_without_numpy_reprs(cohort, capsys):
 
 
 def test_library_warnings_have_virtime_categories(cohort):
-    from virtime.errors import StatisticalWarning, VirtimeWarning
+    from virtime.errors import NoTissueWarning, StatisticalWarning, VirtimeWarning
     from virtime.stats import load_clinical
 
     assert issubclass(StatisticalWarning, VirtimeWarning) and issubclass(VirtimeWarning,
                                                                          UserWarning)
+    assert issubclass(NoTissueWarning, VirtimeWarning) and issubclass(NoTissueWarning,
+                                                                      RuntimeWarning)
     with pytest.warns(StatisticalWarning, match=r"'MSI' has fewer than two classes \(1\)"):
         load_clinical(cohort[3])
 

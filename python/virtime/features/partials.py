@@ -42,7 +42,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from virtime.channels import BACKGROUND_CHANNELS, CHANNEL_NAMES, PROTEIN_CHANNELS
-from virtime.errors import InputDataError, InvalidArgumentError, InvalidMppError
+from virtime.errors import InputDataError, InvalidArgumentError, InvalidMppError, NoTissueWarning
 from virtime.features.contexture import ContextureConfig, immune_contexture
 from virtime.features.edges import BoundaryLedger
 from virtime.features.metrics import N_SUMS, tile_partials
@@ -262,7 +262,7 @@ class SlideFeatureAccumulator:
         out: dict[str, float | str] = {"tissue.pixels": float(n),
                                        "tissue.area_mm2": n * self.mpp ** 2 / 1e6}
         if n == 0:
-            warnings.warn("features: no tissue pixels; every feature is NaN", RuntimeWarning,
+            warnings.warn("features: no tissue pixels; every feature is NaN", NoTissueWarning,
                           stacklevel=2)
         pos, s, _, _, _, tv = self._sums
         entropy = self._entropies()
