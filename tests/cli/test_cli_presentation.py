@@ -197,3 +197,15 @@ def test_log_json_records_how_the_run_ended(small_slide, tiny_weights, tmp_path,
     assert [e["event"] for e in events] == ["run_failed"]
     assert "nowhere.pth: weights file not found" in events[0]["error"]
     capsys.readouterr()
+
+
+def test_translate_warning_from_the_finishing_thread_is_one_line(tiny_weights, tmp_path, capsys):
+    """Blank glass: the slide features are NaN, with a warning raised on the thread that writes
+    the slide's outputs; the CLI shows it as one line, once."""
+    from virtime.simulate.slides import write_slide
+
+    glass = write_slide(tmp_path / "glass.svs", np.full((512, 512, 3), 244, np.uint8), 0.5)
+    assert main(["translate", str(glass), "-o", str(tmp_path / "out"), "--weights",
+                 str(tiny_weights), "-q", "--backend", "onnxruntime", "--tile-size", "128"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["virtime translate: warning: features: no tissue pixels; every feature is NaN"]
