@@ -138,3 +138,22 @@ def test_selection_table_offers_openvino_on_cpu_and_for_int8() -> None:
     gpu = Capabilities(cuda_capability=(9, 0), openvino=True)
     assert choose_backends(gpu, "int8").candidates == ("openvino",)
     assert "openvino" not in choose_backends(gpu, "fp32").candidates
+
+
+def test_tile_encoder_runs_on_openvino(tmp_path, rng) -> None:
+    """The Prov-GigaPath tile encoder's exported graph ((N,3,224,224) -> (N,D,1,1)) runs through
+    the embedding pipeline's engine factory on OpenVINO, equal to torch."""
+    from tiny_models import tiny_encoders
+
+    from virtime.embed import EmbedConfig
+    from virtime.embed.pipeline import make_engine
+    from virtime.embed.tile_encoder import TileEmbeddingHead
+
+    tile, _ = tiny_encoders(2)
+    x = rng.standard_normal((3, 3, 224, 224)).astype(np.float32)
+    with torch.no_grad():
+        expected = TileEmbeddingHead(tile)(torch.from_numpy(x)).numpy()
+    config = EmbedConfig(backend="openvino", device="cpu", cache_dir=str(tmp_path), batch_size=2)
+    eng = make_engine(tile, config, "cpu")
+    assert eng.name == "openvino"
+    assert _relative_error(eng.run(x), expected) < 1e-4
