@@ -130,7 +130,12 @@ def test_cli_translates_and_reports_bad_slides(small_slide, tiny_weights, tmp_pa
     assert captured.err.count("bogus.svs") == 1
     assert json.loads((tmp_path / "out" / "small" / "summary.json").read_text())["status"] == "done"
     events = [json.loads(line) for line in log.read_text().splitlines()]
-    assert events[0]["event"] == "start" and events[-1]["event"] == "progress"
+    names = [e["event"] for e in events]
+    assert names[0] == "start" and "progress" in names
+    # The slides' end events in order, then the run's, which counts the one bad slide.
+    assert [n for n in names if n not in ("start", "progress")] == ["slide_done", "slide_failed",
+                                                                   "run_done"]
+    assert events[-1]["slides"] == 2 and events[-1]["failed"] == 1
 
 
 def test_cli_missing_weights_says_where_to_get_them(small_slide, tmp_path, capsys):
