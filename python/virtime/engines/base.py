@@ -1,8 +1,9 @@
 """The inference-engine protocol, a shared base class with out-of-memory back-off, and the registry.
 
-Every backend (torch, ONNX Runtime, TensorRT, OpenVINO) answers the same small protocol so the whole-slide
-pipeline never branches on the backend. Backends are registered by *dotted path* and imported only
-when chosen, so ``import virtime.engines`` never imports onnxruntime or TensorRT.
+Every backend (torch, ONNX Runtime, TensorRT, OpenVINO) answers the same small protocol so the
+whole-slide pipeline never branches on the backend. Backends are registered by *dotted path* and
+imported only when chosen, so ``import virtime.engines`` never imports onnxruntime, OpenVINO or
+TensorRT.
 """
 
 from __future__ import annotations

@@ -128,7 +128,8 @@ def measured_cpu_engine(
         except (BackendUnavailableError, ImportError) as exc:
             logger.info("backend auto: %s is not usable here (%s)", name, exc)
     if not engines:
-        raise BackendUnavailableError("no CPU inference backend is usable: " + ", ".join(candidates))
+        raise BackendUnavailableError("no CPU inference backend is usable: "
+                                      + ", ".join(candidates))
     if len(engines) == 1:
         return next(iter(engines.values()))
     rates = measure(engines, window)
