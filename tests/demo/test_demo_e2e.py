@@ -29,6 +29,10 @@ def test_demo_cli_end_to_end_and_resume(tmp_path, tiny_demo_weights, capsys):
     rec = pd.read_csv(out / "recovery.csv")
     assert set(rec["source"]) == {"ground-truth", "virtual", "virtual-cells"}  # cells (#19)
     assert set(rec["level"]) >= {"pan-cancer", "cancer_type"}
+    # each association analysis scored naive, adjusted for the site and with the background
+    # channels as negative controls
+    assert {"associations", "associations (adjusted)", "associations (control-flagged)"} <= set(
+        rec.loc[rec.source == "virtual", "analysis"])
     # Recovery counts agree with the association table and the truth table written beside it.
     truth = pd.read_csv(out / "cohort_a" / "truth.csv")
     gt = pd.read_csv(out / "associations_ground_truth.csv")
