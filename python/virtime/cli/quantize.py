@@ -16,8 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "windows of your slides. Held-out windows measure each channel against fp32 "
                     "(Dice, Pearson, slide-level density); the numbers go into OUT.json, and "
                     "translate --precision int8 refuses a model whose protein channels miss "
-                    "|delta density| <= 0.005 or, where fp32 calls >= 0.1% of pixels positive, "
-                    "Dice >= 0.95, unless --accept-int8-loss.")
+                    "Dice >= 0.95 or |delta density| <= 0.005 unless --accept-int8-loss.")
     p.add_argument("--weights", default=None,
                    help="fp32 translator weights (default: the bundled demo model)")
     p.add_argument("--calibrate", nargs="+", required=True, metavar="SLIDE",
