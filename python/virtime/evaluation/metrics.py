@@ -25,7 +25,7 @@ import torch
 from virtime.channels import CHANNEL_NAMES
 from virtime.training.losses import coarsen_targets
 
-__all__ = ["box_sums", "tile_pearson", "EvalAccumulator"]
+__all__ = ["box_sums", "centred_boxes", "tile_pearson", "EvalAccumulator", "FLAT_NORM"]
 
 
 def box_sums(x: np.ndarray, box: int = 8) -> np.ndarray:
@@ -38,16 +38,28 @@ def box_sums(x: np.ndarray, box: int = 8) -> np.ndarray:
 def tile_pearson(pred_boxes: np.ndarray, target_boxes: np.ndarray) -> np.ndarray:
     """Pearson per (tile, channel) of ``(N, C, h, w)`` box maps; NaN where the target is constant,
     0 where only the prediction is."""
+    p, t, sp, st = centred_boxes(pred_boxes, target_boxes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (p * t).sum(-1) / (sp * st)
+    r = np.where(sp <= FLAT_NORM, 0.0, r)
+    return np.where(st <= FLAT_NORM, np.nan, r)
+
+
+FLAT_NORM = 1e-9
+"""A box map whose centred norm is at most this is flat (constant): no correlation is defined."""
+
+
+def centred_boxes(pred_boxes: np.ndarray,
+                  target_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(N, C, h, w)`` box maps as mean-centred float64 ``(N, C, h*w)`` vectors and their norms.
+
+    The one place both Pearson protocols (own channel, and channel x channel) centre their inputs,
+    so the two cannot drift apart."""
     p = pred_boxes.reshape(*pred_boxes.shape[:2], -1).astype(np.float64)
     t = target_boxes.reshape(*target_boxes.shape[:2], -1).astype(np.float64)
     p = p - p.mean(-1, keepdims=True)
     t = t - t.mean(-1, keepdims=True)
-    sp, st = np.sqrt((p * p).sum(-1)), np.sqrt((t * t).sum(-1))
-    tiny = 1e-9
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (p * t).sum(-1) / (sp * st)
-    r = np.where(sp <= tiny, 0.0, r)
-    return np.where(st <= tiny, np.nan, r)
+    return p, t, np.sqrt((p * p).sum(-1)), np.sqrt((t * t).sum(-1))
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 
 from virtime.channels import CHANNEL_NAMES
 from virtime.errors import InputDataError
-from virtime.evaluation.metrics import box_sums
+from virtime.evaluation.metrics import FLAT_NORM, box_sums, centred_boxes
 from virtime.training.losses import coarsen_targets
 
 __all__ = ["SpecificityAccumulator", "SpecificityMatrix", "read_specificity"]
@@ -73,17 +73,12 @@ def read_specificity(folder: str | Path) -> SpecificityMatrix:
 def _tile_cross_pearson(pred_boxes: np.ndarray, target_boxes: np.ndarray) -> np.ndarray:
     """Pearson per (tile, predicted i, measured j) of box maps; NaN where target j is constant,
     0 where only prediction i is (the conventions of :func:`~virtime.evaluation.tile_pearson`)."""
-    p = pred_boxes.reshape(*pred_boxes.shape[:2], -1).astype(np.float64)
-    t = target_boxes.reshape(*target_boxes.shape[:2], -1).astype(np.float64)
-    p = p - p.mean(-1, keepdims=True)
-    t = t - t.mean(-1, keepdims=True)
-    sp, st = np.sqrt((p * p).sum(-1)), np.sqrt((t * t).sum(-1))
-    tiny = 1e-9
+    p, t, sp, st = centred_boxes(pred_boxes, target_boxes)
     cov = np.einsum("nip,njp->nij", p, t)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = cov / (sp[:, :, None] * st[:, None, :])
-    r = np.where(sp[:, :, None] <= tiny, 0.0, r)
-    return np.where(st[:, None, :] <= tiny, np.nan, r)
+    r = np.where(sp[:, :, None] <= FLAT_NORM, 0.0, r)
+    return np.where(st[:, None, :] <= FLAT_NORM, np.nan, r)
 
 
 @dataclass
