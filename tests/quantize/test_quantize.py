@@ -95,6 +95,38 @@ def test_card_numbers_match_an_independent_computation(quantized, fp32_weights, 
     assert card["sha256"] and q["source_sha256"] and card["input_mpp"] == 0.5
 
 
+def _int8_in(node, depth: int = 6) -> bool:
+    """Whether INT8 reaches ``node``: a FakeQuantize, or an 8-bit integer constant, among the
+    ops it is computed from (weights are stored as i8 constants decompressed by Convert and
+    Multiply; activations pass a FakeQuantize). ``depth`` bounds the walk to the op's inputs."""
+    if node.get_type_name() == "FakeQuantize":
+        return True
+    if node.get_type_name() == "Constant":
+        return node.get_output_element_type(0).get_type_name() in ("i8", "u8")
+    if depth == 0 or node.get_type_name() in ("Parameter", "Convolution"):
+        return False
+    return any(_int8_in(v.get_node(), depth - 1) for v in node.input_values())
+
+
+@pytest.mark.slow
+def test_card_lists_the_layers_left_in_fp32(quantized) -> None:
+    import openvino as ov
+
+    q = json.loads(quantized.with_suffix(".json").read_text())["quantization"]
+    ir = ov.Core().read_model(str(quantized))
+    convs = [op for op in ir.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    fp32 = [c.get_friendly_name() for c in convs
+            if not any(_int8_in(v.get_node()) for v in c.input_values())]
+    int8 = [c for c in convs if _int8_in(c.input_value(0).get_node())
+            and _int8_in(c.input_value(1).get_node())]
+    assert q["keep_fp32"] == "input" and q["activation_ranges"] == "minmax"
+    assert fp32 == q["fp32_layers"] and len(fp32) == 2
+    assert len(int8) == len(convs) - 2  # every other convolution runs on INT8 inputs and weights
+    # the first fp32 layer reads the image itself
+    assert convs[0].get_friendly_name() == fp32[0]
+    assert convs[0].input_value(0).get_node().get_type_name() == "Parameter"
+
+
 def _translate(args: list[str]) -> int:
     return main(["translate", *args, "--quiet", "--no-features"])
 

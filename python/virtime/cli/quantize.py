@@ -27,6 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="windows (at least half tissue) that calibrate activation ranges (32)")
     p.add_argument("--held-out-tiles", type=int, default=32,
                    help="other windows that measure agreement with fp32 (32)")
+    p.add_argument("--keep-fp32", choices=("input", "none"), default="input",
+                   help="layers left in fp32: 'input' the first two convolutions, which see the "
+                        "image (default; the rare immune channels need it), 'none' all INT8")
+    p.add_argument("--activation-ranges", choices=("minmax", "nncf"), default="minmax",
+                   help="activation ranges: min/max over the calibration windows (default; "
+                        "keeps rare markers) or NNCF's default estimator")
     add_threads_arg(p)
     add_mpp_arg(p)
     add_allow_mpp_arg(p)
@@ -46,7 +52,8 @@ def _run(args: argparse.Namespace) -> int:
     config = QuantizeConfig(calibration_tiles=args.calibration_tiles,
                             held_out_tiles=args.held_out_tiles,
                             mpp=args.mpp, allow_mpp=args.allow_mpp,
-                            threads=args.threads)
+                            threads=args.threads, keep_fp32=args.keep_fp32,
+                            activation_ranges=args.activation_ranges)
     result = quantize_translator(model, args.calibrate, args.output, config)
     worst = min(result.card.quantization["channels"].items(), key=lambda kv: kv[1]["dice"])
     print(f"{result.xml}: INT8 translator, {len(result.card.quantization['channels'])} channels "
