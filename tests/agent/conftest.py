@@ -36,14 +36,16 @@ def sandbox(tmp_path: Path, tiny_weights: Path) -> Sandbox:
     return Sandbox(tmp_path, allow, tmp_path / "out", Path(slide), Path(tiny_weights))
 
 
-def run_client(args: list[str], scenario: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Starts ``python ARGS`` as an MCP server over stdio, runs ``scenario(client)`` against it
-    with the SDK's :class:`mcp.Client`, and returns what the scenario returns."""
+def run_client(args: list[str], scenario: Callable[[Any], Awaitable[Any]],
+               env: dict[str, str] | None = None) -> Any:
+    """Starts ``python ARGS`` as an MCP server over stdio (with ``env``, else the SDK's default
+    environment), runs ``scenario(client)`` against it with the SDK's :class:`mcp.Client`, and
+    returns what the scenario returns."""
     import anyio
     from mcp import Client, StdioServerParameters
 
     async def main() -> Any:
-        params = StdioServerParameters(command=sys.executable, args=args)
+        params = StdioServerParameters(command=sys.executable, args=args, env=env)
         async with Client(params) as client:
             return await scenario(client)
 
@@ -51,6 +53,6 @@ def run_client(args: list[str], scenario: Callable[[Any], Awaitable[Any]]) -> An
 
 
 @pytest.fixture
-def mcp_run() -> Callable[[list[str], Callable[[Any], Awaitable[Any]]], Any]:
+def mcp_run() -> Callable[..., Any]:
     """:func:`run_client`."""
     return run_client

@@ -14,6 +14,12 @@ import pytest
 
 pytest.importorskip("mcp")
 
+from slow_engine import slow_engine_env  # noqa: E402
+
+# Seconds each engine batch of the server's translation worker sleeps, so the cancel arrives
+# mid-slide however fast the machine (the tiny model alone translates the slide in ~1 s).
+BATCH_DELAY = 0.1
+
 SIDE = 1536  # px at 0.5 um/px; 128-px tiles: a 12 x 12 grid, long enough to cancel mid-run
 # The map at 0.5 um/px is written in bands of 256 rows, two tile rows each: cancelled after a third
 # of the tiles, a band is finished, and the resumed run redoes only the rest; two thirds of the
@@ -33,7 +39,7 @@ def _files_outside(root: Path, out: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.mark.slow
-def test_translate_progress_cancel_resume(sandbox, mcp_run) -> None:
+def test_translate_progress_cancel_resume(sandbox, mcp_run, tmp_path_factory) -> None:
     import anyio
     from PIL import Image
 
@@ -89,7 +95,8 @@ def test_translate_progress_cancel_resume(sandbox, mcp_run) -> None:
 
     (finished, first, partial, second, result, thumb, cd8, feats, bad, view, table, recomputed,
      merged, over_budget) = mcp_run(sandbox.server_args("--batch-size", "4", "--max-slides", "1"),
-                                    scenario)
+                                    scenario,
+                                    slow_engine_env(tmp_path_factory.mktemp("site"), BATCH_DELAY))
 
     assert not finished  # cancelled before it returned
     assert first and CANCEL_AT * first[0][1] <= first[-1][0] < first[0][1]

@@ -17,7 +17,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from slow_engine import slow_engine_env
 from virtime.translation.lock import LOCK_NAME
+
+# Seconds each engine batch sleeps in the signalled processes: their runs last long enough to be
+# stopped mid-slide however fast the machine (the tiny model alone finishes a slide in ~1 s).
+BATCH_DELAY = 0.1
 
 
 def _wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -47,7 +52,8 @@ def test_sigterm_stops_translate_like_ctrl_c(long_slide, tiny_weights, tmp_path)
         [sys.executable, "-m", "virtime.cli", "translate", str(long_slide), "-o", str(out),
          "--weights", str(tiny_weights), "-q", "--backend", "onnxruntime", "--tile-size", "128",
          "--threads", "1", "--batch-size", "2", "--no-features", "--log-json", str(log)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=slow_engine_env(tmp_path / "site", BATCH_DELAY))
     _wait_for(lambda: log.is_file() and '"start"' in log.read_text(), proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -72,7 +78,8 @@ def test_ctrl_c_on_cohort_run_is_one_line(long_slide, small_slide, tiny_weights,
          "--weights", str(tiny_weights), "-q", "--no-dashboard", "--workers", "1",
          "--backend", "onnxruntime", "--tile-size", "128", "--threads", "1", "--batch-size", "2",
          "--no-features"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env=slow_engine_env(tmp_path / "site", BATCH_DELAY))
     _wait_for(lambda: (out / "long" / "mif.ome.zarr").exists(), proc, timeout=180)
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal does

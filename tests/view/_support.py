@@ -198,8 +198,13 @@ class Browser:
     def close(self) -> None:
         ws = getattr(self, "ws", None)
         if ws is not None:
-            ws.close()
-            self.loop.run_until_complete(asyncio.sleep(0.05))
+            async def close_socket() -> None:
+                # Inside the loop: tornado makes its close frame's Future on the current loop,
+                # and an asyncio.run elsewhere in the session leaves the main thread without one.
+                ws.close()
+                await asyncio.sleep(0.05)
+
+            self.loop.run_until_complete(close_socket())
         loop = getattr(self, "loop", None)
         if loop is not None:
             loop.close()
