@@ -11,7 +11,9 @@ both are checked on every load, and an entry that fails is rebuilt with a warnin
 
 fp32 is forced (``INFERENCE_PRECISION_HINT=f32``) so the OpenVINO CPU plugin never lowers it to
 bf16 on CPUs that have it; ``int8`` runs the quantized graph (its integer kernels where NNCF put
-quantize/dequantize pairs, fp32 elsewhere). One stream and all cores per call: the pipeline makes
+quantize/dequantize pairs; the ops left unquantized, fp32 in the IR, run in the plugin's default
+precision, bf16 on CPUs that have it: forcing f32 there cost 10-14 % of INT8 speed for the same
+agreement with fp32, benchmarks/RESULTS.md). One stream and all cores per call: the pipeline makes
 one call at a time.
 """
 
