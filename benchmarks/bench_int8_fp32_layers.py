@@ -6,8 +6,9 @@ Dice with it in INT8. This measures what that costs: the bare OpenVINO engine on
 256-px windows for fp32, all-INT8 (``--keep-fp32 none``) and INT8 with the input block in fp32
 (``--keep-fp32 input``; also with OpenVINO's ``INFERENCE_PRECISION_HINT=f32``, which makes the
 CPU plugin run the unquantized layers in f32 rather than bf16 on CPUs with bf16), for the
-official-width GigaTIME (random weights: speed only) and the bundled demo translator. All engines are compiled in one process and timed round by round, the
-order reversed every round, so a shared machine slows them alike: compare the ratios.
+official-width GigaTIME (random weights: speed only) and the bundled demo translator. All
+engines are compiled in one process and timed round by round, the order reversed every round, so a
+shared machine slows them alike: compare the ratios.
 
 ``python benchmarks/bench_int8_fp32_layers.py [ROUNDS]`` prints a Markdown table.
 """
