@@ -36,6 +36,13 @@ def _wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None
         time.sleep(0.1)
 
 
+def _sigint_as_from_a_terminal() -> None:
+    """In the child, before exec: SIGINT back to its default, as a terminal's foreground job has
+    it. A test session started as a background job inherits SIGINT ignored, and Python keeps an
+    ignored SIGINT ignored, so Ctrl-C would not reach the run under test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def long_slide(tmp_path_factory) -> Path:
     """Enough tiles (144 at 128 px) that the tiny model is still at work when signalled."""
@@ -79,7 +86,7 @@ def test_ctrl_c_on_cohort_run_is_one_line(long_slide, small_slide, tiny_weights,
          "--backend", "onnxruntime", "--tile-size", "128", "--threads", "1", "--batch-size", "2",
          "--no-features"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env=slow_engine_env(tmp_path / "site", BATCH_DELAY))
+        env=slow_engine_env(tmp_path / "site", BATCH_DELAY), preexec_fn=_sigint_as_from_a_terminal)
     _wait_for(lambda: (out / "long" / "mif.ome.zarr").exists(), proc, timeout=180)
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal does

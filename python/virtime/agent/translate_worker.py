@@ -13,6 +13,7 @@ TranslateConfig keywords), "result"}``; the result (or the error) is written to 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     from virtime.errors import VirtimeError
     from virtime.io import atomic_write_json
 
+    # The server cancels by SIGINT. A server started with SIGINT ignored (a background job, nohup,
+    # some agent hosts) hands SIG_IGN down to this process, and Python then never raises
+    # KeyboardInterrupt: the cancel would be lost and the translation would run to its end.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     spec_path = Path((argv if argv is not None else sys.argv[1:])[0])
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
     try:
