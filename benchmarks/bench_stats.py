@@ -22,6 +22,20 @@ N_PATIENTS = 15_000
 N_TYPES, SUBTYPES_PER_TYPE = 24, 12
 
 
+
+def _null_features_joined(rng, clin):
+    """21 null channel densities and their 210 OR pairs per patient, joined to ``clin``."""
+    n = len(clin)
+    dens = rng.beta(2, 8, size=(n, 21))
+    feats = {f"{ch}.density": dens[:, i] for i, ch in enumerate(PROTEIN_CHANNELS)}
+    for i in range(21):
+        for j in range(i + 1, 21):
+            a, b = PROTEIN_CHANNELS[i], PROTEIN_CHANNELS[j]
+            feats[f"{a}|{b}.or_density"] = np.maximum(dens[:, i], dens[:, j])
+    f = pd.DataFrame(feats)
+    f.insert(0, "patient_id", clin["patient_id"])
+    return join_features(f, clin)
+
 def _cohort(seed: int = 0):
     rng = np.random.default_rng(seed)
     n = N_PATIENTS
@@ -37,15 +51,7 @@ def _cohort(seed: int = 0):
         clin[f"CONT{c}"] = rng.gamma(2.0, 2.0, n)
     clin["os_time"] = rng.exponential(365, n)
     clin["os_event"] = (rng.uniform(size=n) < 0.6).astype(int)
-    dens = rng.beta(2, 8, size=(n, 21))
-    feats = {f"{ch}.density": dens[:, i] for i, ch in enumerate(PROTEIN_CHANNELS)}
-    for i in range(21):
-        for j in range(i + 1, 21):
-            a, b = PROTEIN_CHANNELS[i], PROTEIN_CHANNELS[j]
-            feats[f"{a}|{b}.or_density"] = np.maximum(dens[:, i], dens[:, j])
-    f = pd.DataFrame(feats)
-    f.insert(0, "patient_id", clin["patient_id"])
-    return join_features(f, clin)
+    return _null_features_joined(rng, clin)
 
 
 @pytest.fixture(scope="module")
@@ -125,15 +131,7 @@ def _site_cohort(seed: int = 1):
         clin[f"BM{b:02d}"] = (rng.uniform(size=n) < rng.uniform(0.1, 0.5)).astype(int)
     for c in range(2):
         clin[f"CONT{c}"] = rng.gamma(2.0, 2.0, n)
-    dens = rng.beta(2, 8, size=(n, 21))
-    feats = {f"{ch}.density": dens[:, i] for i, ch in enumerate(PROTEIN_CHANNELS)}
-    for i in range(21):
-        for j in range(i + 1, 21):
-            a, b = PROTEIN_CHANNELS[i], PROTEIN_CHANNELS[j]
-            feats[f"{a}|{b}.or_density"] = np.maximum(dens[:, i], dens[:, j])
-    f = pd.DataFrame(feats)
-    f.insert(0, "patient_id", clin["patient_id"])
-    return join_features(f, clin)
+    return _null_features_joined(rng, clin)
 
 
 def test_adjusted_associations_full_scale(benchmark):
