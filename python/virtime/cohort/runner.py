@@ -174,7 +174,7 @@ def _fingerprint_differs(summary: dict[str, Any], config: Any) -> bool:
     input mpp) are taken from the record (its model hash is checked apart), and so is the slide's
     mpp unless ``config.mpp`` sets it (a manifest mpp does)."""
     from virtime.translation.fingerprint import fingerprint_diff, translation_fingerprint
-    from virtime.translation.pipeline import _normalizer
+    from virtime.translation.pipeline import resolve_normalizer
 
     recorded = summary.get("fingerprint")
     if not isinstance(recorded, dict):
@@ -182,7 +182,7 @@ def _fingerprint_differs(summary: dict[str, Any], config: Any) -> bool:
     try:
         requested = translation_fingerprint(
             model_hash=str(recorded.get("model_hash")), engine=None, config=config,
-            normalizer=_normalizer(config.normalize), window=int(recorded["window"]),
+            normalizer=resolve_normalizer(config.normalize), window=int(recorded["window"]),
             model_mpp=float(recorded["model_mpp"]),
             slide_mpp=float(config.mpp if config.mpp is not None else recorded["slide_mpp"]))
     except (KeyError, TypeError, ValueError):

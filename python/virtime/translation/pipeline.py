@@ -37,7 +37,8 @@ from virtime.io.slide_folder import SlideFolder
 from virtime.translation.config import TranslateConfig
 
 __all__ = ["TranslateResult", "check_model", "check_output_root", "check_slide_mpp",
-           "is_translated", "slide_output_dir", "translate", "translation_engine"]
+           "is_translated", "resolve_normalizer", "slide_output_dir", "translate",
+           "translation_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +340,7 @@ def check_slide_mpp(slide: Any, config: TranslateConfig, model_mpp: float) -> fl
     return mpp
 
 
-def _normalizer(normalize: Any) -> Any:
+def resolve_normalizer(normalize: Any) -> Any:
     """The stain normalizer ``config.normalize`` names (None for ``"none"``), or the given one.
 
     A normalizer object is used as it is (fitted to the user's reference); the fingerprint
@@ -500,7 +501,7 @@ def _translate_locked(slide, slide_path, slide_id, model, out, config, engine, e
 
     model_mpp, window, model_hash = check_model(model, config)
     factor = output_factor(model_mpp, config.output_mpp)
-    normalizer = _normalizer(config.normalize)
+    normalizer = resolve_normalizer(config.normalize)
     identity = identity_fields(source)
     # Temporary files of a killed run (e.g. the cell table's): ours to remove, the folder is locked.
     for stale in SlideFolder(out).remove_stale_partials():

@@ -116,7 +116,7 @@ def _read_ahead(slide: Any, tissue: Any, model: Any, config: Any, n: int) -> int
     """Reads the first ``n`` batches of the slide's fresh-run tiles onto ``slide``."""
     from virtime.batcher import iter_batches
     from virtime.tiling import make_tile_grid
-    from virtime.translation.pipeline import _normalizer, check_model, check_slide_mpp
+    from virtime.translation.pipeline import check_model, check_slide_mpp, resolve_normalizer
 
     t0 = time.perf_counter()
     model_mpp, _, _ = check_model(model, config)
@@ -127,7 +127,7 @@ def _read_ahead(slide: Any, tissue: Any, model: Any, config: Any, n: int) -> int
         return 0
     params = {"batch_size": int(config.batch_size), "threads": config.threads,
               "emit_uint8": True, "pack": "none"}
-    normalizer = _normalizer(config.normalize)
+    normalizer = resolve_normalizer(config.normalize)
     # As the device loop: Macenko / Reinhard run on the device (their torch twins), others here.
     on_device = getattr(normalizer, "name", None) in ("macenko", "reinhard")
     host_norm = None if on_device else normalizer
