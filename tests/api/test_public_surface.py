@@ -61,10 +61,9 @@ def test_import_virtime_stays_light() -> None:
     assert out.stdout.strip() == ""
 
 
-def test_one_progress_switch_old_spelling_warns() -> None:
+def test_one_progress_switch() -> None:
     from virtime.embed import EmbedConfig
 
     assert EmbedConfig(show_progress=False).show_progress is False
-    with pytest.warns(DeprecationWarning, match="show_progress"):
-        old = EmbedConfig(progress=False)
-    assert old.show_progress is False and old == EmbedConfig(show_progress=False)
+    with pytest.raises(TypeError, match="progress"):
+        EmbedConfig(progress=False)

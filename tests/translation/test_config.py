@@ -65,6 +65,26 @@ def test_unknown_and_invalid_settings() -> None:
         TranslateConfig(threshold=2.0)
 
 
+@pytest.mark.parametrize("cls", [TranslateConfig, EmbedConfig])
+def test_signature_lists_every_keyword_with_the_default_it_builds(cls) -> None:
+    """help() and notebook completion read inspect.signature: every flat name of every part and
+    every own field is an explicit keyword whose default is what ``cls()`` holds."""
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    default = cls()
+    flat = [n for part in ("engine", "tiling", "slide_features") if hasattr(default, part)
+            for n in cls._FLAT.get(part, ())]
+    own = [f.name for f in dataclasses.fields(cls)]
+    assert sorted(params) == sorted({*flat, *own})
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
+    for name in [*flat, *own]:
+        assert params[name].default == getattr(default, name), name
+    assert "tile_size: int = " in str(inspect.signature(cls))
+    # A config built from the signature's defaults is the default config.
+    assert cls(**{n: p.default for n, p in params.items() if n in flat}) == default
+
+
 def test_fingerprint_reads_the_flat_values() -> None:
     from virtime.translation.fingerprint import translation_fingerprint
 

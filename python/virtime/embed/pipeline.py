@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from virtime._nested import flat_dict, flat_views, nested_init
+from virtime._nested import flat_dict, flat_views
 from virtime.errors import InputDataError, InvalidArgumentError
 from virtime.slide_ids import slide_id_from_path
 
@@ -53,7 +53,7 @@ def _embed_tiling() -> Any:
     return TilingConfig(target_mpp=0.5, tile_size=256)
 
 
-@flat_views  # read-only flat views of the parts (the keywords of the same names set them)
+@flat_views  # flat read-only views of the parts, and the keyword __init__ that sets them
 @dataclass(frozen=True, init=False)
 class EmbedConfig:
     """How to embed a slide (defaults follow the official Prov-GigaPath pipeline).
@@ -73,21 +73,12 @@ class EmbedConfig:
     allow_slow: bool = False
     show_progress: bool = True
 
-    def __init__(self, *, progress: bool | None = None, **kwargs: Any) -> None:
-        if progress is not None:  # deprecated spelling of show_progress (kept for old callers)
-            import warnings
-
-            warnings.warn("EmbedConfig(progress=...) is deprecated; use show_progress=... (the "
-                          "name every virtime config uses)", DeprecationWarning, stacklevel=2)
-            kwargs["show_progress"] = bool(progress)
-        nested_init(self, kwargs)
-
     def as_dict(self) -> dict[str, Any]:
         """The flat settings (what ``embed_manifest.json`` records), JSON-ready."""
         d = flat_dict(self, ("backend", "precision", "device", "batch_size", "threads",
                              "target_mpp", "tile_size", "min_tissue", "all_layers", "allow_slow",
                              "cache_dir", "show_progress"))
-        d["progress"] = None  # the deprecated field, as earlier manifests recorded it
+        d["progress"] = None  # a key of the embed_manifest.json format (always null)
         return d
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from virtime._nested import flat_dict, flat_views, nested_init
+from virtime._nested import flat_dict, flat_views
 from virtime.engines.config import EngineConfig
 from virtime.features.config import FeaturesConfig
 from virtime.tiling import TilingConfig
@@ -32,7 +32,7 @@ _AS_DICT = ("backend", "precision", "device", "batch_size", "window_batch", "thr
             "retry_failed")
 
 
-@flat_views  # read-only flat views of the parts (the keywords of the same names set them)
+@flat_views  # flat read-only views of the parts, and the keyword __init__ that sets them
 @dataclass(frozen=True, init=False)
 class TranslateConfig:
     """How to translate a slide.
@@ -85,9 +85,6 @@ class TranslateConfig:
     # Virtual single cells (virtime.cells): segment every tile's full-resolution probabilities and
     # write cells.parquet (+ cells.* slide features). An interrupted run is redone from the start.
     cells: bool = False
-
-    def __init__(self, **kwargs: Any) -> None:
-        nested_init(self, kwargs)
 
     @property
     def normalize_name(self) -> str:
