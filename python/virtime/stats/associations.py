@@ -160,7 +160,10 @@ class AssociationResult:
         })
 
 
-def _groups(data: pd.DataFrame, level: str) -> list[tuple[str, np.ndarray]]:
+def level_groups(data: pd.DataFrame, level: str) -> list[tuple[str, np.ndarray]]:
+    """The patients (row positions) of each group at ``level`` (one group for pan-cancer), in
+    sorted group order; shared by the association and survival scans so both test the same
+    families."""
     col = LEVEL_COLUMNS[level]
     if col is None:
         return [(PAN_GROUP, np.arange(len(data)))]
@@ -399,7 +402,7 @@ def associate(cohort: Cohort, config: AssociationConfig | None = None, **overrid
     y_all = {a: data[a].to_numpy(dtype=np.float64) for a in attrs}
     col = _Collector(features + controls)
     cov_data = data[sorted({c for covs in covariates.values() for c in covs})]
-    jobs = [(lv, g, idx) for lv in cfg.levels for g, idx in _groups(data, lv)]
+    jobs = [(lv, g, idx) for lv in cfg.levels for g, idx in level_groups(data, lv)]
     with progress(jobs, desc="associations", unit="group", enabled=cfg.show_progress) as bar:
         for level, group, idx in bar:
             if len(idx) < cfg.min_patients:

@@ -24,7 +24,7 @@ import pandas as pd
 from virtime._progress import progress
 from virtime.channels import PROTEIN_CHANNELS
 from virtime.errors import InputDataError, InvalidArgumentError
-from virtime.stats.associations import _groups
+from virtime.stats.associations import level_groups
 from virtime.stats.covariates import AUTO, NONE, Design, design_for_group, parse_adjust, \
     resolve_covariates
 from virtime.stats.cox import cox_fit
@@ -252,7 +252,7 @@ def survival_analysis(cohort: Cohort, config: SurvivalConfig | None = None, **ov
     controls = [c for c in cohort.controls if c.endswith(".density") and c not in feats]
     no_signature = replace(cfg, signature=False)
     control_rows: list[dict] = []
-    jobs = [(lv, g, idx) for lv in cfg.levels for g, idx in _groups(data, lv)]
+    jobs = [(lv, g, idx) for lv in cfg.levels for g, idx in level_groups(data, lv)]
     with progress(jobs, desc="survival", unit="group", enabled=cfg.show_progress) as bar:
         for level, group, idx in bar:
             d = data.iloc[idx]
