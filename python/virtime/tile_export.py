@@ -39,20 +39,11 @@ def export_tiles(
     threads: int = 0,
     limit: int | None = None,
     show_progress: bool = True,
-    progress: bool | None = None,
 ) -> TileExportResult:
-    """Tiles the slide's tissue and writes ``tiles/<col>_<row>.png`` and ``tiles.parquet``.
-
-    ``progress`` is the deprecated spelling of ``show_progress``.
-    """
+    """Tiles the slide's tissue and writes ``tiles/<col>_<row>.png`` and ``tiles.parquet``."""
     from PIL import Image
 
-    if progress is not None:
-        import warnings
-
-        warnings.warn("export_tiles(progress=...) is deprecated; use show_progress=...",
-                      DeprecationWarning, stacklevel=2)
-        show_progress = progress
+    from virtime.io import atomic_path
 
     slide = Slide(slide_path, mpp=mpp)
     grid = make_tile_grid(slide, tiling, detect_tissue(slide))
@@ -75,9 +66,8 @@ def export_tiles(
             for k, idx in enumerate(batch.tile_index):
                 col, row = (int(v) for v in grid.colrow[idx])
                 name = f"{col:05d}_{row:05d}.png"
-                tmp = tiles_dir / f".{name}.tmp"
-                Image.fromarray(batch.rgb[k]).save(tmp, format="PNG")
-                os.replace(tmp, tiles_dir / name)
+                with atomic_path(tiles_dir / name) as tmp:
+                    Image.fromarray(batch.rgb[k]).save(tmp, format="PNG")
                 rows.append({
                     "x": int(batch.xy[k, 0]), "y": int(batch.xy[k, 1]), "col": col, "row": row,
                     "tissue_fraction": float(grid.tissue_fraction[idx]), "file": f"tiles/{name}",

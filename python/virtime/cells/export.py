@@ -65,10 +65,5 @@ def export_anndata(cells_path: str | os.PathLike[str], output: str | os.PathLike
     adata = to_anndata(cells_path, gating)
     out = Path(output)
     with atomic_path(out) as tmp:
-        h5 = tmp.with_name(tmp.name + ".h5ad")
-        try:
-            adata.write_h5ad(h5)
-            os.replace(h5, tmp)
-        finally:
-            h5.unlink(missing_ok=True)
+        adata.write_h5ad(tmp)  # h5py writes the name given, whatever its suffix
     return out

@@ -1,6 +1,6 @@
 """The run ledger: one row per slide saying done / failed (why) / skipped / pending, with timings.
 
-State lives in ``OUT/cohort_ledger.parquet`` (rewritten atomically: temp file + ``os.replace``) and
+State lives in ``OUT/cohort_ledger.parquet`` (rewritten atomically through :mod:`virtime.io`) and
 a journal ``OUT/.cohort_ledger.jsonl`` that gets one fsync'd JSON line per result as it arrives.
 The Parquet snapshot is refreshed every few seconds and at the end; reading replays the journal
 over the snapshot (a record applies only if newer than the row it replaces), so an interrupted

@@ -12,8 +12,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -40,6 +38,7 @@ def export_tile_encoder_onnx(
     from virtime import __version__
     from virtime.engines.hashing import model_hash
     from virtime.engines.onnx_export import INPUT_NAME, OUTPUT_NAME
+    from virtime.io import atomic_files
 
     if not isinstance(encoder, TileEncoder):
         raise InvalidArgumentError(f"expected a TileEncoder, got {type(encoder).__name__}")
@@ -48,9 +47,8 @@ def export_tile_encoder_onnx(
     size = encoder.config.img_size
     head = TileEmbeddingHead(copy.deepcopy(encoder).to(device="cpu", dtype=torch.float32)).eval()
     example = torch.zeros(1, 3, size, size)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        tmp = tmpdir / path.name
+    # External data (a large encoder's weights) lands beside the graph and is renamed first.
+    with atomic_files(path, mode=0o644) as tmp:
         with warnings.catch_warnings():
             # The TorchScript exporter warns that it is legacy; it needs no onnxscript.
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -75,13 +73,6 @@ def export_tile_encoder_onnx(
             entry.key, entry.value = key, value
         onnx.save(proto, str(tmp))
         onnx.checker.check_model(str(tmp))
-        for extra in tmpdir.iterdir():  # external data first, so the graph never dangles
-            if extra.name != path.name:
-                os.replace(extra, path.parent / extra.name)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
     logger.info("exported tile encoder to %s (window %d, opset %d)", path, size, opset)
     return path
 

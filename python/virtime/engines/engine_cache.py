@@ -10,9 +10,9 @@ warning, removed and rebuilt.
 The same rule holds for the other derived files in the cache (ONNX exports, fp16 conversions):
 :func:`cached_file` keeps each beside a sidecar ``<file>.json`` that records what it was built from
 (the hash of the weights or of the source graph) and the sha256 of its own bytes, both checked on
-every load. Entry and sidecar are written to temporary names and renamed entry first, so a crash or
-a concurrent writer can only leave an entry that fails verification (and is rebuilt), never one
-that is trusted wrongly.
+every load. Entry and sidecar are written atomically through :mod:`virtime.io`, entry first, so
+a crash or a concurrent writer can only leave an entry that fails verification (and is rebuilt),
+never one that is trusted wrongly.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from virtime.io import atomic_path, atomic_write_bytes
 
 __all__ = ["EngineCache", "EngineKey", "cached_file", "sidecar_path", "verify_entry"]
 
@@ -72,17 +73,12 @@ class EngineKey:
         )
 
 
+#: Permissions of cache files: a cache folder is often shared between users, whatever the umask.
+_CACHE_MODE = 0o644
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache folder is often shared
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write_bytes(path, data, mode=_CACHE_MODE)
 
 
 def _file_digest(path: Path) -> tuple[int, str]:
@@ -135,23 +131,14 @@ def verify_entry(path: str | os.PathLike[str], built_from: dict[str, object]) ->
 def _store_file(
     path: Path, write: Callable[[Path], object], built_from: dict[str, object], kind: str
 ) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path, mode=_CACHE_MODE) as tmp:
         write(tmp)
         size, digest = _file_digest(tmp)
-        meta = {"format": _FORMAT, "kind": kind, "built_from": built_from, "size": size,
-                "sha256": digest}
-        meta_bytes = json.dumps(meta, indent=1, sort_keys=True).encode()
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache folder is often shared
-        # Entry first, then its sidecar: an interruption in between leaves an entry whose
-        # sidecar does not vouch for it, which the next load rebuilds.
-        os.replace(tmp, path)
-        _atomic_write(sidecar_path(path), meta_bytes)
-    finally:
-        tmp.unlink(missing_ok=True)
+    meta = {"format": _FORMAT, "kind": kind, "built_from": built_from, "size": size,
+            "sha256": digest}
+    # Entry first, then its sidecar: an interruption in between leaves an entry whose sidecar
+    # does not vouch for it, which the next load rebuilds.
+    _atomic_write(sidecar_path(path), json.dumps(meta, indent=1, sort_keys=True).encode())
 
 
 def cached_file(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,17 +121,12 @@ def convert_onnx_file_fp16(
     """Convert the ONNX file ``src`` to fp16 and write it atomically to ``dst``."""
     import onnx
 
+    from virtime.io import atomic_path
+
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
     converted = convert_to_fp16(onnx.load(str(src)), keep_io_float32=keep_io_float32)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        onnx.save(converted, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache folder is often shared
-        os.replace(tmp, dst)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(dst, mode=0o644) as tmp:  # 0o644: a cache folder is often shared
+        onnx.save(converted, str(tmp))
     return dst
 
 

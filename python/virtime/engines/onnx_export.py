@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ def export_onnx(
 
     from virtime import __version__
     from virtime.engines.hashing import model_hash
+    from virtime.io import atomic_path
 
     if window < 1:
         raise InvalidArgumentError(f"window must be >= 1, got {window}")
@@ -67,10 +67,7 @@ def export_onnx(
             f"model must map (N,3,{window},{window}) to (N,C,{window},{window}) logits, got {shape}"
         )
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path, mode=0o644) as tmp:  # 0o644: a cache folder is often shared
         with warnings.catch_warnings():
             # The legacy exporter warns that it is legacy; it is the one that needs no onnxscript.
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -98,10 +95,6 @@ def export_onnx(
             entry.key, entry.value = key, value
         onnx.save(proto, str(tmp))
         onnx.checker.check_model(str(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache folder is often shared
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     logger.info("exported ONNX model to %s (window %d, opset %d)", path, window, opset)
     return path
 

@@ -154,7 +154,7 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike[str],
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from virtime.models.card import atomic_write_bytes
+    from virtime.io import atomic_path, atomic_write_bytes
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -173,8 +173,9 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike[str],
     ax.legend(frameon=False)
     fig.tight_layout()
     png = out_dir / "pearson.png"
-    tmp = out_dir / ".pearson.png.tmp"
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    os.replace(tmp, png)
+    try:
+        with atomic_path(png) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return csv, png

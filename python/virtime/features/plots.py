@@ -95,18 +95,14 @@ def plot_activation_panel(
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> None:
-    """Saves atomically (temporary file in the same folder, then rename) and closes ``fig``."""
-    import tempfile
+    """Saves atomically (:func:`virtime.io.atomic_path`) and closes ``fig``; the format is the
+    file name's extension (PNG without one)."""
+    from virtime.io import atomic_path
 
     plt = _pyplot()
-    folder = os.path.dirname(os.fspath(path)) or "."
-    suffix = os.path.splitext(os.fspath(path))[1] or ".png"
-    fd, tmp = tempfile.mkstemp(prefix=".plot.", suffix=suffix, dir=folder)
-    os.close(fd)
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=fmt)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)

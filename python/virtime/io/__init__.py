@@ -7,7 +7,13 @@ table carries the virtime version and the model hash" hold by construction.
 
 from __future__ import annotations
 
-from virtime.io.atomic import RunManifest, atomic_path, atomic_write_bytes, atomic_write_json
+from virtime.io.atomic import (
+    RunManifest,
+    atomic_files,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+)
 from virtime.io.parquet import NO_MODEL, ParquetStream, read_parquet_metadata, write_parquet
 from virtime.io.slide_folder import SlideFolder
 
@@ -16,6 +22,7 @@ __all__ = [
     "ParquetStream",
     "RunManifest",
     "SlideFolder",
+    "atomic_files",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",

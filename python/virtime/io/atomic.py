@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -24,6 +25,7 @@ from virtime.errors import InputDataError, InvalidArgumentError, OutputError
 __all__ = [
     "CommitOnExit",
     "RunManifest",
+    "atomic_files",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -38,12 +40,19 @@ def _umask() -> int:
     return mask
 
 
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:  # make the bytes durable before a name points at them
+        os.fsync(fh.fileno())
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
 
-    For writers that want a file name rather than bytes (tifffile, Pillow). On an exception the
-    temporary file is removed and ``path`` is left untouched.
+    For writers that want a file name rather than bytes (tifffile, Pillow, matplotlib with an
+    explicit ``format``, ``torch.onnx.export``). On an exception the temporary file is removed
+    and ``path`` is left untouched. The file gets the permissions ``open()`` would give it, or
+    ``mode`` (a cache shared between users asks for ``0o644`` whatever the umask).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -58,13 +67,44 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:  # make the bytes durable before the name points at them
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
+        _fsync_file(tmp)
+        # mkstemp makes 0600; give what open() would, or the mode asked for
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_files(path: str | os.PathLike[str], *, mode: int | None = None) -> Iterator[Path]:
+    """Like :func:`atomic_path`, for writers that put companion files beside their main file.
+
+    Yields ``<temporary folder>/<path's name>`` in a new hidden folder next to ``path``; the
+    writer writes the main file there and whatever it adds beside it (an ONNX model's external
+    data, an OpenVINO IR's ``.bin``). On success every file in the folder is fsynced and renamed
+    into ``path``'s folder, the main file last, so the main file never names a companion that is
+    not there yet; on an exception nothing is renamed. The folder is removed either way.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.",
+                                       suffix=".partial", dir=target.parent))
+    except OSError as exc:
+        raise OutputError.from_os_error(exc, target, name_target=True) from exc
+    try:
+        main = folder / target.name
+        yield main
+        companions = sorted(p for p in folder.iterdir() if p != main)
+        for file in [*companions, main]:
+            _fsync_file(file)
+            os.chmod(file, 0o666 & ~_umask() if mode is None else mode)
+        for file in companions:
+            os.replace(file, target.parent / file.name)
+        os.replace(main, target)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class CommitOnExit:
@@ -90,9 +130,11 @@ class CommitOnExit:
             self.abort()
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *,
+                       mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename);
+    ``mode`` as in :func:`atomic_path`."""
+    with atomic_path(path, mode=mode) as tmp:
         tmp.write_bytes(data)
 
 

@@ -23,13 +23,13 @@ from typing import Any
 
 from virtime.channels import CHANNEL_NAMES
 from virtime.errors import CheckpointError
+from virtime.io import atomic_write_bytes
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "TIER_CUTOFFS",
     "ModelCard",
-    "atomic_write_bytes",
     "confidence_tier",
     "confidence_tiers",
     "sha256_file",
@@ -128,12 +128,3 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
             h.update(block)
     return h.hexdigest()
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes ``data`` atomically (:func:`virtime.io.atomic_write_bytes`).
-
-    Imported lazily so loading a model card does not import the canvas writers.
-    """
-    from virtime.io import atomic_write_bytes as write
-
-    write(path, data)

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from virtime.errors import CheckpointError
-from virtime.models.card import ModelCard, atomic_write_bytes, sha256_file
+from virtime.io import atomic_write_bytes
+from virtime.models.card import ModelCard, sha256_file
 from virtime.models.file_kind import describe_non_checkpoint
 from virtime.models.registry import build_model, detect_architecture, strip_module_prefix
 

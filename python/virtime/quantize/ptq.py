@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,18 +114,14 @@ def quantize_onnx(onnx_path: str | os.PathLike[str], calibration: np.ndarray,
 
 
 def _save_ir(quantized: Any, xml: Path) -> None:
-    """Write the IR beside ``xml`` under temporary names, then rename (``.bin`` first)."""
+    """Write the IR beside ``xml`` atomically (its ``.bin`` renamed into place first)."""
     import openvino as ov
 
-    xml.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{xml.stem}.", dir=xml.parent))
-    try:
+    from virtime.io import atomic_files
+
+    with atomic_files(xml) as tmp:
         # compress_to_fp16=False: the layers NNCF left in fp32 stay fp32.
-        ov.save_model(quantized, str(tmp_dir / "m.xml"), compress_to_fp16=False)
-        os.replace(tmp_dir / "m.bin", xml.with_suffix(".bin"))
-        os.replace(tmp_dir / "m.xml", xml)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        ov.save_model(quantized, str(tmp), compress_to_fp16=False)
 
 
 def _compare(fp32: Any, int8: Any, windows: np.ndarray, slides: list[str], threshold: float,
@@ -169,7 +163,8 @@ def quantize_translator(
     from virtime.engines.onnx_export import ensure_onnx
     from virtime.engines.openvino_engine import OpenVinoEngine, openvino_version
     from virtime.models.card import sha256_file
-    from virtime.models.int8 import DEFAULT_GATE, gate_failures, int8_paths
+    from virtime.models.int8 import (DEFAULT_GATE, describe_dice_gating, gate_failures,
+                                     int8_paths, too_rare_for_dice)
     from virtime.quantize.calibration import calibration_windows
 
     t0 = time.perf_counter()
@@ -212,11 +207,12 @@ def quantize_translator(
             "threshold": config.threshold,
             "gate": dataclasses.asdict(DEFAULT_GATE), "gate_passed": not failures,
             "gate_failures": failures,
+            "too_rare_for_dice": too_rare_for_dice(channels, DEFAULT_GATE),
             "channels": channels,
         })
     int8_card.save(card_path)
     seconds = time.perf_counter() - t0
-    logger.info("wrote INT8 translator %s (%s) in %.1f s", xml,
+    logger.info("wrote INT8 translator %s (%s; %s) in %.1f s", xml,
                 "passes the gate" if not failures else f"fails the gate: {', '.join(failures)}",
-                seconds)
+                describe_dice_gating(channels, DEFAULT_GATE), seconds)
     return QuantizeResult(xml=xml, card=int8_card, failures=failures, seconds=seconds)

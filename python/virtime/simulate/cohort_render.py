@@ -252,10 +252,10 @@ def _check_manifest(root: Path, settings: dict) -> None:
                 f"{root}: holds a cohort simulated with other settings; use another output "
                 "folder or delete this one")
         return
-    tmp = path.with_name(".cohort.json.tmp")
-    tmp.write_text(json.dumps({"sha256": digest, **{k: v for k, v in settings.items()
-                                                    if k != "design"}}, indent=2))
-    os.replace(tmp, path)
+    from virtime.io import atomic_write_bytes
+
+    record = {"sha256": digest, **{k: v for k, v in settings.items() if k != "design"}}
+    atomic_write_bytes(path, json.dumps(record, indent=2).encode())
 
 
 def _render_one(job: tuple) -> tuple[str, str, np.ndarray, np.ndarray]:

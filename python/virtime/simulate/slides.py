@@ -15,6 +15,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from virtime.io import atomic_path
+
 __all__ = [
     "HEMATOXYLIN_OD",
     "EOSIN_OD",
@@ -139,8 +141,7 @@ def write_slide(
     if objective_power is None and mpp:
         objective_power = 40 if mpp < 0.375 else 20
     h0, w0 = rgb.shape[:2]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tifffile.TiffWriter(tmp, bigtiff=rgb.nbytes > 2**31) as tif:
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=rgb.nbytes > 2**31) as tif:
         for i, level in enumerate(levels):
             kwargs: dict = dict(
                 tile=(tile, tile), compression="zlib", compressionargs={"level": 1},
@@ -161,7 +162,6 @@ def write_slide(
                 res = 1e4 / (mpp * (level_factor**i))
                 kwargs.update(resolution=(res, res), resolutionunit="CENTIMETER")
             tif.write(level, **kwargs)
-    os.replace(tmp, path)
     return path
 
 
@@ -207,11 +207,10 @@ def write_flat_slide(
                 yield block
 
     res = 1e4 / mpp
-    tmp = path.with_name(f".{path.name}.tmp")
     shape = (rows * tile, cols * tile, 3)
-    tifffile.imwrite(tmp, tiles(), shape=shape, dtype=np.uint8, tile=(tile, tile),
-                     compression="zlib", compressionargs={"level": 1}, photometric="rgb",
-                     metadata=None, resolution=(res, res), resolutionunit="CENTIMETER",
-                     bigtiff=rows * cols * tile * tile * 3 > 2**31)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, tiles(), shape=shape, dtype=np.uint8, tile=(tile, tile),
+                         compression="zlib", compressionargs={"level": 1}, photometric="rgb",
+                         metadata=None, resolution=(res, res), resolutionunit="CENTIMETER",
+                         bigtiff=rows * cols * tile * tile * 3 > 2**31)
     return path

@@ -48,7 +48,7 @@ _COLUMNS = ("tile_id", "slide_id", "he", "target")
 
 
 def _atomic(path: Path, data: bytes) -> None:
-    from virtime.models.card import atomic_write_bytes
+    from virtime.io import atomic_write_bytes
 
     atomic_write_bytes(path, data)
 

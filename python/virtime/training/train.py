@@ -97,7 +97,7 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    from virtime.models.card import atomic_write_bytes
+    from virtime.io import atomic_write_bytes
 
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -234,7 +234,7 @@ def train(
                       "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                       "generator": gen.get_state(), "epoch": epoch + 1, "best": best,
                       "history": history, "config": _config_key(config)}, ckpt_path)
-        from virtime.models.card import atomic_write_bytes
+        from virtime.io import atomic_write_bytes
 
         atomic_write_bytes(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False).encode())
         logger.info("epoch %d: %s", epoch + 1, row)
