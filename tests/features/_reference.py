@@ -40,7 +40,7 @@ def ref_partials(prob, tissue, idx, thr_native, y0, x0, bin_px):
 
 
 def ref_features(prob, tissue, names, analyse, threshold, bin_px, pairs=None):
-    """Whole-canvas features by the README formulas (probability units); pair features among
+    """Whole-canvas features by the formulas of docs/features.md (probability units); pair features among
     ``pairs`` (default: every analysed channel)."""
     scale = 255.0 if prob.dtype == np.uint8 else 1.0
     t = tissue.astype(bool)

@@ -1,6 +1,6 @@
 """Which backend ``backend="auto"`` runs on which machine, as one small table with reasons.
 
-The facts it encodes (see the README's backend table):
+The facts it encodes (see the backend table in docs/engines.md):
 
 * TensorRT-RTX 1.7 (``tensorrt_rtx``) ships kernels for SM75, SM80, SM86, SM89, SM120 and SM121
   only: **not SM90**, so it cannot run on Hopper (H100/H200); torch CUDA runs there.

@@ -257,7 +257,7 @@ def default_design() -> CohortDesign:
     (real densities span one to two orders of magnitude; with 0.3, lung — where MSI-high is rare —
     had almost no driver variation to find), nests of 100-160 µm (so 64-µm tumour bins are mostly
     tumour, not stroma with its own CD8), a strong Immunoscore-like hazard x0.45 per SD, and 120
-    months of follow-up (more events). Measured choices are in the README's demo section.
+    months of follow-up (more events). Measured choices are in docs/demo.md.
     """
     def prev(kras: float, kmt2d: float, msi: float, tmb: float) -> dict[str, float]:
         return {"KRAS": kras, "KMT2D": kmt2d, "MSI-high": msi, "TMB-high": tmb}
