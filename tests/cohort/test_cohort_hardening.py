@@ -116,16 +116,13 @@ def test_weights_directory_is_named_as_such(tmp_path, capsys):
     assert "is a directory, expected a checkpoint file" in capsys.readouterr().err
 
 
-def test_old_argument_order_still_works_with_a_warning(tmp_path):
-    """run_cohort(manifest, out, weights=...) and run_cohort(manifest, out) are the old order."""
+def test_one_argument_order(tmp_path):
+    """run_cohort(manifest, model, output, config): the model and the output are both needed."""
     manifest = pd.DataFrame({"path": ["a.svs"], "patient_id": ["P0"],
                              "slide_id": ["cohort_ledger.parquet"]})  # refused before any work
-    for call in (lambda: run_cohort(manifest, tmp_path / "out", weights=None),
-                 lambda: run_cohort(manifest, tmp_path / "out")):
-        with (pytest.warns(DeprecationWarning, match=r"run_cohort\(manifest, model, out_root"),
-              pytest.raises(InputDataError, match="name of the cohort file")):
-            call()
-    with pytest.warns(DeprecationWarning), pytest.raises(CheckpointError, match="is a directory"):
-        run_cohort(manifest, tmp_path / "o", weights=tmp_path)  # weights= reaches the check
-    with pytest.raises(TypeError, match="needs an output root"):
-        run_cohort(manifest)
+    with pytest.raises(InputDataError, match="name of the cohort file"):
+        run_cohort(manifest, None, output=tmp_path / "out")
+    with pytest.raises(TypeError, match="output"):
+        run_cohort(manifest, tmp_path / "out")
+    with pytest.raises(TypeError, match="weights"):
+        run_cohort(manifest, None, tmp_path / "out", weights=None)

@@ -18,7 +18,6 @@ from virtime.features import (
     compute_slide_features,
     features_from_outputs,
     load_slide_outputs,
-    merge_cohort,
     merge_features,
     read_features,
     write_features,
@@ -133,9 +132,6 @@ def test_merge_features(tmp_path, blobs, rng):
     two, _ = read_features(merge_features(tmp_path, tmp_path / "two.parquet",
                                           slide_ids=["S2", "S0"]))
     assert two["slide_id"].tolist() == ["S2", "S0"]
-    with pytest.warns(DeprecationWarning, match="merge_features"):
-        old = merge_cohort(tmp_path, tmp_path / "old.parquet")
-    assert read_features(old)[0].equals(df)
 
 
 def _features_folder(root, sid, model, rows_id=None):

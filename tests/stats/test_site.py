@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from lifelines.utils import concordance_index
 
-from virtime.errors import InputDataError
+from virtime.errors import InputDataError, StatisticalWarning
 from virtime.stats import join_features
 from virtime.stats.site import (
     SITE_WARNING_MARGIN,
@@ -41,7 +41,7 @@ def _cohort(rng, cohort_factory, *, site_shift: float = 0.0, site_hazard: float 
 def test_planted_site_look_is_predictable_and_warns(rng, cohort_factory):
     cohort = _cohort(rng, cohort_factory, site_shift=1.5)
     assert find_site_column(cohort) == "site"
-    with pytest.warns(UserWarning, match="balanced accuracy"):
+    with pytest.warns(StatisticalWarning, match="balanced accuracy"):
         res = site_predictability(cohort)
     assert res.chance == pytest.approx(1 / 3) and res.n_sites == 3 and res.n == 240
     assert res.balanced_accuracy > res.chance + SITE_WARNING_MARGIN and res.warn

@@ -75,16 +75,3 @@ def test_atomic_files_get_the_permissions_open_would_give(tmp_path) -> None:
     assert want == 0o644
     for path in (tmp_path / "a.bin", report):
         assert stat.S_IMODE(path.stat().st_mode) == want, path
-
-
-def test_old_module_path_reexports_with_a_deprecation_warning() -> None:
-    import importlib
-    import sys
-
-    import virtime.io
-
-    sys.modules.pop("virtime.stitch.atomic", None)
-    with pytest.warns(DeprecationWarning, match="virtime.io"):
-        old = importlib.import_module("virtime.stitch.atomic")
-    assert old.atomic_path is virtime.io.atomic_path
-    assert old.RunManifest is virtime.io.RunManifest

@@ -136,8 +136,6 @@ def slide_is_complete(out_dir: str | os.PathLike[str], features: bool,
     the slide, or only its features, and says why, instead of being skipped by the cohort runner
     unseen.
     """
-    import json
-
     from virtime.features.table import FEATURES_FILE
     from virtime.translation import is_translated
 
@@ -148,9 +146,8 @@ def slide_is_complete(out_dir: str | os.PathLike[str], features: bool,
         return False
     if model_hash is None and config is None:
         return True
-    try:
-        summary = json.loads((out / SlideFolder.SUMMARY).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    summary = SlideFolder(out).summary_or_none()
+    if summary is None:
         return False
     if model_hash is not None and summary.get("model_hash") != model_hash:
         return False
@@ -161,9 +158,9 @@ def slide_is_complete(out_dir: str | os.PathLike[str], features: bool,
             return False
         if getattr(config, "retry_failed", False) and summary.get("tiles_failed"):
             return False  # translate runs the slide again
-        from virtime.translation.pipeline import _stale_features
+        from virtime.translation.resume import stale_features
 
-        if _stale_features(out, config) is not None:  # translate() recomputes only the features
+        if stale_features(out, config) is not None:  # translate() recomputes only the features
             return False
     return True
 
@@ -174,7 +171,7 @@ def _fingerprint_differs(summary: dict[str, Any], config: Any) -> bool:
     input mpp) are taken from the record (its model hash is checked apart), and so is the slide's
     mpp unless ``config.mpp`` sets it (a manifest mpp does)."""
     from virtime.translation.fingerprint import fingerprint_diff, translation_fingerprint
-    from virtime.translation.pipeline import resolve_normalizer
+    from virtime.translation.request import resolve_normalizer
 
     recorded = summary.get("fingerprint")
     if not isinstance(recorded, dict):
@@ -319,26 +316,22 @@ def _connect(address: str, tls: TlsFiles) -> Any:
                                    f"{' '.join(str(exc).split())[:200]}{hint}") from exc
 
 
-_UNSET: Any = object()
-
 
 def run_cohort(
     manifest: str | os.PathLike[str] | pd.DataFrame,
-    model: str | os.PathLike[str] | None = None,
-    out_root: str | os.PathLike[str] | None = None,
+    model: str | os.PathLike[str] | None,
+    output: str | os.PathLike[str],
     config: TranslateConfig | None = None,
     *,
     options: CohortOptions | None = None,
     client: Any | None = None,
     on_client: Callable[[Any], None] | None = None,
-    weights: Any = _UNSET,
 ) -> CohortResult:
     """Translates every slide of a manifest on Dask; resumable, idempotent, with a ledger.
 
-    The argument order is virtime's ``(what, model, out, config)``, as in
+    The arguments come in the order ``(what, model, output, config)``, as in
     :func:`~virtime.translation.translate`: ``run_cohort("slides.csv", "model.pth", "out/",
-    TranslateConfig(...))``. The old ``run_cohort(manifest, out_root, weights=..., config=...)``
-    still works, with a DeprecationWarning.
+    TranslateConfig(...))``.
 
     Parameters
     ----------
@@ -347,7 +340,7 @@ def run_cohort(
     model
         Translator weights path, shipped to the workers (each loads it once); ``None``: the
         bundled demo model.
-    out_root
+    output
         Output root: ``OUT/<slide_id>/`` per slide as ``virtime translate`` writes it, plus
         ``cohort_ledger.parquet`` and ``cohort_features.parquet``.
     config
@@ -360,14 +353,12 @@ def run_cohort(
         some slide needs work.
     on_client
         Called with the client before tasks are submitted (the CLI prints the dashboard there).
-    weights
-        Deprecated: the old keyword for ``model``.
 
     The output root is locked for the run (:mod:`virtime.cohort.lock`): while another cohort run
     holds it, :class:`~virtime.errors.OutputLockedError` (one line) before anything is read or
     written.
     """
-    weights, out_root = _old_call_style(model, out_root, weights)
+    weights = model
     config = config if config is not None else TranslateConfig()
     options = options if options is not None else CohortOptions()
     if options.max_attempts < 1:
@@ -385,7 +376,7 @@ def run_cohort(
     table = (validate_manifest(manifest) if isinstance(manifest, pd.DataFrame)
              else read_manifest(manifest))
     _check_reserved_ids(table)
-    out = Path(out_root).absolute()
+    out = Path(output).absolute()
     out.mkdir(parents=True, exist_ok=True)
     with cohort_lock(out):  # one run at a time writes this ledger (a second stops here)
         return _run_locked(table, out, weights, config, options, client, on_client)
@@ -424,31 +415,6 @@ def _run_locked(table: pd.DataFrame, out: Path, weights: str | None, config: Tra
     return CohortResult(out, frame, ledger_summary(frame), len(todo), features_path)
 
 
-def _old_call_style(model: Any, out_root: Any, weights: Any) -> tuple[Any, Any]:
-    """``(weights path, out_root)`` from a new-style or an old-style call, warning on the old
-    one: ``run_cohort(m, out, weights=w)`` (``weights=`` given) or ``run_cohort(m, out)`` (the
-    second positional is the only path)."""
-    import warnings
-
-    old = weights is not _UNSET or out_root is None
-    if not old:
-        return model, out_root
-    if out_root is None and model is None:
-        raise TypeError("run_cohort() needs an output root: run_cohort(manifest, model, out_root, "
-                        "config)")
-    warnings.warn("run_cohort(manifest, out_root, weights=..., config=...) is deprecated; use "
-                  "run_cohort(manifest, model, out_root, config) (model: the weights path, None "
-                  "for the demo model)", DeprecationWarning, stacklevel=3)
-    if out_root is None:  # run_cohort(m, out, ...): the second positional was the output root
-        out_root, model = model, None
-    if weights is not _UNSET:
-        if model is not None:
-            raise TypeError("run_cohort() got both model and weights= (the same thing); pass "
-                            "model only")
-        model = weights
-    return model, out_root
-
-
 def _check_reserved_ids(table: pd.DataFrame) -> None:
     """Refuses slide ids that name the cohort's own files (``OUT/<slide_id>/`` would collide)."""
     from virtime.cohort.ledger import JOURNAL_NAME, LEDGER_NAME
@@ -467,18 +433,17 @@ def _check_reserved_ids(table: pd.DataFrame) -> None:
 
 
 def _mark_skipped(ledger: Ledger, out: Path, slide_ids: list[str]) -> None:
-    import json
-
     for sid in slide_ids:
         rec = ledger.records[sid]
         rec.update(status="skipped", reason="", attempts=0, updated=time.time())
         if not rec.get("translate_seconds") or rec["translate_seconds"] != rec["translate_seconds"]:
+            summary = SlideFolder(out / sid).summary_or_none()
             try:
-                summary = json.loads((out / sid / SlideFolder.SUMMARY).read_text())
-                rec.update(translate_seconds=float(summary.get("seconds", math.nan)),
-                           tiles_done=int(summary.get("tiles_done", -1)),
-                           tiles_failed=int(summary.get("tiles_failed", -1)))
-            except (OSError, ValueError):
+                if summary is not None:
+                    rec.update(translate_seconds=float(summary.get("seconds", math.nan)),
+                               tiles_done=int(summary.get("tiles_done", -1)),
+                               tiles_failed=int(summary.get("tiles_failed", -1)))
+            except ValueError:  # a hand-edited summary: the ledger keeps its values
                 pass
 
 

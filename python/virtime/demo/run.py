@@ -10,7 +10,7 @@
 5. Recovery against the truth table — power and false discovery proportion per level, ground
    truth beside virtual — and one HTML report.
 
-Everything is written under ``out_dir`` and a rerun resumes: rendered slides and finished
+Everything is written under ``output`` and a rerun resumes: rendered slides and finished
 translations are skipped; the analysis (fast) is redone.
 """
 
@@ -229,19 +229,19 @@ def _analyse_cells(cohort: Any, cfg: DemoConfig) -> dict[str, Any] | None:
     return _analyse(table, cohort.clinical, usable, cfg, "virtual cells")
 
 
-def run_demo(model: Any = None, out_dir: str | os.PathLike[str] = "demo_out",
+def run_demo(model: Any = None, output: str | os.PathLike[str] = "demo_out",
              config: DemoConfig | None = None) -> DemoResult:
-    """Runs the whole demo into ``out_dir`` (resumable) and returns the recovery table.
+    """Runs the whole demo into ``output`` (resumable) and returns the recovery table.
 
-    The argument order is virtime's ``(what, model, out, config)`` (the demo makes its own
-    slides, so there is no "what"). The earlier order ``run_demo(out_dir, config, model=...)``
-    still works, with a DeprecationWarning.
+    The arguments come in the order ``(model, output, config)``, as in
+    :func:`~virtime.translation.translate` (the demo makes its own slides, so there is no
+    slide argument).
 
     Parameters
     ----------
     model
         Any translator with a model card (default: the bundled demo checkpoint).
-    out_dir
+    output
         Output folder (``demo_out`` by default).
     config
         :class:`DemoConfig`; the default is the README's demo.
@@ -249,15 +249,12 @@ def run_demo(model: Any = None, out_dir: str | os.PathLike[str] = "demo_out",
     from virtime.demo.recovery import recovery_table
     from virtime.simulate.cohort_render import simulate_cohort
 
-    if isinstance(model, (str, os.PathLike)):  # the pre-0.2 order: run_demo(out_dir, config)
-        import warnings
-
-        warnings.warn("run_demo(out_dir, config, model=...) is deprecated; call "
-                      "run_demo(model, out_dir, config)", DeprecationWarning, stacklevel=2)
-        legacy_config = out_dir if isinstance(out_dir, DemoConfig) else config
-        model, out_dir, config = None, model, legacy_config
+    if isinstance(model, (str, os.PathLike)):
+        raise InvalidArgumentError(f"run_demo: model is a translator, not a path ({model}); "
+                                   f"load it with virtime.load_model, or pass None for the "
+                                   f"bundled demo model")
     cfg = config or DemoConfig()
-    out = Path(out_dir)
+    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     if model is None:
         from virtime.models import load_demo

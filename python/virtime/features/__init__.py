@@ -13,7 +13,6 @@ from virtime.features.table import (
     compute_slide_features,
     features_from_outputs,
     load_slide_outputs,
-    merge_cohort,
     read_features,
     write_features,
 )
@@ -27,7 +26,6 @@ __all__ = [
     "features_from_outputs",
     "immune_contexture",
     "load_slide_outputs",
-    "merge_cohort",
     "merge_features",
     "or_gain",
     "pair_columns",

@@ -72,7 +72,7 @@ def merge_features(
     slides come from different models (their features are not comparable), a ``slide_id``
     repeats, a table has no ``slide_id``, ``output`` is a folder (e.g. a slide folder named like
     the cohort table) or cannot be written; nothing is written then. Differing feature settings
-    are allowed but warned about (UserWarning).
+    are allowed but warned about (VirtimeWarning).
     """
     import pandas as pd
 

@@ -34,7 +34,6 @@ __all__ = [
     "compute_slide_features",
     "features_from_outputs",
     "load_slide_outputs",
-    "merge_cohort",
     "read_features",
     "write_features",
 ]
@@ -268,7 +267,7 @@ def features_from_outputs(
     Tissue under failed tiles (``failed_mask.npy``) is left out of every feature's denominator.
     The row carries ``tiles_failed``, ``tissue_mm2_failed``, ``failed_tissue_share`` (failed
     tissue over all tissue) and ``qc_failed_share_exceeded`` (share above ``max_failed_share``;
-    a UserWarning says so).
+    a VirtimeWarning says so).
 
     Parameters
     ----------
@@ -363,15 +362,3 @@ def read_features(path: str | os.PathLike[str]) -> tuple[Any, dict[str, str]]:
     meta = {k.decode()[len("virtime."):]: v.decode() for k, v in raw.items()
             if k.startswith(b"virtime.")}
     return table.to_pandas(), meta
-
-
-def merge_cohort(
-    out_dir: str | os.PathLike[str], output: str | os.PathLike[str]
-) -> Path:
-    """Deprecated: :func:`virtime.features.merge_features` (same arguments) is the one merge."""
-    from virtime.features.merge import merge_features
-
-    warnings.warn("virtime.features.merge_cohort is deprecated; use "
-                  "virtime.features.merge_features(out_dir, output)", DeprecationWarning,
-                  stacklevel=2)
-    return merge_features(out_dir, output)

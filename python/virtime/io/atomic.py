@@ -1,7 +1,5 @@
 """Atomic file writes and the run manifest that makes an interrupted slide resumable.
 
-(Moved here from ``virtime.stitch.atomic``, which still re-exports these names, deprecated.)
-
 A reader must never see half a file, and a run killed at any instant (``kill -9``) must leave
 either the old file or the new one. Every writer here writes a temporary file in the *same*
 folder (same file system, so the rename is atomic), flushes and fsyncs it, then ``os.replace``\\ s

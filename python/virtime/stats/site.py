@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from virtime.errors import InputDataError
+from virtime.errors import InputDataError, StatisticalWarning
 from virtime.stats.signature import signature_risk
 from virtime.stats.validation import SITE_COLUMNS, Cohort
 
@@ -100,7 +100,7 @@ def site_predictability(cohort: Cohort, *, site: str | None = None,
     """How well the features predict the site (cross-validated balanced accuracy).
 
     Patients without a site or with a NaN feature are left out (``left_out``); sites with fewer
-    patients than folds lower the number of folds (at least 2). Warns (UserWarning) above
+    patients than folds lower the number of folds (at least 2). Warns (StatisticalWarning) above
     ``chance + SITE_WARNING_MARGIN`` unless ``warn=False``.
     """
     from sklearn.linear_model import LogisticRegression
@@ -125,7 +125,7 @@ def site_predictability(cohort: Cohort, *, site: str | None = None,
                              int(ok.sum()), len(sites), k, int((~ok).sum()))
     log.info(res.message)
     if warn and res.warn:
-        warnings.warn(res.message, UserWarning, stacklevel=2)
+        warnings.warn(res.message, StatisticalWarning, stacklevel=2)
     return res
 
 
