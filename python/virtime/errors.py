@@ -13,6 +13,7 @@ __all__ = [
     "SlideNotFoundError",
     "SlideFormatError",
     "SlideReadError",
+    "SlideClosedError",
     "MissingMppError",
     "InvalidMppError",
     "SlideTooSmallError",
@@ -47,6 +48,11 @@ class SlideFormatError(VirtimeError, ValueError):
 
 class SlideReadError(VirtimeError, OSError):
     """Reading pixels failed (truncated or corrupt file); OpenSlide's error state is sticky."""
+
+
+class SlideClosedError(VirtimeError, ValueError):
+    """The slide was closed (``Slide.close()`` or the end of its ``with`` block) and is used again;
+    a ``ValueError``, as reading a closed file is."""
 
 
 class MissingMppError(VirtimeError, ValueError):

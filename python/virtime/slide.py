@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from virtime._openslide import ensure_openslide
-from virtime.errors import InvalidMppError, MissingMppError, SlideFormatError
+from virtime.errors import InvalidMppError, MissingMppError, SlideClosedError, SlideFormatError
 
 __all__ = ["Slide", "open_slide", "MPP_RANGE"]
 
@@ -34,6 +35,10 @@ class Slide:
         Slide file (any format OpenSlide reads: SVS, NDPI, MRXS, generic tiled TIFF ...).
     mpp
         Level-0 microns per pixel to use instead of the file's metadata (for files without it).
+
+    :meth:`close` releases the OpenSlide handle (a batcher still reading keeps its own
+    reference until it ends); ``with open_slide(path) as slide:`` closes it at the end of the
+    block. A closed slide raises :class:`~virtime.errors.SlideClosedError` when used.
     """
 
     def __init__(self, path: str | os.PathLike[str], mpp: float | None = None) -> None:
@@ -41,14 +46,38 @@ class Slide:
         from virtime import _core
 
         self.path = Path(path)
+        self._handle: Any = None
         try:
-            self._core = _core.Slide(str(self.path))
+            self._handle = _core.Slide(str(self.path))
         except SlideFormatError:
             reason = _damage_reason(self.path)
             if reason is None:
                 raise
             raise SlideFormatError(f"{self.path}: {reason}") from None
         self._mpp_override = None if mpp is None else _check_mpp(float(mpp), self.path, "given")
+
+    # -- lifetime ------------------------------------------------------------------------------
+    @property
+    def _core(self) -> Any:
+        """The compiled slide (``virtime._core.Slide``) the readers use."""
+        if self._handle is None:
+            raise SlideClosedError(f"{self.path}: the slide is closed (Slide.close() or the end "
+                                   f"of its with block); open it again to read it")
+        return self._handle
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None
+
+    def close(self) -> None:
+        """Releases the OpenSlide handle; closing twice is harmless."""
+        self._handle = None
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- pyramid -------------------------------------------------------------------------------
     @property
@@ -125,11 +154,14 @@ class Slide:
         return self._core.read_region(int(x), int(y), int(level), int(width), int(height))
 
     def __repr__(self) -> str:
+        if self.closed:
+            return f"Slide({str(self.path)!r}, closed)"
         return f"Slide({str(self.path)!r}, levels={self.level_count}, dims={self.dimensions})"
 
 
 def open_slide(path: str | os.PathLike[str], mpp: float | None = None) -> Slide:
-    """Opens a slide; see :class:`Slide`."""
+    """Opens a slide; see :class:`Slide`. ``with open_slide(path) as slide:`` closes it after the
+    block."""
     return Slide(path, mpp=mpp)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import openslide
 import pytest
 
+import virtime
 from virtime import errors
 from virtime.simulate.slides import write_slide
 from virtime.slide import Slide
@@ -121,3 +122,29 @@ def test_error_mapping_covers_every_core_kind():
             _core._raise_for_test(kind, "f.svs", "why")
     assert issubclass(errors.SlideFormatError, ValueError)
     assert issubclass(errors.SlideNotFoundError, FileNotFoundError)
+
+
+def test_close_releases_the_handle_and_later_use_is_one_clear_error(slide_dir):
+    import gc
+    import weakref
+
+    path = slide_dir / "aperio.svs"
+    slide = Slide(path)
+    first = slide.read_region(0, 0, 0, 32, 32)
+    core = weakref.ref(slide._core)  # the compiled slide that owns the OpenSlide handle
+    slide.close()
+    gc.collect()
+    assert slide.closed and core() is None  # nothing keeps the handle open
+    with pytest.raises(errors.SlideClosedError, match=r"aperio\.svs: the slide is closed"):
+        slide.read_region(0, 0, 0, 32, 32)
+    with pytest.raises(ValueError):  # a ValueError, as reading a closed file is
+        _ = slide.mpp
+    slide.close()  # twice is harmless
+    assert "closed" in repr(slide)
+    with virtime.open_slide(path) as again:
+        np.testing.assert_array_equal(again.read_region(0, 0, 0, 32, 32), first)
+        inner = weakref.ref(again._core)
+    gc.collect()
+    assert again.closed and inner() is None
+    with pytest.raises(errors.SlideClosedError):
+        again.read_region(0, 0, 0, 32, 32)
