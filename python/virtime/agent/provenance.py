@@ -44,10 +44,12 @@ class FileHasher:
     def inputs(self, paths: list[Path]) -> dict[str, str]:
         """``{path: sha256}`` of the files among ``paths``; a folder is hashed by its
         ``summary.json`` and ``features.parquet`` (what the tools read from a slide folder)."""
+        from virtime.io import SlideFolder
+
         out: dict[str, str] = {}
         for p in paths:
             if p.is_dir():
-                for name in ("summary.json", "features.parquet"):
+                for name in (SlideFolder.SUMMARY, SlideFolder.FEATURES):
                     if (p / name).is_file():
                         out[str(p / name)] = self.file(p / name)
             elif p.is_file():

@@ -1,8 +1,9 @@
 """Slide features from stored outputs, the per-slide Parquet row and the cohort table.
 
 :func:`compute_slide_features` streams any (C, H, W) array-like (numpy, zarr) in row strips, so a
-whole slide never has to be in memory. :func:`load_slide_outputs` is the only code that knows the
-on-disk layout of a translated slide (kept apart so it is easy to adapt when that layout changes).
+whole slide never has to be in memory. The stored outputs are read by
+:func:`virtime.io.load_slide_outputs` and the tables by :func:`virtime.io.read_features`
+(re-exported here), with the other code that knows a slide folder's files.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from virtime.channels import CHANNEL_NAMES
 from virtime.errors import InputDataError, MissingMppError, VirtimeWarning
 from virtime.features.bands import column_blocks
 from virtime.features.partials import SlideFeatureAccumulator
-from virtime.io import SlideFolder
+from virtime.io.parquet import read_features
+from virtime.io.slide_folder import SlideFolder, SlideOutputs, load_slide_outputs
 
 __all__ = [
     "FAILED_FILE",
@@ -130,110 +131,11 @@ def compute_slide_features(
     return acc.result()
 
 
-@dataclass
-class SlideOutputs:
-    """What :func:`load_slide_outputs` found for one slide.
-
-    ``tissue`` is the stored tissue mask (without what failed tiles covered); ``failed`` the
-    tissue pixels that failed tiles left without a prediction (None when no tile failed) and
-    ``summary`` the run's ``summary.json`` (None for a map virtime did not translate).
-    """
-
-    slide_id: str
-    prob: Any
-    tissue: np.ndarray | None
-    mpp: float | None
-    channels: tuple[str, ...]
-    model_hash: str
-    attrs: dict[str, Any] = field(default_factory=dict)
-    levels: list[Any] = field(default_factory=list)
-    failed: np.ndarray | None = None
-    summary: dict[str, Any] | None = None
-
-    def overview(self, max_px: int = 1024) -> np.ndarray:
-        """The finest pyramid level whose larger side is at most ``max_px`` (else the coarsest)."""
-        levels = self.levels or [self.prob]
-        for arr in levels:
-            if max(arr.shape[1:]) <= max_px:
-                return np.asarray(arr[:])
-        return np.asarray(levels[-1][:])
-
-
 #: File names of a translated slide's folder (aliases of :class:`virtime.io.SlideFolder`'s).
 SUMMARY_FILE = SlideFolder.SUMMARY
 TISSUE_FILE = SlideFolder.TISSUE_MASK
 FAILED_FILE = SlideFolder.FAILED_MASK
 FEATURES_FILE = SlideFolder.FEATURES
-
-
-def _read_summary(folder: SlideFolder, require_done: bool) -> dict[str, Any] | None:
-    """``summary.json`` when present (it must say done); absent only where allowed."""
-    if not folder.summary_file.is_file():
-        if require_done and folder.zarr_manifest.is_file():  # a virtime run that never finished
-            folder.summary()  # raises, naming the missing file
-        return None
-    return folder.require_done()
-
-
-def _check_manifest(folder: SlideFolder) -> None:
-    """The canvas' run manifest, when there is one, must say the map was finished."""
-    path = folder.zarr_manifest
-    if not path.exists():
-        return
-    from virtime.io import RunManifest
-
-    if not RunManifest.load(path).finished:
-        raise InputDataError(f"{path}: the map is unfinished (an interrupted translation); "
-                             f"rerun virtime translate")
-
-
-def _load_mask(path: Path, what: str) -> np.ndarray:
-    try:
-        mask = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputDataError(f"{path}: unreadable {what} ({exc})") from None
-    if mask.ndim != 2:
-        raise InputDataError(f"{path}: {what} must be 2-D, got shape {mask.shape}")
-    return mask
-
-
-def load_slide_outputs(
-    slide_dir: str | os.PathLike[str], *, require_done: bool = True
-) -> SlideOutputs:
-    """Reads a translated slide's stored outputs, refusing unfinished or damaged ones.
-
-    Expects ``<slide_dir>/mif.ome.zarr`` (OME-Zarr multiscale, level ``0`` the finest, axes
-    c, y, x, uint8 probability x 255) and ``<slide_dir>/tissue_mask.npy``, plus
-    ``failed_mask.npy`` when tiles failed. mpp comes from the level-0 scale transform (µm),
-    channel names from the ``omero`` metadata and the model hash from a ``model_hash`` attribute
-    (top level or under ``virtime``).
-
-    Every chunk of every pyramid level must be on disk and whole (a missing chunk would read as
-    zeros); the canvas manifest, when present, and ``summary.json`` must say the run finished
-    (``require_done=False`` accepts a missing summary: translation computes features before it
-    writes one). Any of these failing raises InputDataError naming the file.
-    """
-    from virtime.stitch.omezarr import read_ome_zarr
-
-    folder = SlideFolder(slide_dir)
-    d, store = folder.path, folder.zarr
-    if not store.exists():
-        raise InputDataError(f"{store}: not found (expected the slide's OME-Zarr map)")
-    summary = _read_summary(folder, require_done)
-    _check_manifest(folder)
-    image = read_ome_zarr(store, verify=True)
-    tissue_path = folder.tissue_mask
-    if not tissue_path.is_file():
-        raise InputDataError(f"{tissue_path}: missing (the tissue mask; without it every "
-                             f"feature's denominator is unknown); rerun virtime translate")
-    tissue = _load_mask(tissue_path, "tissue mask")
-    failed_path = folder.failed_mask
-    failed = _load_mask(failed_path, "failed-tile mask") if failed_path.is_file() else None
-    if failed is not None and failed.shape != tissue.shape:
-        raise InputDataError(f"{failed_path}: shape {failed.shape} differs from the tissue "
-                             f"mask's {tissue.shape}")
-    return SlideOutputs(d.name, image.levels[0], tissue, image.mpp, image.channels,
-                        image.model_hash, image.attrs, list(image.levels), failed, summary)
 
 
 def _failure_count(out: SlideOutputs, failures: Sequence[dict[str, Any]] | None,
@@ -348,17 +250,3 @@ def write_features(
     return write_parquet(df, path, model_hash=model_hash,
                          metadata={**(metadata or {}),
                                    "features.settings": json.dumps(settings or {})})
-
-
-def read_features(path: str | os.PathLike[str]) -> tuple[Any, dict[str, str]]:
-    """A features table and its virtime metadata (``version``, ``model_hash``, ``settings``)."""
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:
-        raise InputDataError(f"features: cannot read {path}: {exc}") from exc
-    raw = table.schema.metadata or {}
-    meta = {k.decode()[len("virtime."):]: v.decode() for k, v in raw.items()
-            if k.startswith(b"virtime.")}
-    return table.to_pandas(), meta

@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from virtime.errors import InputDataError
 from virtime.io.atomic import CommitOnExit
 
-__all__ = ["NO_MODEL", "ParquetStream", "read_parquet_metadata", "write_parquet"]
+__all__ = ["NO_MODEL", "ParquetStream", "read_features", "read_parquet_metadata", "write_parquet"]
 
 #: The model hash recorded on tables that no model produced (H&E tile lists, cohort ledgers).
 NO_MODEL = "none"
@@ -163,10 +164,28 @@ class ParquetStream(CommitOnExit):
         return self
 
 
+def _virtime_keys(raw: Mapping[bytes, bytes] | None) -> dict[str, str]:
+    return {k.decode()[len("virtime."):]: v.decode() for k, v in (raw or {}).items()
+            if k.startswith(b"virtime.")}
+
+
 def read_parquet_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The ``virtime.*`` metadata of a Parquet file, keys without the prefix (no data read)."""
     import pyarrow.parquet as pq
 
-    raw = pq.read_schema(path).metadata or {}
-    return {k.decode()[len("virtime."):]: v.decode() for k, v in raw.items()
-            if k.startswith(b"virtime.")}
+    return _virtime_keys(pq.read_schema(path).metadata)
+
+
+def read_features(path: str | os.PathLike[str]) -> tuple[Any, dict[str, str]]:
+    """A features table and its virtime metadata (``version``, ``model_hash``, ``settings``).
+
+    Any table virtime wrote reads the same way; a file that is not Parquet raises
+    :class:`~virtime.errors.InputDataError` naming it.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        raise InputDataError(f"features: cannot read {path}: {exc}") from exc
+    return table.to_pandas(), _virtime_keys(table.schema.metadata)

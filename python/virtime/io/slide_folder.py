@@ -9,13 +9,18 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from virtime.errors import InputDataError
+import numpy as np
 
-__all__ = ["SlideFolder"]
+from virtime.errors import InputDataError
+from virtime.io.atomic import RunManifest
+from virtime.io.omezarr import read_ome_zarr
+from virtime.io.parquet import read_features
+
+__all__ = ["SlideFolder", "SlideOutputs", "load_slide_outputs"]
 
 #: The temporary name of an atomic write: ``.<target name>.<pid>.<random>.partial``.
 _PARTIAL_NAME = re.compile(r"^\..+\.\d+\.[^.]+\.partial$")
@@ -157,6 +162,15 @@ class SlideFolder:
             raise InputDataError(f"{path}: not a virtime summary")
         return data
 
+    def summary_or_none(self) -> dict[str, Any] | None:
+        """``summary.json`` as a dict, or None when it is missing, unreadable or not a dict:
+        for a rerun's or a cohort's look at a folder, where no summary is an answer, not an
+        error."""
+        try:
+            return self.summary()
+        except InputDataError:
+            return None
+
     def require_done(self) -> dict[str, Any]:
         """The summary of a finished translation, or InputDataError saying why it is not one."""
         if not self.path.is_dir():
@@ -228,14 +242,106 @@ class SlideFolder:
         return pd.read_parquet(self.tiles)
 
     def read_features(self) -> Any:
-        """The slide's features row as a DataFrame."""
-        from virtime.features.table import read_features
-
+        """The slide's features row as a DataFrame (:func:`virtime.io.read_features`)."""
         self.require_done()
         return read_features(self.features)[0]
 
-    def load_outputs(self) -> Any:
-        """The verified probability pyramid, masks and metadata (``features.SlideOutputs``)."""
-        from virtime.features.table import load_slide_outputs
-
+    def load_outputs(self) -> SlideOutputs:
+        """The verified probability pyramid, masks and metadata (:func:`load_slide_outputs`)."""
         return load_slide_outputs(self.path)
+
+
+@dataclass
+class SlideOutputs:
+    """What :func:`load_slide_outputs` found for one slide.
+
+    ``tissue`` is the stored tissue mask (without what failed tiles covered); ``failed`` the
+    tissue pixels that failed tiles left without a prediction (None when no tile failed) and
+    ``summary`` the run's ``summary.json`` (None for a map virtime did not translate).
+    """
+
+    slide_id: str
+    prob: Any
+    tissue: np.ndarray | None
+    mpp: float | None
+    channels: tuple[str, ...]
+    model_hash: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+    levels: list[Any] = field(default_factory=list)
+    failed: np.ndarray | None = None
+    summary: dict[str, Any] | None = None
+
+    def overview(self, max_px: int = 1024) -> np.ndarray:
+        """The finest pyramid level whose larger side is at most ``max_px`` (else the coarsest)."""
+        levels = self.levels or [self.prob]
+        for arr in levels:
+            if max(arr.shape[1:]) <= max_px:
+                return np.asarray(arr[:])
+        return np.asarray(levels[-1][:])
+
+
+def _read_summary(folder: SlideFolder, require_done: bool) -> dict[str, Any] | None:
+    """``summary.json`` when present (it must say done); absent only where allowed."""
+    if not folder.summary_file.is_file():
+        if require_done and folder.zarr_manifest.is_file():  # a virtime run that never finished
+            folder.summary()  # raises, naming the missing file
+        return None
+    return folder.require_done()
+
+
+def _check_manifest(folder: SlideFolder) -> None:
+    """The canvas' run manifest, when there is one, must say the map was finished."""
+    path = folder.zarr_manifest
+    if not path.exists():
+        return
+    if not RunManifest.load(path).finished:
+        raise InputDataError(f"{path}: the map is unfinished (an interrupted translation); "
+                             f"rerun virtime translate")
+
+
+def _load_mask(path: Path, what: str) -> np.ndarray:
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputDataError(f"{path}: unreadable {what} ({exc})") from None
+    if mask.ndim != 2:
+        raise InputDataError(f"{path}: {what} must be 2-D, got shape {mask.shape}")
+    return mask
+
+
+def load_slide_outputs(
+    slide_dir: str | os.PathLike[str], *, require_done: bool = True
+) -> SlideOutputs:
+    """Reads a translated slide's stored outputs, refusing unfinished or damaged ones.
+
+    Expects ``<slide_dir>/mif.ome.zarr`` (OME-Zarr multiscale, level ``0`` the finest, axes
+    c, y, x, uint8 probability x 255) and ``<slide_dir>/tissue_mask.npy``, plus
+    ``failed_mask.npy`` when tiles failed. mpp comes from the level-0 scale transform (µm),
+    channel names from the ``omero`` metadata and the model hash from a ``model_hash`` attribute
+    (top level or under ``virtime``).
+
+    Every chunk of every pyramid level must be on disk and whole (a missing chunk would read as
+    zeros); the canvas manifest, when present, and ``summary.json`` must say the run finished
+    (``require_done=False`` accepts a missing summary: translation computes features before it
+    writes one). Any of these failing raises InputDataError naming the file.
+    """
+    folder = SlideFolder(slide_dir)
+    d, store = folder.path, folder.zarr
+    if not store.exists():
+        raise InputDataError(f"{store}: not found (expected the slide's OME-Zarr map)")
+    summary = _read_summary(folder, require_done)
+    _check_manifest(folder)
+    image = read_ome_zarr(store, verify=True)
+    tissue_path = folder.tissue_mask
+    if not tissue_path.is_file():
+        raise InputDataError(f"{tissue_path}: missing (the tissue mask; without it every "
+                             f"feature's denominator is unknown); rerun virtime translate")
+    tissue = _load_mask(tissue_path, "tissue mask")
+    failed_path = folder.failed_mask
+    failed = _load_mask(failed_path, "failed-tile mask") if failed_path.is_file() else None
+    if failed is not None and failed.shape != tissue.shape:
+        raise InputDataError(f"{failed_path}: shape {failed.shape} differs from the tissue "
+                             f"mask's {tissue.shape}")
+    return SlideOutputs(d.name, image.levels[0], tissue, image.mpp, image.channels,
+                        image.model_hash, image.attrs, list(image.levels), failed, summary)
+
