@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from virtime.cli._common import add_mpp_arg
 
-__all__ = ["register", "resolve_slide_dir"]
+__all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,40 +33,16 @@ def _port(text: str) -> int:
     return port
 
 
-def resolve_slide_dir(path: str, output: str | None) -> Path:
-    """The slide folder for ``path``: itself, or ``OUTPUT/<slide stem>`` for a slide file."""
-    p = Path(path)
-    if p.is_file():
-        if not output:
-            from virtime.errors import InvalidArgumentError
-
-            raise InvalidArgumentError(f"{p} is a slide file: give the output root with -o OUT")
-        from virtime.slide_ids import slide_id_from_path
-
-        return Path(output) / slide_id_from_path(p)
-    return p
-
-
 def _run(args: argparse.Namespace) -> int:
     import sys
-    import webbrowser
 
-    from virtime.view import ViewServer, ViewSource
+    from virtime.view import view
 
-    slide_dir = resolve_slide_dir(args.path, args.output)
-    source = ViewSource(slide_dir, slide_path=args.slide, mpp=args.mpp)
+    server = view(args.path, output=args.output, slide=args.slide, mpp=args.mpp, port=args.port,
+                  open_browser=not args.no_browser)
+    print(f"virtime view: {server.source.slide_id} at {server.url}  (Ctrl-C stops)", flush=True)
     try:
-        server = ViewServer(source, port=args.port)
-    except OSError as exc:  # in use, or not ours to take
-        from virtime.errors import InvalidArgumentError
-
-        raise InvalidArgumentError(f"port {args.port}: {exc.strerror or exc}; choose another "
-                                   f"--port, or leave it out for a free one") from exc
-    print(f"virtime view: {source.slide_id} at {server.url}  (Ctrl-C stops)", flush=True)
-    if not args.no_browser:
-        webbrowser.open(server.url)
-    try:
-        server.serve_forever()
+        server.wait()
     except KeyboardInterrupt:
         print("virtime view: stopped", file=sys.stderr)
     finally:

@@ -98,7 +98,9 @@ class ViewServer:
         return f"http://127.0.0.1:{self.port}/{self.token}/"
 
     def start(self) -> ViewServer:
-        """Serve on a background thread; returns self."""
+        """Serve on a background thread (once; a started server stays as it is); returns self."""
+        if self._thread is not None:
+            return self
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="virtime-view",
                                         daemon=True)
         self._thread.start()
@@ -107,6 +109,11 @@ class ViewServer:
     def serve_forever(self) -> None:
         """Serve on this thread until interrupted."""
         self._httpd.serve_forever()
+
+    def wait(self) -> None:
+        """Block until the background server stops (Ctrl-C reaches the caller meanwhile)."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(0.5)
 
     def close(self) -> None:
         """Stop serving and release the socket."""
