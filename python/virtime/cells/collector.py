@@ -40,6 +40,7 @@ from virtime.cells.gating import GatingTable
 from virtime.cells.region import cells_in_region
 from virtime.cells.table import CELLS_FILE, CellTableWriter, cell_frame
 from virtime.errors import InvalidArgumentError
+from virtime.stitch.window_geometry import WindowGeometry
 
 __all__ = ["CellCollector", "CellSummary", "cells_from_map", "start_translation_cells",
            "tile_probabilities"]
@@ -67,20 +68,20 @@ def tile_probabilities(logits: NDArray[np.floating], origins: Any, weight: NDArr
     ``Σ_k w·σ(l_k) / Σ_k w`` over the windows at ``origins`` (``(x, y)`` inside the tile): the
     tile-local part of the canvas blend (uniform weights in the official layout).
     """
+    geometry = WindowGeometry(weight, 1, origins, tile_size, tile_size)
+    return _blend_logits(geometry, logits)
+
+
+def _blend_logits(geometry: WindowGeometry, logits: Any) -> NDArray[np.float32]:
+    """:func:`tile_probabilities` for a validated geometry (one tile's ``(k, C, h, w)`` logits)."""
     import torch
 
     lg = torch.as_tensor(np.asarray(logits, np.float32) if not torch.is_tensor(logits) else logits)
     p = torch.sigmoid(lg.float()).cpu().numpy()
-    _, c, wh, ww = p.shape
-    wt = np.asarray(weight, np.float32)
-    if len(origins) == 1 and wh == tile_size:
+    if geometry.spans_tile:
         return p[0]
-    acc = np.zeros((c, tile_size, tile_size), np.float32)
-    ws = np.zeros((tile_size, tile_size), np.float32)
-    for j, (x, y) in enumerate(origins):
-        acc[:, y : y + wh, x : x + ww] += p[j] * wt
-        ws[y : y + wh, x : x + ww] += wt
-    return acc / np.maximum(ws, 1e-12)
+    windows = geometry.numpy()
+    return windows.blend(windows.weigh(p, out=p)[None])[0]  # p is ours: weighted in place
 
 
 class CellCollector:
@@ -195,7 +196,8 @@ class CellCollector:
         """Adds tiles from their window logits ``(n·k, 23, w, w)`` in tile-major order."""
         t0 = time.perf_counter()
         k = len(origins)
-        probs = [tile_probabilities(logits[i * k : (i + 1) * k], origins, weight, self._T)
+        geometry = WindowGeometry(weight, 1, origins, self._T, self._T)
+        probs = [_blend_logits(geometry, logits[i * k : (i + 1) * k])
                  for i in range(len(tiles))]
         self.seconds += time.perf_counter() - t0
         self.add(tiles, probs)  # type: ignore[arg-type]
@@ -389,10 +391,7 @@ def start_translation_cells(grid: Any, todo: NDArray[np.integer], tile_xy_model:
     """
     tile_weight = None
     if stride != tile_size or len(origins) > 1 and np.ptp(weight) > 0:
-        w = np.asarray(weight, np.float32)
-        tile_weight = np.zeros((tile_size, tile_size), np.float32)
-        for x, y in origins:
-            tile_weight[y : y + w.shape[0], x : x + w.shape[1]] += w
+        tile_weight = WindowGeometry(weight, 1, origins, tile_size, stride).weight_sum
     col = CellCollector(config, gating)
     col.start(colrow=grid.colrow, xy_model=tile_xy_model, tile_size=tile_size, stride=stride,
               model_mpp=model_mpp, scale=scale, todo=todo, tile_weight=tile_weight,

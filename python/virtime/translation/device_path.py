@@ -41,7 +41,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from virtime.errors import InvalidArgumentError
-from virtime.translation.postprocess import WindowGeometry
+from virtime.stitch.window_geometry import WindowGeometry
 from virtime.translation.timeline import Timeline
 
 __all__ = ["DeviceBatchResult", "DeviceTranslator", "add_blocks", "run_tiles_device", "use_device_path"]
@@ -110,7 +110,7 @@ class DeviceTranslator:
         An engine with ``run_tensor`` (see :class:`virtime.engines.Engine`).
     *geometry, **geometry_kw
         ``weight, factor, origins, tile_size, core[, threshold]`` (positional or by name) or one
-        :class:`~virtime.translation.postprocess.WindowGeometry`.
+        :class:`~virtime.stitch.window_geometry.WindowGeometry`.
     ring
         Host staging buffers: the slots of :meth:`host_ring` (pinned on CUDA); bounds host memory
         and the batches in flight.
@@ -154,12 +154,10 @@ class DeviceTranslator:
         self.channels_last = bool(channels_last)
         self.timeline = timeline if timeline is not None else Timeline(self.device)
         dev = self.device
-        self._weight = torch.from_numpy(self.weight).to(dev)
+        self._windows = g.torch(dev)  # weights, blending and pooling on the device
         self._scale = torch.from_numpy(PACK_SCALE).to(dev)
         self._bias = torch.from_numpy(PACK_BIAS).to(dev)
-        self._wsum_core = torch.from_numpy(self._core_weight_sum()).to(dev)
-        self._ws_phase: dict[tuple[int, int], tuple[NDArray[np.float32], Any]] = {}
-        self._grid_split = self._official_split()
+        self._grid_split = g.grid_split
         self._ring_size = int(ring)
         self._ring: list[Any] = []  # pinned staging copies for tiles not from host_ring
         self._ring_free: list[Any] = []
@@ -172,34 +170,9 @@ class DeviceTranslator:
             self._down = torch.cuda.Stream(dev)
 
     # -- geometry -------------------------------------------------------------------------------
-    def _core_weight_sum(self) -> NDArray[np.float32]:
-        """Σ_k w over the tile's core, accumulated in window order and clamped as the C++ pass."""
-        t, c = self.tile_size, self.core
-        wsum = np.zeros((t, t), dtype=np.float32)
-        for ox, oy in self.origins:
-            wsum[oy : oy + self.h, ox : ox + self.w] += self.weight
-        return np.maximum(wsum, np.float32(1e-12))[:c, :c].copy()
-
-    def _official_split(self) -> tuple[int, int] | None:
-        """``(ny, nx)`` when the windows tile the tile exactly (a reshape splits them)."""
-        t, h, w = self.tile_size, self.h, self.w
-        if t % h or t % w:
-            return None
-        ny, nx = t // h, t // w
-        grid = [(x * w, y * h) for y in range(ny) for x in range(nx)]
-        return (ny, nx) if [tuple(o) for o in self.origins.tolist()] == grid else None
-
     def phase_weight(self, px: int, py: int) -> tuple[NDArray[np.float32], Any]:
         """Pooled weight ``Σw`` of a window at grid phase ``(px, py)`` (host and device copies)."""
-        key = (int(px), int(py))
-        if key not in self._ws_phase:
-            from virtime.stitch.windows import pool_weighted
-
-            one = np.zeros((1, self.h, self.w), dtype=np.float32)
-            _, ws, _, _ = pool_weighted(one, self.weight, self.factor, key[0], key[1])
-            ws = np.ascontiguousarray(ws, dtype=np.float32)
-            self._ws_phase[key] = (ws, self._torch.from_numpy(ws).to(self.device))
-        return self._ws_phase[key]
+        return self.geometry.phase_weight(px, py), self._windows.phase_weight(px, py)
 
     # -- staging --------------------------------------------------------------------------------
     @property
@@ -308,31 +281,10 @@ class DeviceTranslator:
     emit_tiles: bool = False
     _tiles_out: Any = None  # this batch's uint8 tiles, from _postprocess to _download
 
-    def _tile_weight_sum(self) -> Any:
-        """Σ_k w over the whole tile (window order, clamped), as the host's tile_probabilities."""
-        if getattr(self, "_wsum_tile", None) is None:
-            t = self.tile_size
-            ws = np.zeros((t, t), dtype=np.float32)
-            for ox, oy in self.origins.tolist():
-                ws[oy : oy + self.h, ox : ox + self.w] += self.weight
-            self._wsum_tile = self._torch.from_numpy(np.maximum(ws, np.float32(1e-12))).to(
-                self.device)
-        return self._wsum_tile
-
-    def _tiles_u8(self, pv: Any, n: int, c: int) -> Any:
+    def _tiles_u8(self, pv: Any) -> Any:
         """``(n, C, T, T)`` uint8 ``rint(255·clip(Σw·σ / Σw))`` from the weighted windows ``pv``
         ``(n, k, C, h, w)``: the host's ``tile_probabilities`` then the collector's encoding."""
-        torch = self._torch
-        t, h, w = self.tile_size, self.h, self.w
-        if self._grid_split is not None and bool((self.weight == 1.0).all()):
-            ny, nx = self._grid_split  # uniform, non-overlapping: the blend is the windows laid out
-            acc = pv.view(n, ny, nx, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(n, c, t, t)
-        else:
-            acc = torch.zeros((n, c, t, t), dtype=torch.float32, device=pv.device)
-            for j, (ox, oy) in enumerate(self.origins.tolist()):
-                acc[:, :, oy : oy + h, ox : ox + w] += pv[:, j]
-            acc.div_(self._tile_weight_sum())
-        return self._quantize(acc)
+        return self._quantize(self._windows.blend(pv))
 
     def _quantize(self, p: Any) -> Any:
         """``rint(clip(p, 0, 1)·255)`` as uint8 (half to even, as numpy's ``rint``)."""
@@ -346,29 +298,20 @@ class DeviceTranslator:
             return self._postprocess(logits, np.asarray(tile_xy, dtype=np.int64).reshape(-1, 2))
 
     def _postprocess(self, logits: Any, tile_xy: NDArray[np.int64]) -> tuple[list[Any], Any, Any]:
-        import torch.nn.functional as F
-
         torch = self._torch
         n = len(tile_xy)
         k, h, w, f = self.k, self.h, self.w, self.factor
         c = int(logits.shape[1])
         p = torch.sigmoid_(logits) if logits.dtype == torch.float32 else torch.sigmoid(logits.float())
         tiles = None
-        if self.emit_tiles and k == 1 and h == self.tile_size:  # the host takes σ itself here
+        if self.emit_tiles and self.geometry.spans_tile:  # the host takes σ itself here
             tiles = self._quantize(p.view(n, c, h, w))
-        p.mul_(self._weight)  # w·σ(l), in place: the logits are ours
+        self._windows.weigh(p)  # w·σ(l), in place: the logits are ours
         if self.emit_tiles and tiles is None:  # before p is padded and pooled in place below
-            tiles = self._tiles_u8(p.view(n, k, c, h, w), n, c)
+            tiles = self._tiles_u8(p.view(n, k, c, h, w))
         self._tiles_out = tiles
         # Blended core of every tile: windows added in order, divided by the clamped Σw.
-        core = self.core
-        acc = torch.zeros((n, c, core, core), dtype=torch.float32, device=p.device)
-        pv = p.view(n, k, c, h, w)
-        for j, (ox, oy) in enumerate(self.origins.tolist()):
-            y1, x1 = min(oy + h, core), min(ox + w, core)
-            if oy < core and ox < core:
-                acc[:, :, oy:y1, ox:x1] += pv[:, j, :, : y1 - oy, : x1 - ox]
-        acc.div_(self._wsum_core)
+        acc = self._windows.blend(p.view(n, k, c, h, w), size=self.core)
         pos = (acc > self.threshold).sum(dim=(2, 3))
         psum = acc.sum(dim=(2, 3), dtype=torch.float64)
         # Pooling by grid phase, then each window's ratio quantized to the canvas' uint8.
@@ -381,12 +324,8 @@ class DeviceTranslator:
             px, py = int(phase[idx[0], 0]), int(phase[idx[0], 1])
             sel = p if len(idx) == n * k else p.index_select(
                 0, torch.from_numpy(idx).to(p.device))
-            hh, ww = -(-(py + h) // f) * f, -(-(px + w) // f) * f
-            if (px, py, hh, ww) != (0, 0, h, w):
-                sel = F.pad(sel, (px, ww - w - px, py, hh - h - py))
-            if f > 1:
-                sel = sel.view(len(idx), c, hh // f, f, ww // f, f).sum(dim=(3, 5))
-            _, ws_dev = self.phase_weight(px, py)
+            sel = self._windows.pool(sel, px, py)  # off-grid windows zero-padded to the grid
+            ws_dev = self._windows.phase_weight(px, py)
             q = torch.floor(sel.div_(ws_dev).mul_(255.0).add_(0.5)).nan_to_num_(0.0)
             groups.append((idx, (px, py), q.clamp_(0.0, 255.0).to(torch.uint8)))
         return groups, pos, psum
