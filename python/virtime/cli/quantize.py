@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "windows of your slides. Held-out windows measure each channel against fp32 "
                     "(Dice, Pearson, slide-level density); the numbers go into OUT.json, and "
                     "translate --precision int8 refuses a model whose protein channels miss "
-                    "Dice >= 0.95 or |delta density| <= 0.005 unless --accept-int8-loss.")
+                    "|delta density| <= 0.005 or Dice >= 0.95 unless --accept-int8-loss (Dice "
+                    "is not held on a channel with fewer than 150 positive held-out pixels "
+                    "under fp32 and INT8: too rare to gate by Dice).")
     p.add_argument("--weights", default=None,
                    help="fp32 translator weights (default: the bundled demo model)")
     p.add_argument("--calibrate", nargs="+", required=True, metavar="SLIDE",
@@ -41,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from virtime.cli.translate import load_model_from_args
+    from virtime.models.int8 import DEFAULT_GATE, describe_dice_gating
     from virtime.quantize import QuantizeConfig, quantize_translator
 
     from virtime.errors import CheckpointError
@@ -59,9 +62,10 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{result.xml}: INT8 translator, {len(result.card.quantization['channels'])} channels "
           f"checked on {config.held_out_tiles} held-out windows (lowest Dice {worst[0]} "
           f"{worst[1]['dice']:.3f}); card {result.xml.with_suffix('.json')}")
+    gating = describe_dice_gating(result.card.quantization["channels"], DEFAULT_GATE)
     if result.passed:
-        print("accuracy gate: passed")
+        print(f"accuracy gate: passed ({gating})")
     else:
         print(f"accuracy gate: FAILED ({', '.join(result.failures)}); translate refuses it "
-              f"unless --accept-int8-loss")
+              f"unless --accept-int8-loss ({gating})")
     return 0

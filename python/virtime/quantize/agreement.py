@@ -54,8 +54,9 @@ class ChannelAgreement:
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """Per channel: ``dice``, ``pearson``, ``density_fp32`` / ``density_int8`` (pooled over
-        slides), ``density_delta`` (largest-magnitude per-slide difference) and
-        ``positive_pixels_fp32``."""
+        slides), ``density_delta`` (largest-magnitude per-slide difference),
+        ``positive_pixels_fp32`` and ``positive_pixels_int8`` (held-out pixels above the
+        threshold: the gate holds Dice only where they are not too few)."""
         if not self._slides:
             raise ValueError("no tiles were compared")
         n, sx, sy, sxx, syy, sxy = self._moments
@@ -79,6 +80,7 @@ class ChannelAgreement:
                 "density_int8": float(total_test[i] / pixels[:, i].sum()),
                 "density_delta": float(worst[i]),
                 "positive_pixels_fp32": int(total_ref[i]),
+                "positive_pixels_int8": int(total_test[i]),
             }
         return out
 
