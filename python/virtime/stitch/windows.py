@@ -12,7 +12,8 @@ weight, so slide borders and tissue edges (no neighbour) are exact too.
 
 Pooling: the canvas lives at ``factor`` x coarser resolution. A window contributes, per output
 pixel, the *sums* ``Σ w·p`` and ``Σ w`` over the ``factor x factor`` model pixels it covers; the
-canvas value is the ratio of the accumulated sums. See :func:`pool_weighted`.
+canvas value is the ratio of the accumulated sums. See :func:`pool_weighted` (one window at any
+origin, on the block sums of :mod:`virtime.stitch.window_geometry`).
 """
 
 from __future__ import annotations
