@@ -33,6 +33,7 @@ __all__ = [
     "TISSUE_FILE",
     "SlideOutputs",
     "compute_slide_features",
+    "features_from_bands",
     "features_from_outputs",
     "load_slide_outputs",
     "read_features",
@@ -144,12 +145,22 @@ def _failure_count(out: SlideOutputs, failures: Sequence[dict[str, Any]] | None,
     if failures is None:
         recorded = (out.summary or {}).get("failed_tiles", [])
         failures = recorded if isinstance(recorded, list) else []
+    return _count_failed_tiles(failures, out.failed is not None, slide_dir)
+
+
+def _count_failed_tiles(failures: Sequence[Any], have_mask: bool, slide_dir: Path) -> int:
+    """Distinct failed tiles; InputDataError when tiles failed but no failed-tile mask says where."""
     n = len({int(f["tile"]) if isinstance(f, dict) and "tile" in f else i
              for i, f in enumerate(failures)})
-    if n and out.failed is None:
+    if n and not have_mask:
         raise InputDataError(f"{SlideFolder(slide_dir).failed_mask}: missing, but {n} tile(s) failed; "
                              f"their area cannot be left out (rerun virtime translate --force)")
     return n
+
+
+def _check_share(max_failed_share: float) -> None:
+    if not 0.0 <= max_failed_share <= 1.0:
+        raise InputDataError(f"max_failed_share must be in [0, 1], got {max_failed_share}")
 
 
 def features_from_outputs(
@@ -182,8 +193,7 @@ def features_from_outputs(
         it writes them, :class:`~virtime.features.bands.BandFeatures`): the map is then not
         read again.
     """
-    if not 0.0 <= max_failed_share <= 1.0:
-        raise InputDataError(f"max_failed_share must be in [0, 1], got {max_failed_share}")
+    _check_share(max_failed_share)
     d = Path(slide_dir)
     out = load_slide_outputs(d, require_done=failures is None)
     n_failed = _failure_count(out, failures, d)
@@ -203,7 +213,55 @@ def features_from_outputs(
     feats = computed if computed is not None else compute_slide_features(
         out.prob, tissue, use_mpp, bin_um=bin_um, threshold=threshold, channels=out.channels,
         show_progress=show_progress)
-    failed_mm2 = failed_px * mask_px_um2 / 1e6
+    settings = {"mpp": use_mpp, "bin_um": bin_um, "threshold": threshold,
+                "max_failed_share": max_failed_share}
+    return _feature_row(d, out.slide_id, feats, n_failed, failed_px * mask_px_um2 / 1e6,
+                        model_hash=out.model_hash, settings=settings, write=write)
+
+
+def features_from_bands(
+    slide_dir: str | os.PathLike[str],
+    computed: dict[str, Any],
+    *,
+    shape_yx: tuple[int, int],
+    tissue: np.ndarray,
+    failed: np.ndarray | None,
+    map_mpp: float,
+    model_hash: str,
+    failures: Sequence[dict[str, Any]],
+    mpp: float | None = None,
+    bin_um: float = 64.0,
+    threshold: float = 0.5,
+    max_failed_share: float = 0.05,
+    write: bool = True,
+) -> dict[str, Any]:
+    """The features row of a slide a translation is finishing, from what it holds in memory.
+
+    The same row and ``features.parquet`` as :func:`features_from_outputs` with ``computed``,
+    without reading the folder back: ``computed`` are the map features the canvas bands fed
+    (:class:`~virtime.features.bands.BandFeatures`, with this ``bin_um`` and ``threshold``),
+    ``shape_yx`` the map's size, ``tissue`` / ``failed`` the masks just written (``failed``
+    None when no tile failed), ``map_mpp`` and ``model_hash`` what the map records. Only the
+    cell table, when there is one, is read (for the ``cells.*`` columns).
+    """
+    _check_share(max_failed_share)
+    d = Path(slide_dir)
+    n_failed = _count_failed_tiles(failures, failed is not None, d)
+    use_mpp = mpp if mpp is not None else map_mpp
+    H, W = shape_yx
+    mask_px_um2 = (use_mpp * H / tissue.shape[0]) * (use_mpp * W / tissue.shape[1])
+    failed_px = int((failed != 0).sum()) if failed is not None else 0
+    settings = {"mpp": use_mpp, "bin_um": bin_um, "threshold": threshold,
+                "max_failed_share": max_failed_share}
+    return _feature_row(d, d.name, computed, n_failed, failed_px * mask_px_um2 / 1e6,
+                        model_hash=model_hash, settings=settings, write=write)
+
+
+def _feature_row(d: Path, slide_id: str, feats: dict[str, Any], n_failed: int,
+                 failed_mm2: float, *, model_hash: str, settings: dict[str, Any],
+                 write: bool) -> dict[str, Any]:
+    """The slide's row: failed-tile columns, map features, cell features; written if asked."""
+    max_failed_share = settings["max_failed_share"]
     kept_mm2 = float(feats.get("tissue.area_mm2", 0.0))
     share = failed_mm2 / (failed_mm2 + kept_mm2) if failed_mm2 + kept_mm2 > 0 else 0.0
     exceeded = bool(share > max_failed_share)
@@ -212,17 +270,16 @@ def features_from_outputs(
             f"{d}: {n_failed} failed tile(s) cover {share:.1%} of the tissue "
             f"({failed_mm2:.3g} mm²), more than {max_failed_share:.1%}; their area is left out "
             f"of the features, and the slide is flagged (qc_failed_share_exceeded)",
-            VirtimeWarning, stacklevel=2)
-    row: dict[str, Any] = {"slide_id": out.slide_id, "tiles_failed": n_failed,
+            VirtimeWarning, stacklevel=3)
+    row: dict[str, Any] = {"slide_id": slide_id, "tiles_failed": n_failed,
                            "tissue_mm2_failed": failed_mm2, "failed_tissue_share": share,
                            "qc_failed_share_exceeded": exceeded, **feats}
     from virtime.cells.features import slide_cell_features  # cells.* when cells.parquet exists
 
     row.update(slide_cell_features(d, kept_mm2))
     if write:
-        settings = {"mpp": use_mpp, "bin_um": bin_um, "threshold": threshold,
-                    "max_failed_share": max_failed_share}
-        write_features([row], SlideFolder(d).features, model_hash=out.model_hash, settings=settings)
+        write_features([row], SlideFolder(d).features, model_hash=model_hash,
+                       settings=settings)
     return row
 
 

@@ -112,6 +112,19 @@ class BandOutputs:
     mask: NDArray[np.bool_]  # the tissue mask on the canvas grid (before failed tiles)
     thumbnail: Any = None  # LevelTap of the thumbnail's level and channels
     features: Any = None  # BandFeatures
+    page: dict[str, tuple[Any, tuple[str, ...]]] | None = None  # the slide page's LevelTaps
+
+    def page_data(self, tiles: Any, features: Any = None) -> Any:
+        """The slide page's inputs (:class:`virtime.view.page.PageData`) from the page's level
+        taps and the tables just written; None when a tap missed bands (a resumed run), so the
+        page reads the stored map instead."""
+        from virtime.view.page import MifLevel, PageData
+
+        if self.page is None or not all(tap.complete for tap, _ in self.page.values()):
+            return None
+        top, grid = (MifLevel(tap.image, names) for tap, names in
+                     (self.page["top"], self.page["grid"]))
+        return PageData(top, grid, tiles, features)
 
 
 def attach_band_outputs(canvas: Any, tissue_mask: NDArray[Any], rows: list[dict[str, Any]],
@@ -132,6 +145,7 @@ def attach_band_outputs(canvas: Any, tissue_mask: NDArray[Any], rows: list[dict[
              for c in config.thumbnail_channels]
     tap = LevelTap(level, shapes[level], index)
     canvas.add_level_listener(tap)
+    page = _attach_page_taps(canvas, shapes, names)
     features = None
     if config.features:
         tissue = BandTissue(mask, rows, failure_column,
@@ -141,4 +155,22 @@ def attach_band_outputs(canvas: Any, tissue_mask: NDArray[Any], rows: list[dict[
         features = BandFeatures(canvas.mpp, names, tissue, bin_um=config.bin_um,
                                 threshold=config.threshold)
         canvas.attach(features)
-    return BandOutputs(mask, tap, features)
+    return BandOutputs(mask, tap, features, page)
+
+
+def _attach_page_taps(canvas: Any, shapes: list[tuple[int, int]],
+                      names: list[str]) -> dict[str, tuple[Any, tuple[str, ...]]] | None:
+    """Level taps of what the slide page shows (:func:`virtime.view.page.page_levels`); None
+    when the map lacks one of its channels (the page then reads the map and says so)."""
+    from virtime.stitch.observers import LevelTap
+    from virtime.view.page import page_levels
+
+    wanted = page_levels(shapes)
+    if any(c not in names for _, channels in wanted.values() for c in channels):
+        return None
+    taps = {}
+    for key, (level, channels) in wanted.items():
+        tap = LevelTap(level, shapes[level], [names.index(c) for c in channels])
+        canvas.add_level_listener(tap)
+        taps[key] = (tap, channels)
+    return taps

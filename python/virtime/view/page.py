@@ -20,6 +20,7 @@ import html
 import io
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,61 @@ from virtime.channels import BACKGROUND_CHANNELS, CHANNEL_NAMES, PROTEIN_CHANNEL
 from virtime.errors import InputDataError, InvalidArgumentError
 from virtime.io import SlideFolder
 
-__all__ = ["COMPOSITE_CHANNELS", "composite_rgb", "slide_panels", "write_slide_page"]
+__all__ = ["COMPOSITE_CHANNELS", "GRID_CHANNELS", "MifLevel", "PageData", "composite_rgb",
+           "page_levels", "slide_panels", "write_slide_page"]
 
 #: Channels of the composite image: nuclei, epithelium and the main immune lineages.
 COMPOSITE_CHANNELS: tuple[str, ...] = ("DAPI", "CK", "CD3", "CD8", "CD20", "CD68")
+#: Channels the page's grid reads: DAPI (its composite) and each protein.
+GRID_CHANNELS: tuple[str, ...] = tuple(dict.fromkeys(("DAPI", *PROTEIN_CHANNELS)))
 PAGE_NAME = SlideFolder.PAGE
+TOP_PX = 512  # longer side of the top images
+GRID_PX = 192  # longer side of each channel in the grid
+
+
+@dataclass(frozen=True)
+class MifLevel:
+    """Channels of one pyramid level held in memory: ``image[i]`` is channel ``names[i]``, as
+    reading those channels of that level from the OME-Zarr map gives them (a translation keeps
+    them with :class:`~virtime.stitch.observers.LevelTap` as its bands are written)."""
+
+    image: NDArray[np.uint8]
+    names: tuple[str, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.image.shape)
+
+    def __getitem__(self, i: int) -> NDArray[np.uint8]:
+        return self.image[i]
+
+
+@dataclass(frozen=True)
+class PageData:
+    """What the page shows, already in memory, so a finishing translation reads nothing back.
+
+    ``top`` and ``grid`` are the map levels :func:`page_levels` names, with their channels;
+    ``tiles`` the tile table; ``features`` the features table, or None to read it from the
+    folder (a translation with ``--no-features`` leaves whatever is there).
+    """
+
+    top: MifLevel
+    grid: MifLevel
+    tiles: Any
+    features: Any = None
+
+
+def _level_at_most(shapes_yx: Sequence[tuple[int, int]], max_px: int) -> int:
+    """Index of the finest level whose longer side is ``<= max_px`` (else the coarsest)."""
+    return next((k for k, s in enumerate(shapes_yx) if max(s) <= max_px), len(shapes_yx) - 1)
+
+
+def page_levels(shapes_yx: Sequence[tuple[int, int]], *, max_px: int = TOP_PX,
+                grid_px: int = GRID_PX) -> dict[str, tuple[int, tuple[str, ...]]]:
+    """``{"top": (level, channels), "grid": (level, channels)}``: the pyramid levels (of a map
+    whose levels have ``shapes_yx``) and the channels the page shows from each."""
+    return {"top": (_level_at_most(shapes_yx, max_px), COMPOSITE_CHANNELS),
+            "grid": (_level_at_most(shapes_yx, grid_px), GRID_CHANNELS)}
 
 
 def _rgb(color: str) -> NDArray[np.float64]:
@@ -116,11 +167,11 @@ def _open_slide(d: Path, slide: Any) -> Any:
 def _mif_level(d: Path, max_px: int) -> tuple[Any, list[str]]:
     """The finest pyramid level whose longer side is ``<= max_px`` (else the coarsest); its
     reads check that the chunks they touch are there and decode (a lost one would be zeros)."""
-    from virtime.stitch.omezarr import VerifiedArray, read_ome_zarr
+    from virtime.io.omezarr import VerifiedArray, read_ome_zarr
 
     image = read_ome_zarr(SlideFolder(d).zarr, verify=False)
     names = list(image.channels)
-    level = next((lv for lv in image.levels if max(lv.shape[1:]) <= max_px), image.levels[-1])
+    level = image.levels[_level_at_most([lv.shape[1:] for lv in image.levels], max_px)]
     return VerifiedArray(level, check_present=True), names
 
 
@@ -150,7 +201,8 @@ def slide_panels(slide_dir: str | os.PathLike[str], channels: Sequence[str] = ()
                  max_px: int = 256, quality: int = 80, slide: Any = None,
                  probs: NDArray[np.uint8] | None = None,
                  composite_channels: Sequence[str] = COMPOSITE_CHANNELS,
-                 he: NDArray[np.uint8] | None = None) -> dict[str, bytes]:
+                 he: NDArray[np.uint8] | None = None,
+                 level: MifLevel | None = None) -> dict[str, bytes]:
     """JPEG thumbnails of one slide: ``"H&E"``, ``"composite"``, ``"overlay"`` and ``channels``.
 
     Parameters
@@ -173,10 +225,18 @@ def slide_panels(slide_dir: str | os.PathLike[str], channels: Sequence[str] = ()
         The slide's H&E as ``(h, w, 3)`` uint8 at any size at least the thumbnails' (resized
         to them), e.g. what an earlier step already read; otherwise read from the slide in
         strips.
+    level
+        The pyramid level at or below ``max_px`` with (at least) the channels shown, already in
+        memory; otherwise read from ``mif.ome.zarr``.
     """
     d = Path(slide_dir)
-    level, names = _mif_level(d, max_px)
-    size = _panel_size(level, max_px)
+    if level is not None and probs is not None:
+        raise InvalidArgumentError("slide_panels: pass the map level or probs, not both")
+    if level is None:
+        level_read, names = _mif_level(d, max_px)
+    else:
+        level_read, names = level, list(level.names)
+    size = _panel_size(level_read, max_px)
     wanted = list(dict.fromkeys([*composite_channels, *channels]))
     missing = [n for n in wanted if n not in names]
     if missing:
@@ -187,7 +247,8 @@ def slide_panels(slide_dir: str | os.PathLike[str], channels: Sequence[str] = ()
             raise InvalidArgumentError(f"probs must be ({len(names)}, h, w), got {probs.shape}")
     maps: dict[str, NDArray[np.uint8]] = {}
     for n in wanted:
-        src = probs[names.index(n)] if probs is not None else np.asarray(level[names.index(n)])
+        src = (probs[names.index(n)] if probs is not None
+               else np.asarray(level_read[names.index(n)]))
         maps[n] = _resize(src, size)
     he = _he_image(_open_slide(d, slide), size) if he is None else _resize(np.asarray(he), size)
     comp = [maps[n] for n in composite_channels]
@@ -218,14 +279,15 @@ def _table(frame: Any) -> str:
         border=0, escape=True, na_rep="–")
 
 
-def _tile_summary(d: Path) -> tuple[str, dict[str, tuple[float, float]]]:
-    """HTML of the tile-table summary, and per channel (mean positive, mean probability)."""
+def _tile_summary(d: Path, table: Any = None) -> tuple[str, dict[str, tuple[float, float]]]:
+    """HTML of the tile-table summary, and per channel (mean positive, mean probability), of
+    ``table`` (the tile table) or, without it, of the folder's."""
     import pandas as pd
 
     path = SlideFolder(d).tiles
-    if not path.is_file():
+    if table is None and not path.is_file():
         return "<p>No tile table.</p>", {}
-    t = pd.read_parquet(path)
+    t = pd.read_parquet(path) if table is None else table
     if not len(t):
         return "<p>The tile table is empty (no tissue tiles).</p>", {}
     rows, means = [], {}
@@ -243,15 +305,17 @@ def _tile_summary(d: Path) -> tuple[str, dict[str, tuple[float, float]]]:
     return head + _table(pd.DataFrame(rows).set_index("channel")), means
 
 
-def _features_html(d: Path) -> str:
+def _features_html(d: Path, frame: Any = None) -> str:
+    """HTML of the features table ``frame`` or, without it, of the folder's."""
     import pandas as pd
 
-    from virtime.features import read_features
+    from virtime.io import read_features
 
-    path = SlideFolder(d).features
-    if not path.is_file():
-        return "<p>No features (translated with --no-features).</p>"
-    frame, _ = read_features(path)
+    if frame is None:
+        path = SlideFolder(d).features
+        if not path.is_file():
+            return "<p>No features (translated with --no-features).</p>"
+        frame, _ = read_features(path)
     if not len(frame):
         return "<p>The features table is empty.</p>"
     row = frame.iloc[0]
@@ -287,7 +351,8 @@ def _features_html(d: Path) -> str:
 
 def write_slide_page(slide_dir: str | os.PathLike[str], *, slide: Any = None,
                      he: NDArray[np.uint8] | None = None,
-                     max_px: int = 512, grid_px: int = 192, quality: int = 80) -> Path:
+                     max_px: int = TOP_PX, grid_px: int = GRID_PX, quality: int = 80,
+                     data: PageData | None = None) -> Path:
     """Write ``slide_dir/index.html``, the self-contained page of one translated slide.
 
     The H&E is read once (in strips, so memory does not grow with the slide's pixel count) and
@@ -306,6 +371,10 @@ def write_slide_page(slide_dir: str | os.PathLike[str], *, slide: Any = None,
         Longer side of the top images and of each channel in the grid.
     quality
         JPEG quality of the embedded images.
+    data
+        The map levels and tables in memory (``virtime translate`` passes what it kept while
+        writing them, for :func:`page_levels` of ``max_px`` and ``grid_px``): nothing of the
+        folder is read back. Without it (``virtime view``, the report) the folder is read.
     """
     from virtime import __version__
     from virtime.io import atomic_path
@@ -313,12 +382,16 @@ def write_slide_page(slide_dir: str | os.PathLike[str], *, slide: Any = None,
     d = Path(slide_dir)
     slide = _open_slide(d, slide)
     summary = _read_summary(d)
+    top_level = None if data is None else data.top
     if he is None:  # once, at the top panels' size; the channel grid's is smaller
-        he = _he_image(slide, _panel_size(_mif_level(d, max_px)[0], max_px))
-    top = slide_panels(d, (), max_px=max_px, quality=quality, slide=slide, he=he)
+        level = _mif_level(d, max_px)[0] if top_level is None else top_level
+        he = _he_image(slide, _panel_size(level, max_px))
+    top = slide_panels(d, (), max_px=max_px, quality=quality, slide=slide, he=he,
+                       level=top_level)
     grid = slide_panels(d, PROTEIN_CHANNELS, max_px=grid_px, quality=quality, slide=slide,
-                        composite_channels=("DAPI",), he=he)
-    tiles_html, means = _tile_summary(d)
+                        composite_channels=("DAPI",), he=he,
+                        level=None if data is None else data.grid)
+    tiles_html, means = _tile_summary(d, None if data is None else data.tiles)
     sid = html.escape(str(summary.get("slide_id", d.name)))
     w, h = slide.dimensions
     meta = (f"{w} × {h} px at {slide.mpp:.4f} µm/px · slide {html.escape(str(slide.path))} · "
@@ -345,7 +418,8 @@ def write_slide_page(slide_dir: str | os.PathLike[str], *, slide: Any = None,
            "the predicted probability (colour bar: 0 → 1). Pan and zoom the whole slide with "
            f"<code>virtime view {html.escape(str(d))}</code>.</p>"
            f"<div class='grid'>{''.join(cells)}</div>"
-           f"<h2>Tiles</h2>{tiles_html}<h2>Slide features</h2>{_features_html(d)}</body></html>")
+           f"<h2>Tiles</h2>{tiles_html}<h2>Slide features</h2>"
+           f"{_features_html(d, None if data is None else data.features)}</body></html>")
     path = d / PAGE_NAME
     with atomic_path(path) as tmp:
         tmp.write_text(doc, encoding="utf-8")
