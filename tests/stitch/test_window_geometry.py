@@ -160,3 +160,18 @@ def test_one_geometry_check_behind_every_entry_point(origins, core, message):
             call()
     with pytest.raises(InvalidArgumentError, match="factor must be >= 1"):
         WindowGeometry(weight, 0, [(0, 0)], 16, 16)
+
+
+def test_host_pass_and_device_path_take_one_geometry():
+    from virtime.translation.device_path import DeviceTranslator
+    from virtime.translation.postprocess import WindowPostprocessor
+
+    class Engine:
+        device = "cpu"
+
+    g = WindowGeometry(np.ones((8, 8), np.float32), 2, [(0, 0), (8, 0)], 16, 16)
+    assert WindowGeometry.of(g) is g
+    assert WindowPostprocessor(g, threads=1).geometry is g
+    assert DeviceTranslator(Engine(), g).geometry is g
+    named = WindowGeometry.of(weight=g.weight, factor=2, origins=g.origins, tile_size=16, core=16)
+    assert named is not g and named.origins.tolist() == [[0, 0], [8, 0]]

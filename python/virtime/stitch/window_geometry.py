@@ -112,6 +112,14 @@ class WindowGeometry:
                             ("threshold", float(self.threshold))):
             object.__setattr__(self, name, value)
 
+    @classmethod
+    def of(cls, *fields: Any, **named: Any) -> WindowGeometry:
+        """One geometry given as is, or built (and checked) from its fields, positional or named:
+        what the host pass and the device path accept."""
+        if len(fields) == 1 and not named and isinstance(fields[0], cls):
+            return fields[0]
+        return cls(*fields, **named)
+
     # -- shape ------------------------------------------------------------------------------
     @property
     def window_shape(self) -> tuple[int, int]:

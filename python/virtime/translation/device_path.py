@@ -139,8 +139,7 @@ class DeviceTranslator:
         self.engine = engine
         self.device = torch.device(str(getattr(engine, "device", "cpu")))
         self.cuda = self.device.type == "cuda"
-        g = (geometry[0] if len(geometry) == 1 and not geometry_kw
-             and isinstance(geometry[0], WindowGeometry) else WindowGeometry(*geometry, **geometry_kw))
+        g = WindowGeometry.of(*geometry, **geometry_kw)
         self.geometry = g
         self.weight, self.factor, self.origins = g.weight, g.factor, g.origins
         self.h, self.w = self.weight.shape

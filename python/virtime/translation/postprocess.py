@@ -15,12 +15,10 @@ would from ``w·σ(l)``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from virtime.errors import InvalidArgumentError
 from virtime.stitch.window_geometry import WindowGeometry
@@ -54,23 +52,15 @@ class WindowPostprocessor:
 
     Parameters
     ----------
-    weight, factor, origins, tile_size, core, threshold
-        The window geometry, as :class:`WindowGeometry` (validated there).
+    *geometry, **geometry_kw
+        ``weight, factor, origins, tile_size, core[, threshold]`` (positional or by name) or one
+        :class:`~virtime.stitch.window_geometry.WindowGeometry` (checked there).
     threads
         CPU worker threads (0: all cores).
     """
 
-    def __init__(
-        self,
-        weight: NDArray[Any],
-        factor: int,
-        origins: Sequence[tuple[int, int]],
-        tile_size: int,
-        core: int,
-        threshold: float = 0.5,
-        threads: int = 0,
-    ) -> None:
-        g = WindowGeometry(weight, factor, origins, tile_size, core, threshold)
+    def __init__(self, *geometry: Any, threads: int = 0, **geometry_kw: Any) -> None:
+        g = WindowGeometry.of(*geometry, **geometry_kw)
         self.geometry = g
         self.weight, self.factor, self.origins = g.weight, g.factor, g.origins
         self.tile_size, self.core, self.threshold = g.tile_size, g.core, g.threshold
