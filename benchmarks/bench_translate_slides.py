@@ -53,14 +53,14 @@ class _SlowEngine:
 
 
 def _inline(slides, model, out, config, engine) -> float:
-    """The loop as it was: translate() per slide, its writes inline, the next slide prefetched."""
-    from virtime.translation import translate
+    """One slide after another, its writes inline, the next slide prefetched."""
     from virtime.translation.prefetch import SlidePrefetcher
+    from virtime.translation.run import translate_slide
 
     t0 = time.perf_counter()
     with SlidePrefetcher(slides, mpp=config.mpp) as ahead:
         for p in slides:
-            translate(p, model, out, config, engine=engine, prepared=ahead.take(p))
+            translate_slide(p, model, out, config, engine=engine, prepared=ahead.take(p))
     return time.perf_counter() - t0
 
 

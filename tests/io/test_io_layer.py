@@ -119,11 +119,9 @@ def test_parquet_stream_is_atomic_and_stamped(tmp_path: Path) -> None:
 def test_the_pipeline_writes_the_names_slide_folder_reads() -> None:
     """Writers and readers take the slide folder's file names from one place."""
     from virtime.features import table
-    from virtime.translation import pipeline
 
-    assert pipeline.ZARR_NAME == SlideFolder.ZARR == "mif.ome.zarr"
-    assert pipeline.SUMMARY_NAME == SlideFolder.SUMMARY == "summary.json"
-    assert pipeline.TILES_NAME == SlideFolder.TILES == "tiles.parquet"
-    assert pipeline.FAILED_MASK_NAME == SlideFolder.FAILED_MASK == table.FAILED_FILE
-    assert pipeline.PARTIAL_JOURNAL_NAME == SlideFolder.PARTIAL_TILES
+    assert SlideFolder.ZARR == "mif.ome.zarr"
+    assert SlideFolder.SUMMARY == "summary.json"
+    assert SlideFolder.TILES == "tiles.parquet"
+    assert SlideFolder.FAILED_MASK == table.FAILED_FILE
     assert table.FEATURES_FILE == SlideFolder.FEATURES and table.TISSUE_FILE == SlideFolder.TISSUE_MASK

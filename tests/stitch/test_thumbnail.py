@@ -148,25 +148,27 @@ def test_a_wide_level_is_read_in_blocks_of_whole_tiles(rng) -> None:
 
 
 def test_translation_thumbnail_uses_strips(tmp_path, rng, monkeypatch) -> None:
-    """_write_thumbnail never asks the slide for more than one strip of rows at a time."""
+    """write_thumbnail never asks the slide for more than one strip of rows at a time."""
+    from virtime.io.slide_folder import SlideFolder
     from virtime.stitch import thumbnail
     from virtime.stitch.thumbnail import slide_he_reader
-    from virtime.translation import pipeline
+    from virtime.translation import outputs
+    from virtime.translation.config import TranslateConfig
 
     probs = rng.random((len(CHANNEL_NAMES), 20, 24), dtype=np.float32)
-    canvas = StreamingCanvas(tmp_path / pipeline.ZARR_NAME, (20, 24), factor=1, mpp=2.0, chunk=8)
+    canvas = StreamingCanvas(tmp_path / SlideFolder.ZARR, (20, 24), factor=1, mpp=2.0, chunk=8)
     canvas.add(probs, 0, 0)
     canvas.close()
     rgb = rng.integers(0, 256, (400, 480, 3), dtype=np.uint8)
     slide = _ArraySlide(rgb)
     monkeypatch.setattr(thumbnail.slide_he_reader, "__kwdefaults__", {"strip_bytes": 480 * 3 * 50})
-    config = pipeline.TranslateConfig(thumbnail_channels=("CD8", "CK"))
-    pipeline._write_thumbnail(slide, tmp_path, config)
+    config = TranslateConfig(thumbnail_channels=("CD8", "CK"))
+    outputs.write_thumbnail(slide, tmp_path, config)
     assert max(slide.reads) == 50 and sum(slide.reads) == 400
     png = np.asarray(Image.open(tmp_path / "thumbnail.png"))
     he = slide_he_reader(_ArraySlide(rgb))((20, 24))
     assert np.abs(he - _area_mean(rgb, (20, 24))).max() <= 0.5 + 1e-9
     expected = render_thumbnail(he, np.asarray(
-        __import__("zarr").open_group(str(tmp_path / pipeline.ZARR_NAME), mode="r")["0"])[
+        __import__("zarr").open_group(str(tmp_path / SlideFolder.ZARR), mode="r")["0"])[
         [channel_index("CD8"), channel_index("CK")]], ("CD8", "CK"))
     np.testing.assert_array_equal(png, expected)

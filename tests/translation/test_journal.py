@@ -34,12 +34,14 @@ def test_torn_last_line_is_ignored(tmp_path):
 
 
 def test_resume_reads_an_older_parquet_snapshot(tmp_path):
-    from virtime.translation.pipeline import PARTIAL_TILES_NAME, _load_partial_tiles
+    from virtime.io.slide_folder import SlideFolder
+    from virtime.translation.resume import load_partial_tiles
 
-    pd.DataFrame({"tile": [0, 1], "x": [0, 5]}).to_parquet(tmp_path / PARTIAL_TILES_NAME)
-    assert _load_partial_tiles(tmp_path, force=False) == [{"tile": 0, "x": 0},
-                                                           {"tile": 1, "x": 5}]
-    assert _load_partial_tiles(tmp_path, force=True) is None
+    pd.DataFrame({"tile": [0, 1], "x": [0, 5]}).to_parquet(
+        tmp_path / SlideFolder.LEGACY_PARTIAL_TILES)
+    assert load_partial_tiles(tmp_path, force=False) == [{"tile": 0, "x": 0},
+                                                          {"tile": 1, "x": 5}]
+    assert load_partial_tiles(tmp_path, force=True) is None
 
 
 def test_translation_appends_each_row_once(small_slide, tiny_model, fast_config, tmp_path,

@@ -15,6 +15,7 @@ import virtime
 from virtime.slide import Slide
 from virtime.tissue import detect_tissue
 from virtime.translation.prefetch import SlidePrefetcher
+from virtime.translation.run import translate_slide
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_prefetched_run_equals_sequential_run(two_slides, tiny_model, fast_confi
     cfg = dataclasses.replace(fast_config, features=False)
     seq = [virtime.translate(p, tiny_model, tmp_path / "seq", cfg) for p in two_slides]
     with SlidePrefetcher(two_slides) as ahead:
-        pre = [virtime.translate(p, tiny_model, tmp_path / "pre", cfg, prepared=ahead.take(p))
+        pre = [translate_slide(p, tiny_model, tmp_path / "pre", cfg, prepared=ahead.take(p))
                for p in two_slides]
     for a, b in zip(seq, pre):
         ca, ta = _outputs(a)

@@ -191,7 +191,7 @@ def _translate_all(args: argparse.Namespace) -> int:
     from virtime.errors import VirtimeError
     from virtime.slide_ids import check_unique_ids
     from virtime.translation.many import translate_slides
-    from virtime.translation.pipeline import check_model, check_output_root
+    from virtime.translation.request import check_model, check_output_root
 
     # Before any work (and before the demo model's warning): every slide is there and gets its
     # own folder, the output root can be one, the settings and weights are valid and fit.

@@ -7,8 +7,9 @@ through a small pool of device slots. :class:`CohortWorkerPlugin` prepares the n
 on the worker while the current one runs (reads its file into the OS page cache, opens it and
 detects its tissue, and, on the device path, reads its first batches of tiles: see
 :mod:`virtime.translation.prefetch`), and closes the cached engines when the worker shuts down.
-The task of that slide takes what was prepared (``prepared=`` of ``translate``); a slide whose
-preparation failed is opened again by its task, which meets and reports the error itself.
+The task of that slide takes what was prepared (``prepared=`` of
+:func:`~virtime.translation.run.translate_slide`); a slide whose preparation failed is opened
+again by its task, which meets and reports the error itself.
 
 Failure policy: a :class:`~virtime.errors.VirtimeError` (missing file, not a slide, no mpp ...) is
 deterministic, so the task *returns* a failed record and Dask does not retry it; any other
@@ -123,7 +124,7 @@ def cached_engine(weights: str | None, config: Any, device: str | None) -> tuple
         The device this engine runs on (``None``: the backend's default).
     """
     from virtime.models import load, load_demo
-    from virtime.translation.pipeline import translation_engine
+    from virtime.translation.request import translation_engine
 
     key = _engine_key(weights, config, device)
     with _LOCK:
@@ -209,7 +210,8 @@ def translate_slide_task(
     ``prefetch_batches`` are read by the plugin (this run's prefetch settings; None: the
     plugin's own).
     """
-    from virtime.translation import is_translated, slide_output_dir, translate
+    from virtime.translation import is_translated, slide_output_dir
+    from virtime.translation.run import translate_slide
 
     started = time.time()
     attempt = _note_attempt(out_root, slide_id, run_id)
@@ -226,8 +228,8 @@ def translate_slide_task(
             prepared = _prepared(ahead, slide_id)
             if prepared is not None:
                 record.update(prepared=True, prefetch_seconds=float(prepared.seconds))
-            result = translate(slide_path, model, out_root, cfg, slide_id=slide_id, engine=engine,
-                               prepared=prepared)
+            result = translate_slide(slide_path, model, out_root, cfg, slide_id=slide_id,
+                                     engine=engine, prepared=prepared)
             del prepared
             out = slide_output_dir(out_root, slide_id)  # translate refreshes stale features
     except VirtimeError as exc:  # deterministic: retrying cannot help

@@ -42,7 +42,7 @@ def _slide_tiles(path: Path, *, model_mpp: float, window: int, min_tissue: float
     from virtime.tiling import TilingConfig, make_tile_grid
     from virtime.tissue import detect_tissue
     from virtime.translation.config import TranslateConfig
-    from virtime.translation.pipeline import check_slide_mpp
+    from virtime.translation.request import check_slide_mpp
 
     slide = Slide(path, mpp=mpp)
     check_slide_mpp(slide, TranslateConfig(mpp=mpp, allow_mpp=allow_mpp), model_mpp)

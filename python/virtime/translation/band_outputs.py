@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["BandOutputs", "BandTissue", "attach_band_outputs", "failed_tissue"]
+__all__ = ["BandOutputs", "BandTissue", "attach_band_outputs", "failed_tissue", "mask_on_canvas"]
+
+
+def mask_on_canvas(mask: NDArray[Any], shape_yx: tuple[int, int]) -> NDArray[Any]:
+    """Nearest-neighbour resampling of the tissue mask onto the canvas grid."""
+    h, w = shape_yx
+    rows = np.minimum((np.arange(h) * mask.shape[0]) // max(h, 1), mask.shape[0] - 1)
+    cols = np.minimum((np.arange(w) * mask.shape[1]) // max(w, 1), mask.shape[1] - 1)
+    return mask[rows][:, cols].astype(bool)
 
 
 def failed_tissue(failed_xy: NDArray[Any], done_xy: NDArray[Any], *, scale: float, reach: float,
@@ -135,9 +143,8 @@ def attach_band_outputs(canvas: Any, tissue_mask: NDArray[Any], rows: list[dict[
     from virtime.stitch import omezarr
     from virtime.stitch.observers import LevelTap
     from virtime.stitch.thumbnail import thumbnail_level
-    from virtime.translation.pipeline import _mask_on_canvas
 
-    mask = _mask_on_canvas(tissue_mask, canvas.shape_yx)
+    mask = mask_on_canvas(tissue_mask, canvas.shape_yx)
     shapes = omezarr.pyramid_shapes(canvas.shape_yx, canvas.n_levels)
     level = thumbnail_level(shapes)
     names = [c.name for c in canvas.channels]

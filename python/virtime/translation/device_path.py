@@ -32,8 +32,8 @@ event before it is refilled. With torch CPU tensors the same code runs synchrono
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,8 @@ from virtime.errors import InvalidArgumentError
 from virtime.stitch.window_geometry import WindowGeometry
 from virtime.translation.timeline import Timeline
 
-__all__ = ["DeviceBatchResult", "DeviceTranslator", "add_blocks", "run_tiles_device", "use_device_path"]
+__all__ = ["DeviceBatchResult", "DeviceBatchStep", "DeviceTranslator", "add_blocks",
+           "use_device_path"]
 
 log = logging.getLogger(__name__)
 
@@ -408,109 +409,71 @@ def add_blocks(canvas: Any, result: DeviceBatchResult) -> None:
         canvas.add_pooled(q.astype(np.float32) * (ws / np.float32(255.0)), ws, ox, oy)
 
 
-def run_tiles_device(run: Any, depth: int = 2) -> tuple[list[dict[str, Any]],
-                                                       list[dict[str, Any]]]:
-    """The translation hot loop on the device path, for a
-    :class:`~virtime.translation.run.SlideRun` (same results as its CPU loop: the tile rows and
-    failed-tile records): batch ``k+1`` is in flight while batch ``k`` is written.
+class DeviceBatchStep:
+    """The device step of :func:`~virtime.translation.loop.run_tile_loop` for a
+    :class:`~virtime.translation.run.SlideRun`: uint8 tiles into the translator's pinned ring,
+    batch ``k+1`` in flight while batch ``k`` is written (``depth`` batches submitted ahead).
 
     With ``run.cells`` (``--cells``) each tile's blended probabilities are computed on the device
     and downloaded as uint8 (``23·T²`` bytes a tile) for the cell segmentation on the CPU.
-    Stores the per-stage timeline in ``run.timings["timeline"]``.
+    :meth:`close` stores the per-stage timeline in ``run.timings["timeline"]``.
     """
-    slide, grid, todo, engine, normalizer = (run.slide, run.grid, run.todo, run.engine,
-                                             run.normalizer)
-    canvas, origins, weight, stride = run.canvas, run.origins, run.weight, run.stride
-    tile_xy_model, timings, rows = run.tile_xy_model, run.timings, run.rows
-    slide_id, embedder, cells = run.slide_id, run.embedder, getattr(run, "cells", None)
-    config = run.loop_config if run.loop_config is not None else run.config
-    from virtime._progress import progress
-    from virtime.batcher import iter_batches
-    from virtime.translation.pipeline import _failure_row, _tile_row
-    from virtime.translation.prefetch import take_read_ahead, with_read_ahead
 
-    failures: list[dict[str, Any]] = []
-    # Stain normalization on the device unless the embedder needs the normalized tiles on the host.
-    on_device = embedder is None and getattr(normalizer, "name", None) in ("macenko", "reinhard")
-    translator = DeviceTranslator(
-        engine, weight, canvas.factor, origins, config.tile_size, stride,
-        channels_last=bool(getattr(engine, "channels_last", True)), ring=depth + 2,
-        normalizer=normalizer if on_device else None,
-    )
-    translator.emit_tiles = cells is not None
-    tl = translator.timeline
-    t_start = time.perf_counter()
-    position = {int(t): i for i, t in enumerate(todo)}
-    done = 0
-    with progress(total=len(todo), desc=f"translate {slide_id}", unit="tile",
-                  enabled=config.show_progress) as bar:
-        if len(todo) == 0:
-            timings["timeline"] = tl.summary(0.0)
-            return rows, failures
-        # The first batches may have been read with the slide, ahead (translation/prefetch.py).
-        head = take_read_ahead(slide, grid, todo, config, None if on_device else normalizer)
-        rest = todo if head is None else todo[len(head.tiles):]
-        batches = with_read_ahead(head, None if not len(rest) else lambda: iter_batches(
-                                    slide, grid, normalizer=None if on_device else normalizer,
-                                    batch_size=config.batch_size, threads=config.threads,
-                                    emit_uint8=True, pack="none", tiles=rest,
-                                    ring=translator.host_ring(config.batch_size)))
+    def __init__(self, run: Any, config: Any, depth: int = 2) -> None:
+        self.run, self.config, self.depth = run, config, int(depth)
+        # Stain normalization on the device unless the embedder needs the normalized tiles.
+        normalizer = run.normalizer
+        self.on_device = run.embedder is None and \
+            getattr(normalizer, "name", None) in ("macenko", "reinhard")
+        self.translator = DeviceTranslator(
+            run.engine, run.weight, run.canvas.factor, run.origins, config.tile_size, run.stride,
+            channels_last=bool(getattr(run.engine, "channels_last", True)), ring=depth + 2,
+            normalizer=normalizer if self.on_device else None,
+        )
+        self.translator.emit_tiles = run.cells is not None
+        self.timeline = self.translator.timeline
+        self.held: deque[Any] = deque()  # batches whose ring slot is still being uploaded from
+
+    def batches(self) -> Iterator[Any]:
+        """The read-ahead batches (translation/prefetch.py) if they fit, then the batcher's,
+        written into the translator's ring; a slot goes back once its upload is done."""
+        from virtime.batcher import iter_batches
+        from virtime.translation.prefetch import take_read_ahead, with_read_ahead
+
+        run, config, translator = self.run, self.config, self.translator
+        host_norm = None if self.on_device else run.normalizer
+        head = take_read_ahead(run.slide, run.grid, run.todo, config, host_norm)
+        rest = run.todo if head is None else run.todo[len(head.tiles):]
+        it = with_read_ahead(head, None if not len(rest) else lambda: iter_batches(
+            run.slide, run.grid, normalizer=host_norm, batch_size=config.batch_size,
+            threads=config.threads, emit_uint8=True, pack="none", tiles=rest,
+            ring=translator.host_ring(config.batch_size)))
         if head is not None:
-            timings["read_ahead_s"] = head.seconds  # spent before this slide, off the loop
-            run.jlog.emit(event="read_ahead", slide_id=slide_id, batches=len(head.batches),
+            run.timings["read_ahead_s"] = head.seconds  # spent before this slide, off the loop
+            run.jlog.emit(event="read_ahead", slide_id=run.slide_id, batches=len(head.batches),
                           tiles=len(head.tiles))
-        pending: deque[tuple[Any, _Pending | None]] = deque()
-        held: deque[Any] = deque()  # batches whose ring slot is still being uploaded from
-
-        def consume(batch: Any, ticket: _Pending | None) -> None:
-            nonlocal done
-            if ticket is not None:
-                t0 = time.perf_counter()
-                res = ticket.result()
-                if cells is not None:  # segmented on the CPU, with a halo of the neighbours
-                    cells.add(batch.tile_index, res.tile_probabilities)
-                with tl.host("write"):
-                    add_blocks(canvas, res)
-                    for i, tile in enumerate(batch.tile_index):
-                        rows.append(_tile_row(int(tile), grid, res.positive_fraction[i],
-                                              res.mean_probability[i]))
-                timings["postprocess"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            with tl.host("write"):
-                run.write_finished_bands(batch, rows, position)
-            timings["write"] += time.perf_counter() - t0
-            done = run.report_progress(batch, done, t_start, bar)
-
         while True:
-            translator.recycle(held)  # slots whose upload has completed go back to the batcher
-            with tl.host("read"):  # waiting for the batcher's worker threads
-                batch = next(batches, None)
-            if batch is not None:
-                timings["read_cpu"] += batch.read_seconds
-                timings["normalize_cpu"] += batch.normalize_seconds
-                tl.add_busy("read_workers_busy_s", batch.read_seconds + batch.normalize_seconds)
-                new = [{"tile": f.tile_index, "x": f.x, "y": f.y, "reason": f.reason}
-                       for f in batch.failures]
-                failures += new
-                if cells is not None and new:
-                    cells.fail([f["tile"] for f in new])
-                rows += [_failure_row(f) for f in new]  # a resume counts them, as on the CPU
-                ticket = None
-                if len(batch):
-                    if embedder is not None:
-                        t0 = time.perf_counter()
-                        embedder.add(batch.rgb, batch.tile_index)
-                        timings["embed"] += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    ticket = translator.submit(batch.rgb, tile_xy_model[batch.tile_index],
-                                               slot=batch.slot)
-                    timings["engine"] += time.perf_counter() - t0  # host time to queue the batch
-                    if batch.slot is not None:  # a ring slot, held until its upload is done
-                        held.append(batch)
-                pending.append((batch, ticket))
-            while pending and (batch is None or len(pending) >= depth):
-                consume(*pending.popleft())
+            translator.recycle(self.held)  # slots whose upload completed go back to the batcher
+            with self.timeline.host("read"):  # waiting for the batcher's worker threads
+                batch = next(it, None)
             if batch is None:
-                break
-    timings["timeline"] = tl.summary(time.perf_counter() - t_start)
-    return rows, failures
+                return
+            yield batch
+
+    def submit(self, batch: Any) -> _Pending:
+        ticket = self.translator.submit(batch.rgb, self.run.tile_xy_model[batch.tile_index],
+                                        slot=batch.slot)
+        if batch.slot is not None:  # a ring slot, held until its upload is done
+            self.held.append(batch)
+        return ticket
+
+    def collect(self, batch: Any, ticket: _Pending) -> tuple[NDArray[Any], NDArray[Any]]:
+        res = ticket.result()
+        if self.run.cells is not None:  # segmented on the CPU, with a halo of the neighbours
+            self.run.cells.add(batch.tile_index, res.tile_probabilities)
+        with self.timeline.host("write"):
+            add_blocks(self.run.canvas, res)
+        return res.positive_fraction, res.mean_probability
+
+    def close(self, wall: float) -> None:
+        self.run.timings["timeline"] = self.timeline.summary(wall)

@@ -16,7 +16,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TileJournal", "read_journal"]
+from virtime.channels import CHANNEL_NAMES
+
+__all__ = ["FAILURE_COLUMN", "TileJournal", "failure_row", "read_journal", "tile_row"]
+
+FAILURE_COLUMN = "failure_reason"  # marks a failed tile's row in the partial tile table
 
 
 def _encode(row: dict[str, Any]) -> str:
@@ -37,6 +41,27 @@ def read_journal(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 break
             rows.append(row)
     return rows
+
+
+def tile_row(tile: int, grid: Any, pos: Any, mean: Any) -> dict[str, Any]:
+    """A finished tile's row: its index, level-0 origin, tissue fraction and per channel the
+    positive fraction and mean probability of its blended prediction."""
+    row: dict[str, Any] = {
+        "tile": tile,
+        "x": int(grid.xy[tile, 0]),
+        "y": int(grid.xy[tile, 1]),
+        "tissue_fraction": float(grid.tissue_fraction[tile]),
+    }
+    for name, p, m in zip(CHANNEL_NAMES, pos, mean):
+        row[f"{name}.positive_fraction"] = float(p)
+        row[f"{name}.mean_probability"] = float(m)
+    return row
+
+
+def failure_row(failure: dict[str, Any]) -> dict[str, Any]:
+    """A failed tile's row in the partial tile table (so an interrupted run's failures survive)."""
+    return {"tile": failure["tile"], "x": failure["x"], "y": failure["y"],
+            FAILURE_COLUMN: failure["reason"]}
 
 
 class TileJournal:

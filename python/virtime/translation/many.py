@@ -26,7 +26,7 @@ from typing import Any
 
 from virtime.errors import OutputError, VirtimeError
 from virtime.translation.config import TranslateConfig
-from virtime.translation.pipeline import TranslateResult
+from virtime.translation.result import TranslateResult
 
 __all__ = ["translate_slides"]
 
@@ -46,8 +46,9 @@ def translate_slides(
     as in :func:`~virtime.translation.translate`. See the module doc.
     """
     from virtime.translation.device_path import use_device_path
-    from virtime.translation.pipeline import translate, translation_engine
     from virtime.translation.prefetch import SlidePrefetcher
+    from virtime.translation.request import translation_engine
+    from virtime.translation.run import translate_slide
 
     paths = [Path(p) for p in slides]
     owns_engine = engine is None and len(paths) > 1
@@ -64,9 +65,9 @@ def translate_slides(
     try:
         for path in paths:
             try:
-                got: Any = translate(path, model, out_root, config, engine=engine,
-                                     embedder=embedder, prepared=ahead.take(path),
-                                     finisher=finisher)
+                got: Any = translate_slide(path, model, out_root, config, engine=engine,
+                                           embedder=embedder, prepared=ahead.take(path),
+                                           finisher=finisher)
             except OutputError:
                 raise
             except VirtimeError as exc:

@@ -3,15 +3,15 @@
 ``virtime translate a.svs b.svs ...`` translates slides one after another; without prefetching the
 GPU idles while each slide is opened and its tissue mask computed on a low-resolution level. A
 :class:`SlidePrefetcher` does that work for the next slide on one background thread while the
-current slide's batches run, and :func:`~virtime.translation.translate` takes the result through
-``prepared=`` (the same objects a sequential run computes, so the outputs are identical). A slide
-that fails to open or to segment is left to ``translate`` itself, which then raises the error as
-a sequential run would.
+current slide's batches run, and :func:`~virtime.translation.run.translate_slide` takes the
+result through ``prepared=`` (the same objects a sequential run computes, so the outputs are
+identical). A slide that fails to open or to segment is left to ``translate`` itself, which then
+raises the error as a sequential run would.
 
 With a model and a config (``read_ahead=`` batches), the first batches of the next slide's tiles
 are read too, in the device loop's format (uint8 tiles, no float packing): the grid is built as
 ``translate`` builds it, and the batches ride on the opened slide until
-:func:`~virtime.translation.device_path.run_tiles_device` takes them with
+:class:`~virtime.translation.device_path.DeviceBatchStep` takes them with
 :func:`take_read_ahead`, which hands them over only when they are exactly the first batches that
 loop would read (same grid, same tiles from the start of its to-do list, same batch size, stain
 normalization and tile size); otherwise they are dropped and the loop reads everything itself. So
@@ -116,7 +116,7 @@ def _read_ahead(slide: Any, tissue: Any, model: Any, config: Any, n: int) -> int
     """Reads the first ``n`` batches of the slide's fresh-run tiles onto ``slide``."""
     from virtime.batcher import iter_batches
     from virtime.tiling import make_tile_grid
-    from virtime.translation.pipeline import check_model, check_slide_mpp, resolve_normalizer
+    from virtime.translation.request import check_model, check_slide_mpp, resolve_normalizer
 
     t0 = time.perf_counter()
     model_mpp, _, _ = check_model(model, config)
@@ -200,7 +200,7 @@ class SlidePrefetcher:
 
     >>> with SlidePrefetcher(paths, mpp=None) as ahead:          # doctest: +SKIP
     ...     for p in paths:
-    ...         translate(p, model, out, config, prepared=ahead.take(p))
+    ...         translate_slide(p, model, out, config, prepared=ahead.take(p))
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]], mpp: float | None = None,
