@@ -299,7 +299,7 @@ def test_absurd_metadata_mpp_is_refused(coarse_slide, tiny_weights, tmp_path, ca
 def test_explicit_mpp_still_refuses_extreme_upsampling(coarse_slide, tiny_model, fast_config,
                                                        tmp_path):
     from virtime.slide import Slide
-    from virtime.translation.pipeline import check_slide_mpp
+    from virtime.translation.request import check_slide_mpp
 
     cfg = dataclasses.replace(fast_config, mpp=40.0)
     with pytest.raises(errors.InvalidMppError, match=r"given with --mpp is 80x coarser"):
@@ -378,7 +378,7 @@ def test_full_disk_is_one_line_and_resumes_byte_identical(tall, other_weights, t
 
 
 def test_unwritable_output_root_is_refused_before_work(tmp_path, monkeypatch):
-    from virtime.translation.pipeline import check_output_root
+    from virtime.translation.request import check_output_root
 
     ro = tmp_path / "ro"
     ro.mkdir()
