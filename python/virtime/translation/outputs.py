@@ -128,21 +128,24 @@ def write_masks(run: Any, table: pd.DataFrame,
     return mask, lost
 
 
-def write_features(run: Any, mask: np.ndarray, failures: list[dict[str, Any]]) -> None:
-    """``features.parquet``: accumulated from the bands with this very tissue mask, or (the
-    tissue under failed tiles changed after its bands were written) from the stored map."""
-    from virtime.features import features_from_outputs
+def write_features(run: Any, mask: np.ndarray, lost: np.ndarray,
+                   failures: list[dict[str, Any]]) -> dict[str, Any]:
+    """``features.parquet`` (returns its row): accumulated from the bands with this very tissue
+    mask, from memory, or (the tissue under failed tiles changed after its bands were written,
+    or a resumed run's bands were not all seen) from the stored map, which is then verified."""
+    from virtime.features.table import features_from_bands, features_from_outputs
 
-    bands, out = run.band_outputs, run.out
-    computed = None
+    bands, out, canvas = run.band_outputs, run.out, run.canvas
+    settings = run.config.slide_features.as_kwargs()
     if bands is not None and bands.features is not None:
-        if bands.features.matches(mask, run.canvas.chunk):
-            computed = bands.features.result()
-        else:
-            log.info("%s: recomputing the features from the stored map (the tissue "
-                     "under failed tiles changed after its bands were written)", out)
-    features_from_outputs(out, failures=failures, computed=computed,
-                          **run.config.slide_features.as_kwargs())
+        if bands.features.matches(mask, canvas.chunk):
+            return features_from_bands(
+                out, bands.features.result(), shape_yx=canvas.shape_yx, tissue=mask,
+                failed=lost if failures else None, map_mpp=canvas.mpp,
+                model_hash=run.model_hash, failures=failures, **settings)
+        log.info("%s: recomputing the features from the stored map (the tissue "
+                 "under failed tiles changed after its bands were written)", out)
+    return features_from_outputs(out, failures=failures, **settings)
 
 
 def summary_record(run: Any, table: pd.DataFrame, failures: list[dict[str, Any]],
@@ -194,13 +197,17 @@ def finish_slide(run: Any) -> TranslateResult:
 
         export_ome_tiff(out / SlideFolder.ZARR, out / SlideFolder.OME_TIFF)
     timings["write"] += time.perf_counter() - t0
+    features = None
     if config.features:
         t0 = time.perf_counter()
-        write_features(run, mask, failures)
+        features = pd.DataFrame([write_features(run, mask, lost, failures)])
         timings["features"] = time.perf_counter() - t0
     from virtime.view.page import write_slide_page  # OUT/SLIDE_ID/index.html, no server needed
 
-    write_slide_page(out, slide=run.slide, he=he)  # the thumbnail's H&E: not read twice
+    # From what the bands and this function hold: the page reads nothing back (the thumbnail's
+    # H&E, the page's map levels, the two tables); a resumed run's page reads the map.
+    page = None if bands is None else bands.page_data(table, features)
+    write_slide_page(out, slide=run.slide, he=he, data=page)
     (out / SlideFolder.LEGACY_PARTIAL_TILES).unlink(missing_ok=True)
     (out / SlideFolder.PARTIAL_TILES).unlink(missing_ok=True)
     seconds = time.perf_counter() - run.t_start

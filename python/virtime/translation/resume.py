@@ -34,11 +34,7 @@ log = logging.getLogger(__name__)
 
 def read_summary(out: Path) -> dict[str, Any] | None:
     """The slide folder's ``summary.json`` as a dict, or None (missing, unreadable, not a dict)."""
-    try:
-        summary = json.loads((out / SlideFolder.SUMMARY).read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
+    return SlideFolder(out).summary_or_none()
 
 
 def is_translated(out_dir: str | os.PathLike[str],
