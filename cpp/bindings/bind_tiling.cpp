@@ -1,11 +1,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <memory>
+
 #include "array_utils.hpp"
 #include "virtime/errors.hpp"
 #include "virtime/tiling.hpp"
 
 namespace py = pybind11;
+using virtime::TileGrid;
 
 void bind_tiling(py::module_& m) {
   py::class_<virtime::TilingParams>(m, "TilingParams")
@@ -16,51 +19,57 @@ void bind_tiling(py::module_& m) {
       .def_readwrite("min_tissue", &virtime::TilingParams::min_tissue)
       .def_readwrite("level_tolerance", &virtime::TilingParams::level_tolerance);
 
+  py::class_<TileGrid, std::shared_ptr<TileGrid>>(
+      m, "TileGrid",
+      "Where to read each kept tile and how to resample it; the per-tile arrays view the grid's "
+      "own buffers (level-0 coordinates).")
+      .def(py::init([](std::shared_ptr<TileGrid> grid) { return grid; }), py::arg("grid"),
+           "Another handle on the same grid (no copy), e.g. for a Python subclass.")
+      .def_readonly("level", &TileGrid::level)
+      .def_readonly("level_mpp", &TileGrid::level_mpp)
+      .def_readonly("read_size", &TileGrid::read_size)
+      .def_readonly("tile_size", &TileGrid::tile_size)
+      .def_readonly("tile_size_level0", &TileGrid::tile_size_level0)
+      .def_readonly("stride_level0", &TileGrid::stride_level0)
+      .def_readonly("cols", &TileGrid::cols)
+      .def_readonly("rows", &TileGrid::rows)
+      .def_property_readonly(
+          "xy",
+          [](py::object self) {
+            const auto& g = self.cast<const TileGrid&>();
+            return virtime_bind::view_of(g.xy, {g.size(), 2}, self);
+          },
+          "(n, 2) int64 level-0 top-left of each tile")
+      .def_property_readonly(
+          "colrow",
+          [](py::object self) {
+            const auto& g = self.cast<const TileGrid&>();
+            return virtime_bind::view_of(g.colrow, {g.size(), 2}, self);
+          },
+          "(n, 2) int64 grid position of each tile")
+      .def_property_readonly(
+          "tissue_fraction",
+          [](py::object self) {
+            const auto& g = self.cast<const TileGrid&>();
+            return virtime_bind::view_of(g.tissue_fraction, {g.size()}, self);
+          },
+          "(n,) float64 share of each tile that is tissue")
+      .def("__len__", &TileGrid::size);
+
   m.def(
       "make_tile_grid",
       [](const virtime::Slide& slide, double mpp0, const virtime::TilingParams& params,
-         py::object mask, double mask_downsample) {
-        virtime::TissueMask tm;
-        const bool has_mask = !mask.is_none();
-        if (has_mask) {
-          auto arr = mask.cast<py::array_t<uint8_t, py::array::c_style | py::array::forcecast>>();
-          if (arr.ndim() != 2) throw virtime::invalid_argument("tissue mask must be 2-D");
-          tm.height = arr.shape(0);
-          tm.width = arr.shape(1);
-          tm.mask.assign(arr.data(), arr.data() + arr.size());
-          tm.downsample = mask_downsample;
-        }
-        virtime::TileGrid g;
+         const virtime::TissueMask* tissue) {
+        auto grid = std::make_shared<TileGrid>();
         {
-          py::gil_scoped_release release;  // grid arithmetic on C++-owned data
-          g = virtime::make_tile_grid(slide, mpp0, params, has_mask ? &tm : nullptr);
+          // Safe: C++-owned data only; the caller's references keep `slide` and `tissue` alive.
+          py::gil_scoped_release release;
+          *grid = virtime::make_tile_grid(slide, mpp0, params, tissue);
         }
-        const auto n = static_cast<py::ssize_t>(g.tiles.size());
-        std::vector<int64_t> xy, colrow;
-        std::vector<double> frac;
-        for (const auto& t : g.tiles) {
-          xy.push_back(t.x);
-          xy.push_back(t.y);
-          colrow.push_back(t.col);
-          colrow.push_back(t.row);
-          frac.push_back(t.tissue_fraction);
-        }
-        py::dict d;
-        d["level"] = g.level;
-        d["level_mpp"] = g.level_mpp;
-        d["read_size"] = g.read_size;
-        d["tile_size"] = g.tile_size;
-        d["tile_size_level0"] = g.tile_size_level0;
-        d["stride_level0"] = g.stride_level0;
-        d["cols"] = g.cols;
-        d["rows"] = g.rows;
-        d["xy"] = virtime_bind::to_numpy(std::move(xy), {n, 2});
-        d["colrow"] = virtime_bind::to_numpy(std::move(colrow), {n, 2});
-        d["tissue_fraction"] = virtime_bind::to_numpy(std::move(frac), {n});
-        return d;
+        return grid;
       },
-      py::arg("slide"), py::arg("mpp0"), py::arg("params"), py::arg("mask") = py::none(),
-      py::arg("mask_downsample") = 1.0);
+      py::arg("slide"), py::arg("mpp0"), py::arg("params"), py::arg("tissue") = py::none(),
+      "The tile grid; without `tissue` every tile is kept.");
 
   m.def(
       "resize_area",

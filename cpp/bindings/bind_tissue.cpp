@@ -1,27 +1,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include "array_utils.hpp"
+#include <memory>
+
 #include "virtime/errors.hpp"
 #include "virtime/tissue.hpp"
 
 namespace py = pybind11;
 using virtime::TissueMask;
 using virtime::TissueParams;
-
-namespace {
-
-py::dict mask_to_dict(TissueMask&& m) {
-  py::dict d;
-  d["downsample"] = m.downsample;
-  d["mpp"] = m.mpp;
-  d["saturation_threshold"] = m.saturation_threshold;
-  d["grey_threshold"] = m.grey_threshold;
-  d["mask"] = virtime_bind::to_numpy(std::move(m.mask), {m.height, m.width});
-  return d;
-}
-
-}  // namespace
 
 void bind_tissue(py::module_& m) {
   py::class_<TissueParams>(m, "TissueParams")
@@ -36,15 +23,40 @@ void bind_tissue(py::module_& m) {
       .def_readwrite("min_component_um2", &TissueParams::min_component_um2)
       .def_readwrite("max_hole_um2", &TissueParams::max_hole_um2);
 
+  py::class_<TissueMask, std::shared_ptr<TissueMask>>(
+      m, "TissueMask", "A boolean tissue mask and its scale (level-0 pixels per mask pixel).")
+      .def_property_readonly(
+          "mask",
+          [](py::object self) {
+            // The 0/1 bytes read as bool: a view of the mask's own buffer, no copy.
+            const auto& t = self.cast<const TissueMask&>();
+            return py::array(py::dtype::of<bool>(), {t.height, t.width}, {t.width, int64_t{1}},
+                             t.mask.data(), self);
+          },
+          "(height, width) bool, True = tissue")
+      .def_readonly("downsample", &TissueMask::downsample)
+      .def_readonly("mpp", &TissueMask::mpp, "microns per mask pixel (0 without slide mpp)")
+      .def_readonly("saturation_threshold", &TissueMask::saturation_threshold)
+      .def_readonly("grey_threshold", &TissueMask::grey_threshold)
+      .def_property_readonly(
+          "fraction",
+          [](const TissueMask& t) {
+            if (t.mask.empty()) return 0.0;
+            int64_t tissue = 0;
+            for (uint8_t v : t.mask) tissue += v != 0;
+            return static_cast<double>(tissue) / static_cast<double>(t.mask.size());
+          },
+          "Share of the slide area that is tissue.");
+
   m.def(
       "detect_tissue",
       [](const virtime::Slide& slide, double mpp0, const TissueParams& params) {
-        TissueMask mask;
+        auto mask = std::make_shared<TissueMask>();
         {
           py::gil_scoped_release release;  // reads and filters C++-owned buffers only
-          mask = virtime::detect_tissue(slide, mpp0, params);
+          *mask = virtime::detect_tissue(slide, mpp0, params);
         }
-        return mask_to_dict(std::move(mask));
+        return mask;
       },
       py::arg("slide"), py::arg("mpp0"), py::arg("params"));
 
@@ -55,12 +67,12 @@ void bind_tissue(py::module_& m) {
         if (rgb.ndim() != 3 || rgb.shape(2) != 3) {
           throw virtime::invalid_argument("expected an (h, w, 3) uint8 RGB image");
         }
-        TissueMask mask;
+        auto mask = std::make_shared<TissueMask>();
         {
           py::gil_scoped_release release;  // the array is kept alive by the caller's reference
-          mask = virtime::detect_tissue_rgb(rgb.data(), rgb.shape(1), rgb.shape(0), mpp, params);
+          *mask = virtime::detect_tissue_rgb(rgb.data(), rgb.shape(1), rgb.shape(0), mpp, params);
         }
-        return mask_to_dict(std::move(mask));
+        return mask;
       },
       py::arg("rgb"), py::arg("mpp"), py::arg("params"));
 

@@ -69,14 +69,16 @@ TileGrid make_tile_grid(const Slide& slide, double mpp0, const TilingParams& p,
   g.rows = count(h0);
   for (int64_t r = 0; r < g.rows; ++r) {
     for (int64_t c = 0; c < g.cols; ++c) {
-      Tile t;
-      t.col = c;
-      t.row = r;
-      t.x = static_cast<int64_t>(std::llround(c * g.stride_level0));
-      t.y = static_cast<int64_t>(std::llround(r * g.stride_level0));
-      t.tissue_fraction =
-          mask ? tissue_fraction(*mask, t.x, t.y, g.tile_size_level0, g.tile_size_level0) : 1.0;
-      if (!mask || t.tissue_fraction >= p.min_tissue) g.tiles.push_back(t);
+      const int64_t x = static_cast<int64_t>(std::llround(c * g.stride_level0));
+      const int64_t y = static_cast<int64_t>(std::llround(r * g.stride_level0));
+      const double fraction =
+          mask ? tissue_fraction(*mask, x, y, g.tile_size_level0, g.tile_size_level0) : 1.0;
+      if (mask && !(fraction >= p.min_tissue)) continue;
+      g.xy.push_back(x);
+      g.xy.push_back(y);
+      g.colrow.push_back(c);
+      g.colrow.push_back(r);
+      g.tissue_fraction.push_back(fraction);
     }
   }
   return g;

@@ -16,12 +16,12 @@ wait for a free slot, so the ring bounds host memory and a slot is never overwri
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import numpy as np
 
+from virtime import _core
 from virtime.errors import InvalidArgumentError
 from virtime.slide import Slide
 from virtime.tiling import TileGrid
@@ -32,46 +32,20 @@ __all__ = ["STAIN_STATUS", "Batch", "TileFailure", "iter_batches"]
 STAIN_STATUS = {0: "normalized", 1: "fallback_matrix", 2: "passed_through"}
 
 
-@dataclass(frozen=True)
-class TileFailure:
-    """A tile the pool could not produce."""
+#: A tile the pool could not produce: ``tile_index`` (position in the grid's tile list), ``x``,
+#: ``y`` (level-0) and ``reason``; compares and hashes by value.
+TileFailure = _core.TileFailure
 
-    tile_index: int
-    x: int
-    y: int
-    reason: str
-
-
-@dataclass
-class Batch:
-    """Tiles ready for a model; arrays share the same first axis (successful tiles only)."""
-
-    index: int
-    tile_index: np.ndarray  # (n,) positions in the grid's tile list
-    xy: np.ndarray  # (n, 2) level-0 coordinates
-    rgb: np.ndarray | None  # (n, H, W, 3) uint8
-    tensor: np.ndarray | None  # (n, 3, H, W) float32/float16, ImageNet-normalized
-    stain_status: np.ndarray
-    stain_note: list[str]
-    failures: list[TileFailure] = field(default_factory=list)
-    read_seconds: float = 0.0
-    normalize_seconds: float = 0.0
-    pack_seconds: float = 0.0
-    slot: int | None = None  # the ring slot ``rgb`` views (None without a ring)
-    _release: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
-
-    def __len__(self) -> int:
-        return int(self.xy.shape[0])
-
-    def release(self) -> None:
-        """Hand the batch's ring slot back to the workers (no-op without a ring, or if done).
-
-        After this, ``rgb`` may be overwritten by a later batch: call it only once nothing reads
-        the slot any more (on a GPU: after the upload from it has completed).
-        """
-        if self._release is not None and self.slot is not None:
-            release, self._release = self._release, None
-            release(self.slot)
+#: The C++ batch itself, read-only: ``index`` (batch number), ``tile_index`` ((n,) positions in the
+#: grid's tile list), ``xy`` ((n, 2) level-0), ``rgb`` ((n, H, W, 3) uint8 or None), ``tensor``
+#: ((n, 3, H, W) float32/float16, ImageNet-normalized, or None), ``stain_status`` ((n,) uint8, see
+#: :data:`STAIN_STATUS`), ``stain_note``, ``failures`` (:class:`TileFailure` list),
+#: ``read_seconds``, ``normalize_seconds``, ``pack_seconds``, ``slot`` (the ring slot ``rgb``
+#: views, None without a ring) and ``len(batch)``. The arrays own the batch's buffers (or view
+#: the ring slot): nothing is copied. ``release()`` hands the ring slot back to the workers
+#: (no-op without a ring, or if done); after it, ``rgb`` may be overwritten by a later batch, so
+#: call it only once nothing reads the slot any more (on a GPU: once its upload has completed).
+Batch = _core.Batch
 
 
 def iter_batches(
@@ -101,8 +75,6 @@ def iter_batches(
     Raises :class:`~virtime.errors.BatcherError` when a worker fails other than by reading the
     slide (unreadable tiles are :attr:`Batch.failures` instead).
     """
-    from virtime import _core
-
     if pack not in ("float32", "float16", "none"):
         raise InvalidArgumentError(f"pack must be float32, float16 or none, not {pack!r}")
     params = _core.BatcherParams()
@@ -111,40 +83,20 @@ def iter_batches(
     params.prefetch_batches = int(prefetch)
     params.emit_uint8 = bool(emit_uint8)
     params.pack = getattr(_core.PackFormat, pack)
-    xy = grid.xy if tiles is None else grid.xy[np.asarray(tiles, dtype=np.int64)]
+    subset = None if tiles is None else np.asarray(tiles, dtype=np.int64)
+    xy = grid.xy if subset is None else grid.xy[subset]
     core_normalizer = None if normalizer is None else getattr(normalizer, "core", normalizer)
     slots = None if ring is None else tuple(ring)  # referenced for as long as the pool runs
     if slots is not None and not emit_uint8:
         raise InvalidArgumentError("a ring of tile buffers needs emit_uint8=True")
     pool = _core.Batcher(
         slide._core, np.ascontiguousarray(xy, dtype=np.int64), grid.level, grid.read_size,
-        grid.tile_size, core_normalizer, params, slots,
+        grid.tile_size, core_normalizer, params, slots, subset,  # positions reported in the grid
     )
-    offset = None if tiles is None else np.asarray(tiles, dtype=np.int64)
     try:
-        while (raw := pool.next()) is not None:
-            index = np.asarray(raw["tile_index"])
-            failures = [TileFailure(int(i), int(x), int(y), str(r)) for i, x, y, r in raw["failures"]]
-            if offset is not None:  # report positions in the full grid
-                index = offset[index]
-                failures = [TileFailure(int(offset[f.tile_index]), f.x, f.y, f.reason) for f in failures]
-            slot = raw.get("slot")
-            if slot is not None and len(index) == 0:  # nothing to upload: the slot is free again
-                pool.release(slot)
-            yield Batch(
-                index=int(raw["index"]),
-                tile_index=index,
-                xy=np.asarray(raw["xy"]),
-                rgb=raw.get("rgb"),
-                tensor=raw.get("tensor"),
-                stain_status=np.asarray(raw["stain_status"]),
-                stain_note=list(raw["stain_note"]),
-                failures=failures,
-                read_seconds=float(raw["read_seconds"]),
-                normalize_seconds=float(raw["normalize_seconds"]),
-                pack_seconds=float(raw["pack_seconds"]),
-                slot=None if slot is None else int(slot),
-                _release=pool.release if slot is not None and len(index) else None,
-            )
+        while (batch := pool.next()) is not None:
+            if batch.slot is not None and len(batch) == 0:  # nothing to upload: free the slot now
+                batch.release()
+            yield batch
     finally:
         pool.stop()

@@ -74,7 +74,8 @@ def export_tiles(
                     "stain": STAIN_STATUS[int(batch.stain_status[k])],
                     "stain_note": batch.stain_note[k],
                 })
-            failed += [f.__dict__ for f in batch.failures]
+            failed += [{"tile_index": f.tile_index, "x": f.x, "y": f.y, "reason": f.reason}
+                       for f in batch.failures]
             bar.update(len(batch) + len(batch.failures))
     from virtime.io import NO_MODEL, write_parquet
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
+from virtime import _core
 from virtime.errors import InvalidArgumentError
 from virtime.slide import Slide
 from virtime.tissue import TissueMask
@@ -43,24 +43,15 @@ class TilingConfig:
             raise InvalidArgumentError("min_tissue must be in [0, 1]")
 
 
-@dataclass(frozen=True)
-class TileGrid:
-    """Where to read each kept tile and how to resample it."""
+class TileGrid(_core.TileGrid):
+    """Where to read each kept tile and how to resample it: the C++ grid itself.
 
-    level: int
-    level_mpp: float
-    read_size: int
-    tile_size: int
-    tile_size_level0: float
-    stride_level0: float
-    cols: int
-    rows: int
-    xy: np.ndarray  # (n, 2) int64 level-0 top-left
-    colrow: np.ndarray  # (n, 2) int64 grid position
-    tissue_fraction: np.ndarray  # (n,)
-
-    def __len__(self) -> int:
-        return int(self.xy.shape[0])
+    Read-only: ``level`` (pyramid level read), ``level_mpp``, ``read_size`` (region side read
+    there), ``tile_size``, ``tile_size_level0`` and ``stride_level0`` (level-0 pixels), ``cols`` and
+    ``rows`` (the full grid before the tissue filter), and per kept tile ``xy`` ((n, 2) int64
+    level-0 top-left), ``colrow`` ((n, 2) int64 grid position) and ``tissue_fraction`` ((n,)),
+    arrays that view the grid's own buffers.
+    """
 
     def to_frame(self) -> pd.DataFrame:
         """One row per tile: x, y, col, row, tissue_fraction."""
@@ -82,32 +73,16 @@ def make_tile_grid(
 
     Raises SlideTooSmallError when the slide is smaller than one tile, MissingMppError without mpp.
     """
-    from virtime import _core
-
     params = _core.TilingParams()
     params.target_mpp = config.target_mpp
     params.tile_size = config.tile_size
     params.overlap = config.overlap
     params.min_tissue = config.min_tissue
     params.level_tolerance = config.level_tolerance
-    mask = None if tissue is None else tissue.mask.astype(np.uint8)
-    ds = 1.0 if tissue is None else tissue.downsample
-    d = _core.make_tile_grid(slide._core, slide.mpp, params, mask, ds)
-    if d["level_mpp"] > config.target_mpp * (1 + config.level_tolerance):
+    grid = TileGrid(_core.make_tile_grid(slide._core, slide.mpp, params, tissue))
+    if grid.level_mpp > config.target_mpp * (1 + config.level_tolerance):
         log.warning(
             "%s: scanned at %.3f um/px, coarser than the model's %.3f um/px; tiles are upsampled",
-            slide.path, d["level_mpp"], config.target_mpp,
+            slide.path, grid.level_mpp, config.target_mpp,
         )
-    return TileGrid(
-        level=int(d["level"]),
-        level_mpp=float(d["level_mpp"]),
-        read_size=int(d["read_size"]),
-        tile_size=int(d["tile_size"]),
-        tile_size_level0=float(d["tile_size_level0"]),
-        stride_level0=float(d["stride_level0"]),
-        cols=int(d["cols"]),
-        rows=int(d["rows"]),
-        xy=np.asarray(d["xy"]),
-        colrow=np.asarray(d["colrow"]),
-        tissue_fraction=np.asarray(d["tissue_fraction"]),
-    )
+    return grid

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from virtime import _core
 from virtime.slide import Slide
 
 __all__ = ["TissueConfig", "TissueMask", "detect_tissue", "detect_tissue_image"]
@@ -31,53 +32,27 @@ class TissueConfig:
     min_component_um2: float = 10_000.0
     max_hole_um2: float = 40_000.0
 
-    def _to_core(self) -> object:
-        from virtime import _core
-
+    def _to_core(self) -> _core.TissueParams:
         params = _core.TissueParams()
         for key, value in asdict(self).items():
             setattr(params, key, value)
         return params
 
 
-@dataclass(frozen=True)
-class TissueMask:
-    """A boolean tissue mask and its scale (level-0 pixels per mask pixel)."""
-
-    mask: np.ndarray
-    downsample: float
-    mpp: float
-    saturation_threshold: float
-    grey_threshold: float
-
-    @property
-    def fraction(self) -> float:
-        """Share of the slide area that is tissue."""
-        return float(self.mask.mean()) if self.mask.size else 0.0
-
-
-def _from_core(d: dict) -> TissueMask:
-    return TissueMask(
-        mask=np.asarray(d["mask"]).astype(bool),
-        downsample=float(d["downsample"]),
-        mpp=float(d["mpp"]),
-        saturation_threshold=float(d["saturation_threshold"]),
-        grey_threshold=float(d["grey_threshold"]),
-    )
+#: The C++ result itself: ``mask`` ((h, w) bool, a view of the core's buffer), ``downsample``
+#: (level-0 pixels per mask pixel), ``mpp``, ``saturation_threshold``, ``grey_threshold`` and
+#: ``fraction`` (share of the slide area that is tissue), all read-only.
+TissueMask = _core.TissueMask
 
 
 def detect_tissue(slide: Slide, config: TissueConfig = TissueConfig()) -> TissueMask:
     """Tissue mask of a slide, computed on the level nearest ``config.target_mpp``."""
-    from virtime import _core
-
-    return _from_core(_core.detect_tissue(slide._core, slide.mpp, config._to_core()))
+    return _core.detect_tissue(slide._core, slide.mpp, config._to_core())
 
 
 def detect_tissue_image(
     rgb: np.ndarray, mpp: float, config: TissueConfig = TissueConfig()
 ) -> TissueMask:
     """Tissue mask of an RGB uint8 image already at low resolution (``mpp`` um/px)."""
-    from virtime import _core
-
-    d = _core.detect_tissue_rgb(np.ascontiguousarray(rgb, dtype=np.uint8), float(mpp), config._to_core())
-    return _from_core(d)
+    return _core.detect_tissue_rgb(np.ascontiguousarray(rgb, dtype=np.uint8), float(mpp),
+                                   config._to_core())

@@ -85,6 +85,22 @@ def test_tissue_filter_keeps_tissue_tiles(slide_dir):
     assert (kept.tissue_fraction >= 0.5).all()
 
 
+def test_grid_arrays_view_the_grid_and_outlive_it(slide_dir):
+    slide = Slide(slide_dir / "aperio.svs")  # 2048 x 1536: 4 x 3 tiles of 512
+    grid = make_tile_grid(slide, TilingConfig(tile_size=512, min_tissue=0.0))
+    assert grid.xy is not grid.xy and np.shares_memory(grid.xy, grid.xy)  # views, not copies
+    with pytest.raises(AttributeError):
+        grid.level = 1
+    frame = grid.to_frame()
+    xy, colrow = grid.xy, grid.colrow
+    del grid
+    want = [(512 * c, 512 * r) for r in range(3) for c in range(4)]  # row-major grid order
+    assert [tuple(p) for p in xy.tolist()] == want
+    assert colrow.tolist() == [[c, r] for r in range(3) for c in range(4)]
+    assert frame[["x", "y"]].to_numpy().tolist() == [list(p) for p in want]
+    assert (frame["tissue_fraction"] == 1.0).all()
+
+
 def test_resampling_preserves_physical_scale(tmp_path):
     # Vertical stripes with a 16 um period on a 0.25 um/px slide (64 px period at level 0).
     x = np.arange(1024)

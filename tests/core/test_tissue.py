@@ -54,6 +54,13 @@ def test_slide_level_mask_and_scale(slide_dir):
     assert tissue.mpp == pytest.approx(12.0)
     assert tissue.mask.shape == (-(-384 // 12), -(-512 // 12))
     assert 0.2 < tissue.fraction < 0.8
+    assert tissue.fraction == tissue.mask.sum() / tissue.mask.size
+    assert tissue.mask.dtype == bool and set(np.unique(tissue.mask.view(np.uint8))) <= {0, 1}
+    with pytest.raises(AttributeError):
+        tissue.downsample = 1.0
+    mask = tissue.mask
+    del tissue  # the view keeps the C++ mask alive
+    assert mask.shape == (32, 43) and 0 < mask.sum() < mask.size
 
 
 @pytest.mark.parametrize(

@@ -109,11 +109,11 @@ def test_release_errors_and_validation(slide_dir):
     assert pool.ring_size == 1
     raw = pool.next()
     with pytest.raises(InvalidArgumentError, match="not held"):
-        pool.release(1 - raw["slot"] + 5)
-    pool.release(raw["slot"])
+        pool.release(1 - raw.slot + 5)
+    pool.release(raw.slot)
     with pytest.raises(InvalidArgumentError, match="not held"):
-        pool.release(raw["slot"])
-    assert pool.next()["slot"] == 0
+        pool.release(raw.slot)
+    assert pool.next().slot == 0
     pool.stop()
 
 

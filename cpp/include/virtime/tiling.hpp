@@ -16,12 +16,6 @@ struct TilingParams {
   double level_tolerance = 0.05;  // a level up to 5% coarser than the target still counts as fine enough
 };
 
-struct Tile {
-  int64_t x = 0, y = 0;            // level-0 top-left
-  int64_t col = 0, row = 0;        // grid position
-  double tissue_fraction = 0.0;
-};
-
 struct TileGrid {
   int level = 0;                // pyramid level read
   double level_mpp = 0.0;       // microns per pixel at that level
@@ -30,7 +24,12 @@ struct TileGrid {
   double tile_size_level0 = 0;  // tile side in level-0 pixels
   double stride_level0 = 0;     // distance between tile origins in level-0 pixels
   int64_t cols = 0, rows = 0;   // full grid before the tissue filter
-  std::vector<Tile> tiles;      // tiles kept by the tissue filter
+  // The tiles kept by the tissue filter, in row-major grid order, one column per field (so the
+  // binding hands them to numpy as they are):
+  std::vector<int64_t> xy;               // level-0 top-left, (x, y) per tile
+  std::vector<int64_t> colrow;           // grid position, (col, row) per tile
+  std::vector<double> tissue_fraction;   // per tile (1 without a mask)
+  int64_t size() const { return static_cast<int64_t>(tissue_fraction.size()); }
 };
 
 // Chooses the coarsest level whose mpp does not exceed target_mpp (never upsample unless the
