@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue #17, one command: build the CUDA extension, run the GPU tests, measure.
+# The GPU check of issue #17, one command: build the extension, run the GPU tests, measure.
 #
 #   benchmarks/gpu/check.sh [--out FILE] [check.py options]   on a GPU machine (<= 8 min, H100/H200)
 #   benchmarks/gpu/check.sh --dry-run [--out FILE]            CPU rehearsal: no build, no GPU tests
@@ -24,10 +24,8 @@ if [[ $dry == 0 ]]; then
   else
     echo "check.sh: no wheels in $wheels (run benchmarks/gpu/prepare_wheels.sh where pip works)" >&2
   fi
-  echo "== build (CUDA kernels for SM90 when nvcc is found)"
-  CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_CUDA_ARCHITECTURES=90" \
-    "$PY" -m pip install -q --no-build-isolation --no-deps -Cbuild-dir=build/gpu-check .
-  "$PY" -c "from virtime import _core; print('CUDA kernels in _core:', _core.cuda_available())"
+  echo "== build"
+  "$PY" -m pip install -q --no-build-isolation --no-deps -Cbuild-dir=build/gpu-check .
   echo "== pytest -m gpu ($((SECONDS - t0)) s so far)"
   # --import-mode=importlib (pyproject): the installed extension is the one imported.
   "$PY" -m pytest -m gpu -q -p no:cacheprovider tests || tests_rc=$?

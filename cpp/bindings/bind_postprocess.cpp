@@ -25,7 +25,6 @@ int64_t tiles_of(int64_t nw, int64_t k) {
 
 using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using I64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
-using U8 = py::array_t<uint8_t, py::array::c_style>;
 
 F32 logits_array(const py::handle& obj) {
   F32 a = F32::ensure(obj);
@@ -64,31 +63,6 @@ T* out_ptr(py::array_t<T>& a) {
 }  // namespace
 
 void bind_postprocess(py::module_& m) {
-  m.def("sigmoid_pool_windows",
-        [](const py::handle& logits_obj, const py::handle& weight_obj, int64_t factor, int threads) {
-          F32 logits = logits_array(logits_obj);
-          const int64_t n = logits.shape(0), C = logits.shape(1), h = logits.shape(2), w = logits.shape(3);
-          F32 weight = weight_array(weight_obj, h, w);
-          if (factor < 1 || h % factor || w % factor) {
-            throw virtime::invalid_argument("windows " + std::to_string(h) + "x" + std::to_string(w) +
-                                            " must be multiples of factor " + std::to_string(factor));
-          }
-          py::array_t<float> wp({n, C, h / factor, w / factor});
-          py::array_t<float> ws({h / factor, w / factor});
-          float* pwp = out_ptr(wp);
-          float* pws = out_ptr(ws);
-          {
-            // Safe: reads buffers `logits`/`weight` keep alive, writes arrays Python cannot see yet.
-            py::gil_scoped_release release;
-            virtime::sigmoid_pool_windows(logits.data(), n, C, h, w, weight.data(), factor, pwp, pws,
-                                          threads);
-          }
-          return py::make_tuple(wp, ws);
-        },
-        py::arg("logits"), py::arg("weight"), py::arg("factor"), py::arg("threads") = 0,
-        "sigmoid(logits (n, C, h, w)) * weight (h, w), summed over factor x factor blocks. "
-        "Returns (wp (n, C, h/f, w/f), ws (h/f, w/f)) float32.");
-
   m.def("tile_stats",
         [](const py::handle& logits_obj, const py::handle& weight_obj, const py::handle& origins,
            int64_t tile_size, int64_t core, double threshold, int threads) {
@@ -144,33 +118,6 @@ void bind_postprocess(py::module_& m) {
         },
         py::arg("logits"), py::arg("weight"), py::arg("factor"), py::arg("origins"),
         py::arg("tile_size"), py::arg("core"), py::arg("threshold") = 0.5, py::arg("threads") = 0,
-        "sigmoid_pool_windows and tile_stats in one pass (each probability computed once): "
-        "(wp, ws, pos, psum).");
-
-  m.def("pack_tiles",
-        [](const py::handle& tiles_obj, bool half, int threads) {
-          if (!py::isinstance<py::array_t<uint8_t>>(tiles_obj)) {
-            throw virtime::invalid_argument("tiles must be a numpy uint8 array");
-          }
-          U8 tiles = U8::ensure(tiles_obj);
-          if (!tiles || tiles.ndim() != 4 || tiles.shape(3) != 3) {
-            throw virtime::invalid_argument("tiles must have shape (n, height, width, 3)");
-          }
-          const int64_t n = tiles.shape(0), h = tiles.shape(1), w = tiles.shape(2);
-          py::array out(py::dtype(half ? "float16" : "float32"), std::vector<py::ssize_t>{n, 3, h, w});
-          void* po = out.mutable_data();
-          {
-            // Safe: reads the buffer `tiles` keeps alive, writes an array Python cannot see yet.
-            py::gil_scoped_release release;
-            if (half) {
-              virtime::pack_tiles_f16(tiles.data(), n, h, w, static_cast<uint16_t*>(po), threads);
-            } else {
-              virtime::pack_tiles_f32(tiles.data(), n, h, w, static_cast<float*>(po), threads);
-            }
-          }
-          return out;
-        },
-        py::arg("tiles"), py::arg("half") = false, py::arg("threads") = 0,
-        "uint8 (n, h, w, 3) RGB -> ImageNet-normalized (n, 3, h, w) "
-        "float32, or float16 when half.");
+        "sigmoid(logits) * weight summed over factor x factor blocks of every window, and tile_stats, in "
+        "one pass (each probability computed once): (wp (n*k, C, h/f, w/f), ws (h/f, w/f), pos, psum).");
 }

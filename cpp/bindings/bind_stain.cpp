@@ -1,5 +1,4 @@
-// Python binding of the stain normalizers (Macenko, Reinhard), their helpers, and the CUDA entry
-// points of the Macenko per-pixel step. Normalizers use shared_ptr holders: the batcher takes
+// Python binding of the stain normalizers (Macenko, Reinhard) and their helpers. Normalizers use shared_ptr holders: the batcher takes
 // std::shared_ptr<const StainNormalizer>.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -11,8 +10,6 @@
 
 #include "array_utils.hpp"
 #include "virtime/color.hpp"
-#include "virtime/cuda_info.hpp"
-#include "virtime/cuda_stain.hpp"
 #include "virtime/errors.hpp"
 #include "virtime/stain.hpp"
 #include "virtime/stain_macenko.hpp"
@@ -214,25 +211,7 @@ void bind_stain(py::module_& m) {
           return virtime_bind::to_numpy(std::move(out), {h, w, 3});
         },
         py::arg("tile"), py::arg("inv"), py::arg("scale"), py::arg("ref"),
-        "CPU twin of cuda_macenko_transform: the Macenko per-pixel step on a copy of the tile.");
-
-  m.def("cuda_macenko_transform",
-        [](uintptr_t src_ptr, uintptr_t dst_ptr, int64_t n_pixels, const py::handle& inv,
-           const py::handle& scale, const py::handle& ref, uintptr_t stream) {
-          const MacenkoApply p = make_apply(inv, scale, ref);
-          // Safe: only launches a kernel on caller-owned device memory; no Python objects touched.
-          py::gil_scoped_release release;
-          virtime::launch_macenko_apply(reinterpret_cast<const uint8_t*>(src_ptr),
-                                        reinterpret_cast<uint8_t*>(dst_ptr), n_pixels, p, stream);
-        },
-        py::arg("src_ptr"), py::arg("dst_ptr"), py::arg("n_pixels"), py::arg("inv"), py::arg("scale"),
-        py::arg("ref"), py::arg("stream") = 0,
-        "Launches the Macenko per-pixel step on device memory (raw pointers to n_pixels*3 uint8, "
-        "e.g. torch tensor.data_ptr()) on a CUDA stream (cudaStream_t as int); asynchronous.");
-
-  m.def("cuda_available", &virtime::cuda_available,
-        "True when CUDA was compiled in and a device is visible.");
-  m.def("built_with_cuda", &virtime::built_with_cuda, "True when the CUDA kernels were compiled in.");
+        "The Macenko per-pixel step of a plan (MacenkoNormalizer.plan) on a copy of the tile.");
 
   m.def("rgb_to_lab",
         [](const py::handle& tile) {

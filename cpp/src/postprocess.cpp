@@ -7,7 +7,6 @@
 #include <thread>
 
 #include "virtime/errors.hpp"
-#include "virtime/image.hpp"
 #include "virtime/postprocess_checks.hpp"
 #include "virtime/postprocess_pixel.hpp"
 
@@ -113,22 +112,6 @@ void pool_weight(const float* weight, int64_t h, int64_t w, int64_t f, float* ou
 
 }  // namespace
 
-void sigmoid_pool_windows(const float* logits, int64_t n, int64_t C, int64_t h, int64_t w,
-                          const float* weight, int64_t factor, float* out_wp, float* out_ws,
-                          int threads) {
-  check_window_shape(n, C, h, w);
-  check_pool_factor(h, w, factor);
-  if (out_ws != nullptr) pool_weight(weight, h, w, factor, out_ws);
-  if (out_wp == nullptr) return;
-  const int64_t plane = h * w, oplane = (h / factor) * (w / factor);
-  const int nworkers = std::max(1, threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()));
-  std::vector<std::vector<float>> rows(static_cast<size_t>(nworkers), std::vector<float>(static_cast<size_t>(w)));
-  parallel_tasks(n * C, nworkers, [&](int64_t task, int id) {
-    window_plane(logits + task * plane, weight, h, w, factor, out_wp + task * oplane, nullptr, 0, 0, 0,
-                 rows[static_cast<size_t>(id)].data());
-  });
-}
-
 void postprocess_tiles(const float* logits, int64_t n_tiles, int64_t C, int64_t h, int64_t w,
                        const float* weight, int64_t factor, const TileLayout& layout,
                        float* out_wp, float* out_ws, int64_t* out_pos, double* out_psum,
@@ -195,20 +178,6 @@ void tile_stats(const float* logits, int64_t n_tiles, int64_t C, int64_t h, int6
                 int threads) {
   postprocess_tiles(logits, n_tiles, C, h, w, weight, 1, layout, nullptr, nullptr, out_pos, out_psum,
                     threads);
-}
-
-void pack_tiles_f32(const uint8_t* rgb, int64_t n, int64_t h, int64_t w, float* out, int threads) {
-  if (n < 0 || h < 1 || w < 1) throw invalid_argument("tiles must be (n, h, w, 3) with h, w >= 1");
-  parallel_tasks(n, threads, [&](int64_t i, int) {
-    pack_chw_normalized_f32(rgb + i * h * w * 3, h, w, out + i * 3 * h * w);
-  });
-}
-
-void pack_tiles_f16(const uint8_t* rgb, int64_t n, int64_t h, int64_t w, uint16_t* out, int threads) {
-  if (n < 0 || h < 1 || w < 1) throw invalid_argument("tiles must be (n, h, w, 3) with h, w >= 1");
-  parallel_tasks(n, threads, [&](int64_t i, int) {
-    pack_chw_normalized_f16(rgb + i * h * w * 3, h, w, out + i * 3 * h * w);
-  });
 }
 
 }  // namespace virtime

@@ -24,7 +24,7 @@ const double* od_table_f64() {
 }
 
 const float* od_table_f32() {
-  // Built with the same function the CUDA kernel evaluates per pixel.
+  // od_from_u8 in float32, as the device path's torch twin evaluates it.
   static const std::vector<float> table = [] {
     std::vector<float> t(256);
     for (int v = 0; v < 256; ++v) t[v] = od_from_u8(static_cast<uint8_t>(v));

@@ -34,7 +34,6 @@ __all__ = [
     "StainOutcome",
     "StainStatus",
     "available_normalizers",
-    "cuda_macenko_apply",
     "get_normalizer",
     "reference_he_image",
 ]
@@ -307,27 +306,3 @@ def reference_he_image(height: int = 256, width: int = 256) -> np.ndarray:
     from virtime import _core
 
     return _core.render_reference_he(height, width)
-
-
-def cuda_macenko_apply(src: Any, dst: Any, plan: MacenkoPlan, stream: int = 0) -> None:
-    """Run a tile's Macenko per-pixel step on the GPU (asynchronous on ``stream``).
-
-    ``src`` and ``dst`` are contiguous uint8 CUDA tensors of the same size ``(h, w, 3)`` (anything
-    with ``data_ptr()`` and ``numel()``, e.g. torch); ``plan`` comes from
-    :meth:`MacenkoNormalizer.plan`. A PASSED_THROUGH plan copies nothing: skip the call instead.
-    """
-    from virtime import _core
-
-    if plan.status == StainStatus.PASSED_THROUGH:
-        raise InvalidArgumentError("this tile passes through unchanged; there is nothing to apply")
-    n = int(src.numel())
-    if n % 3 or int(dst.numel()) != n:
-        raise InvalidArgumentError("src and dst must hold the same number of RGB pixels")
-    for t, what in ((src, "src"), (dst, "dst")):
-        if "uint8" not in str(getattr(t, "dtype", "uint8")):
-            raise InvalidArgumentError(f"{what} must be uint8, got {t.dtype}")
-        if hasattr(t, "is_contiguous") and not t.is_contiguous():
-            raise InvalidArgumentError(f"{what} must be contiguous")
-    _core.cuda_macenko_transform(
-        int(src.data_ptr()), int(dst.data_ptr()), n // 3, plan.inv, plan.scale, plan.ref, stream
-    )

@@ -1,5 +1,5 @@
-"""The C++ post-processing (sigmoid, blend weight, pooling, blended tile statistics, NCHW packing)
-against numpy/scipy references written here."""
+"""The C++ post-processing (sigmoid, blend weight, pooling, blended tile statistics) against
+numpy/scipy references written here."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ from scipy.special import expit
 from virtime import _core
 from virtime.errors import InvalidArgumentError
 from virtime.translation.postprocess import WindowPostprocessor
-
-MEAN = np.array([0.485, 0.456, 0.406])
-STD = np.array([0.229, 0.224, 0.225])
 
 
 # ----------------------------------------------------------------------------- references
@@ -60,6 +57,14 @@ def grid_origins(tile: int, window: int, step: int) -> list[tuple[int, int]]:
 
 
 # ----------------------------------------------------------------------------- CPU twins
+def pool_one_window_per_tile(logits, weight, f):
+    """The fused pass's pooled sums, each window its own tile (origin (0, 0); stats unused)."""
+    h, w = weight.shape
+    origin = np.array([[0, 0]])
+    wp, ws, _, _ = _core.postprocess_tiles(logits, weight, f, origin, max(h, w), 1, 0.5, 2)
+    return wp, ws
+
+
 @pytest.mark.parametrize(
     ("n", "c", "h", "w", "f", "overlap"),
     [(3, 23, 64, 64, 8, 0), (2, 5, 48, 80, 4, 12), (1, 1, 16, 16, 1, 4), (4, 7, 30, 18, 3, 6),
@@ -68,7 +73,7 @@ def grid_origins(tile: int, window: int, step: int) -> list[tuple[int, int]]:
 def test_sigmoid_pool_matches_reference(rng, n, c, h, w, f, overlap):
     logits = rng.normal(0.0, 4.0, (n, c, h, w)).astype(np.float32)
     r = ramp_weight(max(h, w), overlap)[:h, :w].copy()
-    wp, ws = _core.sigmoid_pool_windows(logits, r, f, 2)
+    wp, ws = pool_one_window_per_tile(logits, r, f)
     want_wp, want_ws = ref_pool(logits, r, f)
     assert wp.shape == (n, c, h // f, w // f) and wp.dtype == np.float32
     np.testing.assert_allclose(wp, want_wp, rtol=2e-6, atol=1e-6 * f * f)
@@ -78,11 +83,11 @@ def test_sigmoid_pool_matches_reference(rng, n, c, h, w, f, overlap):
 def test_sigmoid_extreme_logits(rng):
     logits = np.array([-1e30, -200, -87.5, -20, -1e-3, 0, 1e-7, 3, 50, 1e30, np.inf, -np.inf],
                       np.float32).reshape(1, 1, 1, 12)
-    wp, _ = _core.sigmoid_pool_windows(logits, np.ones((1, 12), np.float32), 1)
+    wp, _ = pool_one_window_per_tile(logits, np.ones((1, 12), np.float32), 1)
     np.testing.assert_allclose(wp.ravel(), expit(logits.astype(np.float64)).ravel(),
                                rtol=3e-7, atol=1e-37)
-    nan = _core.sigmoid_pool_windows(np.full((1, 1, 1, 1), np.nan, np.float32),
-                                     np.ones((1, 1), np.float32), 1)[0]
+    nan = pool_one_window_per_tile(np.full((1, 1, 1, 1), np.nan, np.float32),
+                                   np.ones((1, 1), np.float32), 1)[0]
     assert np.isnan(nan).all()
 
 
@@ -116,12 +121,9 @@ def test_fused_pass_equals_separate_calls(rng):
     origins = grid_origins(96, 48, 24)
     logits = rng.normal(0.0, 3.0, (2 * len(origins), 5, 48, 48)).astype(np.float32)
     weight = ramp_weight(48, 12)
-    wp, ws, pos, psum = _core.postprocess_tiles(logits, weight, 4, np.array(origins), 96, 72, 0.5, 2)
-    wp2, ws2 = _core.sigmoid_pool_windows(logits, weight, 4, 1)
+    _, _, pos, psum = _core.postprocess_tiles(logits, weight, 4, np.array(origins), 96, 72, 0.5, 2)
     pos2, psum2 = _core.tile_stats(logits, weight, np.array(origins), 96, 72, 0.5, 1)
-    np.testing.assert_array_equal(wp, wp2)  # same arithmetic in the same order, any thread count
-    np.testing.assert_array_equal(ws, ws2)
-    np.testing.assert_array_equal(pos, pos2)
+    np.testing.assert_array_equal(pos, pos2)  # same arithmetic in the same order, any thread count
     np.testing.assert_array_equal(psum, psum2)
 
 
@@ -143,31 +145,19 @@ def test_window_postprocessor_numpy(rng):
     assert not odd.can_pool and odd.process(logits).wp is None
 
 
-def test_pack_tiles_matches_reference(rng):
-    tiles = rng.integers(0, 256, (3, 17, 29, 3), dtype=np.uint8)
-    want = ((tiles / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2)
-    f32 = _core.pack_tiles(tiles, False, 2)
-    assert f32.dtype == np.float32 and f32.shape == (3, 3, 17, 29)
-    np.testing.assert_allclose(f32, want, rtol=0, atol=2e-6)
-    f16 = _core.pack_tiles(tiles, True, 2)
-    assert f16.dtype == np.float16
-    np.testing.assert_array_equal(f16, want.astype(np.float32).astype(np.float16))
-
-
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: _core.sigmoid_pool_windows(np.zeros((1, 2, 12, 12), np.float32),
-                                           np.ones((12, 12), np.float32), 5),
-        lambda: _core.sigmoid_pool_windows(np.zeros((1, 2, 12, 12), np.float32),
-                                           np.ones((12, 10), np.float32), 4),
+        lambda: _core.postprocess_tiles(np.zeros((1, 2, 12, 12), np.float32),
+                                        np.ones((12, 12), np.float32), 5, [[0, 0]], 12, 12),
+        lambda: _core.postprocess_tiles(np.zeros((1, 2, 12, 12), np.float32),
+                                        np.ones((12, 10), np.float32), 4, [[0, 0]], 12, 12),
         lambda: _core.tile_stats(np.zeros((3, 2, 8, 8), np.float32), np.ones((8, 8), np.float32),
                                  np.array([[0, 0], [8, 0]]), 16, 16),
         lambda: _core.tile_stats(np.zeros((2, 2, 8, 8), np.float32), np.ones((8, 8), np.float32),
                                  np.array([[0, 0], [12, 0]]), 16, 16),
         lambda: _core.tile_stats(np.zeros((1, 2, 8, 8), np.float32), np.ones((8, 8), np.float32),
                                  np.array([[0, 0]]), 16, 0),
-        lambda: _core.pack_tiles(np.zeros((1, 4, 4, 3), np.float32)),
         lambda: WindowPostprocessor(np.ones((8, 8)), 2, [(0, 0), (9, 0)], 16, 16),
     ],
 )

@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage
 
 from virtime import _core, stain
-from virtime.errors import CudaError, InvalidArgumentError
+from virtime.errors import InvalidArgumentError
 from virtime.stain import StainStatus
 
 LN256 = np.log(256.0)
@@ -325,39 +325,3 @@ def test_transform_is_thread_safe(rng):
             got = list(pool.map(norm.transform, tiles * 4))
         for i, g in enumerate(got):
             np.testing.assert_array_equal(g, want[i % 4])
-
-
-# ----------------------------------------------------------------------------- CUDA
-def test_cuda_entry_points_without_a_device():
-    assert isinstance(_core.built_with_cuda(), bool)
-    if _core.cuda_available():
-        pytest.skip("a CUDA device is present; see the gpu test")
-    with pytest.raises(CudaError):
-        _core.cuda_macenko_transform(1, 2, 10, np.zeros((2, 3)), np.ones(2), REF_M, 0)
-
-
-@pytest.mark.gpu
-def test_cuda_kernel_matches_cpu_twin(rng):
-    torch = pytest.importorskip("torch")
-    if not _core.cuda_available():
-        pytest.skip("virtime was built without CUDA or sees no device")
-    norm = stain.MacenkoNormalizer()
-    few = np.full((48, 48, 3), 250, np.uint8)
-    few[10:22, 20:32] = render_he(rng, 12, 12, background=0.0)
-    cases = [render_he(rng, 256, 320, m=OTHER_M), render_he(rng, 97, 131, h_scale=1.4), few]
-    stream = torch.cuda.Stream()
-    for tile in cases:
-        plan = norm.plan(tile)
-        assert plan.status != StainStatus.PASSED_THROUGH
-        want = norm.transform(tile)
-        src = torch.from_numpy(tile).cuda()
-        dst = torch.full_like(src, 0xAB)  # poison: every pixel must be written
-        stream.wait_stream(torch.cuda.current_stream())  # the copy and the fill come first
-        with torch.cuda.stream(stream):
-            stain.cuda_macenko_apply(src, dst, plan, stream=stream.cuda_stream)
-        stream.synchronize()
-        assert_close_image(dst.cpu().numpy(), want, max_diff=1, frac=0.001)
-        in_place = src.clone()
-        stain.cuda_macenko_apply(in_place, in_place, plan)
-        torch.cuda.synchronize()
-        assert_close_image(in_place.cpu().numpy(), want, max_diff=1, frac=0.001)

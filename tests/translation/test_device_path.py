@@ -11,9 +11,9 @@ import pytest
 import torch
 import zarr
 from dying_engine import DyingEngine, Interrupt
+from pack_reference import packed_nchw
 
 import virtime
-from virtime import _core
 from virtime.stitch.windows import plan_windows, pool_weighted, tile_stride, window_weight
 from virtime.translation.device_path import DeviceTranslator, add_blocks, use_device_path
 from virtime.translation.postprocess import WindowPostprocessor
@@ -48,8 +48,9 @@ def test_device_translator_matches_the_fused_cpu_pass(tiny_model, rng, tile, win
     tile_xy = np.array([[step * i, step * (i % 2)] for i in range(n)], dtype=np.int64)
     engine = _engine(tiny_model)
     dev = DeviceTranslator(engine, weight, factor, origins, tile, core)
-    # Normalization and the window split on the device equal the C++ packer, bit for bit.
-    packed = _core.pack_tiles(rgb)
+    # Normalization and the window split on the device equal the C++ packer's float32 order of
+    # operations (tests/core/test_batcher.py holds the packer to the same reference), bit for bit.
+    packed = packed_nchw(rgb)
     cpu_windows = np.stack([packed[:, :, y : y + window, x : x + window] for x, y in origins],
                            axis=1).reshape(n * k, 3, window, window)
     x = dev.prepare(torch.from_numpy(rgb))
@@ -161,9 +162,9 @@ def test_cuda_device_translator_matches_cpu(tiny_model, rng, tile, window, overl
                            core).submit(rgb, tile_xy).result()
     eng = create_engine(tiny_model, backend="torch", device="cuda", window=window, tf32=False)
     gpu_t = DeviceTranslator(eng, weight, factor, origins, tile, core)
-    # the device normalization equals the C++ packer (two roundings on both sides)
+    # the device normalization equals the C++ packer's (two roundings on both sides)
     x = gpu_t.prepare(torch.from_numpy(rgb).cuda())
-    packed = torch.from_numpy(_core.pack_tiles(rgb))
+    packed = torch.from_numpy(packed_nchw(rgb))
     ref_windows = torch.stack([packed[:, :, y : y + window, xx : xx + window]
                                for xx, y in origins], 1).reshape(x.shape)
     torch.testing.assert_close(x.cpu(), ref_windows, rtol=0, atol=0)

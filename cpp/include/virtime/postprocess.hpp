@@ -28,12 +28,6 @@ struct TileLayout {
   int64_t n_windows() const { return static_cast<int64_t>(origins.size() / 2); }
 };
 
-// Fused sigmoid -> ·weight -> f×f block sums of n windows (windows aligned to the factor grid;
-// h and w multiples of factor). Either output may be null to skip it. threads <= 0: all cores.
-void sigmoid_pool_windows(const float* logits, int64_t n, int64_t C, int64_t h, int64_t w,
-                          const float* weight, int64_t factor, float* out_wp, float* out_ws,
-                          int threads = 0);
-
 // Per-tile, per-channel positive count and probability sum of the blended map over the core
 // region (see the layout comment above). logits hold n_tiles * layout.n_windows() windows.
 void tile_stats(const float* logits, int64_t n_tiles, int64_t C, int64_t h, int64_t w,
@@ -46,11 +40,5 @@ void postprocess_tiles(const float* logits, int64_t n_tiles, int64_t C, int64_t 
                        const float* weight, int64_t factor, const TileLayout& layout,
                        float* out_wp, float* out_ws, int64_t* out_pos, double* out_psum,
                        int threads = 0);
-
-// Packs n uint8 RGB tiles (n, h, w, 3) into ImageNet-normalized planar (n, 3, h, w) float32 or
-// IEEE half bits, with the per-tile CPU packers of image.hpp, threads over tiles.
-void pack_tiles_f32(const uint8_t* rgb, int64_t n, int64_t h, int64_t w, float* out, int threads = 0);
-void pack_tiles_f16(const uint8_t* rgb, int64_t n, int64_t h, int64_t w, uint16_t* out,
-                    int threads = 0);
 
 }  // namespace virtime

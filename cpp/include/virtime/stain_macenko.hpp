@@ -43,7 +43,7 @@ MacenkoEstimate estimate_macenko(const uint8_t* rgb, int64_t n_pixels, const Mac
 // Returns false (leaving `inv` untouched) when the columns are (nearly) parallel.
 bool pseudo_inverse_3x2(const std::array<double, 6>& m, std::array<double, 6>& inv);
 
-// The CPU twin of the CUDA kernel: applies `p` to every pixel (src may equal dst).
+// Applies `p` to every pixel (src may equal dst).
 void macenko_apply_cpu(const uint8_t* src, uint8_t* dst, int64_t n_pixels, const MacenkoApply& p);
 
 class MacenkoNormalizer final : public StainNormalizer {
