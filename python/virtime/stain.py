@@ -203,7 +203,7 @@ class MacenkoNormalizer(_CoreNormalizer):
         return MacenkoEstimate(bool(ok), note, int(n), matrix, maxc)
 
     def plan(self, tile: np.ndarray) -> MacenkoPlan:
-        """The per-pixel parameters ``transform`` would use for this tile (for the GPU path)."""
+        """The per-pixel parameters ``transform`` would apply to this tile."""
         status, note, inv, scale, ref = self.core.plan(_as_rgb(tile, "tile"))
         return MacenkoPlan(StainStatus(status), note, inv, scale, ref)
 
