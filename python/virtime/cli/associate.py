@@ -50,9 +50,10 @@ def _run(args: argparse.Namespace) -> int:
     res = associate(cohort, cfg)
     write_stats_table(res.summary, args.output, args)
     if args.plot:
+        from virtime.features.plots import save_figure
         from virtime.stats.plots import bubble_grid
 
-        bubble_grid(res, level=args.plot_level).savefig(args.plot, dpi=120)
+        save_figure(bubble_grid(res, level=args.plot_level), args.plot, dpi=120)  # atomic
     counts = res.counts()
     print(f"{len(res.summary)} tests, {int(counts['significant'].sum())} significant at "
           f"q < {args.alpha}, {res.excluded} excluded (undefined p) → {args.output}")

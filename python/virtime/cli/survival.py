@@ -53,9 +53,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.scores:
         write_stats_table(res.signature_scores, args.scores, args)
     if args.plot:
+        from virtime.features.plots import save_figure
         from virtime.stats.plots import survival_bar_plot
 
-        survival_bar_plot(res).savefig(args.plot, dpi=120)
+        save_figure(survival_bar_plot(res), args.plot, dpi=120)  # atomic
     print(f"{len(res.summary)} rows, {len(res.failures)} failed fit(s), "
           f"{len(res.skipped)} group(s) skipped → {args.output}")
     if res.skip_reason():
