@@ -3,10 +3,13 @@
 The main entry points are importable from the top::
 
     import virtime
-    slide = virtime.open_slide("slide.svs")
-    model = virtime.load_model("model.pth")
-    result = virtime.translate(slide, model, "out", virtime.TranslateConfig())
+    with virtime.open_slide("slide.svs") as slide:
+        result = virtime.translate(slide, virtime.load_model("model.pth"), "out",
+                                   virtime.TranslateConfig())
+    features = result.folder.features()           # also .cells(), .mif()
     features, meta = virtime.read_features("out/<slide_id>/features.parquet")
+    cohort_table = virtime.merge_features("out")  # one row per finished slide
+    server = virtime.view(result.output_dir)      # the local viewer; server.close() stops it
 
 Every subpackage (``virtime.demo``, ``virtime.cohort``, ``virtime.stats`` …) is reachable as an
 attribute. Submodules and entry points are imported lazily, so ``import virtime`` stays fast and
@@ -28,7 +31,8 @@ _ENTRY_POINTS: dict[str, tuple[str, str]] = {
     "translate": ("virtime.translation", "translate"),
     "TranslateConfig": ("virtime.translation", "TranslateConfig"),
     "TranslateResult": ("virtime.translation", "TranslateResult"),
-    "read_features": ("virtime.features", "read_features"),
+    "read_features": ("virtime.io", "read_features"),
+    "merge_features": ("virtime.features", "merge_features"),
     "join_features": ("virtime.stats", "join_features"),
     "associate": ("virtime.stats", "associate"),
     "survival_analysis": ("virtime.stats", "survival_analysis"),
@@ -45,8 +49,8 @@ _SUBMODULES: frozenset[str] = frozenset({
 
 __all__ = [
     "CHANNEL_NAMES", "Slide", "TranslateConfig", "TranslateResult", "__version__", "associate",
-    "channels", "errors", "join_features", "load_model", "open_slide", "read_features",
-    "survival_analysis", "translate",
+    "channels", "errors", "join_features", "load_model", "merge_features", "open_slide",
+    "read_features", "survival_analysis", "translate", "view",
 ]
 
 

@@ -86,7 +86,7 @@ def test_translate_progress_cancel_resume(sandbox, mcp_run, tmp_path_factory) ->
         feats = await client.read_resource("virtime://slides/big/features")
         bad = await client.call_tool("translate", {"slide": "../outside.svs"})
         view = await client.call_tool("view_url", {"slide_folder": str(folder.path)})
-        table = pd.read_parquet(folder.features)  # as the translation wrote it
+        table = pd.read_parquet(folder.features_file)  # as the translation wrote it
         recomputed = await client.call_tool("slide_features", {"slide_folder": "../out/big"})
         merged = await client.call_tool("merge_features", {"output_root": str(sandbox.out)})
         over_budget = await client.call_tool("translate", {"slide": "small.svs"})

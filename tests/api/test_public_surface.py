@@ -21,7 +21,8 @@ ENTRY_POINTS = [
     ("load_model", "virtime.models.checkpoints", "load"),
     ("translate", "virtime.translation.pipeline", "translate"),
     ("TranslateConfig", "virtime.translation.config", "TranslateConfig"),
-    ("read_features", "virtime.features.table", "read_features"),
+    ("read_features", "virtime.io.parquet", "read_features"),
+    ("merge_features", "virtime.features.merge", "merge_features"),
     ("associate", "virtime.stats.associations", "associate"),
     ("survival_analysis", "virtime.stats.survival", "survival_analysis"),
 ]
@@ -67,3 +68,24 @@ def test_one_progress_switch() -> None:
     assert EmbedConfig(show_progress=False).show_progress is False
     with pytest.raises(TypeError, match="progress"):
         EmbedConfig(progress=False)
+
+
+def test_one_reader_and_one_merge_of_features() -> None:
+    """Every subpackage's public names: one ``read_features`` (one object) and one merge."""
+    readers, merges = set(), set()
+    for name in _subpackages_on_disk():
+        mod = getattr(virtime, name)
+        for attr in getattr(mod, "__all__", ()):
+            if "read_features" in attr or "load_features" in attr:
+                readers.add((attr, id(getattr(mod, attr))))
+            if "merge" in attr and "feature" in attr:
+                merges.add((attr, id(getattr(mod, attr))))
+    assert readers == {("read_features", id(virtime.read_features))}
+    assert merges == {("merge_features", id(virtime.merge_features))}
+    assert not hasattr(virtime.io.SlideFolder, "read_features")  # folder.features() instead
+
+
+def test_view_is_the_viewer_function() -> None:
+    assert callable(virtime.view) and "view" in virtime.__all__
+    assert inspect.signature(virtime.view) == inspect.signature(virtime.view.view)
+    assert list(inspect.signature(virtime.view).parameters)[:2] == ["path", "output"]

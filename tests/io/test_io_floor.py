@@ -40,12 +40,13 @@ def test_one_read_features(tmp_path: Path) -> None:
     assert virtime.features.load_slide_outputs is virtime.io.load_slide_outputs
     frame = pd.DataFrame({"slide_id": ["S"], "CD8.density": [np.float64(12.5)]})
     folder = SlideFolder(tmp_path / "S")
-    write_parquet(frame, folder.features, model_hash="m1", metadata={"features.settings": "{}"})
-    table, meta = read_features(folder.features)
+    write_parquet(frame, folder.features_file, model_hash="m1",
+                  metadata={"features.settings": "{}"})
+    table, meta = read_features(folder.features_file)
     pd.testing.assert_frame_equal(table, frame)
     assert meta["model_hash"] == "m1" and meta["version"] == virtime.__version__
     folder.summary_file.write_text('{"status": "done"}')
-    pd.testing.assert_frame_equal(folder.read_features(), frame)
+    pd.testing.assert_frame_equal(folder.features(), frame)
 
 
 def test_summary_or_none(tmp_path: Path) -> None:

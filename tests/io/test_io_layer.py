@@ -78,7 +78,7 @@ def test_every_parquet_the_pipeline_writes_carries_provenance(
         assert raw.get(b"virtime.version") == virtime.__version__.encode(), path
         assert b"virtime.model_hash" in raw, path
     expected = str(tiny_model.card.sha256).encode()
-    for path in (folder.tiles, folder.features, tmp_path / "merged.parquet"):
+    for path in (folder.tiles, folder.features_file, tmp_path / "merged.parquet"):
         assert _raw_meta(path)[b"virtime.model_hash"] == expected, path
 
 

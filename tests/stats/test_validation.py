@@ -12,8 +12,8 @@ from virtime.errors import InputDataError
 from virtime.stats import (
     join_features,
     load_clinical,
-    load_features,
     parse_stage,
+    validate_features,
     validate_survival,
 )
 
@@ -63,11 +63,11 @@ def test_feature_errors(tables):
     bad = feats.copy()
     bad.loc[3, "CD8.density"] = np.inf
     with pytest.raises(InputDataError, match=r"infinite feature value.*CD8\.density"):
-        load_features(bad)
+        validate_features(bad)
     with pytest.raises(InputDataError, match="duplicate slide_id"):
-        load_features(pd.concat([feats, feats.iloc[:2]]))
+        validate_features(pd.concat([feats, feats.iloc[:2]]))
     with pytest.raises(InputDataError, match="missing required column.*patient_id"):
-        load_features(feats.drop(columns=["patient_id", "slide_id"]))
+        validate_features(feats.drop(columns=["patient_id", "slide_id"]))
 
 
 def test_file_errors_name_the_file(tmp_path):

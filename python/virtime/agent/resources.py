@@ -88,7 +88,7 @@ def register_resources(app: Any, state: AgentState) -> None:
         from virtime.features import read_features
 
         folder = folder_of(slide_id)
-        frame, meta = read_features(folder.features)
+        frame, meta = read_features(folder.features_file)
         body = fit_result({"features": table_rows(frame, 1), "metadata": meta},
                           state.config.max_result_bytes)
         return json.dumps(body)

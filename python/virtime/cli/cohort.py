@@ -90,21 +90,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from virtime.cohort import merge_cohort_features
+    from virtime.cohort import read_ledger
+    from virtime.features import merge_features
 
-    path = merge_cohort_features(args.output_root, args.output)
+    path = merge_features(args.output_root, args.output, ledger=read_ledger(args.output_root))
     print(f"cohort features: {path}")
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from virtime.cohort import ledger_summary, read_ledger
-    from virtime.errors import InputDataError
 
-    try:
-        ledger = read_ledger(args.output_root)
-    except FileNotFoundError as exc:
-        raise InputDataError(str(exc)) from exc
+    ledger = read_ledger(args.output_root)
     _print_summary(ledger_summary(ledger))
     failed = ledger[ledger["status"] == "failed"]
     for row in failed.head(max(args.failed, 0)).itertuples(index=False):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from virtime.cohort.ledger import LEDGER_NAME, STATUSES, Ledger, ledger_summary, read_ledger
 from virtime.cohort.manifest import MANIFEST_COLUMNS, read_manifest, validate_manifest
-from virtime.cohort.merge import COHORT_FEATURES_NAME, merge_cohort_features
 from virtime.cohort.runner import (
     CohortOptions,
     CohortResult,
@@ -21,6 +20,7 @@ from virtime.cohort.runner import (
     run_cohort,
     slide_is_complete,
 )
+from virtime.features.merge import COHORT_FEATURES_NAME
 
 __all__ = [
     "COHORT_FEATURES_NAME",
@@ -31,7 +31,6 @@ __all__ = [
     "CohortResult",
     "Ledger",
     "ledger_summary",
-    "merge_cohort_features",
     "open_client",
     "read_ledger",
     "read_manifest",

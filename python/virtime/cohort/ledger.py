@@ -148,12 +148,26 @@ def _has_ledger(out_root: str | os.PathLike[str]) -> bool:
 def read_ledger(out_root: str | os.PathLike[str]) -> pd.DataFrame:
     """The ledger of ``out_root``: the Parquet snapshot with newer journal records applied.
 
-    Raises FileNotFoundError naming the folder when no cohort ran there.
+    Raises InputDataError (one line naming the folder) when ``out_root`` is not a cohort output
+    folder (missing, not a folder, no cohort ran there) or its ledger cannot be read.
     """
+    from virtime.errors import InputDataError
+
     root = Path(out_root)
+    if not root.is_dir():
+        raise InputDataError(f"{root}: not a cohort output folder "
+                             f"({'not found' if not root.exists() else 'not a directory'})")
     if not _has_ledger(root):
-        raise FileNotFoundError(f"{root}: no cohort ledger ({LEDGER_NAME}); run `virtime cohort "
-                                f"run` first")
+        raise InputDataError(f"{root}: not a cohort output folder (no cohort ledger, "
+                             f"{LEDGER_NAME}; run `virtime cohort run` first)")
+    try:
+        return _read_ledger(root)
+    except Exception as exc:  # a damaged ledger: pyarrow/json errors vary
+        raise InputDataError(f"{root}: cannot read the cohort ledger: "
+                             f"{' '.join(str(exc).split())[:200]}") from exc
+
+
+def _read_ledger(root: Path) -> pd.DataFrame:
     rows: dict[str, dict[str, Any]] = {}
     if (root / LEDGER_NAME).is_file():
         rows = {r["slide_id"]: r for r in pd.read_parquet(root / LEDGER_NAME).to_dict("records")}

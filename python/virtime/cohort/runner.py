@@ -409,9 +409,9 @@ def _run_locked(table: pd.DataFrame, out: Path, weights: str | None, config: Tra
     frame = ledger.frame()
     features_path = None
     if options.merge and frame["status"].isin(["done", "skipped"]).any() and config.features:
-        from virtime.cohort.merge import merge_cohort_features
+        from virtime.features.merge import merge_features
 
-        features_path = merge_cohort_features(out, ledger=frame)
+        features_path = merge_features(out, ledger=frame)
     return CohortResult(out, frame, ledger_summary(frame), len(todo), features_path)
 
 
@@ -419,7 +419,7 @@ def _check_reserved_ids(table: pd.DataFrame) -> None:
     """Refuses slide ids that name the cohort's own files (``OUT/<slide_id>/`` would collide)."""
     from virtime.cohort.ledger import JOURNAL_NAME, LEDGER_NAME
     from virtime.cohort.lock import COHORT_LOCK_NAME
-    from virtime.cohort.merge import COHORT_FEATURES_NAME
+    from virtime.features.merge import COHORT_FEATURES_NAME
     from virtime.cohort.worker import ATTEMPTS_DIR
 
     reserved = {n.lower(): n for n in (LEDGER_NAME, JOURNAL_NAME, COHORT_FEATURES_NAME,

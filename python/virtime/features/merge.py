@@ -87,13 +87,13 @@ def merge_features(
     frames, hashes, settings, missing = [], {}, [], []
     left_out: dict[str, str] = {}
     for folder in folders:
-        if not folder.features.is_file():
+        if not folder.features_file.is_file():
             if ledger is None:
-                raise InputDataError(f"{folder.features}: not found (translated with "
+                raise InputDataError(f"{folder.features_file}: not found (translated with "
                                      f"--no-features?)")
             missing.append(folder.slide_id)
             continue
-        df, meta = read_features(folder.features)
+        df, meta = read_features(folder.features_file)
         why = _why_left_out(folder, meta.get("model_hash", ""))
         if why:
             left_out[folder.slide_id] = why
@@ -103,7 +103,7 @@ def merge_features(
             df.insert(0, "patient_id", patients[folder.slide_id])
             df.insert(0, "slide_id", folder.slide_id)
         elif "slide_id" not in df.columns:
-            raise InputDataError(f"{folder.features}: no 'slide_id' column")
+            raise InputDataError(f"{folder.features_file}: no 'slide_id' column")
         frames.append(df)
         hashes.setdefault(meta.get("model_hash", ""), []).append(folder.slide_id)
         settings.append(meta.get("features.settings", "{}"))

@@ -278,7 +278,7 @@ def _feature_row(d: Path, slide_id: str, feats: dict[str, Any], n_failed: int,
 
     row.update(slide_cell_features(d, kept_mm2))
     if write:
-        write_features([row], SlideFolder(d).features, model_hash=model_hash,
+        write_features([row], SlideFolder(d).features_file, model_hash=model_hash,
                        settings=settings)
     return row
 

@@ -108,11 +108,11 @@ class SlideFolder:
         return self.path / self.OME_TIFF
 
     @property
-    def features(self) -> Path:
+    def features_file(self) -> Path:
         return self.path / self.FEATURES
 
     @property
-    def cells(self) -> Path:
+    def cells_file(self) -> Path:
         return self.path / self.CELLS
 
     @property
@@ -241,10 +241,29 @@ class SlideFolder:
         self.require_done()
         return pd.read_parquet(self.tiles)
 
-    def read_features(self) -> Any:
+    # What a finished translation produced, read (each checks that the run finished first).
+    def features(self) -> Any:
         """The slide's features row as a DataFrame (:func:`virtime.io.read_features`)."""
         self.require_done()
-        return read_features(self.features)[0]
+        return read_features(self.features_file)[0]
+
+    def cells(self) -> Any:
+        """The virtual single cells (``translate --cells``) as a DataFrame, one row per cell."""
+        import pandas as pd
+
+        self.require_done()
+        path = self.cells_file
+        if not path.is_file():
+            raise InputDataError(f"{path}: not found (translated without --cells; rerun "
+                                 f"virtime translate --cells)")
+        return pd.read_parquet(path)
+
+    def mif(self) -> Any:
+        """The virtual mIF at full canvas resolution: the level-0 ``(c, y, x)`` uint8 array of
+        the OME-Zarr map (probability x 255), read lazily; every chunk is checked to be on disk
+        and whole first, and a chunk that fails to decode is an error naming its file."""
+        self.require_done()
+        return read_ome_zarr(self.zarr, verify=True).levels[0]
 
     def load_outputs(self) -> SlideOutputs:
         """The verified probability pyramid, masks and metadata (:func:`load_slide_outputs`)."""

@@ -29,8 +29,8 @@ from virtime.stats.validation import (
     aggregate_slides,
     join_features,
     load_clinical,
-    load_features,
     parse_stage,
+    validate_features,
     validate_survival,
 )
 from virtime.stats.validation_cohorts import CrossCohortResult, cross_cohort_validation
@@ -59,7 +59,6 @@ __all__ = [
     "design_for_group",
     "join_features",
     "load_clinical",
-    "load_features",
     "logrank",
     "metric_comparison",
     "parse_stage",
@@ -67,5 +66,6 @@ __all__ = [
     "signature_risk",
     "split_groups",
     "survival_analysis",
+    "validate_features",
     "validate_survival",
 ]

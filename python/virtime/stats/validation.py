@@ -39,9 +39,9 @@ __all__ = [
     "is_known_feature",
     "join_features",
     "load_clinical",
-    "load_features",
     "parse_stage",
     "read_table",
+    "validate_features",
     "validate_survival",
 ]
 
@@ -222,10 +222,13 @@ def _indicators(df: pd.DataFrame, col: str, name: str) -> tuple[pd.DataFrame, li
     return pd.DataFrame(out, index=df.index), list(out)
 
 
-def load_features(source: str | Path | pd.DataFrame,
-                  features: list[str] | tuple[str, ...] | None = None, *,
-                  keep_qc_failed: bool = False) -> pd.DataFrame:
-    """Reads and validates a features table: ids present and unique, features numeric.
+def validate_features(source: str | Path | pd.DataFrame,
+                      features: list[str] | tuple[str, ...] | None = None, *,
+                      keep_qc_failed: bool = False) -> pd.DataFrame:
+    """A features table ready for the statistics: ids present and unique, features numeric.
+
+    ``source`` is a table in memory or a CSV/Parquet file (a virtime features table, e.g. from
+    :func:`virtime.merge_features`; :func:`virtime.read_features` reads one as it is).
 
     ``features`` names the columns to analyse (default: every known virtime feature, see
     :func:`feature_columns`). A categorical feature (``immune.phenotype``, or any non-numeric
@@ -322,7 +325,7 @@ def load_features(source: str | Path | pd.DataFrame,
 def aggregate_slides(features: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
     """One row per patient: slides of the same patient combined by ``how`` (mean, median, max).
 
-    ``features`` is a table from :func:`load_features` (ids + feature columns); NaN slides of a
+    ``features`` is a table from :func:`validate_features` (ids + feature columns); NaN slides of a
     feature are skipped, so a patient is NaN only where none of their slides defines it.
     """
     if how not in ("mean", "median", "max", "min"):
@@ -602,7 +605,7 @@ def join_features(
     :data:`QC_FLAG` are left out unless ``keep_qc_failed`` (listed in ``Cohort.qc_excluded``).
     ``covariates`` names clinical columns used for adjustment: they are not tested as attributes.
     """
-    feats_df = load_features(features, feature_names, keep_qc_failed=keep_qc_failed)
+    feats_df = validate_features(features, feature_names, keep_qc_failed=keep_qc_failed)
     qc_excluded = list(feats_df.attrs.get("qc_excluded", []))
     clin = clinical if isinstance(clinical, ClinicalTable) else load_clinical(
         clinical, exclude=tuple(covariates))

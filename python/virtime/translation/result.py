@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from virtime.io import SlideFolder
+
 __all__ = ["SUMMARY_COLUMNS", "TranslateResult"]
 
 #: Columns of :attr:`TranslateResult.summary`.
@@ -32,6 +34,12 @@ class TranslateResult:
     record: dict[str, Any] = field(default_factory=dict)
     #: A skipped slide whose features were recomputed (they had been made with other settings).
     features_refreshed: bool = False
+
+    @property
+    def folder(self) -> SlideFolder:
+        """The slide's output folder, to read what the translation wrote:
+        ``result.folder.features()``, ``.cells()``, ``.mif()``."""
+        return SlideFolder(self.output_dir)
 
     @property
     def summary(self) -> pd.DataFrame:

@@ -312,7 +312,7 @@ def _features_html(d: Path, frame: Any = None) -> str:
     from virtime.io import read_features
 
     if frame is None:
-        path = SlideFolder(d).features
+        path = SlideFolder(d).features_file
         if not path.is_file():
             return "<p>No features (translated with --no-features).</p>"
         frame, _ = read_features(path)
