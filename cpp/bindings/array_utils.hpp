@@ -3,6 +3,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstring>
+#include <string>
 #include <vector>
 
 namespace virtime_bind {
@@ -21,6 +23,21 @@ template <typename T>
 pybind11::array_t<T> view_of(const std::vector<T>& values, std::vector<pybind11::ssize_t> shape,
                              pybind11::handle owner) {
   return pybind11::array_t<T>(shape, values.data(), owner);
+}
+
+// The raw bytes of `values` (for pickling), and back.
+template <typename T>
+pybind11::bytes bytes_of(const std::vector<T>& values) {
+  return pybind11::bytes(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(T));
+}
+
+template <typename T>
+std::vector<T> vector_of(const pybind11::handle& raw) {
+  const std::string s = raw.cast<std::string>();
+  if (s.size() % sizeof(T)) throw pybind11::value_error("byte count is not a whole number of items");
+  std::vector<T> out(s.size() / sizeof(T));
+  if (!out.empty()) std::memcpy(out.data(), s.data(), s.size());
+  return out;
 }
 
 }  // namespace virtime_bind

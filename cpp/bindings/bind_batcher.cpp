@@ -104,10 +104,18 @@ void bind_tile_failure(py::module_& m) {
           py::is_operator())
       .def("__hash__",
            [](const TileFailure& f) { return py::hash(py::make_tuple(f.index, f.x, f.y, f.reason)); })
-      .def("__repr__", [](const TileFailure& f) {
-        return py::str("TileFailure(tile_index={!r}, x={!r}, y={!r}, reason={!r})")
-            .format(f.index, f.x, f.y, f.reason);
-      });
+      .def("__repr__",
+           [](const TileFailure& f) {
+             return py::str("TileFailure(tile_index={!r}, x={!r}, y={!r}, reason={!r})")
+                 .format(f.index, f.x, f.y, f.reason);
+           })
+      .def(py::pickle(
+          [](const TileFailure& f) { return py::make_tuple(f.index, f.x, f.y, f.reason); },
+          [](const py::tuple& t) {
+            if (t.size() != 4) throw virtime::invalid_argument("not a pickled TileFailure");
+            return TileFailure{t[0].cast<int64_t>(), t[1].cast<int64_t>(), t[2].cast<int64_t>(),
+                               t[3].cast<std::string>()};
+          }));
 }
 
 void bind_batch(py::module_& m) {

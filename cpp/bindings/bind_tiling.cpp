@@ -54,7 +54,30 @@ void bind_tiling(py::module_& m) {
             return virtime_bind::view_of(g.tissue_fraction, {g.size()}, self);
           },
           "(n,) float64 share of each tile that is tissue")
-      .def("__len__", &TileGrid::size);
+      .def("__len__", &TileGrid::size)
+      .def(py::pickle(
+          [](const TileGrid& g) {  // a value like the dataclass it replaced: pickle and copy work
+            return py::make_tuple(g.level, g.level_mpp, g.read_size, g.tile_size,
+                                  g.tile_size_level0, g.stride_level0, g.cols, g.rows,
+                                  virtime_bind::bytes_of(g.xy), virtime_bind::bytes_of(g.colrow),
+                                  virtime_bind::bytes_of(g.tissue_fraction));
+          },
+          [](const py::tuple& t) {
+            if (t.size() != 11) throw virtime::invalid_argument("not a pickled TileGrid");
+            auto g = std::make_shared<TileGrid>();
+            g->level = t[0].cast<int>();
+            g->level_mpp = t[1].cast<double>();
+            g->read_size = t[2].cast<int64_t>();
+            g->tile_size = t[3].cast<int64_t>();
+            g->tile_size_level0 = t[4].cast<double>();
+            g->stride_level0 = t[5].cast<double>();
+            g->cols = t[6].cast<int64_t>();
+            g->rows = t[7].cast<int64_t>();
+            g->xy = virtime_bind::vector_of<int64_t>(t[8]);
+            g->colrow = virtime_bind::vector_of<int64_t>(t[9]);
+            g->tissue_fraction = virtime_bind::vector_of<double>(t[10]);
+            return g;
+          }));
 
   m.def(
       "make_tile_grid",

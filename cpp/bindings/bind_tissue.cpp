@@ -3,6 +3,7 @@
 
 #include <memory>
 
+#include "array_utils.hpp"
 #include "virtime/errors.hpp"
 #include "virtime/tissue.hpp"
 
@@ -46,7 +47,24 @@ void bind_tissue(py::module_& m) {
             for (uint8_t v : t.mask) tissue += v != 0;
             return static_cast<double>(tissue) / static_cast<double>(t.mask.size());
           },
-          "Share of the slide area that is tissue.");
+          "Share of the slide area that is tissue.")
+      .def(py::pickle(
+          [](const TissueMask& t) {  // a value like the dataclass it replaced: pickle and copy work
+            return py::make_tuple(t.width, t.height, virtime_bind::bytes_of(t.mask), t.downsample,
+                                  t.mpp, t.saturation_threshold, t.grey_threshold);
+          },
+          [](const py::tuple& s) {
+            if (s.size() != 7) throw virtime::invalid_argument("not a pickled TissueMask");
+            auto t = std::make_shared<TissueMask>();
+            t->width = s[0].cast<int64_t>();
+            t->height = s[1].cast<int64_t>();
+            t->mask = virtime_bind::vector_of<uint8_t>(s[2]);
+            t->downsample = s[3].cast<double>();
+            t->mpp = s[4].cast<double>();
+            t->saturation_threshold = s[5].cast<double>();
+            t->grey_threshold = s[6].cast<double>();
+            return t;
+          }));
 
   m.def(
       "detect_tissue",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import shutil
 from types import SimpleNamespace
 
@@ -172,3 +173,4 @@ def test_tile_failure_compares_and_prints_by_value():
     assert a == same and hash(a) == hash(same)
     assert a != TileFailure(3, 512, 0, "other") and a != (3, 512, 0, "cannot decode")
     assert repr(a) == "TileFailure(tile_index=3, x=512, y=0, reason='cannot decode')"
+    assert pickle.loads(pickle.dumps(a)) == a

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -99,6 +101,23 @@ def test_grid_arrays_view_the_grid_and_outlive_it(slide_dir):
     assert colrow.tolist() == [[c, r] for r in range(3) for c in range(4)]
     assert frame[["x", "y"]].to_numpy().tolist() == [list(p) for p in want]
     assert (frame["tissue_fraction"] == 1.0).all()
+
+
+def test_grid_pickles_and_copies_as_a_value(slide_dir):
+    from virtime.tiling import TileGrid
+    from virtime.tissue import detect_tissue
+
+    slide = Slide(slide_dir / "aperio.svs")
+    grid = make_tile_grid(slide, TilingConfig(tile_size=256, overlap=32), detect_tissue(slide))
+    for other in (pickle.loads(pickle.dumps(grid)), copy.deepcopy(grid)):
+        assert type(other) is TileGrid and len(other) == len(grid)
+        for name in ("level", "level_mpp", "read_size", "tile_size", "tile_size_level0",
+                     "stride_level0", "cols", "rows"):
+            assert getattr(other, name) == getattr(grid, name), name
+        for name in ("xy", "colrow", "tissue_fraction"):
+            np.testing.assert_array_equal(getattr(other, name), getattr(grid, name))
+            assert not np.shares_memory(getattr(other, name), getattr(grid, name))
+        assert other.to_frame().equals(grid.to_frame())
 
 
 def test_resampling_preserves_physical_scale(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,11 @@ def test_slide_level_mask_and_scale(slide_dir):
     assert tissue.mask.dtype == bool and set(np.unique(tissue.mask.view(np.uint8))) <= {0, 1}
     with pytest.raises(AttributeError):
         tissue.downsample = 1.0
+    again = pickle.loads(pickle.dumps(tissue))  # a value, as the dataclass it replaced was
+    np.testing.assert_array_equal(again.mask, tissue.mask)
+    assert (again.downsample, again.mpp, again.saturation_threshold, again.grey_threshold,
+            again.fraction) == (tissue.downsample, tissue.mpp, tissue.saturation_threshold,
+                                tissue.grey_threshold, tissue.fraction)
     mask = tissue.mask
     del tissue  # the view keeps the C++ mask alive
     assert mask.shape == (32, 43) and 0 < mask.sum() < mask.size
