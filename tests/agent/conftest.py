@@ -21,7 +21,7 @@ class Sandbox:
     weights: Path  # a tiny translator under root (the server is given its path)
 
     def server_args(self, *extra: str) -> list[str]:
-        return ["-m", "virtime.cli", "mcp", "--allow", str(self.allow), "--out", str(self.out),
+        return ["-m", "virtime.cli", "mcp", "--allow", str(self.allow), "--output", str(self.out),
                 "--weights", str(self.weights), "--backend", "onnxruntime", "--threads", "1",
                 *extra]
 

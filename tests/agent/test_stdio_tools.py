@@ -1,5 +1,5 @@
 """``virtime mcp`` over stdio, driven by the MCP SDK's own client: tools, slide_info with its
-provenance, refused paths (the server stays up), the prompt, and no write outside --out."""
+provenance, refused paths (the server stays up), the prompt, and no write outside --output."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_tools_slide_info_and_refused_paths(sandbox, mcp_run) -> None:
     assert "refused" in text["absolute"]
 
     assert all(w.is_error and "outputs go only under" in w.content[0].text for w in writes)
-    assert _tree(sandbox.root, sandbox.out) == before  # nothing written or touched outside --out
+    assert _tree(sandbox.root, sandbox.out) == before  # nothing written or touched outside --output
 
     words = prompt.messages[0].content.text
     assert "model prediction" in words

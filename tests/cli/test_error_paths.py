@@ -312,7 +312,7 @@ WALK = {
     "cells export": ["cells", "export", "{t}/text.txt", "-o", "{t}/c.h5ad"],
     "view": ["view", "{t}/no_slide_folder", "--no-browser"],
     "audit": ["audit", "--features", "{t}/text.txt"],
-    "mcp": ["mcp", "--allow", "{t}/no_folder", "--out", "{t}/text.txt"],
+    "mcp": ["mcp", "--allow", "{t}/no_folder", "--output", "{t}/text.txt"],
 }
 
 

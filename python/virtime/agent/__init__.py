@@ -5,7 +5,7 @@ Built on the official Model Context Protocol SDK (the optional ``mcp`` dependenc
 
 * :mod:`~virtime.agent.config` — :class:`AgentConfig`, what the server may do;
 * :mod:`~virtime.agent.guardrails` — paths read only under ``--allow``, written only under
-  ``--out``;
+  ``--output``;
 * :mod:`~virtime.agent.provenance`, :mod:`~virtime.agent.limits` — provenance and size limits of
   every result; :mod:`~virtime.agent.state` — what the server holds between calls (budgets);
 * :mod:`~virtime.agent.tools_slides`, :mod:`~virtime.agent.tools_cohort` — the tools, their result

@@ -1,4 +1,4 @@
-"""Which paths an agent may read and write: the ``--allow`` roots and the ``--out`` folder.
+"""Which paths an agent may read and write: the ``--allow`` roots and the ``--output`` folder.
 
 Every path a tool receives goes through :class:`PathGuard` before anything opens it. A path is
 resolved with symlinks followed (``os.path.realpath``) and must then lie under one of the roots,

@@ -1,7 +1,7 @@
 """MCP resources: a translated slide's summary, thumbnail, per-channel previews and features,
-and the reports written under ``--out``.
+and the reports written under ``--output``.
 
-URIs (``slide_id`` is a folder name under ``--out``)::
+URIs (``slide_id`` is a folder name under ``--output``)::
 
     virtime://slides/{slide_id}/summary             JSON, the compact summary
     virtime://slides/{slide_id}/thumbnail           PNG, at most max_image_px on its long side
@@ -95,7 +95,7 @@ def register_resources(app: Any, state: AgentState) -> None:
 
     @app.resource("virtime://reports/{name}", mime_type="text/html")
     def report_resource(name: str) -> str:
-        """An HTML report the report tool wrote under --out."""
+        """An HTML report the report tool wrote under --output."""
         try:
             path = state.guard.readable(state.guard.out / name)
         except (VirtimeError, OSError) as exc:

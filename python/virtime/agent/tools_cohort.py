@@ -1,9 +1,9 @@
 """MCP tools on features and cohorts: ``slide_features``, ``merge_features``, ``associate``,
 ``survival`` and ``report``.
 
-Each reads only under the ``--allow`` roots and ``--out``, writes only under ``--out``, calls the
-same public functions as the CLI commands of the same name, and returns the top rows of its
-table with the path of the full one.
+Each reads only under the ``--allow`` roots and ``--output``, writes only under ``--output``,
+calls the same public functions as the CLI commands of the same name, and returns the top rows
+of its table with the path of the full one.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from virtime.agent.tool_errors import tool_errors
 __all__ = ["register_cohort_tools"]
 
 Level = Literal["pan-cancer", "cancer_type", "subtype"]
-_FEATURES_DOC = "features table (Parquet/CSV) under an --allow root or --out"
+_FEATURES_DOC = "features table (Parquet/CSV) under an --allow root or --output"
 _CLINICAL_DOC = "clinical table (CSV/Parquet): patient_id, cancer_type, subtype, attributes"
-_REPORT_DOC = "report .html, relative to --out"
-_OUTPUT_DOC = "table to write, relative to --out (.parquet, .csv or .tsv)"
+_REPORT_DOC = "report .html, relative to --output"
+_OUTPUT_DOC = "table to write, relative to --output (.parquet, .csv or .tsv)"
 
 
 def _output(state: AgentState, name: str) -> Path:
@@ -54,7 +54,8 @@ def register_cohort_tools(app: Any, state: AgentState) -> None:
     @app.tool()
     @tool_errors
     def slide_features(
-        slide_folder: Annotated[str, Field(description="a translated slide's folder under --out")],
+        slide_folder: Annotated[str, Field(
+            description="a translated slide's folder under --output")],
         bin_um: Annotated[float, Field(gt=0)] = 64.0,
         threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5,
         max_failed_share: Annotated[float, Field(ge=0, le=1)] = 0.05,
@@ -198,7 +199,7 @@ def register_cohort_tools(app: Any, state: AgentState) -> None:
         path = write_report(_output(state, output), cohort=cohort, associations=assoc,
                             survival=surv, title=title)
         rel = Path(path).relative_to(state.guard.out).as_posix()
-        body = {"report": str(path),  # a resource when written at the top of --out
+        body = {"report": str(path),  # a resource when written at the top of --output
                 "resource": None if "/" in rel else f"virtime://reports/{rel}",
                 "survival_included": surv is not None}
         return state.result(body, settings={"levels": list(lv), "min_patients": min_patients,

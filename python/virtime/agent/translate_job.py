@@ -67,7 +67,7 @@ async def run_translation(slide: Path, out: Path, weights: Path | None, config: 
     translation's own error message. Cancelling the awaiting task interrupts the worker, whose
     partial outputs stay resumable by the next call with the same settings.
     """
-    # The worker's scratch (spec, progress log, stderr) lives under --out too: no tool call
+    # The worker's scratch (spec, progress log, stderr) lives under --output too: no tool call
     # writes anywhere else.
     with tempfile.TemporaryDirectory(prefix=".virtime-mcp-", dir=out) as tmp:
         work = Path(tmp)

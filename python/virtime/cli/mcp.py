@@ -1,4 +1,4 @@
-"""``virtime mcp --allow SLIDES --out OUT``: the MCP server for AI agents (stdio, or --http)."""
+"""``virtime mcp --allow SLIDES --output OUT``: the MCP server for AI agents (stdio, or --http)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "merge_features, associate, survival, report, view_url), resources and a "
                     "'study a cohort' prompt over the Model Context Protocol: stdio by default, "
                     "streamable HTTP on 127.0.0.1 with a random token with --http. Reads only "
-                    "under --allow and --out, writes only under --out, downloads nothing. Needs "
-                    "the mcp package (pip install 'virtime[mcp]').")
+                    "under --allow and --output, writes only under --output, downloads nothing. "
+                    "Needs the mcp package (pip install 'virtime[mcp]').")
     p.add_argument("--allow", action="append", required=True, metavar="DIR",
                    help="a folder the tools may read (repeatable); relative paths start here")
-    p.add_argument("--out", required=True, metavar="DIR",
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="the only folder the tools write into (created if missing)")
     p.add_argument("--weights", default=None,
                    help="translator weights for translate (default: the bundled demo model)")
@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     if weights is not None and not weights.is_file():
         raise CheckpointError(f"{args.weights}: weights file not found")
     defaults = {"backend": args.backend, "threads": args.threads, "batch_size": args.batch_size}
-    config = AgentConfig(allow=tuple(Path(a) for a in args.allow), out=Path(args.out),
+    config = AgentConfig(allow=tuple(Path(a) for a in args.allow), out=Path(args.output),
                          weights=weights, max_slides=args.max_slides, max_rows=args.max_rows,
                          max_result_bytes=args.max_result_bytes, translate_defaults=defaults)
     if args.http:

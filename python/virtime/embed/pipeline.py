@@ -2,7 +2,7 @@
 
 The tiles come from the same C++ batcher as translation and run through the same engine protocol
 (torch, ONNX Runtime, TensorRT); each 256-px ImageNet-normalized tile is centre-cropped to 224 px
-(the official transform resizes to 256, a no-op here, then crops 224). Outputs in ``out_dir``:
+(the official transform resizes to 256, a no-op here, then crops 224). Outputs in ``output``:
 
 * ``tile_embeddings.parquet``: one row per tile: level-0 ``x, y``; grid ``col, row``;
   ``coord_x, coord_y`` (pixels at 0.5 um/px, what the slide encoder sees); ``tissue_fraction``;
@@ -166,11 +166,13 @@ def _embedding_column(values: np.ndarray) -> Any:
 def embed_slide(
     slide: Any,
     tile_encoder: Any,
-    out_dir: str | os.PathLike[str] | None = None,
+    output: str | os.PathLike[str] | None = None,
     config: EmbedConfig = EmbedConfig(),
     slide_encoder: Any = None,
 ) -> EmbedResult:
     """Embed every tissue tile of ``slide`` (a path or :class:`virtime.slide.Slide`) and the slide.
+
+    With ``output`` (a folder) the embeddings and the manifest are written there.
 
     Raises :class:`InvalidArgumentError` for a billion-parameter encoder on CPU without
     ``config.allow_slow`` (the message gives the estimated hours).
@@ -227,13 +229,13 @@ def embed_slide(
     if slide_encoder is not None:
         slide_emb, layers = encode_slide(slide_encoder, emb, coords, config.all_layers)
     result = EmbedResult(emb, coords, tiles, slide_emb, layers, None, failures)
-    if out_dir is not None:
-        write_embeddings(out_dir, str(slide.path), result, tile_encoder, config, slide_encoder)
+    if output is not None:
+        write_embeddings(output, str(slide.path), result, tile_encoder, config, slide_encoder)
     return result
 
 
 def write_embeddings(
-    out_dir: str | os.PathLike[str],
+    output: str | os.PathLike[str],
     slide_path: str,
     result: EmbedResult,
     tile_encoder: Any,
@@ -249,7 +251,7 @@ def write_embeddings(
 
     emb, tiles, failures = result.tile_embeddings, result.tiles, result.failures
     slide_emb, layers = result.slide_embedding, result.layer_embeddings
-    out = Path(out_dir)
+    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         b"virtime_version": __version__.encode(),

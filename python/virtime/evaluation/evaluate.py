@@ -145,7 +145,7 @@ def evaluate(
     return result
 
 
-def write_report(result: EvaluationResult, out_dir: str | os.PathLike[str],
+def write_report(result: EvaluationResult, output: str | os.PathLike[str],
                  title: str = "per-channel Pearson") -> tuple[Path, Path]:
     """Writes ``metrics.csv``, ``pearson.png`` (bars per channel, model vs baseline) and the
     specificity matrices (``specificity_pearson.csv``, ``specificity_dice.csv``)."""
@@ -156,7 +156,7 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike[str],
 
     from virtime.io import atomic_path, atomic_write_bytes
 
-    out_dir = Path(out_dir)
+    out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv = out_dir / "metrics.csv"
     atomic_write_bytes(csv, result.summary.to_csv(index=False).encode())

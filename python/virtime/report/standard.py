@@ -210,7 +210,7 @@ def standard_sections(*, cohort=None, associations=None, survival=None,
     return out
 
 
-def write_report(path: str | Path, *, cohort=None, associations=None, survival=None,
+def write_report(output: str | Path, *, cohort=None, associations=None, survival=None,
                  validation=None, tiers: Mapping[str, object] | None = None,
                  extra_sections: list[ReportSection] | None = None,
                  title: str = "virtime population report", time_unit: str | None = None) -> Path:
@@ -219,4 +219,4 @@ def write_report(path: str | Path, *, cohort=None, associations=None, survival=N
     sections = standard_sections(cohort=cohort, associations=associations, survival=survival,
                                  validation=validation, tiers=tiers, time_unit=time_unit)
     sections += list(extra_sections or [])
-    return build_report(sections, path, title=title)
+    return build_report(sections, output, title=title)

@@ -1,16 +1,16 @@
 """Renders a virtual cohort to disk: slides, ground-truth mIF, clinical table and truth table.
 
-Layout of ``simulate_cohort(out_dir, ...)``::
+Layout of ``simulate_cohort(output, ...)``::
 
-    out_dir/clinical.csv         one row per patient (the columns virtime.stats reads), with the
-                                 patient's ``slide_id`` when there is one slide per patient, so
-                                 it joins a ``features --merge`` table (slide ids only) as is
-    out_dir/slides.csv           slide_id, patient_id, path
-    out_dir/truth.csv            planted (primary) and implied associations
-    out_dir/slides/<id>.svs      pyramidal Aperio TIFF (OpenSlide opens it)
-    out_dir/truth_mif/<id>.npz   ground-truth mIF at the feature mpp: uint8 (23, h, w) positive
-                                 share x 255 per pixel, and the tissue mask
-    out_dir/truth_features/<id>.parquet   features of the ground-truth mIF (one row)
+    output/clinical.csv         one row per patient (the columns virtime.stats reads), with the
+                                patient's ``slide_id`` when there is one slide per patient, so
+                                it joins a ``features --merge`` table (slide ids only) as is
+    output/slides.csv           slide_id, patient_id, path
+    output/truth.csv            planted (primary) and implied associations
+    output/slides/<id>.svs      pyramidal Aperio TIFF (OpenSlide opens it)
+    output/truth_mif/<id>.npz   ground-truth mIF at the feature mpp: uint8 (23, h, w) positive
+                                share x 255 per pixel, and the tissue mask
+    output/truth_features/<id>.parquet   features of the ground-truth mIF (one row)
 
 Each slide is drawn from its own seed (cohort seed, patient, slide), so a rerun skips the slides
 already on disk and redraws nothing else. The ground-truth mIF goes through the same pooling as
@@ -139,7 +139,7 @@ def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def simulate_cohort(
-    out_dir: str | os.PathLike[str],
+    output: str | os.PathLike[str],
     n_patients: int,
     *,
     design: CohortDesign | None = None,
@@ -158,7 +158,7 @@ def simulate_cohort(
 
     Parameters
     ----------
-    out_dir
+    output
         Folder of the cohort (created).
     n_patients, design, seed, prefix
         Who is drawn (see :func:`virtime.simulate.cohort.draw_patients`); ``prefix`` keeps patient
@@ -185,7 +185,7 @@ def simulate_cohort(
         raise InvalidArgumentError(f"feature_mpp {feature_mpp} must be a whole multiple of mpp {mpp}")
     if slide_px < 64 or slides_per_patient < 1:
         raise InvalidArgumentError("slide_px must be >= 64 and slides_per_patient >= 1")
-    root = Path(out_dir)
+    root = Path(output)
     for sub in ("slides", "truth_mif", "truth_features"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     _check_manifest(root, {"n_patients": n_patients, "seed": seed, "slide_px": slide_px,

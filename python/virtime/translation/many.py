@@ -34,7 +34,7 @@ __all__ = ["translate_slides"]
 def translate_slides(
     slides: Sequence[str | os.PathLike[str]],
     model: Any,
-    out_root: str | os.PathLike[str],
+    output: str | os.PathLike[str],
     config: TranslateConfig = TranslateConfig(),  # noqa: B008 - frozen, never mutated
     *,
     embedder: Any | None = None,
@@ -65,7 +65,7 @@ def translate_slides(
     try:
         for path in paths:
             try:
-                got: Any = translate_slide(path, model, out_root, config, engine=engine,
+                got: Any = translate_slide(path, model, output, config, engine=engine,
                                            embedder=embedder, prepared=ahead.take(path),
                                            finisher=finisher)
             except OutputError:

@@ -27,14 +27,14 @@ __all__ = ["translate"]
 def translate(
     slide: str | os.PathLike[str] | Any,
     model: Any,
-    out_root: str | os.PathLike[str],
+    output: str | os.PathLike[str],
     config: TranslateConfig = TranslateConfig(),  # noqa: B008 - frozen, never mutated
     *,
     slide_id: str | None = None,
     engine: Any | None = None,
     embedder: Any | None = None,
 ) -> TranslateResult:
-    """Translates one slide into ``out_root/<slide_id>/``.
+    """Translates one slide into ``output/<slide_id>/``.
 
     Parameters
     ----------
@@ -43,8 +43,9 @@ def translate(
         unless ``config.mpp`` asks for another mpp override).
     model
         A translator from :func:`virtime.models.load` (its card gives mpp, window, channels).
-    out_root
-        Output root; the slide's folder is ``out_root/<slide_id>`` (default: :func:`virtime.slide_ids.slide_id_from_path`).
+    output
+        Output root; the slide's folder is ``output/<slide_id>`` (the slide id: ``slide_id``, or
+        :func:`virtime.slide_ids.slide_id_from_path`).
     config
         See :class:`TranslateConfig`.
     engine
@@ -66,5 +67,5 @@ def translate(
     for the model is refused (see :class:`TranslateConfig`). Errors writing the outputs (read-only
     folder, full disk) are :class:`~virtime.errors.OutputError` naming the path.
     """
-    return translate_slide(slide, model, out_root, config, slide_id=slide_id, engine=engine,
+    return translate_slide(slide, model, output, config, slide_id=slide_id, engine=engine,
                            embedder=embedder)

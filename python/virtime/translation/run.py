@@ -111,7 +111,7 @@ class SlideRun:
 
 @overload
 def translate_slide(slide: str | os.PathLike[str] | Any, model: Any,
-                    out_root: str | os.PathLike[str], config: TranslateConfig = ..., *,
+                    output: str | os.PathLike[str], config: TranslateConfig = ..., *,
                     slide_id: str | None = ..., engine: Any | None = ...,
                     embedder: Any | None = ..., prepared: Any | None = ...,
                     finisher: None = ...) -> TranslateResult: ...
@@ -119,7 +119,7 @@ def translate_slide(slide: str | os.PathLike[str] | Any, model: Any,
 
 @overload
 def translate_slide(slide: str | os.PathLike[str] | Any, model: Any,
-                    out_root: str | os.PathLike[str], config: TranslateConfig = ..., *,
+                    output: str | os.PathLike[str], config: TranslateConfig = ..., *,
                     slide_id: str | None = ..., engine: Any | None = ...,
                     embedder: Any | None = ..., prepared: Any | None = ...,
                     finisher: Executor) -> TranslateResult | Future[TranslateResult]: ...
@@ -128,7 +128,7 @@ def translate_slide(slide: str | os.PathLike[str] | Any, model: Any,
 def translate_slide(
     slide: str | os.PathLike[str] | Any,
     model: Any,
-    out_root: str | os.PathLike[str],
+    output: str | os.PathLike[str],
     config: TranslateConfig = TranslateConfig(),  # noqa: B008 - frozen, never mutated
     *,
     slide_id: str | None = None,
@@ -150,8 +150,8 @@ def translate_slide(
     """
     t_start = time.perf_counter()
     slide, slide_path, slide_id, tissue = _open_request(slide, model, config, slide_id, prepared)
-    out = slide_output_dir(out_root, slide_id)
-    source, lock = _lock_folder(out_root, out, slide_path, config)
+    out = slide_output_dir(output, slide_id)
+    source, lock = _lock_folder(output, out, slide_path, config)
     deferred = False
     try:
         done = _translate_locked(slide=slide, slide_path=slide_path, slide_id=slide_id,
