@@ -340,7 +340,9 @@ def run_demo(model: Any = None, output: str | os.PathLike[str] = "demo_out",
                "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
                "site_predictability": site.to_dict(orient="records"),
                "report": str(report)}
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    from virtime.io import atomic_write_bytes
+
+    atomic_write_bytes(out / "demo_summary.json", json.dumps(summary, indent=2).encode())
     return DemoResult(out, recovery, report, timings,
                       {"truth": res_truth, "virtual": res_virtual, "validation": validation,
                        "virtual_cells": res_cells, "site_predictability": site,
