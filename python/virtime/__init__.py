@@ -42,7 +42,8 @@ _ENTRY_POINTS: dict[str, tuple[str, str]] = {
 # Every subpackage and public module, reachable as ``virtime.<name>`` after ``import virtime``.
 _SUBMODULES: frozenset[str] = frozenset({
     "agent", "batcher", "bench", "cells", "channels", "cli", "cohort", "demo", "embed", "engines",
-    "errors", "evaluation", "features", "io", "models", "quantize", "report", "simulate", "slide",
+    "errors", "evaluation", "features", "io", "models", "mpp", "quantize", "report", "simulate",
+    "slide",
     "slide_ids", "slide_info", "stain", "stats", "stitch", "tile_export", "tiling", "tissue",
     "training", "translation", "view",
 })

@@ -16,14 +16,12 @@ from typing import Any
 import numpy as np
 
 from virtime._openslide import ensure_openslide
-from virtime.errors import InvalidMppError, MissingMppError, SlideClosedError, SlideFormatError
+from virtime.errors import MissingMppError, SlideClosedError, SlideFormatError
+from virtime.mpp import MPP_RANGE, OPEN_TOLERANCE, check_mpp
 
-__all__ = ["Slide", "open_slide", "MPP_RANGE"]
+__all__ = ["Slide", "open_slide"]
 
 log = logging.getLogger(__name__)
-
-#: Plausible microns per pixel of a scanned slide; outside it the metadata is wrong.
-MPP_RANGE = (0.05, 50.0)
 
 
 class Slide:
@@ -54,7 +52,7 @@ class Slide:
             if reason is None:
                 raise
             raise SlideFormatError(f"{self.path}: {reason}") from None
-        self._mpp_override = None if mpp is None else _check_mpp(float(mpp), self.path, "given")
+        self._mpp_override = None if mpp is None else _opened_mpp(mpp, self.path, "given")
 
     # -- lifetime ------------------------------------------------------------------------------
     @property
@@ -120,6 +118,11 @@ class Slide:
         return (float(x), float(y))
 
     @property
+    def mpp_given(self) -> bool:
+        """Whether the mpp was given when opening (the caller's word) rather than read."""
+        return self._mpp_override is not None
+
+    @property
     def has_mpp(self) -> bool:
         return self._mpp_override is not None or self.mpp_xy is not None
 
@@ -137,7 +140,7 @@ class Slide:
                 f"{self.path}: no microns-per-pixel metadata (openslide.mpp-x/y); "
                 "pass the scan resolution with --mpp (e.g. --mpp 0.25 for a 40x scan)"
             )
-        mpp = _check_mpp(xy[0], self.path, "in the metadata")
+        mpp = _opened_mpp(xy[0], self.path, "in the metadata")
         if abs(xy[0] - xy[1]) > 0.02 * xy[0]:
             log.warning("%s: non-square pixels (mpp-x %.4f, mpp-y %.4f); using mpp-x", self.path, *xy)
         return mpp
@@ -165,14 +168,11 @@ def open_slide(path: str | os.PathLike[str], mpp: float | None = None) -> Slide:
     return Slide(path, mpp=mpp)
 
 
-def _check_mpp(mpp: float, path: Path, where: str) -> float:
-    lo, hi = MPP_RANGE
-    if not np.isfinite(mpp) or not (lo <= mpp <= hi):
-        raise InvalidMppError(
-            f"{path}: mpp {mpp:g} {where} is outside the plausible range [{lo}, {hi}] um/px "
-            "(a resolution tag in the wrong unit?); pass the right value with --mpp"
-        )
-    return mpp
+def _opened_mpp(mpp: float, path: Path, where: str) -> float:
+    """An mpp a slide may be opened with: :func:`virtime.mpp.check_mpp` with the open tolerance
+    (translation then holds metadata to the plausible range itself)."""
+    return check_mpp(mpp, path=path, source=where, mpp_range=MPP_RANGE, tolerance=OPEN_TOLERANCE,
+                     advice="pass the right value with --mpp")
 
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")

@@ -32,12 +32,15 @@ def add_mpp_arg(parser: _Parser) -> None:
 
 
 def add_allow_mpp_arg(parser: _Parser) -> None:
-    """``--allow-mpp``: accept a slide mpp outside 0.1-2 um/px or too coarse for the model."""
+    """``--allow-mpp``: accept a slide mpp outside :data:`virtime.mpp.MPP_RANGE` or too coarse
+    for the model."""
+    from virtime.mpp import mpp_range_text
+
     parser.add_argument(
         "--allow-mpp", action="store_true",
-        help="translate a slide whose mpp is outside 0.1-2 um/px, or more than 4x coarser than "
-             "the model's, anyway (refused by default: usually a resolution tag in the wrong "
-             "unit; an explicit --mpp already skips the range check)",
+        help=f"translate a slide whose mpp is outside {mpp_range_text()} um/px, or more than 4x "
+             f"coarser than the model's, anyway (refused by default: usually a resolution tag in "
+             f"the wrong unit; an explicit --mpp already skips the range check)",
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from virtime._nested import flat_dict, flat_views
 from virtime.engines.config import EngineConfig
 from virtime.features.config import FeaturesConfig
+from virtime.mpp import MPP_RANGE
 from virtime.tiling import TilingConfig
 
 __all__ = ["EngineConfig", "FeaturesConfig", "TilingConfig", "TranslateConfig"]
@@ -77,7 +78,7 @@ class TranslateConfig:
     # A finished slide with failed tiles is translated again (without force, nothing else redone).
     retry_failed: bool = False
     lock_timeout: float | None = 0.0  # seconds to wait for another run's lock (None: for ever)
-    mpp_range: tuple[float, float] = (0.1, 2.0)  # plausible level-0 um/px from slide metadata
+    mpp_range: tuple[float, float] = MPP_RANGE  # plausible level-0 um/px (virtime.mpp)
     max_upsample: float = 4.0  # largest slide mpp / model mpp accepted
     allow_mpp: bool = False  # skip both mpp checks
     show_progress: bool = True

@@ -15,6 +15,7 @@ from typing import Any
 
 from virtime.channels import CHANNEL_NAMES
 from virtime.errors import InvalidArgumentError, InvalidMppError, ModelMismatchError, OutputError
+from virtime.mpp import check_mpp
 from virtime.translation.config import TranslateConfig
 
 __all__ = ["check_model", "check_output_root", "check_slide_mpp", "resolve_normalizer",
@@ -77,15 +78,11 @@ def check_slide_mpp(slide: Any, config: TranslateConfig, model_mpp: float) -> fl
     mpp = float(slide.mpp)
     if config.allow_mpp:
         return mpp
-    given = config.mpp is not None or getattr(slide, "_mpp_override", None) is not None
+    given = config.mpp is not None or bool(getattr(slide, "mpp_given", False))
     source = "given with --mpp" if given else "from the slide metadata (openslide.mpp-x)"
-    lo, hi = config.mpp_range
-    if not given and not (lo <= mpp <= hi):
-        raise InvalidMppError(
-            f"{slide.path}: mpp {mpp:g} um/px {source} is outside the plausible range "
-            f"{lo:g}-{hi:g} um/px for a slide scan (a resolution tag in the wrong unit?); pass "
-            f"the true value with --mpp, or --allow-mpp to use it anyway"
-        )
+    if not given:
+        check_mpp(mpp, path=slide.path, source=source, mpp_range=config.mpp_range,
+                  advice="pass the true value with --mpp, or --allow-mpp to use it anyway")
     factor = mpp / float(model_mpp)
     if factor > config.max_upsample:
         raise InvalidMppError(
