@@ -2,7 +2,8 @@
 (before), on one translated-size map.
 
 Run: ``python -m pytest benchmarks/bench_finish_tail.py --benchmark-enable -s`` (or
-``python benchmarks/bench_finish_tail.py``; the map size with ``VIRTIME_BENCH_FINISH_HW=4096,3072``).
+``python benchmarks/bench_finish_tail.py``; the map size with
+``VIRTIME_BENCH_FINISH_HW=4096,3072``).
 
 A ``H x W`` canvas of the 23 channels (what a slide gives at the output mpp) is written band by
 band with the observers a translation attaches (:class:`~virtime.features.bands.BandFeatures` and
@@ -90,6 +91,10 @@ def _build(root: Path) -> dict:
             "shape": (H, W)}
 
 
+def _result(seconds: float, out: Path) -> tuple[float, bytes, bytes]:
+    return seconds, (out / "features.parquet").read_bytes(), (out / "index.html").read_bytes()
+
+
 def _before(b: dict, slide) -> tuple[float, bytes, bytes]:
     from virtime.features.table import features_from_outputs
     from virtime.view.page import write_slide_page
@@ -98,7 +103,7 @@ def _before(b: dict, slide) -> tuple[float, bytes, bytes]:
     features_from_outputs(b["out"], failures=[], computed=b["feats"])
     write_slide_page(b["out"], slide=slide, he=b["he"])
     seconds = time.perf_counter() - t0
-    return seconds, (b["out"] / "features.parquet").read_bytes(), (b["out"] / "index.html").read_bytes()
+    return _result(seconds, b["out"])
 
 
 def _after(b: dict, slide) -> tuple[float, bytes, bytes]:
@@ -113,7 +118,7 @@ def _after(b: dict, slide) -> tuple[float, bytes, bytes]:
     page = PageData(b["top"], b["grid"], b["tiles"], pd.DataFrame([row]))
     write_slide_page(b["out"], slide=slide, he=b["he"], data=page)
     seconds = time.perf_counter() - t0
-    return seconds, (b["out"] / "features.parquet").read_bytes(), (b["out"] / "index.html").read_bytes()
+    return _result(seconds, b["out"])
 
 
 def measure(repeats: int = 5) -> dict[str, float]:

@@ -9,8 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import virtime
-
 
 @pytest.mark.slow
 def test_finishing_reads_nothing_back_and_the_page_matches_the_folder(
@@ -29,9 +27,10 @@ def test_finishing_reads_nothing_back_and_the_page_matches_the_folder(
     def refuse(*a, **k):
         pytest.fail("the finishing read back (or verified) what the translation just wrote")
 
-    for module, name in [(virtime.io.omezarr, "read_ome_zarr"), (virtime.io.omezarr, "verify_array"),
-                         (virtime.io.slide_folder, "read_ome_zarr"), (virtime.io, "read_features"),
-                         (pd, "read_parquet")]:
+    for module, name in [(virtime.io.omezarr, "read_ome_zarr"),
+                         (virtime.io.omezarr, "verify_array"),
+                         (virtime.io.slide_folder, "read_ome_zarr"),
+                         (virtime.io, "read_features"), (pd, "read_parquet")]:
         monkeypatch.setattr(module, name, refuse)
     he_read: list[np.ndarray] = []
     real_reader = thumbnail.slide_he_reader

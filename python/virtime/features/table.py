@@ -149,7 +149,8 @@ def _failure_count(out: SlideOutputs, failures: Sequence[dict[str, Any]] | None,
 
 
 def _count_failed_tiles(failures: Sequence[Any], have_mask: bool, slide_dir: Path) -> int:
-    """Distinct failed tiles; InputDataError when tiles failed but no failed-tile mask says where."""
+    """Distinct failed tiles; InputDataError when tiles failed but no failed-tile mask says
+    where."""
     n = len({int(f["tile"]) if isinstance(f, dict) and "tile" in f else i
              for i, f in enumerate(failures)})
     if n and not have_mask:

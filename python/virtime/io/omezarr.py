@@ -70,7 +70,8 @@ def array_problem(array: Any, where: str | os.PathLike[str] | None = None, *,
     files' sizes are looked at (one ``stat`` per chunk: the cheap check of a rerun's skip).
     The message names the first bad chunk file, the problem and how many chunks are affected.
     """
-    label = Path(where) if where is not None else Path(getattr(array.store, "root", "")) / array.path
+    root = Path(getattr(array.store, "root", ""))
+    label = Path(where) if where is not None else root / array.path
     if not getattr(array.store, "root", None):
         return None  # not a local store: nothing to list
     meta = array.metadata
