@@ -85,6 +85,31 @@ def test_signature_lists_every_keyword_with_the_default_it_builds(cls) -> None:
     assert cls(**{n: p.default for n, p in params.items() if n in flat}) == default
 
 
+@pytest.mark.parametrize("cls", [TranslateConfig, EmbedConfig])
+def test_static_signature_is_the_runtime_one(cls) -> None:
+    """IDEs read the ``if TYPE_CHECKING:`` __init__ in the source; it must list the keywords of
+    the runtime signature in its order, with the same literal defaults (``...`` only where the
+    default is built)."""
+    import ast
+    import inspect
+    import sys
+
+    module = sys.modules[cls.__module__]
+    tree = ast.parse(inspect.getsource(module))
+    body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
+    guard = next(n for n in body.body if isinstance(n, ast.If)
+                 and ast.unparse(n.test) == "TYPE_CHECKING")
+    init = next(n for n in guard.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    runtime = inspect.signature(cls).parameters
+    assert [a.arg for a in init.args.kwonlyargs] == list(runtime)
+    for arg, default in zip(init.args.kwonlyargs, init.args.kw_defaults):
+        expected = runtime[arg.arg].default
+        if isinstance(default, ast.Constant) and default.value is Ellipsis:
+            assert not isinstance(expected, (str, int, float, bool, tuple, type(None))), arg.arg
+        else:
+            assert eval(ast.unparse(default), vars(module)) == expected, arg.arg  # noqa: S307
+
+
 def test_fingerprint_reads_the_flat_values() -> None:
     from virtime.translation.fingerprint import translation_fingerprint
 

@@ -18,7 +18,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -72,6 +72,15 @@ class EmbedConfig:
     all_layers: bool = False
     allow_slow: bool = False
     show_progress: bool = True
+
+    if TYPE_CHECKING:  # the signature IDEs and type checkers read; flat_views builds the same one
+        def __init__(
+            self, *, backend: str = "auto", precision: str = "fp32", device: str | None = None,
+            batch_size: int = 32, threads: int = 0, cache_dir: str | None = None,
+            target_mpp: float = 0.5, tile_size: int = 256, min_tissue: float = 0.1,
+            all_layers: bool = False, allow_slow: bool = False, show_progress: bool = True,
+            engine: Any = ..., tiling: Any = ...,
+        ) -> None: ...
 
     def as_dict(self) -> dict[str, Any]:
         """The flat settings (what ``embed_manifest.json`` records), JSON-ready."""

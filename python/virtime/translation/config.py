@@ -10,7 +10,7 @@ backend="torch").tiling.tile_size == 256`` and ``config.tile_size`` reads it bac
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from virtime._nested import flat_dict, flat_views
 from virtime.engines.config import EngineConfig
@@ -86,6 +86,23 @@ class TranslateConfig:
     # Virtual single cells (virtime.cells): segment every tile's full-resolution probabilities and
     # write cells.parquet (+ cells.* slide features). An interrupted run is redone from the start.
     cells: bool = False
+
+    if TYPE_CHECKING:  # the signature IDEs and type checkers read; flat_views builds the same one
+        def __init__(  # noqa: PLR0913 - one keyword per setting
+            self, *, backend: str = "auto", precision: str = "fp32", device: str | None = None,
+            batch_size: int = 8, window_batch: int = 32, threads: int = 0,
+            cache_dir: str | None = None, engine_options: dict[str, Any] = ...,
+            memory_budget: int | None = None, device_path: bool | None = None,
+            tile_size: int = 512, overlap: int = 0, min_tissue: float = 0.1, bin_um: float = 64.0,
+            threshold: float = 0.5, max_failed_share: float = 0.05, output_mpp: float = 2.0,
+            normalize: Any = "none", mpp: float | None = None, model_mpp: float | None = None,
+            ome_tiff: bool = False, thumbnail_channels: tuple[str, ...] = ("DAPI", "CD8", "CK"),
+            features: bool = True, force: bool = False, retry_failed: bool = False,
+            lock_timeout: float | None = 0.0, mpp_range: tuple[float, float] = MPP_RANGE,
+            max_upsample: float = 4.0, allow_mpp: bool = False, show_progress: bool = True,
+            log_json: str | None = None, cells: bool = False, engine: EngineConfig = ...,
+            tiling: TilingConfig = ..., slide_features: FeaturesConfig = ...,
+        ) -> None: ...
 
     @property
     def normalize_name(self) -> str:
