@@ -88,7 +88,7 @@ class TranslateConfig:
     cells: bool = False
 
     if TYPE_CHECKING:  # the signature IDEs and type checkers read; flat_views builds the same one
-        def __init__(  # noqa: PLR0913 - one keyword per setting
+        def __init__(
             self, *, backend: str = "auto", precision: str = "fp32", device: str | None = None,
             batch_size: int = 8, window_batch: int = 32, threads: int = 0,
             cache_dir: str | None = None, engine_options: dict[str, Any] = ...,
