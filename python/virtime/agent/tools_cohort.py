@@ -63,12 +63,13 @@ def register_cohort_tools(app: Any, state: AgentState) -> None:
         """Recomputes a translated slide's features (densities, spatial metrics) from its
         virtual mIF and writes features.parquet in its folder; returns the main values."""
         from virtime.features import features_from_outputs
+        from virtime.io import SlideFolder
 
         folder = state.guard.output_folder(slide_folder)
         settings = {"bin_um": bin_um, "threshold": threshold, "max_failed_share": max_failed_share}
         row = features_from_outputs(folder, **settings)
         dens = {k: v for k, v in row.items() if k.endswith(".density")}
-        body = {"slide_folder": str(folder), "features_file": str(folder / "features.parquet"),
+        body = {"slide_folder": str(folder), "features_file": str(SlideFolder(folder).features_file),
                 "n_features": len(row), "densities": table_rows(_one_row(dens), 1)[0]}
         return state.result(body, settings=settings, inputs=[folder])
 
