@@ -305,3 +305,33 @@ def test_lora_update_and_official_names():
     assert official_key("skip1.2.weight") == "skip1.2.weight"
     with pytest.raises(ValueError, match="take"):
         GigaTIMEFlash(depth=6)
+
+
+def test_merge_lora_replaces_adapters_by_one_linear():
+    """``merge_lora`` against a float64 numpy computation of base + scale * B(A(x))."""
+    import numpy as np
+
+    from virtime.models.lora import has_lora, merge_lora
+
+    block = torch.nn.Sequential(LoRALinear(6, 5, r=2, alpha=4), torch.nn.GELU(),
+                                torch.nn.Sequential(LoRALinear(5, 4, r=3, alpha=3)))
+    for m in block.modules():
+        if isinstance(m, LoRALinear):
+            torch.nn.init.normal_(m.lora_B.weight)
+    x = torch.randn(7, 6)
+    a, b = block[0], block[2][0]
+    npx = x.double().numpy()
+
+    def ref(layer, v):
+        w, bias = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
+        la, lb = (layer.lora_A.weight.detach().double().numpy(),
+                  layer.lora_B.weight.detach().double().numpy())
+        return v @ w.T + bias + layer.alpha / layer.r * (v @ la.T) @ lb.T
+
+    h = ref(a, npx)
+    h = 0.5 * h * (1 + np.vectorize(math.erf)(h / math.sqrt(2)))  # exact GELU
+    expected = ref(b, h)
+    assert merge_lora(block) == 2 and not has_lora(block)
+    assert type(block[0]) is torch.nn.Linear and type(block[2][0]) is torch.nn.Linear
+    with torch.no_grad():
+        np.testing.assert_allclose(block(x).double().numpy(), expected, rtol=1e-5, atol=1e-5)

@@ -10,6 +10,7 @@ from tiny_models import tiny_flash
 
 from virtime.engines import create_engine, export_onnx
 from virtime.models import GigaTIMEFlash
+from virtime.models.lora import LoRALinear
 
 W = 256
 
@@ -37,6 +38,10 @@ def test_export_folds_the_position_resize(flash, tmp_path):
              for a in n.attribute if a.name == "mode"]
     assert modes and set(modes) == {"linear"}  # decoder up-sampling only, no bicubic
     assert flash.training is False and flash.encoder.folded == (16, 16)  # caller's model untouched
+    # LoRA merged into qkv/proj: no adapter weights or their MatMuls left in the graph
+    assert not [i.name for i in graph.initializer if "lora" in i.name.lower()]
+    assert not [n.name for n in graph.node if "lora" in n.name.lower()]
+    assert any(isinstance(m, LoRALinear) for m in flash.modules())  # the caller's still has them
 
 
 @pytest.mark.slow

@@ -5,7 +5,9 @@ The TorchScript-based exporter (``dynamo=False``) is used because the dynamo exp
 purpose. The file carries the weights' hash and the window in its metadata so caches built from it
 can be traced back to the model. Models with a ``fold_position_embedding(window)`` method
 (GigaTIME-Flash) have their position-grid resize computed once for the window before tracing, so
-the graph holds it as a constant (no bicubic ``Resize`` for TensorRT to support).
+the graph holds it as a constant (no bicubic ``Resize`` for TensorRT to support). LoRA adapters
+(GigaTIME-Flash's ``qkv``/``proj``) are merged into their base weights before tracing
+(:func:`virtime.models.lora.merge_lora`): one MatMul per layer instead of three.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def export_onnx(
     from virtime import __version__
     from virtime.engines.hashing import model_hash
     from virtime.io import atomic_path
+    from virtime.models.lora import merge_lora
 
     if window < 1:
         raise InvalidArgumentError(f"window must be >= 1, got {window}")
@@ -58,6 +61,8 @@ def export_onnx(
     fold = getattr(cpu_model, "fold_position_embedding", None)
     if callable(fold):  # GigaTIME-Flash: the bicubic position-grid resize becomes a constant
         fold(window)
+    weights_sha256 = model_hash(cpu_model)  # of the weights as given, before merging adapters
+    merge_lora(cpu_model)
     example = torch.zeros(1, 3, window, window, dtype=torch.float32)
     with torch.inference_mode():
         out = cpu_model(example)
@@ -86,7 +91,7 @@ def export_onnx(
         proto = onnx.load(str(tmp))
         meta = {
             "virtime_version": __version__,
-            "model_sha256": model_hash(cpu_model),
+            "model_sha256": weights_sha256,
             "window": str(window),
             "out_channels": str(int(out.shape[1])),
         }
@@ -127,9 +132,15 @@ def ensure_onnx(
         except Exception as exc:  # onnx raises several unrelated types for a bad file
             raise CheckpointError(f"{path}: not a valid ONNX model ({exc})") from exc
         return path
+    from virtime.models.lora import has_lora
+
     digest = model_hash(model_or_onnx)
-    path = Path(cache_dir) / "onnx" / f"{digest[:16]}-w{window}-op{opset}.onnx"
+    # "-lora-merged": exports of models with adapters made before they were merged are not reused
+    tag = "-lora-merged" if has_lora(model_or_onnx) else ""
+    path = Path(cache_dir) / "onnx" / f"{digest[:16]}-w{window}-op{opset}{tag}.onnx"
     built_from = {"weights_sha256": digest, "window": int(window), "opset": int(opset)}
+    if tag:
+        built_from["lora"] = "merged"
     return cached_file(
         path, built_from,
         lambda tmp: export_onnx(model_or_onnx, tmp, window=window, opset=opset),
