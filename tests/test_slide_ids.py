@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -152,3 +153,32 @@ def test_cohort_manifest_uses_the_same_rule(tmp_path):
     assert "d1/slide.svs" in str(info.value) and "d2/slide.svs" in str(info.value)
     with pytest.raises(errors.InputDataError, match="plain folder name"):
         validate_manifest(pd.DataFrame({"path": [".hidden.svs"], "patient_id": ["1"]}))
+
+
+def test_background_content_hash_equals_hashlib_and_cancels(tmp_path) -> None:
+    """The thread's digest is the whole file's SHA-256; a cancelled hash stops reading and
+    says so; a read error reaches the caller."""
+    import threading
+
+    from virtime.slide_ids import BackgroundContentHash, content_sha256
+
+    data = np.random.default_rng(0).integers(0, 256, (20 << 20) + 123, dtype=np.uint8).tobytes()
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    bg = BackgroundContentHash(path)
+    assert bg.result() == hashlib.sha256(data).hexdigest()
+    assert bg.seconds > 0
+    stop = threading.Event()
+    stop.set()
+    assert content_sha256(path, stop) is None  # stops before the first block is hashed
+    cancelled = BackgroundContentHash(path)
+    cancelled.cancel()
+    try:
+        digest = cancelled.result()
+    except RuntimeError as exc:
+        assert "cancelled" in str(exc)
+    else:  # the thread may finish before cancel() lands; then the digest is the right one
+        assert digest == hashlib.sha256(data).hexdigest()
+    missing = BackgroundContentHash(tmp_path / "gone.bin")
+    with pytest.raises(FileNotFoundError):
+        missing.result()

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ from virtime.errors import SlideIdError
 __all__ = [
     "IDENTITY_FIELDS",
     "SLIDE_EXTENSIONS",
+    "BackgroundContentHash",
     "check_unique_ids",
     "content_sha256",
     "identity_fields",
@@ -175,13 +178,57 @@ def slide_source(path: str | os.PathLike[str]) -> dict[str, Any]:
             "head_sha256": head.hexdigest(), "sampled_sha256": sampled.hexdigest()}
 
 
-def content_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of the whole file (one read of it; recorded when a slide is translated)."""
+def content_sha256(path: str | os.PathLike[str],
+                   stop: threading.Event | None = None) -> str | None:
+    """SHA-256 of the whole file (one read of it; recorded when a slide is translated); None
+    when ``stop`` is set before the read is done."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(8 << 20), b""):
+            if stop is not None and stop.is_set():
+                return None
             h.update(block)
     return h.hexdigest()
+
+
+class BackgroundContentHash:
+    """The whole file's SHA-256, computed on a daemon thread while the slide is translated.
+
+    Why: the hash is only needed in the run record, and reading a multi-GiB slide takes seconds
+    (about 3-5 s/GiB); started before the tile loop it overlaps it instead of delaying the first
+    tile (file reads and ``hashlib`` release the GIL). :meth:`result` waits for it and re-raises
+    a read error; :meth:`cancel` stops an interrupted run's read at the next 8 MiB block.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.seconds = 0.0  # time the thread spent reading and hashing
+        self._stop = threading.Event()
+        self._digest: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._hash, name="virtime-slide-hash", daemon=True)
+        self._thread.start()
+
+    def _hash(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._digest = content_sha256(self.path, self._stop)
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+        self.seconds = time.perf_counter() - t0
+
+    def result(self) -> str:
+        """The hex digest (waits for the thread)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._digest is None:
+            raise RuntimeError(f"{self.path}: the content hash was cancelled")
+        return self._digest
+
+    def cancel(self) -> None:
+        """Stop reading (an interrupted run); :meth:`result` then raises."""
+        self._stop.set()
 
 
 def identity_fields(source: Mapping[str, Any]) -> dict[str, Any]:

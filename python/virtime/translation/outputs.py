@@ -210,6 +210,10 @@ def finish_slide(run: Any) -> TranslateResult:
     write_slide_page(out, slide=run.slide, he=he, data=page)
     (out / SlideFolder.LEGACY_PARTIAL_TILES).unlink(missing_ok=True)
     (out / SlideFolder.PARTIAL_TILES).unlink(missing_ok=True)
+    if run.content_hash is not None:  # hashed on a thread beside the tile loop
+        source = run.provenance.get("source") or {}
+        run.provenance["source"] = {**source, "content_sha256": run.content_hash.result()}
+        timings["slide_hash"] = run.content_hash.seconds
     seconds = time.perf_counter() - run.t_start
     summary = summary_record(run, table, failures, lost, seconds)
     atomic_write_json(out / SlideFolder.SUMMARY, summary)

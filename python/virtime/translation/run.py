@@ -73,6 +73,7 @@ class SlideRun:
     jlog: Any
     t_start: float
     provenance: dict[str, Any] = field(default_factory=dict)  # fingerprint and source slide
+    content_hash: Any = None  # the slide file's SHA-256 (BackgroundContentHash), for provenance
     embedder: Any = None
     cells: Any = None
     loop_config: TranslateConfig | None = None
@@ -265,7 +266,7 @@ def _start_run(*, slide: Any, slide_path: Path, slide_id: str, model: Any, out: 
                fingerprint: Any) -> SlideRun:
     """The grid, the engine and the canvas of a slide to translate (resumed from an interrupted
     run's finished bands when its fingerprint is this one), as a :class:`SlideRun`."""
-    from virtime.slide_ids import content_sha256
+    from virtime.slide_ids import BackgroundContentHash
     from virtime.stitch.canvas import StreamingCanvas, canvas_shape
     from virtime.stitch.windows import output_factor, plan_windows, tile_stride, window_weight
     from virtime.tiling import make_tile_grid
@@ -276,9 +277,8 @@ def _start_run(*, slide: Any, slide_path: Path, slide_id: str, model: Any, out: 
 
     model_mpp, window, model_hash = check_model(model, config)
     factor = output_factor(model_mpp, config.output_mpp)
-    t_hash = time.perf_counter()  # the whole file's hash: what a later skip check falls back on
-    source = {**source, "content_sha256": content_sha256(slide_path)}
-    t_hash = time.perf_counter() - t_hash
+    # The whole file's hash (what a later skip check falls back on) overlaps the tile loop.
+    content_hash = BackgroundContentHash(slide_path)
     tissue = tissue if tissue is not None else detect_tissue(slide)  # prefetched, or now
     origins = plan_windows(config.tile_size, window, config.overlap)
     weight = window_weight(window, config.overlap)
@@ -315,6 +315,7 @@ def _start_run(*, slide: Any, slide_path: Path, slide_id: str, model: Any, out: 
         previous = load_partial_tiles(out, fresh)
         jlog = JsonLog(config.log_json)
     except BaseException:
+        content_hash.cancel()
         if canvas is not None:
             canvas.abort()  # its writer threads stop; the partial canvas stays resumable
         if owns_engine:
@@ -326,13 +327,13 @@ def _start_run(*, slide: Any, slide_path: Path, slide_id: str, model: Any, out: 
                "postprocess": 0.0, "write": 0.0}
     if embedder is not None:
         timings["embed"] = 0.0
-    timings["slide_hash"] = t_hash
     return SlideRun(
         slide=slide, slide_path=slide_path, slide_id=slide_id, out=out, config=config,
         grid=grid, tissue=tissue, canvas=canvas, engine=engine, normalizer=normalizer,
         model_hash=model_hash, origins=origins, weight=weight, stride=stride,
         tile_xy_model=tile_xy_model, todo=todo, jlog=jlog, t_start=t_start,
-        provenance={"fingerprint": fp, "source": source}, embedder=embedder, timings=timings,
+        provenance={"fingerprint": fp, "source": source}, content_hash=content_hash,
+        embedder=embedder, timings=timings,
         rows=kept_rows(previous, todo), journal=TileJournal(out / SlideFolder.PARTIAL_TILES))
 
 
@@ -384,6 +385,8 @@ def _run_loop(run: SlideRun, *, model_mpp: float, window: int, owns_engine: bool
         timings["band_writer_thread"] = canvas.thread_seconds["band_writer"]
         timings["observer_thread"] = canvas.thread_seconds["observers"]
     except BaseException:
+        if run.content_hash is not None:
+            run.content_hash.cancel()
         canvas.abort()  # settle queued band writes so a rerun resumes from a consistent manifest
         run.jlog.emit(event="interrupted", slide_id=run.slide_id)
         raise
