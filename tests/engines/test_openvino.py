@@ -30,6 +30,26 @@ def test_openvino_fp32_equals_torch(tiny_model, batch, ref, tmp_path) -> None:
     assert _relative_error(y, expected) < 1e-4
 
 
+def test_openvino_streams_split_the_batch(tiny_model, batch, ref, tmp_path) -> None:
+    """Two streams: every chunk (3, 3, 1 windows) split across parallel requests, equal to torch
+    and to one stream; compiled into its own cache entry; more streams than threads refused."""
+    from virtime.errors import InvalidArgumentError
+
+    expected = ref(tiny_model, batch)
+    one = create_engine(tiny_model, backend="openvino", cache_dir=tmp_path, window=32,
+                        max_batch=3, threads=2)
+    two = create_engine(tiny_model, backend="openvino", cache_dir=tmp_path, window=32,
+                        max_batch=3, threads=2, streams=2)
+    y1, y2 = one.run(batch), two.run(batch)
+    assert two.streams == 2 and y2.shape == expected.shape and y2.dtype == np.float32
+    assert _relative_error(y2, expected) < 1e-4
+    assert _relative_error(y2, y1) < 1e-5
+    assert one.blob_path != two.blob_path and two.blob_path.name.endswith("-s2.blob")
+    with pytest.raises(InvalidArgumentError, match="streams"):
+        create_engine(tiny_model, backend="openvino", cache_dir=tmp_path, window=32, threads=1,
+                      streams=2)
+
+
 def test_openvino_fp32_equals_torch_on_gigatime(tmp_path, rng) -> None:
     from tiny_models import TINY_FILTERS
 

@@ -8,8 +8,8 @@
 
 For inference the adapter is folded into the base weight (:func:`merge_lora`, used by the ONNX
 export): one matrix product instead of three, and for INT8 one quantized weight instead of a
-rank-8 side path quantized on its own. On GigaTIME-Flash's OpenVINO INT8 model that was 1.07-1.2x the
-windows/s of the unmerged graph (benchmarks/RESULTS.md).
+rank-8 side path quantized on its own. On GigaTIME-Flash's OpenVINO INT8 model that was
+1.07-1.2x the windows/s of the unmerged graph (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
