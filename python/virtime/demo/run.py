@@ -44,6 +44,8 @@ class DemoConfig:
     ``slide_px``: slide side at the model's input mpp (one slide per patient);
     ``second_patients``: size of cohort B (default 40% of ``patients``); ``output_mpp``: the
     virtual and ground-truth maps' resolution for features; ``backend``/``window_batch``: engine;
+    ``precision``: the engine's (``"int8"`` with an INT8 translator from ``virtime quantize`` as
+    the model, on ``backend="openvino"``: the end-to-end check of benchmarks/bench_int8_demo.py);
     ``cells``: also segment virtual cells (``translate --cells``) and test the cell densities
     (source ``virtual-cells`` in the recovery table); ``adjust``: the covariates of the adjusted
     associations (``associate --adjust``) — the simulated site by default, the one confounder the
@@ -59,6 +61,7 @@ class DemoConfig:
     alpha: float = 0.05
     output_mpp: float = 1.0
     backend: str = "onnxruntime"
+    precision: str = "fp32"
     window_batch: int = 16
     threads: int = 0
     show_progress: bool = True
@@ -140,7 +143,8 @@ def _translate_all(slides: pd.DataFrame, model: Any, out: Path, cfg: DemoConfig,
     """Translates every slide not yet done; builds the engine on first need and keeps it."""
     from virtime.translation import TranslateConfig, is_translated, translate
 
-    tcfg = TranslateConfig(backend=cfg.backend, window_batch=cfg.window_batch, threads=cfg.threads,
+    tcfg = TranslateConfig(backend=cfg.backend, precision=cfg.precision,
+                           window_batch=cfg.window_batch, threads=cfg.threads,
                            tile_size=tile, output_mpp=cfg.output_mpp, show_progress=False,
                            thumbnail_channels=("DAPI", "CD8", "CK"), cells=cfg.cells)
     done = 0
@@ -154,6 +158,7 @@ def _translate_all(slides: pd.DataFrame, model: Any, out: Path, cfg: DemoConfig,
 
                 _, window = _model_geometry(model)
                 engine_box["engine"] = create_engine(model, backend=cfg.backend,
+                                                     precision=cfg.precision,
                                                      max_batch=cfg.window_batch, window=window)
             translate(r.path, model, out, tcfg, slide_id=r.slide_id, engine=engine_box["engine"])
             done += 1
