@@ -42,10 +42,11 @@ def check_mpp(mpp: float, *, path: str | os.PathLike[str], source: str,
     """
     try:
         value = float(mpp)
+        shown = f"{value:g}"
     except (TypeError, ValueError):
-        value = math.nan
+        value, shown = math.nan, repr(mpp)
     if not (math.isfinite(value) and value > 0):
-        raise InvalidMppError(f"{path}: mpp {mpp!r} um/px {source} is not a positive number; "
+        raise InvalidMppError(f"{path}: mpp {shown} um/px {source} is not a positive number; "
                               f"{advice}")
     if mpp_range is not None:
         lo, hi = mpp_range[0] / tolerance, mpp_range[1] * tolerance

@@ -35,6 +35,8 @@ def test_manifest_resolves_paths_ids_and_mpp(tmp_path):
     ({"path": ["a.svs"], "patient_id": [""]}, "without patient_id"),
     ({"path": ["a.svs"], "patient_id": ["1"], "mpp": ["fast"]}, "not a number"),
     ({"path": ["a.svs"], "patient_id": ["1"], "mpp": [-0.5]}, "positive"),
+    ({"path": ["a.svs", "b.svs"], "patient_id": ["1", "2"], "mpp": [0.25, float("inf")]},
+     r"cohort\.csv: mpp inf um/px in row 2 is not a positive number"),
 ])
 def test_manifest_errors_name_the_problem(rows, message):
     with pytest.raises(InputDataError, match=message):

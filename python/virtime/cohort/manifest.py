@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from virtime.errors import InputDataError, SlideIdError
+from virtime.errors import InputDataError, InvalidMppError, SlideIdError
 from virtime.slide_ids import check_unique_ids, slide_id_from_path, validate_slide_id
 
 __all__ = ["MANIFEST_COLUMNS", "read_manifest", "validate_manifest"]
@@ -115,8 +115,14 @@ def _mpp_column(df: pd.DataFrame, name: str) -> np.ndarray:
     if unparsable.any():
         raise InputDataError(f"{name}: mpp is not a number in {int(unparsable.sum())} rows "
                              f"(e.g. {raw[unparsable].iloc[0]!r})")
-    if (mpp[~np.isnan(mpp)] <= 0).any():
-        raise InputDataError(f"{name}: mpp must be positive")
+    from virtime.mpp import check_mpp
+
+    for row in np.flatnonzero(~np.isnan(mpp)):  # an explicit mpp, as --mpp: any positive number
+        try:
+            check_mpp(mpp[row], path=name, source=f"in row {row + 1}", mpp_range=None,
+                      advice="give each slide's level-0 microns per pixel, or leave it empty")
+        except InvalidMppError as exc:
+            raise InputDataError(str(exc)) from None
     return mpp
 
 
