@@ -183,7 +183,8 @@ def _open_request(slide: Any, model: Any, config: TranslateConfig, slide_id: str
 
     opened = slide if isinstance(slide, Slide) else None
     slide_path = Path(opened.path if opened is not None else slide)
-    if opened is not None and config.mpp is not None and opened._mpp_override != config.mpp:
+    if opened is not None and config.mpp is not None and not (
+            opened.mpp_given and opened.mpp == config.mpp):
         opened = None  # reopened below with the configured mpp
     slide_id = (validate_slide_id(slide_id, slide_path) if slide_id is not None
                 else slide_id_from_path(slide_path))
