@@ -392,7 +392,12 @@ def quick_view(monkeypatch):
             self._httpd.shutdown()
             thread.join(timeout=30)
 
+    def wait_once(self):  # the server already runs on its background thread (ViewServer.start)
+        with urllib.request.urlopen(self.url, timeout=30) as resp:
+            assert resp.status == 200
+
     monkeypatch.setattr(ViewServer, "serve_forever", serve_once)
+    monkeypatch.setattr(ViewServer, "wait", wait_once)
 
 
 class _PasteCheck(code.InteractiveConsole):
