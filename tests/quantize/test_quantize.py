@@ -209,3 +209,24 @@ def test_quantize_bad_calibration_slides(fp32_weights, slides, tmp_path, capsys)
         assert code == 2
         assert expected in _one_error_line(capsys)
     assert not list(tmp_path.glob("q*"))  # nothing written
+
+
+@pytest.mark.slow
+def test_quantize_says_which_channels_were_dice_gated(fp32_weights, slides, tmp_path,
+                                                      capsys) -> None:
+    from virtime.channels import PROTEIN_CHANNELS
+
+    out = tmp_path / "q"
+    assert main(["quantize", "--weights", str(fp32_weights), "--calibrate", *map(str, slides),
+                 "-o", str(out), "--calibration-tiles", "6", "--held-out-tiles", "6"]) == 0
+    printed = capsys.readouterr().out
+    channels = json.loads(out.with_suffix(".json").read_text())["quantization"]["channels"]
+    rare = [k for k in PROTEIN_CHANNELS if max(channels[k]["positive_pixels_fp32"],
+                                               channels[k]["positive_pixels_int8"]) < 150]
+    gated = len(PROTEIN_CHANNELS) - len(rare)
+    assert f"Dice gated on {gated} protein channel" in printed
+    for name in rare:
+        count = max(channels[name]["positive_pixels_fp32"], channels[name]["positive_pixels_int8"])
+        assert f"{name} ({count} px)" in printed
+    lowest = min(channels[k]["dice"] for k in PROTEIN_CHANNELS if k not in rare)
+    assert "lowest Dice of a Dice-gated channel" in printed and f"{lowest:.3f}" in printed

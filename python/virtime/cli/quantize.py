@@ -43,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from virtime.cli.translate import load_model_from_args
-    from virtime.models.int8 import DEFAULT_GATE, describe_dice_gating
+    from virtime.channels import PROTEIN_CHANNELS
+    from virtime.models.int8 import DEFAULT_GATE, describe_dice_gating, too_rare_for_dice
     from virtime.quantize import QuantizeConfig, quantize_translator
 
     from virtime.errors import CheckpointError
@@ -58,11 +59,14 @@ def _run(args: argparse.Namespace) -> int:
                             threads=args.threads, keep_fp32=args.keep_fp32,
                             activation_ranges=args.activation_ranges)
     result = quantize_translator(model, args.calibrate, args.output, config)
-    worst = min(result.card.quantization["channels"].items(), key=lambda kv: kv[1]["dice"])
-    print(f"{result.xml}: INT8 translator, {len(result.card.quantization['channels'])} channels "
-          f"checked on {config.held_out_tiles} held-out windows (lowest Dice {worst[0]} "
-          f"{worst[1]['dice']:.3f}); card {result.xml.with_suffix('.json')}")
-    gating = describe_dice_gating(result.card.quantization["channels"], DEFAULT_GATE)
+    channels = result.card.quantization["channels"]
+    rare = too_rare_for_dice(channels, DEFAULT_GATE)
+    held = {k: v for k, v in channels.items() if k in PROTEIN_CHANNELS and k not in rare}
+    worst = min(held.items() or channels.items(), key=lambda kv: kv[1]["dice"])
+    print(f"{result.xml}: INT8 translator, {len(channels)} channels checked on "
+          f"{config.held_out_tiles} held-out windows (lowest Dice of a Dice-gated channel "
+          f"{worst[0]} {worst[1]['dice']:.3f}); card {result.xml.with_suffix('.json')}")
+    gating = describe_dice_gating(channels, DEFAULT_GATE)
     if result.passed:
         print(f"accuracy gate: passed ({gating})")
     else:
