@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.special import expit
+from window_reference import ramp_weight
 
 from virtime import _core
 from virtime.errors import InvalidArgumentError
@@ -13,16 +14,6 @@ from virtime.translation.postprocess import WindowPostprocessor
 
 
 # ----------------------------------------------------------------------------- references
-def ramp_weight(size: int, overlap: int) -> np.ndarray:
-    """Separable cosine ramp, written independently of virtime.stitch.windows."""
-    r = np.ones(size)
-    if overlap:
-        t = (np.arange(overlap) + 0.5) / overlap
-        r[:overlap] = np.sin(np.pi * t / 2) ** 2
-        r[size - overlap :] = np.minimum(r[size - overlap :], r[:overlap][::-1])
-    return np.outer(r, r).astype(np.float32)
-
-
 def ref_pool(logits: np.ndarray, weight: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
     """Block sums of weight * expit(logits) and of weight, in float64."""
     n, c, h, w = logits.shape

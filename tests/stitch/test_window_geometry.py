@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from window_reference import ramp_weight
 import torch
 
 from virtime.errors import InvalidArgumentError
@@ -21,14 +22,6 @@ def _one_torch_thread(one_torch_thread):
     """One intra-op thread: on a shared 2-core runner, torch's default oversubscribes."""
 
 
-def _ramp(size: int, overlap: int) -> np.ndarray:
-    """Separable sin² ramp, written independently of virtime.stitch.windows."""
-    r = np.ones(size)
-    if overlap:
-        t = (np.arange(overlap) + 0.5) / overlap
-        r[:overlap] = np.sin(np.pi * t / 2) ** 2
-        r[size - overlap :] = np.minimum(r[size - overlap :], r[:overlap][::-1])
-    return np.outer(r, r).astype(np.float32)
 
 
 def _origins(tile: int, window: int, step: int) -> list[tuple[int, int]]:
@@ -65,7 +58,7 @@ def _ref_pool(values: np.ndarray, f: int, x: int, y: int) -> tuple[np.ndarray, i
 @pytest.mark.parametrize(("tile", "window", "step", "overlap", "factor"), GEOMETRIES)
 def test_numpy_and_torch_blend_equal_the_reference(rng, tile, window, step, overlap, factor):
     origins = _origins(tile, window, step)
-    weight = _ramp(window, overlap)
+    weight = ramp_weight(window, overlap)
     core = tile - overlap if overlap else tile
     g = WindowGeometry(weight, factor, origins, tile, core)
     probs = rng.random((3, len(origins), 5, window, window), dtype=np.float32)
@@ -90,7 +83,7 @@ def test_numpy_and_torch_blend_equal_the_reference(rng, tile, window, step, over
 
 @pytest.mark.parametrize(("tile", "window", "step", "overlap", "factor"), GEOMETRIES)
 def test_numpy_and_torch_pooling_equal_the_reference(rng, tile, window, step, overlap, factor):
-    weight = _ramp(window, overlap)
+    weight = ramp_weight(window, overlap)
     g = WindowGeometry(weight, factor, _origins(tile, window, step), tile, tile)
     np_ops, th_ops = g.numpy(), g.torch("cpu")
     probs = rng.random((4, 3, window, window), dtype=np.float32)
@@ -116,7 +109,7 @@ def test_weight_sum_and_fused_cpp_pass_agree_with_the_backends(rng):
     from virtime.translation.postprocess import WindowPostprocessor
 
     tile, window, core = 64, 32, 48
-    origins, weight = _origins(tile, window, 16), _ramp(window, 8)
+    origins, weight = _origins(tile, window, 16), ramp_weight(window, 8)
     g = WindowGeometry(weight, 4, origins, tile, core)
     want_ws = np.zeros((tile, tile))
     for x, y in origins:
