@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from window_reference import ramp_weight
 import torch
+from window_reference import ramp_weight
 
 from virtime.errors import InvalidArgumentError
 from virtime.stitch.window_geometry import WindowGeometry
