@@ -108,15 +108,18 @@ def measure(baseline: str, rounds: int = 3) -> dict[str, dict[str, float]]:
     for figure in ("total", "loop", "outside_loop"):
         a = [r[figure] for r in runs["A"]]
         b = [r[figure] for r in runs["B"]]
+        ratios = [x / y for x, y in zip(a, b)]
         res[figure] = {"baseline_s": statistics.median(a), "this_s": statistics.median(b),
-                       "ratio": statistics.median(x / y for x, y in zip(a, b))}
+                       "ratio": statistics.median(ratios), "ratio_min": min(ratios),
+                       "ratio_max": max(ratios)}
     return res
 
 
 def _print(res: dict[str, dict[str, float]]) -> None:
-    print("figure        baseline s   this s   baseline/this (median of pairs)")
+    print("figure        baseline s   this s   baseline/this: median of pairs (min-max)")
     for figure, r in res.items():
-        print(f"{figure:<13} {r['baseline_s']:10.2f} {r['this_s']:8.2f}   {r['ratio']:.2f}x")
+        print(f"{figure:<13} {r['baseline_s']:10.2f} {r['this_s']:8.2f}   {r['ratio']:.2f}x "
+              f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f})")
 
 
 if __name__ == "__main__":
