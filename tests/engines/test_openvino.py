@@ -37,9 +37,9 @@ def test_openvino_streams_split_the_batch(tiny_model, batch, ref, tmp_path) -> N
 
     expected = ref(tiny_model, batch)
     one = create_engine(tiny_model, backend="openvino", cache_dir=tmp_path, window=32,
-                        max_batch=3, threads=2)
+                        max_batch=3, threads=2, streams=1)
     two = create_engine(tiny_model, backend="openvino", cache_dir=tmp_path, window=32,
-                        max_batch=3, threads=2, streams=2)
+                        max_batch=3, threads=2)  # the default: two streams for two threads
     y1, y2 = one.run(batch), two.run(batch)
     assert two.streams == 2 and y2.shape == expected.shape and y2.dtype == np.float32
     assert _relative_error(y2, expected) < 1e-4
@@ -48,6 +48,8 @@ def test_openvino_streams_split_the_batch(tiny_model, batch, ref, tmp_path) -> N
     with pytest.raises(InvalidArgumentError, match="streams"):
         create_engine(tiny_model, backend="openvino", cache_dir=tmp_path, window=32, threads=1,
                       streams=2)
+    alone = create_engine(tiny_model, backend="openvino", cache_dir=tmp_path, window=32, threads=1)
+    assert alone.streams == 1  # the default never asks for more streams than threads
 
 
 def test_openvino_fp32_equals_torch_on_gigatime(tmp_path, rng) -> None:
