@@ -132,7 +132,7 @@ def test_read_ome_zarr_finds_levels_names_mpp_and_damage(written, tmp_path) -> N
     import shutil
 
     from virtime.channels import CHANNEL_NAMES
-    from virtime.stitch.omezarr import VerifiedArray, read_ome_zarr
+    from virtime.io.omezarr import VerifiedArray, read_ome_zarr
 
     path, truth = written
     image = read_ome_zarr(path)

@@ -11,7 +11,7 @@ from slide_outputs import assert_same_outputs
 
 import virtime
 from virtime.cohort.runner import slide_is_complete
-from virtime.stitch.omezarr import read_ome_zarr
+from virtime.io.omezarr import read_ome_zarr
 from virtime.translation import is_translated
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ at an odd edge the block mean is over the pixels that exist). Levels are added u
 fits in one chunk. Every level is built band by band from the one above, so memory stays
 ``O(width x chunk)`` whatever the slide size.
 
-The reader (:func:`read_ome_zarr`, :func:`verify_array`, :class:`VerifiedArray`) lives in
-:mod:`virtime.io.omezarr`, with the other readers of a slide folder; it is re-exported here.
+The reader (``read_ome_zarr``, ``verify_array``, ``VerifiedArray``) lives in
+:mod:`virtime.io.omezarr`, with the other readers of a slide folder.
 """
 
 from __future__ import annotations
@@ -28,19 +28,10 @@ from numpy.typing import NDArray
 
 from virtime.channels import Channel
 from virtime.errors import InputDataError
-from virtime.io.omezarr import (  # the reader, re-exported
-    OmeZarrImage,
-    VerifiedArray,
-    array_problem,
-    read_ome_zarr,
-    verify_array,
-)
+from virtime.io.omezarr import verify_array
 
 __all__ = [
     "NGFF_VERSION",
-    "OmeZarrImage",
-    "VerifiedArray",
-    "array_problem",
     "build_level",
     "create_pyramid",
     "downsample_2x",
@@ -50,8 +41,6 @@ __all__ = [
     "open_ome_zarr",
     "pyramid_shapes",
     "read_channel_names",
-    "read_ome_zarr",
-    "verify_array",
     "writable_level",
     "write_ngff_metadata",
 ]

@@ -32,7 +32,7 @@ def damaged_outputs(out: str | os.PathLike[str],
         Its ``summary.json`` (read when not given): a failed-tile mask is expected when it
         records failed tiles.
     """
-    from virtime.stitch.omezarr import array_problem, read_ome_zarr
+    from virtime.io.omezarr import array_problem, read_ome_zarr
 
     folder = SlideFolder(Path(out))
     if summary is None:

@@ -128,7 +128,7 @@ class ViewSource:
     def __init__(self, slide_dir: str | os.PathLike[str], *, slide_path: str | None = None,
                  mpp: float | None = None, cache_bytes: int = 256 * 2**20) -> None:
         from virtime.slide import Slide
-        from virtime.stitch.omezarr import VerifiedArray, read_ome_zarr
+        from virtime.io.omezarr import VerifiedArray, read_ome_zarr
 
         self.dir = Path(slide_dir)
         folder = SlideFolder(self.dir)
